@@ -1,0 +1,4 @@
+# cython: language_level=3
+from types cimport BUY
+def _probe():
+    return BUY

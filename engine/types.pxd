@@ -1,0 +1,3 @@
+# placeholder, replaced by the engine
+cdef enum:
+    BUY = 1
