@@ -1,3 +1,0 @@
-# placeholder, replaced by the engine
-cdef enum:
-    BUY = 1
