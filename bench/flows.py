@@ -60,12 +60,15 @@ def empty_commands(n: int) -> np.ndarray:
     return np.zeros(n, dtype=COMMAND_DTYPE)
 
 
+_ROW_FIELDS = ("op", "side", "type", "tif", "owner", "order_id", "price", "qty")
+
+
 def commands_from_rows(rows: list[tuple[int, int, int, int, int, int, int, int]]) -> np.ndarray:
     """Rows of (op, side, type, tif, owner, order_id, price, qty) -> COMMAND_DTYPE array."""
     out = empty_commands(len(rows))
     if rows:
         columns = np.array(rows, dtype=np.int64).T
-        for name, column in zip(("op", "side", "type", "tif", "owner", "order_id", "price", "qty"), columns):
+        for name, column in zip(_ROW_FIELDS, columns, strict=True):
             out[name] = column
     return out
 
@@ -90,7 +93,7 @@ def liquibook_perf_flow(n: int, seed: int, owners: int = 1000) -> Flow:
     commands["qty"] = (rng.integers(0, 10, size=n) + 1) * 100
     return Flow(
         "liquibook_perf",
-        "liquibook pt_order_book: alternating buy/sell, bids 1880-1889, asks 1884-1893, qty 100-1000, inserts",
+        "liquibook pt_order_book: alternating buy/sell, bids 1880-1889, asks 1884-1893, qty 100-1000",
         empty_commands(0),
         commands,
     )
@@ -155,7 +158,9 @@ def exchange_core_flow(
         lack_bid = session.target_half - bid_orders
         if filled_at is None and lack_ask <= 0 and lack_bid <= 0:
             filled_at = len(rows)
-        row, next_order_id = _exchange_core_command(session, book, lack_ask, lack_bid, filled_at, next_order_id)
+        row, next_order_id = _exchange_core_command(
+            session, book, lack_ask, lack_bid, filled_at, next_order_id
+        )
         if row is not None:
             rows.append(row)
     assert filled_at is not None
@@ -356,8 +361,17 @@ def to_calls(commands: np.ndarray) -> list[Call]:
     columns = {name: commands[name].tolist() for name in COMMAND_DTYPE.names if not name.startswith("_")}
     calls: list[Call] = []
     for op, side, type_, tif, stp, post_only, owner, order_id, price, qty in zip(
-        columns["op"], columns["side"], columns["type"], columns["tif"], columns["stp"],
-        columns["post_only"], columns["owner"], columns["order_id"], columns["price"], columns["qty"],
+        columns["op"],
+        columns["side"],
+        columns["type"],
+        columns["tif"],
+        columns["stp"],
+        columns["post_only"],
+        columns["owner"],
+        columns["order_id"],
+        columns["price"],
+        columns["qty"],
+        strict=True,
     ):
         if op == _NEW:
             if type_ == _LIMIT and tif == _GTC and not post_only and not stp:
@@ -386,6 +400,7 @@ def new_args(commands: np.ndarray) -> list[tuple[int, int, int, int, int]]:
             commands["side"].tolist(),
             commands["price"].tolist(),
             commands["qty"].tolist(),
+            strict=True,
         )
     )
 
