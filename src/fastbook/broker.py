@@ -1,0 +1,105 @@
+"""The embedded MQTT broker (amqtt, MQTT 3.1.1) used by `fastbook-broker` and `fastbook demo`.
+
+amqtt's default AnonymousAuthPlugin flags every session anonymous, and amqtt drops anonymous sessions
+(with their offline queues) about a second after they disconnect. fastbook's sequencer asks for a
+persistent session, so the broker authenticates everyone with `AllowAllAuthPlugin`, which accepts
+without the anonymous flag. Retained messages (book, snapshot, replica status) live in memory: after a
+broker restart the sequencer republishes book and snapshot on reconnect, edges their status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from amqtt.broker import Broker
+from amqtt.plugins.base import BaseAuthPlugin
+from amqtt.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class AllowAllAuthPlugin(BaseAuthPlugin):
+    """Accepts every client and marks the session non-anonymous, so persistent sessions are kept."""
+
+    @dataclass
+    class Config:
+        pass
+
+    async def authenticate(self, *, session: Session) -> bool:
+        session.is_anonymous = False
+        return True
+
+
+class BrokerStartError(RuntimeError):
+    pass
+
+
+def broker_config(host: str, port: int) -> dict[str, Any]:
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}},
+        # Keep persistent sessions (the sequencer's) for a day; anonymous ones never get here.
+        "session_expiry_interval": 24 * 3600,
+        "plugins": {f"{AllowAllAuthPlugin.__module__}.{AllowAllAuthPlugin.__qualname__}": {}},
+    }
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise BrokerStartError with a clear message if host:port cannot be bound (amqtt's own error
+    is a long traceback)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise BrokerStartError(
+                    f"cannot listen on {host}:{port}: the port is already in use "
+                    "(another MQTT broker?); choose another with --port"
+                ) from None
+            raise BrokerStartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """An ephemeral TCP port that was free a moment ago (for tests and the demo)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """An amqtt broker on host:port inside the running asyncio loop."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
+        self.host = host
+        self.port = port
+        self._broker: Broker | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        check_port_free(self.host, self.port)
+        # amqtt logs every connect/disconnect at INFO; fastbook's own logs say what matters.
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self._broker = Broker(broker_config(self.host, self.port), loop=asyncio.get_running_loop())
+        try:
+            await self._broker.start()
+        except Exception as exc:
+            raise BrokerStartError(f"cannot start the MQTT broker on {self.url}: {exc}") from None
+        log.info("MQTT broker listening on %s", self.url)
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            broker, self._broker = self._broker, None
+            try:
+                await broker.shutdown()
+            except Exception:  # shutting down anyway; amqtt may complain about half-closed sessions
+                log.debug("broker shutdown raised", exc_info=True)

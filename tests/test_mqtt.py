@@ -1,0 +1,210 @@
+"""NodeRunner and broker URLs against a private mosquitto, with small fake nodes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from fastbook.mqtt import BrokerAddress, NodeRunner, RunnerError, parse_broker_url, parse_broker_urls
+from fastbook.node import Incoming, Outgoing
+from tests.brokers import MOSQUITTO, Broker, Proc, free_port, port_open, start_mosquitto, wait_for
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mqtt://127.0.0.1:1883", BrokerAddress("127.0.0.1", 1883)),
+        ("mqtt://localhost", BrokerAddress("localhost", 1883)),
+        ("tcp://broker.local:8883", BrokerAddress("broker.local", 8883)),
+        (" mqtt://[::1]:1884 ", BrokerAddress("::1", 1884)),
+    ],
+)
+def test_parse_broker_url(url: str, expected: BrokerAddress) -> None:
+    assert parse_broker_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("", "empty"),
+        ("127.0.0.1:1883", "no scheme"),
+        ("http://h:1", "unsupported scheme"),
+        ("mqtt://h:0", "port"),
+        ("mqtt://h:99999", "port"),
+        ("mqtt://h:abc", "port"),
+        ("mqtt://:1883", "no host"),
+        ("mqtt://h:1/x", "path"),
+        ("mqtt://u:p@h:1", "credentials"),
+    ],
+)
+def test_parse_broker_url_rejects(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_broker_url(url)
+
+
+def test_parse_several_urls() -> None:
+    assert parse_broker_urls("mqtt://a:1, mqtt://b:2") == [BrokerAddress("a", 1), BrokerAddress("b", 2)]
+    assert parse_broker_urls(["mqtt://a:1", "mqtt://b:2,mqtt://c"]) == [
+        BrokerAddress("a", 1), BrokerAddress("b", 2), BrokerAddress("c", 1883)]
+    with pytest.raises(ValueError, match="no broker URL"):
+        parse_broker_urls(" , ")
+
+
+class Recorder:
+    """A fake node: records everything it is given, echoes 'in' messages to 'out'."""
+
+    def __init__(self, subs: Sequence[str], echo: bool = False, will: Outgoing | None = None) -> None:
+        self.subs = list(subs)
+        self.echo = echo
+        self._will = will
+        self.messages: list[Incoming] = []
+        self.batches: list[int] = []
+        self.connects = 0
+        self.ticks = 0
+        self.closed = False
+        self.threads: set[str] = set()
+        self.fail_on: bytes | None = None
+
+    def _seen(self) -> None:
+        self.threads.add(threading.current_thread().name)
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [(s, 1) for s in self.subs]
+
+    def will(self) -> Outgoing | None:
+        return self._will
+
+    def on_connected(self) -> list[Outgoing]:
+        self._seen()
+        self.connects += 1
+        return [Outgoing("test/status", b"online", retain=True)]
+
+    def on_messages(self, messages: Sequence[Incoming]) -> list[Outgoing]:
+        self._seen()
+        if self.fail_on is not None and any(p == self.fail_on for _, p in messages):
+            raise RuntimeError("node bug")
+        self.messages.extend(messages)
+        self.batches.append(len(messages))
+        if self.echo:
+            return [Outgoing("test/out", p) for topic, p in messages if topic.startswith("test/in")]
+        return []
+
+    def on_tick(self, now: float) -> list[Outgoing]:
+        self._seen()
+        self.ticks += 1
+        return []
+
+    def close(self) -> list[Outgoing]:
+        self._seen()
+        self.closed = True
+        return [Outgoing("test/status", b"closed", retain=True)]
+
+
+@pytest.fixture(scope="module")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    broker = start_mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    yield broker
+    broker.stop()
+
+
+def test_runner_delivers_in_order_on_one_thread(mosquitto: Broker) -> None:
+    echo = Recorder(["test/in/+"], echo=True)
+    sink = Recorder(["test/out", "test/status"])
+    with NodeRunner(sink, mosquitto.url, "sink-1") as sink_runner, NodeRunner(echo, mosquitto.url, "echo-1"):
+        assert sink_runner.wait_connected(10)
+        wait_for(lambda: echo.connects == 1 and sink.connects == 1, 10, "both nodes connected")
+        count = 3000
+        published = sink_runner.call(lambda: [Outgoing("test/in/a", b"%d" % i) for i in range(count)])
+        assert len(published.result(10)) == count
+        wait_for(lambda: sum(t == "test/out" for t, _ in sink.messages) == count, 20, "all echoes")
+        wait_for(lambda: sink.ticks > 0 and echo.ticks > 0, 5, "ticks")
+    out = [p for t, p in sink.messages if t == "test/out"]
+    assert out == [b"%d" % i for i in range(count)]  # one publisher, one topic: order kept end to end
+    assert (b"online" in [p for t, p in sink.messages if t == "test/status"])
+    assert max(echo.batches) > 1  # the worker drained the inbox in batches
+    assert echo.closed and sink.closed
+    assert len(echo.threads) == 1 and len(sink.threads) == 1  # one worker thread owns each node
+
+
+def test_call_returns_values_and_errors(mosquitto: Broker) -> None:
+    node = Recorder([])
+    with NodeRunner(node, mosquitto.url, "caller-1") as runner:
+        assert runner.call_with_result(lambda: (42, [])).result(5) == 42
+        thread = runner.call_with_result(lambda: (threading.current_thread().name, [])).result(5)
+        assert thread == "caller-1-node"
+
+        def broken() -> list[Outgoing]:
+            raise KeyError("nope")
+
+        with pytest.raises(KeyError):
+            runner.call(broken).result(5)
+        assert runner.running  # a failing call is the caller's problem, not the node's
+    with pytest.raises(RunnerError):
+        runner.call(lambda: []).result(1)
+
+
+def test_close_messages_are_published_on_stop(mosquitto: Broker) -> None:
+    watcher = Recorder(["test/closing"])
+    node = Recorder([])
+    node.close = lambda: [Outgoing("test/closing", b"bye")]  # type: ignore[method-assign]
+    with NodeRunner(watcher, mosquitto.url, "watcher-1") as watcher_runner:
+        assert watcher_runner.wait_connected(10)
+        wait_for(lambda: watcher.connects == 1, 10, "watcher subscribed")
+        runner = NodeRunner(node, mosquitto.url, "closer-1").start()
+        assert runner.wait_connected(10)
+        runner.stop()
+        assert runner.wait(1)
+        wait_for(lambda: ("test/closing", b"bye") in watcher.messages, 10, "close() message")
+
+
+def test_node_exception_stops_runner(mosquitto: Broker) -> None:
+    node = Recorder(["test/boom"])
+    node.fail_on = b"boom"
+    with NodeRunner(Recorder([]), mosquitto.url, "bomber-1") as sender:
+        runner = NodeRunner(node, mosquitto.url, "victim-1").start()
+        assert runner.wait_connected(10)
+        wait_for(lambda: node.connects == 1, 10, "victim subscribed")
+        sender.call(lambda: [Outgoing("test/boom", b"boom")]).result(5)
+        assert not runner.wait(10)
+        assert isinstance(runner.error, RuntimeError)
+        assert not runner.running
+
+
+def test_failover_skips_dead_broker(mosquitto: Broker) -> None:
+    dead = f"mqtt://127.0.0.1:{free_port()}"
+    node = Recorder([])
+    with NodeRunner(node, [dead, mosquitto.url], "failover-1", reconnect_min=0.05) as runner:
+        assert runner.wait_connected(10)
+        assert runner.current_broker == parse_broker_url(mosquitto.url)
+
+
+def test_reconnects_after_broker_restart(tmp_path: Path) -> None:
+    broker = start_mosquitto(tmp_path)
+    node = Recorder(["test/again"])
+    try:
+        with NodeRunner(node, broker.url, "phoenix-1", reconnect_min=0.05, reconnect_max=0.5) as runner:
+            wait_for(lambda: node.connects == 1, 10, "first connect")
+            broker.stop()
+            wait_for(lambda: not runner.connected.is_set(), 10, "disconnect noticed")
+            conf = next(tmp_path.glob("mosquitto-*.conf"))  # same port, same config
+            proc = Proc([MOSQUITTO, "-c", str(conf)], tmp_path / "mosquitto-again.log")
+            broker.procs = [proc]
+            wait_for(lambda: port_open(broker.port), 10, "mosquitto restarted")
+            wait_for(lambda: node.connects == 2, 20, "on_connected after reconnect")
+            with NodeRunner(Recorder([]), broker.url, "poker-1") as poker:
+                poker.call(lambda: [Outgoing("test/again", b"x")]).result(5)
+                wait_for(lambda: ("test/again", b"x") in node.messages, 10, "resubscribed delivery")
+    finally:
+        broker.stop()
+
+
+def test_runner_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="scheme"):
+        NodeRunner(Recorder([]), "localhost:1883", "x")
+    with pytest.raises(ValueError, match="client id"):
+        NodeRunner(Recorder([]), "mqtt://localhost", "")
