@@ -1,0 +1,211 @@
+"""The sequencer's durable, append-only journal of sequenced commands.
+
+One file, `<data_dir>/journal.log`:
+
+    file header : b"FBJOURN1"
+    record      : u32 payload length | u32 CRC32(seq bytes + payload) | u64 seq | payload   (little-endian)
+
+Records are gap-free in seq. `append` writes a whole batch with one write() and one fdatasync()
+(group commit) and only returns once the batch is durable. Opening scans the file, verifies every
+record and truncates a torn or corrupt tail (logged at WARNING): a crash mid-write loses at most the
+batch that was never acknowledged. The scan builds an in-memory seq -> file offset index, so replay
+requests seek straight to the first wanted record.
+
+A lock file (`flock`) keeps two sequencers from writing one journal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import zlib
+from array import array
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FILE_MAGIC = b"FBJOURN1"
+RECORD_HEAD = struct.Struct("<IIQ")
+_SEQ = struct.Struct("<Q")
+MAX_RECORD = 1 << 24  # a record larger than this is corruption, not data
+
+
+class JournalError(Exception):
+    """The journal cannot be opened or written; nothing unjournaled may be published."""
+
+
+def _crc(seq: int, payload: bytes) -> int:
+    return zlib.crc32(payload, zlib.crc32(_SEQ.pack(seq)))
+
+
+def encode_record(seq: int, payload: bytes) -> bytes:
+    return RECORD_HEAD.pack(len(payload), _crc(seq, payload), seq) + payload
+
+
+class Journal:
+    FILE_NAME = "journal.log"
+    LOCK_NAME = "journal.lock"
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / self.FILE_NAME
+        self.first_seq = 0  # seq of the first record; 0 while empty
+        self.last_seq = 0  # seq of the last durable record; 0 while empty
+        self.dropped_bytes = 0  # torn/corrupt tail removed by the last open
+        self.failed: str | None = None  # set after a write error: the journal refuses further appends
+        self._offsets = array("q")  # offsets[seq - first_seq] = file offset of that record
+        self._size = 0
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.data_dir / self.LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise JournalError(f"cannot open journal in {self.data_dir}: {exc}") from exc
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            raise JournalError(f"journal {self.path} is locked by another running sequencer") from None
+        try:
+            self._open()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _open(self) -> None:
+        created = not self.path.exists()
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            if created or os.fstat(self._fd).st_size == 0:
+                os.write(self._fd, FILE_MAGIC)
+                os.fsync(self._fd)
+                self._fsync_dir()
+            self._recover()
+            self._reader = open(self.path, "rb")  # noqa: SIM115 - lives as long as the journal
+        except OSError as exc:
+            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+
+    def _fsync_dir(self) -> None:
+        dir_fd = os.open(self.data_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _recover(self) -> None:
+        """Scan, verify, index; truncate at the first record that is torn, corrupt or out of sequence."""
+        size = os.fstat(self._fd).st_size
+        with open(self.path, "rb") as f:
+            if f.read(len(FILE_MAGIC)) != FILE_MAGIC:
+                raise JournalError(f"{self.path} is not a fastbook journal (bad file header)")
+            offset = len(FILE_MAGIC)
+            problem = None
+            expected = 0
+            while offset < size:
+                head = f.read(RECORD_HEAD.size)
+                if len(head) < RECORD_HEAD.size:
+                    problem = "torn record header"
+                    break
+                length, crc, seq = RECORD_HEAD.unpack(head)
+                if length > MAX_RECORD:
+                    problem = f"implausible record length {length}"
+                    break
+                payload = f.read(length)
+                if len(payload) < length:
+                    problem = "torn record payload"
+                    break
+                if _crc(seq, payload) != crc:
+                    problem = f"checksum mismatch at seq {seq}"
+                    break
+                if expected and seq != expected:
+                    problem = f"seq {seq} where {expected} was expected"
+                    break
+                if not expected:
+                    self.first_seq = seq
+                self._offsets.append(offset)
+                self.last_seq = seq
+                expected = seq + 1
+                offset += RECORD_HEAD.size + length
+        if problem is not None:
+            self.dropped_bytes = size - offset
+            log.warning(
+                "journal %s: %s; dropping %d bytes from offset %d (last good seq %d)",
+                self.path, problem, self.dropped_bytes, offset, self.last_seq,
+            )
+            os.ftruncate(self._fd, offset)
+            os.fsync(self._fd)
+        self._size = offset
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def append(self, records: Sequence[tuple[int, bytes]]) -> None:
+        """Append (seq, payload) records that continue the sequence; durable when this returns.
+        Raises JournalError (and refuses every later append) if the write or fsync fails."""
+        if self.failed is not None:
+            raise JournalError(self.failed)
+        if not records:
+            return
+        expected = self.last_seq + 1 if self.last_seq else records[0][0]
+        chunks = []
+        offsets = []
+        offset = self._size
+        for seq, payload in records:
+            if seq != expected:
+                raise JournalError(f"journal append out of sequence: seq {seq}, expected {expected}")
+            if len(payload) > MAX_RECORD:
+                raise JournalError(f"journal record for seq {seq} too large ({len(payload)} bytes)")
+            record = encode_record(seq, payload)
+            chunks.append(record)
+            offsets.append(offset)
+            offset += len(record)
+            expected += 1
+        data = b"".join(chunks)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self.failed = f"journal write failed: {exc}"
+            log.error("%s; refusing further commands", self.failed)
+            try:  # best effort: leave no partial batch behind for the next open to find
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                pass
+            raise JournalError(self.failed) from exc
+        if not self.first_seq:
+            self.first_seq = records[0][0]
+        self._offsets.extend(offsets)
+        self.last_seq = records[-1][0]
+        self._size = offset
+
+    def read(self, first: int, last: int | None = None, limit: int = 1 << 30) -> list[tuple[int, bytes]]:
+        """Durable records first..last (inclusive, clipped to what exists), at most `limit` of them."""
+        if not self._offsets:
+            return []
+        first = max(first, self.first_seq)
+        last = self.last_seq if last is None else min(last, self.last_seq)
+        last = min(last, first + limit - 1)
+        if first > last:
+            return []
+        self._reader.seek(self._offsets[first - self.first_seq])
+        out = []
+        for expected in range(first, last + 1):
+            head = self._reader.read(RECORD_HEAD.size)
+            length, crc, seq = RECORD_HEAD.unpack(head)
+            payload = self._reader.read(length)
+            if seq != expected or _crc(seq, payload) != crc:
+                raise JournalError(f"journal record {expected} unreadable (disk corruption?)")
+            out.append((seq, payload))
+        return out
+
+    def close(self) -> None:
+        for closer in (self._reader.close, lambda: os.close(self._fd), lambda: os.close(self._lock_fd)):
+            try:
+                closer()
+            except OSError:
+                pass
