@@ -1,4 +1,1076 @@
-# cython: language_level=3
-from types cimport BUY
-def _probe():
-    return BUY
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""fastbook._engine: the native matching engine of docs/engine.md.
+
+Layout (the .pxd files are the readable contract):
+  contract.pxd   enums, limits, the COMMAND/EVENT records (mirror of src/fastbook/types.py)
+  order.pxd      Order (40 bytes) in a uint32-indexed pool, the open-addressing id index
+  level.pxd      Level (FIFO chain + aggregates), side-aware keys, per-side std::map
+  statehash.pxd  mix64 / order_hash
+  book.pxd       BookState, the taker being matched, the event buffer
+
+Every state change goes through the nogil C functions below; the per-command Python API and the
+batch loop call the same functions, so they produce the same events by construction.
+"""
+
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cython.operator cimport dereference as deref
+from cython.operator cimport preincrement as inc
+from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcmp, memcpy, memset
+from libcpp.algorithm cimport sort as cpp_sort
+from libcpp.pair cimport pair
+from libcpp.vector cimport vector
+
+from book cimport BookState, EventBuffer, Taker
+from contract cimport *
+from level cimport Level, LevelMap, LevelPool, SideBook
+from order cimport NIL, IndexSlot, Order, OrderIndex, OrderPool
+from statehash cimport mix64, order_hash
+
+import numpy as np
+
+from fastbook.types import COMMAND_DTYPE, EVENT_DTYPE
+
+__all__ = ["Book", "SNAPSHOT_MAGIC", "SNAPSHOT_VERSION"]
+
+SNAPSHOT_MAGIC = b"FBSN"
+SNAPSHOT_VERSION = 1
+
+cdef enum:
+    HEADER_SIZE = 24
+    RECORD_SIZE = 40
+    TRAILER_SIZE = 8
+    INITIAL_CAPACITY = 16
+    EVENT_KEEP_CAPACITY = 65536      # event buffer capacity kept after a large batch
+    MAX_POOL_CAPACITY = 0x80000000   # 2^31 orders / levels (indices stay below NIL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+
+cdef inline int64_t side_key(uint32_t side, int64_t price) noexcept nogil:
+    # Bids are keyed by -price, asks by price: the best level of either side has the smallest key.
+    return -price if side == BUY else price
+
+
+cdef inline uint32_t order_flags(uint32_t side, uint32_t stp, uint32_t post_only) noexcept nogil:
+    return side | (stp << 8) | (post_only << 16)
+
+
+cdef inline uint64_t hash_of(BookState* b, Order* o) noexcept nogil:
+    cdef Level* lvl = &b.levels.items[o.level]
+    return order_hash(o.id, o.owner, lvl.price, o.remaining, o.stamp,
+                      order_flags(lvl.side, o.stp, o.post_only))
+
+
+# ---------------------------------------------------------------------------------------------
+# Event buffer
+# ---------------------------------------------------------------------------------------------
+
+cdef int grow_events(EventBuffer* ev) noexcept nogil:
+    cdef size_t cap = ev.capacity * 2 if ev.capacity else 64
+    cdef EventRec* items = <EventRec*>realloc(ev.items, cap * sizeof(EventRec))
+    if items == NULL:
+        return -1
+    ev.items = items
+    ev.capacity = cap
+    return 0
+
+
+cdef inline void emit(BookState* b, uint8_t type, int64_t order_id, uint32_t owner, uint8_t side,
+                      int64_t price, int64_t qty, int64_t remaining, int64_t other_id,
+                      uint32_t other_owner, int64_t other_remaining, uint8_t reason) noexcept nogil:
+    cdef EventBuffer* ev = &b.ev
+    if ev.count == ev.capacity:
+        if grow_events(ev) < 0:
+            ev.failed = True
+            return
+    cdef EventRec* e = &ev.items[ev.count]
+    ev.count += 1
+    e.cmd = ev.cmd
+    e.type = type
+    e.reason = reason
+    e.side = side
+    e._pad = 0
+    e.order_id = order_id
+    e.owner = owner
+    e.other_owner = other_owner
+    e.other_id = other_id
+    e.price = price
+    e.qty = qty
+    e.remaining = remaining
+    e.other_remaining = other_remaining
+
+
+# ---------------------------------------------------------------------------------------------
+# Order pool and level pool (growable arrays with free lists, addressed by uint32)
+# ---------------------------------------------------------------------------------------------
+
+cdef int grow_pool(OrderPool* p) noexcept nogil:
+    cdef size_t cap = <size_t>p.capacity * 2 if p.capacity else INITIAL_CAPACITY
+    if cap > MAX_POOL_CAPACITY:
+        return -1
+    cdef Order* items = <Order*>realloc(p.items, cap * sizeof(Order))
+    if items == NULL:
+        return -1
+    p.items = items
+    p.capacity = <uint32_t>cap
+    return 0
+
+
+cdef inline uint32_t pool_alloc(OrderPool* p) noexcept nogil:
+    # The caller has reserved room (reserve()).
+    cdef uint32_t i
+    if p.free_head != NIL:
+        i = p.free_head
+        p.free_head = p.items[i].next
+    else:
+        i = p.used
+        p.used += 1
+    p.live += 1
+    return i
+
+
+cdef inline void pool_free(OrderPool* p, uint32_t i) noexcept nogil:
+    p.items[i].remaining = 0       # marks the slot dead for the cancel_all scan
+    p.items[i].next = p.free_head
+    p.free_head = i
+    p.live -= 1
+
+
+cdef int grow_levels(LevelPool* p) noexcept nogil:
+    cdef size_t cap = <size_t>p.capacity * 2 if p.capacity else INITIAL_CAPACITY
+    if cap > MAX_POOL_CAPACITY:
+        return -1
+    cdef Level* items = <Level*>realloc(p.items, cap * sizeof(Level))
+    if items == NULL:
+        return -1
+    p.items = items
+    p.capacity = <uint32_t>cap
+    return 0
+
+
+cdef inline uint32_t level_alloc(LevelPool* p) noexcept nogil:
+    cdef uint32_t i
+    if p.free_head != NIL:
+        i = p.free_head
+        p.free_head = p.items[i].side
+    else:
+        i = p.used
+        p.used += 1
+    return i
+
+
+cdef inline void level_free(LevelPool* p, uint32_t i) noexcept nogil:
+    p.items[i].count = 0
+    p.items[i].side = p.free_head
+    p.free_head = i
+
+
+# ---------------------------------------------------------------------------------------------
+# Order index: id -> pool index (linear probing, backward-shift delete)
+# ---------------------------------------------------------------------------------------------
+
+cdef int index_resize(OrderIndex* ix, Order* orders, size_t capacity) noexcept nogil:
+    cdef IndexSlot* slots = <IndexSlot*>malloc(capacity * sizeof(IndexSlot))
+    cdef size_t i
+    cdef uint32_t mask = <uint32_t>(capacity - 1)
+    cdef uint32_t j
+    if slots == NULL:
+        return -1
+    for i in range(capacity):
+        slots[i].idx = NIL
+    if ix.slots != NULL:
+        for i in range(<size_t>ix.mask + 1):
+            if ix.slots[i].idx != NIL:
+                j = ix.slots[i].tag & mask
+                while slots[j].idx != NIL:
+                    j = (j + 1) & mask
+                slots[j] = ix.slots[i]
+        free(ix.slots)
+    ix.slots = slots
+    ix.mask = mask
+    return 0
+
+
+cdef inline uint32_t index_find_slot(OrderIndex* ix, Order* orders, int64_t order_id) noexcept nogil:
+    # Returns the slot holding order_id, or NIL.
+    cdef uint64_t h = mix64(<uint64_t>order_id)
+    cdef uint32_t tag = <uint32_t>(h >> 32)
+    cdef uint32_t i = tag & ix.mask
+    cdef IndexSlot* s
+    while True:
+        s = &ix.slots[i]
+        if s.idx == NIL:
+            return NIL
+        if s.tag == tag and orders[s.idx].id == order_id:
+            return i
+        i = (i + 1) & ix.mask
+
+
+cdef inline uint32_t index_find(BookState* b, int64_t order_id) noexcept nogil:
+    cdef uint32_t slot = index_find_slot(&b.index, b.pool.items, order_id)
+    return NIL if slot == NIL else b.index.slots[slot].idx
+
+
+cdef inline void index_insert(OrderIndex* ix, int64_t order_id, uint32_t idx) noexcept nogil:
+    # The id is absent and there is room (reserve()).
+    cdef uint32_t tag = <uint32_t>(mix64(<uint64_t>order_id) >> 32)
+    cdef uint32_t i = tag & ix.mask
+    while ix.slots[i].idx != NIL:
+        i = (i + 1) & ix.mask
+    ix.slots[i].idx = idx
+    ix.slots[i].tag = tag
+    ix.count += 1
+
+
+cdef inline void index_delete_slot(OrderIndex* ix, uint32_t i) noexcept nogil:
+    # Backward-shift deletion: pull later members of the probe run into the hole when their home
+    # slot does not lie cyclically in (hole, their slot].
+    cdef uint32_t mask = ix.mask
+    cdef uint32_t j = i
+    cdef uint32_t home
+    while True:
+        j = (j + 1) & mask
+        if ix.slots[j].idx == NIL:
+            break
+        home = ix.slots[j].tag & mask
+        if i <= j:
+            if i < home and home <= j:
+                continue
+        else:
+            if i < home or home <= j:
+                continue
+        ix.slots[i] = ix.slots[j]
+        i = j
+    ix.slots[i].idx = NIL
+    ix.count -= 1
+
+
+cdef inline void index_delete(BookState* b, int64_t order_id) noexcept nogil:
+    cdef uint32_t slot = index_find_slot(&b.index, b.pool.items, order_id)
+    if slot != NIL:
+        index_delete_slot(&b.index, slot)
+
+
+# ---------------------------------------------------------------------------------------------
+# Capacity: every command that may add an order reserves one order, one level and one index slot
+# first, so nothing reallocates (and no pointer moves) while a command runs.
+# ---------------------------------------------------------------------------------------------
+
+cdef int reserve(BookState* b) noexcept nogil:
+    if b.pool.free_head == NIL and b.pool.used == b.pool.capacity:
+        if grow_pool(&b.pool) < 0:
+            return -1
+    if b.levels.free_head == NIL and b.levels.used == b.levels.capacity:
+        if grow_levels(&b.levels) < 0:
+            return -1
+    if (<size_t>b.index.count + 1) * 4 > (<size_t>b.index.mask + 1) * 3:
+        if <size_t>b.index.mask + 1 >= (<size_t>1 << 32):
+            return -1
+        if index_resize(&b.index, b.pool.items, (<size_t>b.index.mask + 1) * 2) < 0:
+            return -1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Levels
+# ---------------------------------------------------------------------------------------------
+
+cdef uint32_t level_for(BookState* b, uint32_t side, int64_t price) noexcept nogil:
+    # The level of (side, price), created (empty) if absent. Hot path: the cached best level.
+    cdef SideBook* sb = &b.sides[side]
+    cdef int64_t key = side_key(side, price)
+    if sb.best != NIL and key == sb.best_key:
+        return sb.best
+    cdef LevelMap.const_iterator it = sb.by_key.const_lower_bound(key)
+    if it != sb.by_key.const_end() and deref(it).first == key:
+        return deref(it).second
+    cdef uint32_t li = level_alloc(&b.levels)
+    cdef Level* lvl = &b.levels.items[li]
+    lvl.price = price
+    lvl.total_qty = 0
+    lvl.count = 0
+    lvl.head = NIL
+    lvl.tail = NIL
+    lvl.side = side
+    sb.by_key.insert(it, pair[int64_t, uint32_t](key, li))
+    if sb.best == NIL or key < sb.best_key:
+        sb.best = li
+        sb.best_key = key
+    return li
+
+
+cdef void drop_level(BookState* b, uint32_t li) noexcept nogil:
+    cdef Level* lvl = &b.levels.items[li]
+    cdef SideBook* sb = &b.sides[lvl.side]
+    cdef LevelMap.iterator it
+    if sb.best == li:
+        sb.by_key.erase(sb.by_key.begin())
+        if sb.by_key.empty():
+            sb.best = NIL
+            sb.best_key = 0
+        else:
+            it = sb.by_key.begin()
+            sb.best = deref(it).second
+            sb.best_key = deref(it).first
+    else:
+        sb.by_key.erase(side_key(lvl.side, lvl.price))
+    level_free(&b.levels, li)
+
+
+cdef inline void enqueue(BookState* b, uint32_t li, uint32_t oi) noexcept nogil:
+    # Append an order to the tail of its level (it has the newest stamp).
+    cdef Level* lvl = &b.levels.items[li]
+    cdef Order* o = &b.pool.items[oi]
+    o.level = li
+    o.next = NIL
+    o.prev = lvl.tail
+    if lvl.tail == NIL:
+        lvl.head = oi
+    else:
+        b.pool.items[lvl.tail].next = oi
+    lvl.tail = oi
+    lvl.count += 1
+    lvl.total_qty += o.remaining
+    b.sides[lvl.side].orders += 1
+
+
+cdef void remove_order(BookState* b, uint32_t oi, bint hash_out) noexcept nogil:
+    # Take a resting order out of its level, the index and the pool (and, if asked, out of the hash).
+    cdef Order* o = &b.pool.items[oi]
+    cdef uint32_t li = o.level
+    cdef Level* lvl = &b.levels.items[li]
+    if hash_out:
+        b.orders_hash ^= hash_of(b, o)
+    if o.prev == NIL:
+        lvl.head = o.next
+    else:
+        b.pool.items[o.prev].next = o.next
+    if o.next == NIL:
+        lvl.tail = o.prev
+    else:
+        b.pool.items[o.next].prev = o.prev
+    lvl.count -= 1
+    lvl.total_qty -= o.remaining
+    b.sides[lvl.side].orders -= 1
+    index_delete(b, o.id)
+    pool_free(&b.pool, oi)
+    if lvl.count == 0:
+        drop_level(b, li)
+
+
+# ---------------------------------------------------------------------------------------------
+# Matching
+# ---------------------------------------------------------------------------------------------
+
+cdef void rest(BookState* b, Taker* t) noexcept nogil:
+    # Queue the taker's remainder with the next priority stamp.
+    cdef uint32_t li = level_for(b, t.side, t.price)
+    cdef uint32_t oi = pool_alloc(&b.pool)
+    cdef Order* o = &b.pool.items[oi]
+    o.id = t.id
+    o.owner = t.owner
+    o.remaining = <uint32_t>t.remaining
+    o.stamp = b.next_stamp
+    b.next_stamp += 1
+    o.stp = t.stp
+    o.post_only = t.post_only
+    o._pad = 0
+    enqueue(b, li, oi)
+    index_insert(&b.index, t.id, oi)
+    b.orders_hash ^= hash_of(b, o)
+
+
+cdef bint fok_fillable(BookState* b, Taker* t) noexcept nogil:
+    # Would matching fill the whole quantity? Walks the opposite side best-first, read-only.
+    cdef SideBook* opp = &b.sides[3 - t.side]
+    cdef uint64_t need = t.remaining
+    cdef LevelMap.iterator it = opp.by_key.begin()
+    cdef Level* lvl
+    cdef Order* o
+    cdef uint32_t oi
+    while it != opp.by_key.end():
+        if deref(it).first > t.limit_key:
+            return False
+        lvl = &b.levels.items[deref(it).second]
+        if t.stp == STP_NONE:
+            if lvl.total_qty >= need:
+                return True
+            need -= lvl.total_qty
+        else:
+            oi = lvl.head
+            while oi != NIL:
+                o = &b.pool.items[oi]
+                if o.owner == t.owner:
+                    if t.stp != STP_CANCEL_MAKER:
+                        return False          # matching would stop here
+                else:
+                    if o.remaining >= need:
+                        return True
+                    need -= o.remaining
+                oi = o.next
+        inc(it)
+    return False
+
+
+cdef bint match(BookState* b, Taker* t) noexcept nogil:
+    # Match the taker against the opposite side. Returns True if self-trade prevention cancelled it.
+    cdef SideBook* opp = &b.sides[3 - t.side]
+    cdef uint32_t li, oi
+    cdef Level* lvl
+    cdef Order* o
+    cdef uint64_t q
+    while t.remaining:
+        li = opp.best
+        if li == NIL or opp.best_key > t.limit_key:
+            break
+        lvl = &b.levels.items[li]
+        oi = lvl.head
+        o = &b.pool.items[oi]
+        if t.stp != STP_NONE and o.owner == t.owner:
+            if t.stp != STP_CANCEL_TAKER:
+                emit(b, EV_CANCELLED, o.id, o.owner, lvl.side, lvl.price, o.remaining, 0, 0, 0, 0,
+                     CANCEL_SELF_TRADE)
+                remove_order(b, oi, True)
+            if t.stp != STP_CANCEL_MAKER:
+                emit(b, EV_CANCELLED, t.id, t.owner, t.side, t.price, t.remaining, 0, 0, 0, 0,
+                     CANCEL_SELF_TRADE)
+                return True
+            continue
+        q = o.remaining if o.remaining < t.remaining else t.remaining
+        t.remaining -= q
+        b.orders_hash ^= hash_of(b, o)
+        o.remaining -= <uint32_t>q
+        lvl.total_qty -= q
+        emit(b, EV_TRADE, t.id, t.owner, t.side, lvl.price, q, t.remaining, o.id, o.owner, o.remaining, 0)
+        if o.remaining == 0:
+            emit(b, EV_DONE, o.id, o.owner, lvl.side, lvl.price, 0, 0, 0, 0, 0, 0)
+            remove_order(b, oi, False)
+        else:
+            b.orders_hash ^= hash_of(b, o)
+    return False
+
+
+cdef void match_and_settle(BookState* b, Taker* t) noexcept nogil:
+    if match(b, t):
+        return
+    if t.remaining == 0:
+        emit(b, EV_DONE, t.id, t.owner, t.side, t.price, 0, 0, 0, 0, 0, 0)
+    elif t.type == LIMIT and t.tif == GTC:
+        rest(b, t)
+    else:
+        emit(b, EV_CANCELLED, t.id, t.owner, t.side, t.price, t.remaining, 0, 0, 0, 0, CANCEL_UNFILLED)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+cdef inline uint8_t check_new(int64_t order_id, int64_t owner, int64_t side, int64_t type, int64_t tif,
+                              int64_t stp, int64_t qty, int64_t price, bint post_only) noexcept nogil:
+    # The stateless part of the validation order of docs/engine.md.
+    if order_id < 1:
+        return INVALID_ORDER_ID
+    if owner < 0 or owner > MAX_OWNER:
+        return INVALID_OWNER
+    if side != BUY and side != SELL:
+        return INVALID_SIDE
+    if type != LIMIT and type != MARKET:
+        return INVALID_TYPE
+    if tif != GTC and tif != IOC and tif != FOK:
+        return INVALID_TIF
+    if stp < STP_NONE or stp > STP_CANCEL_BOTH:
+        return INVALID_STP
+    if qty < 1 or qty > MAX_QTY:
+        return INVALID_QTY
+    if type == LIMIT:
+        if price < 1 or price > MAX_PRICE:
+            return INVALID_PRICE
+    elif price != 0:
+        return INVALID_PRICE
+    if post_only and not (type == LIMIT and tif == GTC):
+        return INVALID_POST_ONLY
+    return REJ_NONE
+
+
+cdef void cmd_new_checked(BookState* b, int64_t order_id, uint32_t owner, uint8_t side, uint8_t type,
+                          uint8_t tif, uint8_t stp, int64_t qty, int64_t price,
+                          bint post_only) noexcept nogil:
+    # A `new` whose arguments passed check_new; the caller has reserved capacity.
+    cdef Taker t
+    if index_find(b, order_id) != NIL:
+        emit(b, EV_REJECTED, order_id, owner, side, price, qty, 0, 0, 0, 0, DUPLICATE_ORDER_ID)
+        return
+    t.id = order_id
+    t.owner = owner
+    t.side = side
+    t.type = type
+    t.tif = tif
+    t.stp = stp
+    t.post_only = post_only
+    t.price = price
+    t.remaining = <uint64_t>qty
+    if type == MARKET:
+        t.limit_key = INT64_MAX
+    else:
+        t.limit_key = side_key(3 - side, price)   # keyed as the opposite side's levels are
+    cdef SideBook* opp = &b.sides[3 - side]
+    if post_only and opp.best != NIL and opp.best_key <= t.limit_key:
+        emit(b, EV_REJECTED, order_id, owner, side, price, qty, 0, 0, 0, 0, POST_ONLY_WOULD_TAKE)
+        return
+    emit(b, EV_ACCEPTED, order_id, owner, side, price, qty, qty, 0, 0, 0, 0)
+    if tif == FOK and not fok_fillable(b, &t):
+        emit(b, EV_CANCELLED, order_id, owner, side, price, qty, 0, 0, 0, 0, CANCEL_FOK)
+        return
+    match_and_settle(b, &t)
+
+
+cdef void cmd_cancel(BookState* b, int64_t order_id, uint32_t owner) noexcept nogil:
+    # owner is already known valid.
+    cdef uint32_t oi = index_find(b, order_id)
+    cdef Order* o
+    cdef Level* lvl
+    if oi == NIL or b.pool.items[oi].owner != owner:
+        emit(b, EV_REJECTED, order_id, owner, 0, 0, 0, 0, 0, 0, 0, UNKNOWN_ORDER)
+        return
+    o = &b.pool.items[oi]
+    lvl = &b.levels.items[o.level]
+    emit(b, EV_CANCELLED, order_id, owner, lvl.side, lvl.price, o.remaining, 0, 0, 0, 0, CANCEL_USER)
+    remove_order(b, oi, True)
+
+
+cdef void cmd_amend(BookState* b, int64_t order_id, uint32_t owner, int64_t price, int64_t qty) noexcept nogil:
+    # owner is already known valid; the caller has reserved capacity.
+    cdef uint32_t oi = index_find(b, order_id)
+    cdef uint8_t code = REJ_NONE
+    if oi == NIL or b.pool.items[oi].owner != owner:
+        code = UNKNOWN_ORDER
+    elif price == 0 and qty == 0:
+        code = INVALID_AMEND
+    elif qty < 0 or qty > MAX_QTY:
+        code = INVALID_QTY
+    elif price < 0 or price > MAX_PRICE:
+        code = INVALID_PRICE
+    if code != REJ_NONE:
+        emit(b, EV_REJECTED, order_id, owner, 0, price, qty, 0, 0, 0, 0, code)
+        return
+    cdef Order* o = &b.pool.items[oi]
+    cdef Level* lvl = &b.levels.items[o.level]
+    cdef uint8_t side = <uint8_t>lvl.side
+    cdef int64_t new_price = price if price != 0 else lvl.price
+    cdef uint64_t new_qty = <uint64_t>qty if qty != 0 else o.remaining
+    cdef int64_t limit_key = side_key(3 - side, new_price)
+    cdef SideBook* opp = &b.sides[3 - side]
+    if o.post_only and opp.best != NIL and opp.best_key <= limit_key:
+        emit(b, EV_REJECTED, order_id, owner, 0, price, qty, 0, 0, 0, 0, POST_ONLY_WOULD_TAKE)
+        return
+    if new_price == lvl.price and new_qty <= o.remaining:
+        # Reduce in place: queue position and stamp kept.
+        b.orders_hash ^= hash_of(b, o)
+        lvl.total_qty -= o.remaining - new_qty
+        o.remaining = <uint32_t>new_qty
+        b.orders_hash ^= hash_of(b, o)
+        emit(b, EV_AMENDED, order_id, owner, side, new_price, new_qty, new_qty, 0, 0, 0, 1)
+        return
+    # Loses priority: leave the book, then come back as a GTC limit taker with the new values.
+    cdef Taker t
+    t.id = order_id
+    t.owner = owner
+    t.side = side
+    t.type = LIMIT
+    t.tif = GTC
+    t.stp = o.stp
+    t.post_only = o.post_only
+    t.price = new_price
+    t.limit_key = limit_key
+    t.remaining = new_qty
+    remove_order(b, oi, True)
+    emit(b, EV_AMENDED, order_id, owner, side, new_price, new_qty, new_qty, 0, 0, 0, 0)
+    match_and_settle(b, &t)
+
+
+cdef void cmd_cancel_all(BookState* b, uint32_t owner) noexcept nogil:
+    # Scans the pool: O(pool slots + k log k) for k orders of the owner. Cancels in ascending id.
+    cdef vector[pair[int64_t, uint32_t]] mine
+    cdef uint32_t i
+    cdef Order* o
+    cdef Level* lvl
+    cdef size_t k
+    for i in range(b.pool.used):
+        o = &b.pool.items[i]
+        if o.remaining != 0 and o.owner == owner:
+            mine.push_back(pair[int64_t, uint32_t](o.id, i))
+    cpp_sort(mine.begin(), mine.end())
+    for k in range(mine.size()):
+        i = mine[k].second
+        o = &b.pool.items[i]
+        lvl = &b.levels.items[o.level]
+        emit(b, EV_CANCELLED, o.id, owner, lvl.side, lvl.price, o.remaining, 0, 0, 0, 0, CANCEL_USER)
+        remove_order(b, i, True)
+
+
+cdef int apply_command(BookState* b, const CommandRec* rec) noexcept nogil:
+    # One batch command. Returns -1 if memory ran out before the command changed anything.
+    cdef CommandRec c = rec[0]          # one read of the row
+    cdef uint8_t code
+    cdef bint post_only = c.post_only != 0
+    if c.op == OP_NEW:
+        code = check_new(c.order_id, c.owner, c.side, c.type, c.tif, c.stp, c.qty, c.price, post_only)
+        if code != REJ_NONE:
+            emit(b, EV_REJECTED, c.order_id, c.owner, c.side, c.price, c.qty, 0, 0, 0, 0, code)
+            return 0
+        if reserve(b) < 0:
+            return -1
+        cmd_new_checked(b, c.order_id, c.owner, c.side, c.type, c.tif, c.stp, c.qty, c.price, post_only)
+    elif c.op == OP_CANCEL:
+        cmd_cancel(b, c.order_id, c.owner)
+    elif c.op == OP_AMEND:
+        if reserve(b) < 0:
+            return -1
+        cmd_amend(b, c.order_id, c.owner, c.price, c.qty)
+    elif c.op == OP_CANCEL_ALL:
+        cmd_cancel_all(b, c.owner)
+    else:
+        emit(b, EV_REJECTED, c.order_id, c.owner, c.side, c.price, c.qty, 0, 0, 0, 0, INVALID_OP)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Python argument conversion
+# ---------------------------------------------------------------------------------------------
+
+cdef int64_t as_i64(object value, str name) except? -1:
+    cdef int overflow = 0
+    cdef long long v
+    if not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
+    v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow:
+        raise ValueError(f"{name}={value} is outside the signed 64-bit range")
+    return v
+
+
+cdef inline tuple rejected(int64_t order_id, int64_t owner, int64_t side, int64_t price, int64_t qty,
+                           int code):
+    return (EV_REJECTED, order_id, owner, side, price, qty, 0, 0, 0, 0, code)
+
+
+# ---------------------------------------------------------------------------------------------
+# Little-endian byte helpers for the snapshot (explicit, so the bytes do not depend on the host)
+# ---------------------------------------------------------------------------------------------
+
+cdef inline void put_u64(uint8_t* p, uint64_t v) noexcept nogil:
+    cdef int i
+    for i in range(8):
+        p[i] = <uint8_t>(v >> (8 * i))
+
+
+cdef inline void put_u32(uint8_t* p, uint32_t v) noexcept nogil:
+    cdef int i
+    for i in range(4):
+        p[i] = <uint8_t>(v >> (8 * i))
+
+
+cdef inline uint64_t get_u64(const uint8_t* p) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(8):
+        v |= (<uint64_t>p[i]) << (8 * i)
+    return v
+
+
+cdef inline uint32_t get_u32(const uint8_t* p) noexcept nogil:
+    cdef uint32_t v = 0
+    cdef int i
+    for i in range(4):
+        v |= (<uint32_t>p[i]) << (8 * i)
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# The Python class
+# ---------------------------------------------------------------------------------------------
+
+cdef class Book:
+    """A limit order book for one market (docs/engine.md). Not thread-safe; apply_batch releases the
+    GIL, and any other call on the same book while a batch runs raises RuntimeError."""
+
+    cdef BookState st
+    cdef bint busy
+
+    def __cinit__(self):
+        memset(&self.st, 0, sizeof(BookState))
+        self.st.pool.free_head = NIL
+        self.st.levels.free_head = NIL
+        self.st.next_stamp = 1
+        cdef int side
+        for side in range(3):
+            self.st.sides[side].best = NIL
+            self.st.sides[side].by_key = NULL
+        self.st.sides[BUY].by_key = new LevelMap()
+        self.st.sides[SELL].by_key = new LevelMap()
+        if (grow_pool(&self.st.pool) < 0 or grow_levels(&self.st.levels) < 0
+                or index_resize(&self.st.index, self.st.pool.items, INITIAL_CAPACITY * 2) < 0
+                or grow_events(&self.st.ev) < 0):
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.st.sides[BUY].by_key != NULL:
+            del self.st.sides[BUY].by_key
+        if self.st.sides[SELL].by_key != NULL:
+            del self.st.sides[SELL].by_key
+        free(self.st.pool.items)
+        free(self.st.levels.items)
+        free(self.st.index.slots)
+        free(self.st.ev.items)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    cdef inline int _enter(self) except -1:
+        if self.busy:
+            raise RuntimeError("Book is busy: apply_batch is running in another thread")
+        self.st.ev.count = 0
+        self.st.ev.cmd = 0
+        self.st.ev.failed = False
+        return 0
+
+    cdef list _drain(self):
+        cdef EventBuffer* ev = &self.st.ev
+        cdef size_t i
+        cdef EventRec* e
+        if ev.failed:
+            raise MemoryError("event buffer allocation failed")
+        cdef list out = []
+        for i in range(ev.count):
+            e = &ev.items[i]
+            out.append((e.type, e.order_id, e.owner, e.side, e.price, e.qty, e.remaining,
+                        e.other_id, e.other_owner, e.other_remaining, e.reason))
+        return out
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def new(self, order_id, owner, side, price, qty, type=LIMIT, tif=GTC, post_only=False,
+            stp=STP_NONE):
+        cdef int64_t oid = as_i64(order_id, "order_id")
+        cdef int64_t own = as_i64(owner, "owner")
+        cdef int64_t sd = as_i64(side, "side")
+        cdef int64_t px = as_i64(price, "price")
+        cdef int64_t q = as_i64(qty, "qty")
+        cdef int64_t ty = as_i64(type, "type")
+        cdef int64_t tf = as_i64(tif, "tif")
+        cdef bint po = as_i64(post_only, "post_only") != 0
+        cdef int64_t sp = as_i64(stp, "stp")
+        cdef uint8_t code = check_new(oid, own, sd, ty, tf, sp, q, px, po)
+        if code != REJ_NONE:
+            return [rejected(oid, own, sd, px, q, code)]
+        self._enter()
+        if reserve(&self.st) < 0:
+            raise MemoryError("order book allocation failed")
+        cmd_new_checked(&self.st, oid, <uint32_t>own, <uint8_t>sd, <uint8_t>ty, <uint8_t>tf, <uint8_t>sp,
+                        q, px, po)
+        return self._drain()
+
+    def cancel(self, order_id, owner):
+        cdef int64_t oid = as_i64(order_id, "order_id")
+        cdef int64_t own = as_i64(owner, "owner")
+        if own < 0 or own > MAX_OWNER:
+            return [rejected(oid, own, 0, 0, 0, INVALID_OWNER)]
+        self._enter()
+        cmd_cancel(&self.st, oid, <uint32_t>own)
+        return self._drain()
+
+    def amend(self, order_id, owner, price=0, qty=0):
+        cdef int64_t oid = as_i64(order_id, "order_id")
+        cdef int64_t own = as_i64(owner, "owner")
+        cdef int64_t px = as_i64(price, "price")
+        cdef int64_t q = as_i64(qty, "qty")
+        if own < 0 or own > MAX_OWNER:
+            return [rejected(oid, own, 0, px, q, INVALID_OWNER)]
+        self._enter()
+        if reserve(&self.st) < 0:
+            raise MemoryError("order book allocation failed")
+        cmd_amend(&self.st, oid, <uint32_t>own, px, q)
+        return self._drain()
+
+    def cancel_all(self, owner):
+        cdef int64_t own = as_i64(owner, "owner")
+        if own < 0 or own > MAX_OWNER:
+            return [rejected(0, own, 0, 0, 0, INVALID_OWNER)]
+        self._enter()
+        cmd_cancel_all(&self.st, <uint32_t>own)
+        return self._drain()
+
+    def apply_batch(self, commands):
+        """Run a numpy array of COMMAND_DTYPE through the book with the GIL released; returns the
+        events as a numpy array of EVENT_DTYPE (field `cmd` = index of the producing command)."""
+        if not isinstance(commands, np.ndarray) or commands.dtype != COMMAND_DTYPE:
+            raise ValueError("commands must be a numpy array of fastbook.types.COMMAND_DTYPE")
+        if commands.ndim != 1:
+            raise ValueError("commands must be a one-dimensional array")
+        if len(commands) >= 0xFFFFFFFF:
+            raise ValueError("too many commands in one batch (the event cmd field is 32-bit)")
+        cdef object arr = np.ascontiguousarray(commands)
+        cdef const uint8_t[::1] raw = arr.view(np.uint8).reshape(-1)
+        cdef size_t n = <size_t>arr.shape[0]
+        cdef const CommandRec* cmds = <const CommandRec*>&raw[0] if n else NULL
+        cdef size_t i
+        cdef int rc = 0
+        cdef BookState* b = &self.st
+        self._enter()
+        self.busy = True
+        try:
+            with nogil:
+                for i in range(n):
+                    b.ev.cmd = <uint32_t>i
+                    rc = apply_command(b, &cmds[i])
+                    if rc < 0:
+                        break
+            if rc < 0 or b.ev.failed:
+                raise MemoryError(f"order book allocation failed at command {b.ev.cmd}")
+            out = np.empty(b.ev.count, dtype=EVENT_DTYPE)
+            if b.ev.count:
+                self._copy_events(out)
+        finally:
+            self.busy = False
+            self._trim_events()
+        return out
+
+    cdef int _copy_events(self, object out) except -1:
+        cdef uint8_t[::1] dst = out.view(np.uint8).reshape(-1)
+        memcpy(&dst[0], self.st.ev.items, self.st.ev.count * sizeof(EventRec))
+        return 0
+
+    cdef void _trim_events(self) noexcept:
+        # Do not keep a huge event buffer around after a big batch.
+        cdef EventRec* items
+        if self.st.ev.capacity > EVENT_KEEP_CAPACITY:
+            items = <EventRec*>realloc(self.st.ev.items, EVENT_KEEP_CAPACITY * sizeof(EventRec))
+            if items != NULL:
+                self.st.ev.items = items
+                self.st.ev.capacity = EVENT_KEEP_CAPACITY
+        self.st.ev.count = 0
+
+    # -- queries -------------------------------------------------------------------------------
+
+    cdef object _level_tuple(self, uint32_t li):
+        if li == NIL:
+            return None
+        cdef Level* lvl = &self.st.levels.items[li]
+        return (lvl.price, lvl.total_qty, lvl.count)
+
+    def best_bid(self):
+        return self._level_tuple(self.st.sides[BUY].best)
+
+    def best_ask(self):
+        return self._level_tuple(self.st.sides[SELL].best)
+
+    cdef list _side_depth(self, int side, int64_t n):
+        cdef list out = []
+        cdef LevelMap* m = self.st.sides[side].by_key
+        cdef LevelMap.iterator it = m.begin()
+        while it != m.end() and <int64_t>len(out) < n:
+            out.append(self._level_tuple(deref(it).second))
+            inc(it)
+        return out
+
+    def depth(self, n):
+        cdef int64_t count = as_i64(n, "n")
+        if count < 0:
+            raise ValueError(f"n must be >= 0, got {count}")
+        return (self._side_depth(BUY, count), self._side_depth(SELL, count))
+
+    def order(self, order_id):
+        cdef int64_t oid = as_i64(order_id, "order_id")
+        cdef uint32_t oi = index_find(&self.st, oid)
+        if oi == NIL:
+            return None
+        cdef Order* o = &self.st.pool.items[oi]
+        cdef Level* lvl = &self.st.levels.items[o.level]
+        return (o.id, o.owner, lvl.side, lvl.price, o.remaining, o.stamp, o.stp, bool(o.post_only))
+
+    def __len__(self):
+        return self.st.pool.live
+
+    def counts(self):
+        return (self.st.sides[BUY].orders, self.st.sides[SELL].orders,
+                self.st.sides[BUY].by_key.size(), self.st.sides[SELL].by_key.size())
+
+    @property
+    def next_stamp(self):
+        return self.st.next_stamp
+
+    def state_hash(self):
+        return mix64(self.st.next_stamp) ^ self.st.orders_hash
+
+    def memory_usage(self):
+        """Bytes held by the book's C structures: order pool, id index, level pool, the two level maps
+        (estimated at 48 bytes per std::map node: 32 of node header + 16 of key/value) and the event
+        scratch buffer (trimmed to <= 4 MiB after each batch)."""
+        cdef size_t total = sizeof(BookState)
+        total += <size_t>self.st.pool.capacity * sizeof(Order)
+        total += (<size_t>self.st.index.mask + 1) * sizeof(IndexSlot)
+        total += <size_t>self.st.levels.capacity * sizeof(Level)
+        total += 2 * sizeof(LevelMap)
+        total += 48 * (self.st.sides[BUY].by_key.size() + self.st.sides[SELL].by_key.size())
+        total += self.st.ev.capacity * sizeof(EventRec)
+        return total
+
+    # -- snapshot / restore --------------------------------------------------------------------
+
+    def snapshot(self):
+        """The canonical snapshot bytes of docs/engine.md."""
+        if self.busy:
+            raise RuntimeError("Book is busy: apply_batch is running in another thread")
+        cdef size_t n = self.st.pool.live
+        cdef bytearray data = bytearray(HEADER_SIZE + RECORD_SIZE * n + TRAILER_SIZE)
+        cdef uint8_t[::1] view = data
+        cdef uint8_t* p = &view[0]
+        memcpy(p, b"FBSN", 4)
+        p[4] = 1
+        p[5] = 0
+        p[6] = 0
+        p[7] = 0
+        put_u64(p + 8, self.st.next_stamp)
+        put_u64(p + 16, n)
+        p += HEADER_SIZE
+        cdef int side
+        cdef LevelMap* m
+        cdef LevelMap.iterator it
+        cdef Level* lvl
+        cdef Order* o
+        cdef uint32_t oi
+        for side in (BUY, SELL):
+            m = self.st.sides[side].by_key
+            it = m.begin()
+            while it != m.end():
+                lvl = &self.st.levels.items[deref(it).second]
+                oi = lvl.head
+                while oi != NIL:
+                    o = &self.st.pool.items[oi]
+                    put_u64(p, <uint64_t>o.id)
+                    put_u32(p + 8, o.owner)
+                    put_u32(p + 12, order_flags(lvl.side, o.stp, o.post_only))
+                    put_u64(p + 16, <uint64_t>lvl.price)
+                    put_u64(p + 24, o.remaining)
+                    put_u64(p + 32, o.stamp)
+                    p += RECORD_SIZE
+                    oi = o.next
+                inc(it)
+        put_u64(p, mix64(self.st.next_stamp) ^ self.st.orders_hash)
+        return bytes(data)
+
+    @classmethod
+    def restore(cls, data):
+        """Rebuild a book from snapshot() bytes, checking everything; ValueError names the problem."""
+        cdef const uint8_t[::1] view
+        try:
+            view = memoryview(data).cast("B")
+        except TypeError as exc:
+            raise ValueError(f"snapshot must be bytes-like, got {type(data).__name__}") from exc
+        cdef size_t size = view.shape[0]
+        if size < HEADER_SIZE + TRAILER_SIZE:
+            raise ValueError(f"snapshot too short: {size} bytes")
+        cdef const uint8_t* p = &view[0]
+        if memcmp(p, b"FBSN", 4) != 0:
+            raise ValueError("snapshot magic is not b'FBSN'")
+        cdef uint32_t version = p[4] | (p[5] << 8)
+        if version != 1:
+            raise ValueError(f"unsupported snapshot version {version}")
+        if p[6] != 0 or p[7] != 0:
+            raise ValueError("snapshot reserved header field is not 0")
+        cdef uint64_t next_stamp = get_u64(p + 8)
+        cdef uint64_t count = get_u64(p + 16)
+        if next_stamp < 1:
+            raise ValueError("snapshot next_stamp must be >= 1")
+        if count > (size - HEADER_SIZE - TRAILER_SIZE) // RECORD_SIZE or \
+                size != HEADER_SIZE + RECORD_SIZE * count + TRAILER_SIZE:
+            raise ValueError(f"snapshot length {size} does not match its order count {count}")
+        if count >= MAX_POOL_CAPACITY:
+            raise ValueError(f"snapshot order count {count} is too large")
+        cdef Book book = cls.__new__(cls)
+        cdef BookState* b = &book.st
+        cdef const uint8_t* r
+        cdef uint64_t i, order_id, stamp, remaining, price
+        cdef uint32_t owner, flags, side, stp, post_only
+        cdef uint32_t prev_side = BUY
+        cdef int64_t prev_key = 0
+        cdef uint64_t prev_stamp = 0
+        cdef bint have_prev = False
+        cdef int64_t key
+        cdef uint32_t li, oi
+        cdef Order* o
+        cdef vector[uint64_t] stamps
+        stamps.reserve(count)
+        for i in range(count):
+            r = p + HEADER_SIZE + RECORD_SIZE * i
+            order_id = get_u64(r)
+            owner = get_u32(r + 8)
+            flags = get_u32(r + 12)
+            price = get_u64(r + 16)
+            remaining = get_u64(r + 24)
+            stamp = get_u64(r + 32)
+            side = flags & 0xFF
+            stp = (flags >> 8) & 0xFF
+            post_only = (flags >> 16) & 0xFF
+            if order_id < 1 or order_id > <uint64_t>MAX_ORDER_ID:
+                raise ValueError(f"snapshot record {i}: order id {order_id} out of range")
+            if (flags >> 24) != 0 or (side != BUY and side != SELL) or stp > STP_CANCEL_BOTH \
+                    or post_only > 1:
+                raise ValueError(f"snapshot record {i}: invalid flags {flags:#x}")
+            if price < 1 or price > <uint64_t>MAX_PRICE:
+                raise ValueError(f"snapshot record {i}: price {price} out of range")
+            if remaining < 1 or remaining > <uint64_t>MAX_QTY:
+                raise ValueError(f"snapshot record {i}: remaining {remaining} out of range")
+            if stamp < 1 or stamp >= next_stamp:
+                raise ValueError(f"snapshot record {i}: stamp {stamp} not in 1..next_stamp-1")
+            key = side_key(side, <int64_t>price)
+            if have_prev:
+                if side < prev_side:
+                    raise ValueError(f"snapshot record {i}: a bid after the asks")
+                if side == prev_side and (key < prev_key or (key == prev_key and stamp <= prev_stamp)):
+                    raise ValueError(f"snapshot record {i}: orders out of canonical order")
+            if index_find(b, <int64_t>order_id) != NIL:
+                raise ValueError(f"snapshot record {i}: duplicate order id {order_id}")
+            if reserve(b) < 0:
+                raise MemoryError("order book allocation failed")
+            li = level_for(b, side, <int64_t>price)
+            oi = pool_alloc(&b.pool)
+            o = &b.pool.items[oi]
+            o.id = <int64_t>order_id
+            o.owner = owner
+            o.remaining = <uint32_t>remaining
+            o.stamp = stamp
+            o.stp = <uint8_t>stp
+            o.post_only = <uint8_t>post_only
+            o._pad = 0
+            enqueue(b, li, oi)
+            index_insert(&b.index, <int64_t>order_id, oi)
+            b.orders_hash ^= hash_of(b, o)
+            stamps.push_back(stamp)
+            prev_side = side
+            prev_key = key
+            prev_stamp = stamp
+            have_prev = True
+        if b.sides[BUY].best != NIL and b.sides[SELL].best != NIL and \
+                b.levels.items[b.sides[BUY].best].price >= b.levels.items[b.sides[SELL].best].price:
+            raise ValueError("snapshot book is crossed (best bid >= best ask)")
+        cpp_sort(stamps.begin(), stamps.end())
+        for i in range(1, stamps.size()):
+            if stamps[i] == stamps[i - 1]:
+                raise ValueError(f"snapshot has duplicate stamp {stamps[i]}")
+        b.next_stamp = next_stamp
+        cdef uint64_t expected = get_u64(p + size - TRAILER_SIZE)
+        cdef uint64_t actual = mix64(next_stamp) ^ b.orders_hash
+        if actual != expected:
+            raise ValueError(f"snapshot state hash mismatch: trailer {expected:#018x}, recomputed {actual:#018x}")
+        return book
+
+    def __reduce__(self):
+        return (_restore_book, (type(self), self.snapshot()))
+
+
+def _restore_book(cls, data):
+    return cls.restore(data)

@@ -1,0 +1,30 @@
+# A price level: a FIFO chain of orders plus its aggregates. Levels live in a pool addressed by uint32.
+#
+# Side-aware keys (liquibook's trick): a level's key is price for asks and -price for bids, so on either
+# side the best level has the smallest key, and an incoming order with limit key L accepts a level iff
+# key <= L (a buy's L is its limit, a sell's L is -limit, a market order's L is INT64_MAX). One match
+# loop serves both sides.
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libcpp.map cimport map as cmap
+
+cdef struct Level:
+    int64_t price
+    uint64_t total_qty        # sum of remaining over its orders
+    uint32_t count            # orders on the level
+    uint32_t head             # oldest order (lowest stamp), NIL when empty
+    uint32_t tail             # newest order
+    uint32_t side             # BUY/SELL; free-list link (next free level) while the slot is free
+
+cdef struct LevelPool:
+    Level* items
+    uint32_t capacity
+    uint32_t used
+    uint32_t free_head
+
+ctypedef cmap[int64_t, uint32_t] LevelMap   # side-aware key -> level index, best first
+
+cdef struct SideBook:
+    LevelMap* by_key          # heap-allocated: a C struct cannot hold a C++ object by value
+    uint32_t best             # cached best level (NIL when the side is empty)
+    int64_t best_key
+    uint64_t orders
