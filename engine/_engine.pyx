@@ -983,8 +983,8 @@ cdef class Book:
             raise ValueError("snapshot reserved header field is not 0")
         cdef uint64_t next_stamp = get_u64(p + 8)
         cdef uint64_t count = get_u64(p + 16)
-        if next_stamp < 1:
-            raise ValueError("snapshot next_stamp must be >= 1")
+        if next_stamp < 1 or next_stamp > <uint64_t>INT64_MAX:
+            raise ValueError(f"snapshot next_stamp {next_stamp} out of range 1..2^63-1")
         if count > (size - HEADER_SIZE - TRAILER_SIZE) // RECORD_SIZE or \
                 size != HEADER_SIZE + RECORD_SIZE * count + TRAILER_SIZE:
             raise ValueError(f"snapshot length {size} does not match its order count {count}")
