@@ -966,6 +966,8 @@ cdef class Book:
     def restore(cls, data):
         """Rebuild a book from snapshot() bytes, checking everything; ValueError names the problem."""
         cdef const uint8_t[::1] view
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ValueError(f"snapshot must be bytes, got {type(data).__name__}")
         try:
             view = memoryview(data).cast("B")
         except TypeError as exc:
