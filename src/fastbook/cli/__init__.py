@@ -1,0 +1,1 @@
+"""Command-line programs: fastbook, fastbook-broker, fastbook-sequencer, fastbook-edge."""

@@ -1,0 +1,126 @@
+"""fastbook-sequencer: the sequencer of one market against any MQTT broker (mosquitto, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fastbook.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_broker_argument,
+    add_logging_arguments,
+    fail,
+    market_spec,
+    setup_logging,
+    stop_on_signals,
+)
+from fastbook.market import MarketSpec
+from fastbook.mqtt import NodeRunner
+from fastbook.topics import DEFAULT_PREFIX
+
+log = logging.getLogger("fastbook.sequencer")
+
+
+def sequencer_client_id(prefix: str, market: MarketSpec) -> str:
+    """Fixed MQTT client id, so a persistent session (clean_session=False) survives restarts."""
+    return f"fastbook-sequencer-{prefix}-{market.name}"[:128]
+
+
+def add_sequencer_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
+    parser.add_argument(
+        "--snapshot-every", type=positive_int, default=10_000, metavar="N",
+        help="publish and keep a snapshot every N versions (default 10000)",
+    )
+    parser.add_argument(
+        "--snapshot-interval", type=positive_float, default=30.0, metavar="SECONDS",
+        help="... or after this many seconds if the version moved (default 30)",
+    )
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def build_sequencer_runner(
+    market: MarketSpec, data_dir: Path, broker: str, args: argparse.Namespace
+) -> NodeRunner:
+    """Open (recover) the market's journal under DATA_DIR/<market> and wrap the node in a runner.
+    Raises ValueError/OSError (and the journal's errors) with a message on a bad data dir."""
+    from fastbook.sequencer import SequencerConfig, SequencerNode  # heavy imports only when running
+
+    cfg = SequencerConfig(
+        market=market,
+        data_dir=data_dir / market.name,
+        prefix=args.prefix,
+        snapshot_every=args.snapshot_every,
+        snapshot_interval=args.snapshot_interval,
+    )
+    node = SequencerNode(cfg)
+    log.info("%s: journal at %s, version %d", market.name, cfg.data_dir, node.version)
+    # Persistent session: the broker keeps our subscriptions and queues orders while we restart.
+    return NodeRunner(
+        node, broker, sequencer_client_id(args.prefix, market), clean_session=False,
+        name=f"sequencer-{market.name}",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fastbook-sequencer",
+        description="Sequence, journal and publish one market's log on an MQTT broker.",
+    )
+    add_broker_argument(p, required=True)
+    p.add_argument("--data-dir", type=Path, required=True, metavar="DIR",
+                   help="journal and snapshots go to DIR/<market>/")
+    p.add_argument("--market", type=market_spec, required=True, metavar="SPEC",
+                   help="NAME[:tick=0.01][:lot=0.001], e.g. BTC-USD:tick=0.01:lot=0.001")
+    add_sequencer_arguments(p)
+    add_logging_arguments(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(args)
+    stop = stop_on_signals()
+    try:
+        runner = build_sequencer_runner(args.market, args.data_dir, args.broker, args)
+    except (OSError, ValueError) as exc:
+        return fail(f"cannot open the sequencer for {args.market.name}: {exc}")
+    except Exception as exc:  # the journal's own error types: still a message, not a traceback
+        return fail(f"cannot open the sequencer for {args.market.name}: {type(exc).__name__}: {exc}")
+    runner.start()
+    log.info("sequencing %s on %s", args.market.name, args.broker)
+    while not stop.wait(0.2):
+        if not runner.running:
+            break
+    runner.stop()
+    if runner.error is not None:
+        return fail(f"sequencer stopped: {runner.error}")
+    log.info("sequencer %s stopped cleanly at version %d", args.market.name, runner.node.version)  # type: ignore[attr-defined]
+    return EXIT_OK if runner.error is None else EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
