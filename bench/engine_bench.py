@@ -118,17 +118,19 @@ class Result:
 
 @dataclass
 class DeepPoint:
-    """Per-command cost and memory at one book depth."""
+    """Per-command cost and memory at one book depth (ns are per command, best of the reps)."""
 
     depth: int
     build_cmds_per_s: float
-    per_command_ns: float
+    per_command_ns: float  # uniform workload: cancels/moves anywhere in the book
     batch_ns: float
+    hot_per_command_ns: float  # hot workload: cancels/moves among the 4096 most recent orders
+    hot_batch_ns: float
     workload_commands: int
     workload_rejects: int
     workload_trades: int
-    engine_bytes_per_order: float | None
-    rss_bytes_per_order: float | None
+    engine_bytes_per_order: float | None  # Book.memory_usage() / depth, if the engine has it
+    rss_bytes_per_order: float  # RSS growth while a fresh process builds the book / depth
     rss_delta_bytes: int
 
 
@@ -447,22 +449,13 @@ def bench_flow_b(book_cls: type[Any], engine: str, sizes: Sizes, seed: int) -> d
 
 
 def bench_deep(book_cls: type[Any], engine: str, sizes: Sizes, seed: int, max_depth: int) -> dict[str, Any]:
-    """Build books of growing depth; at each, time both APIs on a constant-depth workload and
-    measure bytes per resting order (the engine's own count if it has one, and the RSS delta)."""
+    """Build books of growing depth; at each, time both APIs on constant-depth workloads (uniform and
+    hot) and measure bytes per resting order (the engine's own count, and RSS in a fresh process)."""
     points: list[DeepPoint] = []
     for depth in (d for d in sizes.deep_depths if d <= max_depth):
-        gc.collect()
-        rss_before = rss_bytes()
-        book = book_cls()
-        build_seconds = 0.0
-        for chunk in deep_book_fill(depth, seed):
-            start = time.perf_counter()
-            events = book.apply_batch(chunk)
-            build_seconds += time.perf_counter() - start
-            del events
-        del chunk
-        gc.collect()
-        rss_delta = rss_bytes() - rss_before
+        progress(f"deep {depth:,}: memory probe in a fresh process")
+        memory = memory_probe(depth, seed, engine)
+        book, build_seconds = build_deep_book(book_cls, depth, seed)
         if len(book) != depth:
             raise RuntimeError(f"deep book: {len(book)} resting orders after {depth} non-crossing inserts")
         memory_usage = getattr(book, "memory_usage", None)
@@ -470,46 +463,106 @@ def bench_deep(book_cls: type[Any], engine: str, sizes: Sizes, seed: int, max_de
 
         workload = DeepWorkload(depth, seed)
         book.apply_batch(workload.segment(min(sizes.deep_segment, 10_000)))  # warm-up
-        progress(f"deep {depth:,}: built in {build_seconds:.2f}s; per-command x{sizes.reps}")
-        per_command = float("inf")
-        for _ in range(sizes.reps):
-            calls = to_calls(workload.segment(sizes.deep_segment))
-            methods = (None, book.new, book.cancel, book.amend, book.cancel_all)
-
-            def loop(calls: list[Call] = calls, methods: tuple[Any, ...] = methods) -> None:
-                for op, args in calls:
-                    methods[op](*args)
-
-            per_command = min(per_command, peers.timed(loop)[0])
-        progress(f"deep {depth:,}: batch x{sizes.batch_reps}")
-        batch = float("inf")
+        timings: dict[tuple[bool, str], float] = {}
         rejects = trades = commands = 0
-        for _ in range(sizes.batch_reps):
-            segment = workload.segment(sizes.deep_segment)
-            seconds, events = peers.timed(partial(book.apply_batch, segment))
-            batch = min(batch, seconds)
-            commands += len(segment)
-            trades += count_trades(events)
-            rejects += int(np.count_nonzero(events["type"] == _REJECTED))
-            del events
+        for hot in (False, True):
+            mode = "hot" if hot else "uniform"
+            progress(f"deep {depth:,}: {mode} workload, per-command x{sizes.reps}, batch x{sizes.batch_reps}")
+            best = float("inf")
+            for _ in range(sizes.reps):
+                segment = workload.segment(sizes.deep_segment, hot)
+                calls = to_calls(segment)
+                methods = (None, book.new, book.cancel, book.amend, book.cancel_all)
+
+                def loop(calls: list[Call] = calls, methods: tuple[Any, ...] = methods) -> None:
+                    for op, args in calls:
+                        methods[op](*args)
+
+                best = min(best, peers.timed(loop)[0] / len(segment))
+            timings[hot, "per-command"] = best
+            best = float("inf")
+            for _ in range(sizes.batch_reps):
+                segment = workload.segment(sizes.deep_segment, hot)
+                seconds, events = peers.timed(partial(book.apply_batch, segment))
+                best = min(best, seconds / len(segment))
+                commands += len(segment)
+                trades += count_trades(events)
+                rejects += int(np.count_nonzero(events["type"] == _REJECTED))
+                del events
+            timings[hot, "batch"] = best
         if abs(len(book) - depth) > depth // 10 + 10:
             raise RuntimeError(f"deep book drifted from {depth} to {len(book)} resting orders")
         points.append(
             DeepPoint(
                 depth=depth,
                 build_cmds_per_s=depth / build_seconds,
-                per_command_ns=1e9 * per_command / sizes.deep_segment,
-                batch_ns=1e9 * batch / sizes.deep_segment,
+                per_command_ns=1e9 * timings[False, "per-command"],
+                batch_ns=1e9 * timings[False, "batch"],
+                hot_per_command_ns=1e9 * timings[True, "per-command"],
+                hot_batch_ns=1e9 * timings[True, "batch"],
                 workload_commands=commands,
                 workload_rejects=rejects,
                 workload_trades=trades,
                 engine_bytes_per_order=engine_bytes,
-                rss_bytes_per_order=rss_delta / depth if depth >= 100_000 else None,
-                rss_delta_bytes=rss_delta,
+                rss_bytes_per_order=memory["rss_delta_bytes"] / depth,
+                rss_delta_bytes=memory["rss_delta_bytes"],
             )
         )
         del book, workload
+        gc.collect()
     return {"points": points, "engine": engine}
+
+
+def build_deep_book(book_cls: type[Any], depth: int, seed: int) -> tuple[Any, float]:
+    """A book holding `depth` non-crossing orders, and the seconds its apply_batch calls took."""
+    book = book_cls()
+    build_seconds = 0.0
+    for chunk in deep_book_fill(depth, seed):
+        start = time.perf_counter()
+        events = book.apply_batch(chunk)
+        build_seconds += time.perf_counter() - start
+        del events
+    return book, build_seconds
+
+
+def memory_probe(depth: int, seed: int, engine: str) -> dict[str, Any]:
+    """Run `--memory-probe` in a fresh interpreter: RSS growth there is the book's alone (in this
+    process, memory freed by earlier flows would be reused and hide it)."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--memory-probe",
+            str(depth),
+            "--seed",
+            str(seed),
+            "--engine",
+            engine,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"memory probe for depth {depth} failed:\n{run.stderr[-2000:]}")
+    return json.loads(run.stdout)
+
+
+def probe_memory(book_cls: type[Any], depth: int, seed: int) -> dict[str, Any]:
+    """Body of `--memory-probe`: build the deep book and report the RSS it added."""
+    build_deep_book(book_cls, 1_000, seed)  # first-use allocations (module state, numpy) happen here
+    gc.collect()
+    before = rss_bytes()
+    book, _ = build_deep_book(book_cls, depth, seed)
+    gc.collect()
+    after = rss_bytes()
+    memory_usage = getattr(book, "memory_usage", None)
+    return {
+        "depth": depth,
+        "resting": len(book),
+        "rss_delta_bytes": after - before,
+        "engine_bytes": memory_usage() if callable(memory_usage) else None,
+    }
 
 
 # ------------------------------------------------------------------------------------- reporting
@@ -587,17 +640,20 @@ def format_table(results: list[Result]) -> str:
 
 def format_deep(points: list[DeepPoint]) -> str:
     header = (
-        f"{'resting orders':>14} {'build cmds/s':>13} {'per-cmd ns':>11} {'batch ns':>9} "
-        f"{'B/order engine':>15} {'B/order RSS':>12} {'trades':>8} {'rejects':>8}"
+        f"{'resting orders':>14} {'build cmds/s':>13} | {'uniform: per-cmd ns':>19} {'batch ns':>9} | "
+        f"{'hot: per-cmd ns':>15} {'batch ns':>9} | {'B/order engine':>14} {'B/order RSS':>11} "
+        f"{'trades':>7} {'rejects':>7}"
     )
     lines = [header, "-" * len(header)]
     for p in points:
         engine = "n/a" if p.engine_bytes_per_order is None else f"{p.engine_bytes_per_order:.1f}"
-        rss = "(small)" if p.rss_bytes_per_order is None else f"{p.rss_bytes_per_order:.1f}"
+        rss = f"{p.rss_bytes_per_order:.1f}" + ("*" if p.depth < 100_000 else "")
         lines.append(
-            f"{p.depth:>14,} {p.build_cmds_per_s:>13,.0f} {p.per_command_ns:>11.1f} {p.batch_ns:>9.1f} "
-            f"{engine:>15} {rss:>12} {p.workload_trades:>8,} {p.workload_rejects:>8,}"
+            f"{p.depth:>14,} {p.build_cmds_per_s:>13,.0f} | {p.per_command_ns:>19.1f} {p.batch_ns:>9.1f} | "
+            f"{p.hot_per_command_ns:>15.1f} {p.hot_batch_ns:>9.1f} | {engine:>14} {rss:>11} "
+            f"{p.workload_trades:>7,} {p.workload_rejects:>7,}"
         )
+    lines.append("(* RSS grows in whole pages, so below 100k orders the RSS figure is mostly noise)")
     return "\n".join(lines)
 
 
@@ -665,25 +721,27 @@ def plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
-    rows = [r for r in report["results"] if r["flow"] == "liquibook_perf"]
-    labels = [f"{r['engine']}\n{r['api']} n={r['commands']:,}" for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6.5))
+    rows = report["results"]
+    labels = [f"{r['flow']}: {r['engine']}\n{r['api']} n={r['commands']:,}" for r in rows]
     values = [r["cmds_per_s"] for r in rows]
     colors = ["tab:blue" if r["engine"].startswith("fastbook") else "tab:gray" for r in rows]
     left.barh(range(len(rows)), values, color=colors)
-    left.set_yticks(range(len(rows)), labels, fontsize=7)
+    left.set_yticks(range(len(rows)), labels, fontsize=6)
     left.set_xscale("log")
     left.invert_yaxis()
     left.set_xlabel("commands / s (log)")
-    left.set_title("flow (a): liquibook perf flow")
+    left.set_title("flows (a) liquibook perf and (b) exchange-core mix")
     for i, v in enumerate(values):
         left.text(v, i, f" {v / 1e6:.2f}M", va="center", fontsize=7)
 
     points = report["deep_book"]["points"]
     if points:
         depths = [p["depth"] for p in points]
-        right.plot(depths, [p["per_command_ns"] for p in points], "o-", label="per-command API")
-        right.plot(depths, [p["batch_ns"] for p in points], "s-", label="batch API")
+        right.plot(depths, [p["per_command_ns"] for p in points], "o-", label="per-command, uniform")
+        right.plot(depths, [p["batch_ns"] for p in points], "s-", label="batch, uniform")
+        right.plot(depths, [p["hot_per_command_ns"] for p in points], "o--", label="per-command, hot")
+        right.plot(depths, [p["hot_batch_ns"] for p in points], "s--", label="batch, hot")
         right.set_xscale("log")
         right.set_ylim(bottom=0)
         right.set_xlabel("resting orders (log)")
@@ -726,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-depth", type=int, default=10_000_000, help="largest deep-book depth to build (default 10M)"
     )
+    parser.add_argument("--memory-probe", type=int, metavar="DEPTH", help=argparse.SUPPRESS)
     parser.add_argument(
         "--engine",
         choices=("native", "reference"),
@@ -735,6 +794,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     book_cls = load_engine(args.engine)
+    if args.memory_probe:
+        print(json.dumps(probe_memory(book_cls, args.memory_probe, args.seed)))
+        return 0
 
     flow_a = bench_flow_a(book_cls, args.engine, sizes, args.seed)
     flow_b = bench_flow_b(book_cls, args.engine, sizes, args.seed)
@@ -759,6 +821,14 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "batch_ns_max_over_min_depth": (
             round(deep_points[-1].batch_ns / deep_points[0].batch_ns, 2) if deep_points else None
+        ),
+        "hot_per_command_ns_max_over_min_depth": (
+            round(deep_points[-1].hot_per_command_ns / deep_points[0].hot_per_command_ns, 2)
+            if deep_points
+            else None
+        ),
+        "hot_batch_ns_max_over_min_depth": (
+            round(deep_points[-1].hot_batch_ns / deep_points[0].hot_batch_ns, 2) if deep_points else None
         ),
     }
 

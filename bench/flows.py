@@ -291,18 +291,28 @@ class DeepWorkload:
     """Segments of commands that keep a deep book at constant size.
 
     Each step is, with probability 90%, a pair (new order X on a random side and level; cancel the
-    live order in a random slot, whose slot X then takes), with 8% a move of a random live order to a
-    new level on its own side, and with 2% a 1-lot IOC that takes from the best opposite price.
-    Slots hold live order ids (initially 1..depth). A 1-lot taker can, rarely, use up a maker that a
-    later command names; that command is then rejected (UNKNOWN_ORDER) and counted by the benchmark.
+    live order held by a slot, which X then takes), with 8% a move of a slot's order to a new level on
+    its own side, and with 2% a 1-lot IOC that takes from the best opposite price. Slots hold the live
+    order ids (initially 1..depth).
+
+    Two ways to pick the slot, on the same book:
+    - uniform: any slot, so cancels and moves land anywhere in the book — at 1M+ orders nearly every
+      one is a cache miss, so this shows what memory latency adds;
+    - hot: a fixed set of `hot` slots taken in turn (the order cancelled is the one placed `hot` pairs
+      earlier), the way real flow mostly cancels recent orders; this isolates the algorithmic cost.
+
+    A 1-lot taker can, rarely, use up a maker that a later command names; that command is then
+    rejected (UNKNOWN_ORDER) and the benchmark counts it.
     """
 
-    def __init__(self, depth: int, seed: int, levels: int = DEEP_LEVELS_PER_SIDE) -> None:
+    def __init__(self, depth: int, seed: int, levels: int = DEEP_LEVELS_PER_SIDE, hot: int = 4096) -> None:
         self.depth = depth
         self.levels = levels
+        self.hot = min(hot, depth)
         self._rng = np.random.default_rng([seed, depth, 1])
         self._slot_id = np.arange(1, depth + 1, dtype=np.int64)
         self._next_id = depth + 1
+        self._hot_next = 0
 
     @staticmethod
     def owner_of(order_id: int) -> int:
@@ -312,17 +322,24 @@ class DeepWorkload:
     def side_of(order_id: int) -> int:
         return _BUY if order_id % 2 == 1 else _SELL
 
-    def segment(self, n: int) -> np.ndarray:
-        """The next n commands (continuing from the previous segment's book state)."""
+    def segment(self, n: int, hot: bool = False) -> np.ndarray:
+        """About n commands (a final new+cancel pair is kept whole), continuing the previous segment."""
         rng = self._rng
-        steps = n  # upper bound: every step yields at least one command
-        kind = rng.random(steps)
-        slots = rng.integers(0, self.depth, size=steps).tolist()
-        offsets = rng.integers(0, self.levels, size=steps).tolist()
-        qtys = (rng.integers(1, 11, size=steps) * 100).tolist()
+        kind = rng.random(n)
+        if hot:
+            # the hot slots are the last `hot` ones; pairs take them in turn, moves pick any of them
+            first_hot = self.depth - self.hot
+            turn = (self._hot_next + np.arange(n)) % self.hot
+            self._hot_next = int((self._hot_next + n) % self.hot)
+            pair_slots = (first_hot + turn).tolist()
+            move_slots = (first_hot + rng.integers(0, self.hot, size=n)).tolist()
+        else:
+            pair_slots = move_slots = rng.integers(0, self.depth, size=n).tolist()
+        offsets = rng.integers(0, self.levels, size=n).tolist()
+        qtys = (rng.integers(1, 11, size=n) * 100).tolist()
         rows: list[tuple[int, int, int, int, int, int, int, int]] = []
         slot_id = self._slot_id
-        for step in range(steps):
+        for step in range(n):
             if len(rows) >= n:
                 break
             k = kind[step]
@@ -332,21 +349,22 @@ class DeepWorkload:
                 side = self.side_of(new_id)
                 price = DEEP_MID_PRICE - 1 - offsets[step] if side == _BUY else DEEP_MID_PRICE + offsets[step]
                 rows.append((_NEW, side, _LIMIT, _GTC, self.owner_of(new_id), new_id, price, qtys[step]))
-                victim = int(slot_id[slots[step]])
-                slot_id[slots[step]] = new_id
+                slot = pair_slots[step]
+                victim = int(slot_id[slot])
+                slot_id[slot] = new_id
                 rows.append((_CANCEL, 0, 0, 0, self.owner_of(victim), victim, 0, 0))
             elif k < 0.98:
-                order_id = int(slot_id[slots[step]])
+                order_id = int(slot_id[move_slots[step]])
                 side = self.side_of(order_id)
                 price = DEEP_MID_PRICE - 1 - offsets[step] if side == _BUY else DEEP_MID_PRICE + offsets[step]
                 rows.append((_AMEND, 0, 0, 0, self.owner_of(order_id), order_id, price, 0))
             else:
                 taker_id = self._next_id
                 self._next_id += 1
-                side = _BUY if slots[step] % 2 else _SELL
+                side = _BUY if offsets[step] % 2 else _SELL
                 price = DEEP_MID_PRICE + self.levels if side == _BUY else DEEP_MID_PRICE - 1 - self.levels
                 rows.append((_NEW, side, _LIMIT, _IOC, self.owner_of(taker_id), taker_id, price, 1))
-        return commands_from_rows(rows[:n])
+        return commands_from_rows(rows)
 
 
 # ------------------------------------------------------------------------------ per-command form
