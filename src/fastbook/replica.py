@@ -1,0 +1,391 @@
+"""A replica of one market: the engine book plus the id maps, advanced only by sequenced log entries.
+
+`Replica` is shared by the sequencer (which executes commands on it tentatively, then sequences what
+the engine accepted) and by every edge (which applies log entries and checks each post-state hash).
+`Follower` is the edge side of the log protocol: apply strictly in seq order, ignore duplicates,
+buffer out-of-order entries, detect gaps and silence, ask for replays, restore snapshots, and stop
+and resync on a hash mismatch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from fastbook.engine import new_book, restore_book
+from fastbook.market import MarketSpec
+from fastbook.types import EventType, Op
+from fastbook.wire import LogEntry, ReplayRequest, SnapshotData, hash_hex
+
+log = logging.getLogger(__name__)
+
+_REJECTED = int(EventType.REJECTED)
+_CANCELLED = int(EventType.CANCELLED)
+_DONE = int(EventType.DONE)
+_NEW, _CANCEL, _AMEND, _CANCEL_ALL = int(Op.NEW), int(Op.CANCEL), int(Op.AMEND), int(Op.CANCEL_ALL)
+
+
+class HashMismatch(Exception):
+    """A log entry produced a different state than the sequencer's: this replica has diverged."""
+
+
+class Replica:
+    def __init__(self, market: MarketSpec, book: object | None = None) -> None:
+        self.market = market
+        self.book = new_book() if book is None else book
+        self.version = 0
+        self.state_hash: int = self.book.state_hash()  # type: ignore[attr-defined]
+        self.owners: dict[str, int] = {}  # client id -> engine owner
+        self.clients: dict[int, str] = {}  # engine owner -> client id
+        self.orders: dict[int, tuple[int, str]] = {}  # resting engine order id -> (owner, client order id)
+        self.by_owner: dict[int, dict[str, int]] = {}  # owner -> {client order id: resting engine order id}
+        self.next_order_id = 1
+        # Orders that left the maps during the last execute(): reports still need their client ids.
+        self.removed: dict[int, tuple[int, str]] = {}
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def next_owner(self) -> int:
+        return len(self.owners) + 1
+
+    def resting_id(self, owner: int, client_order_id: str) -> int | None:
+        by_id = self.by_owner.get(owner)
+        return None if by_id is None else by_id.get(client_order_id)
+
+    def describe(self, order_id: int) -> tuple[int, str] | None:
+        """(owner, client order id) of an order that is resting or left during the last execute()."""
+        found = self.orders.get(order_id)
+        return found if found is not None else self.removed.get(order_id)
+
+    # -- state changes ---------------------------------------------------------------------
+
+    def execute(
+        self,
+        client_id: str,
+        client_order_id: str | None,
+        op: int,
+        order_id: int,
+        owner: int,
+        side: int = 0,
+        order_type: int = 0,
+        tif: int = 0,
+        stp: int = 0,
+        post_only: int = 0,
+        price: int = 0,
+        qty: int = 0,
+    ) -> list:
+        """Run one engine command and keep the maps in step. If the engine rejects the command
+        (a single REJECTED event) nothing changed, the maps included. Does not touch version/hash."""
+        self.removed = {}
+        book = self.book
+        new_owner = client_id not in self.owners
+        if new_owner:
+            self.owners[client_id] = owner
+            self.clients[owner] = client_id
+        if op == _NEW:
+            assert client_order_id is not None
+            self.orders[order_id] = (owner, client_order_id)
+            self.by_owner.setdefault(owner, {})[client_order_id] = order_id
+            events = book.new(order_id, owner, side, price, qty, order_type, tif, bool(post_only), stp)  # type: ignore[attr-defined]
+        elif op == _CANCEL:
+            events = book.cancel(order_id, owner)  # type: ignore[attr-defined]
+        elif op == _AMEND:
+            events = book.amend(order_id, owner, price, qty)  # type: ignore[attr-defined]
+        elif op == _CANCEL_ALL:
+            events = book.cancel_all(owner)  # type: ignore[attr-defined]
+        else:
+            raise ValueError(f"unknown op {op}")
+        if len(events) == 1 and events[0][0] == _REJECTED:
+            if op == _NEW:
+                del self.orders[order_id]
+                del self.by_owner[owner][client_order_id]  # type: ignore[arg-type]
+            if new_owner:
+                del self.owners[client_id]
+                del self.clients[owner]
+            return events
+        if op == _NEW:
+            self.next_order_id = order_id + 1
+        for event in events:
+            kind = event[0]
+            if kind == _DONE or kind == _CANCELLED:
+                gone = self.orders.pop(event[1], None)
+                if gone is not None:
+                    self.removed[event[1]] = gone
+                    del self.by_owner[gone[0]][gone[1]]
+        return events
+
+    def apply(self, entry: LogEntry) -> list:
+        """Apply the next log entry; raises HashMismatch if the result differs from the sequencer's."""
+        if entry.seq != self.version + 1:
+            raise ValueError(f"entry {entry.seq} applied at version {self.version}")
+        events = self.execute(*entry[2:])
+        if len(events) == 1 and events[0][0] == _REJECTED:
+            reason = events[0][10]
+            raise HashMismatch(f"seq {entry.seq}: the engine rejected a sequenced command (reason {reason})")
+        self.version = entry.seq
+        self.state_hash = self.book.state_hash()  # type: ignore[attr-defined]
+        if self.state_hash != entry.hash:
+            ours, theirs = hash_hex(self.state_hash), hash_hex(entry.hash)
+            raise HashMismatch(f"seq {entry.seq}: post-state hash {ours} != sequencer's {theirs}")
+        return events
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def snapshot_data(self, seen: dict[str, list[str]] | None = None) -> SnapshotData:
+        orders = sorted((order_id, owner, coid) for order_id, (owner, coid) in self.orders.items())
+        return SnapshotData(
+            self.market,
+            self.version,
+            self.state_hash,
+            self.book.snapshot(),  # type: ignore[attr-defined]
+            self.next_order_id,
+            dict(self.owners),
+            orders,
+            seen,
+        )
+
+    @classmethod
+    def from_snapshot(cls, snap: SnapshotData) -> Replica:
+        """ValueError if the engine bytes are invalid or do not hash to the snapshot's hash."""
+        book = restore_book(snap.engine)
+        replica = cls(snap.market, book)
+        if replica.state_hash != snap.state_hash:
+            raise ValueError(
+                f"snapshot {snap.version}: engine state hashes to {hash_hex(replica.state_hash)}, "
+                f"snapshot says {hash_hex(snap.state_hash)}"
+            )
+        replica.version = snap.version
+        replica.next_order_id = snap.next_order_id
+        for client, owner in snap.owners.items():
+            replica.owners[client] = owner
+            replica.clients[owner] = client
+        if len(replica.clients) != len(replica.owners):
+            raise ValueError(f"snapshot {snap.version}: two clients share an owner number")
+        for order_id, owner, coid in snap.orders:
+            info = book.order(order_id)
+            if info is None or info[1] != owner:
+                raise ValueError(f"snapshot {snap.version}: order {order_id} of the maps is not in the book")
+            replica.orders[order_id] = (owner, coid)
+            replica.by_owner.setdefault(owner, {})[coid] = order_id
+        if len(replica.orders) != len(book):
+            counts = f"maps hold {len(replica.orders)} orders, book {len(book)}"
+            raise ValueError(f"snapshot {snap.version}: {counts}")
+        return replica
+
+
+@dataclass
+class _Pending:
+    request: ReplayRequest
+    sent_at: float
+    target: int  # the request is answered once our version reaches this
+
+
+class Follower:
+    """Applies a market's log to a Replica in strict seq order (the edge side of the protocol).
+
+    Every input method returns the replay requests to send (usually none). Time is passed in, so
+    the behaviour is deterministic under test.
+    """
+
+    MAX_BUFFER = 1_000_000  # out-of-order entries kept while a gap is filled
+
+    def __init__(
+        self,
+        market_name: str,
+        replay_timeout: float = 2.0,
+        snapshot_timeout: float | None = None,
+        on_resync: Callable[[str], None] | None = None,
+        on_applied: Callable[[LogEntry, list], None] | None = None,
+    ) -> None:
+        self.market_name = market_name
+        self.replay_timeout = replay_timeout
+        self.snapshot_timeout = replay_timeout if snapshot_timeout is None else snapshot_timeout
+        self.gap_grace = min(0.25, replay_timeout / 4)  # silence tolerated while the head is ahead
+        self.replica: Replica | None = None
+        self.head = 0  # highest seq known to exist at the sequencer
+        self.head_seen_at = 0.0  # when the head last moved
+        self.buffer: dict[int, LogEntry] = {}
+        self.pending: _Pending | None = None
+        self.waiting_since: float | None = None  # when we started waiting for a snapshot
+        self.last_progress = 0.0
+        self.synced_once = False
+        self.resyncs = 0
+        self.mismatch: str | None = None  # reason of the last divergence, until resynced
+        self.on_resync = on_resync
+        self.on_applied = on_applied
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return 0 if self.replica is None else self.replica.version
+
+    @property
+    def state_hash(self) -> int:
+        return 0 if self.replica is None else self.replica.state_hash
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.head - self.version)
+
+    @property
+    def in_sync(self) -> bool:
+        return self.replica is not None and not self.buffer and self.version >= self.head
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[ReplayRequest]:
+        """Begin (or restart) waiting for the retained snapshot."""
+        if self.replica is None and self.waiting_since is None:
+            self.waiting_since = now
+        return []
+
+    def _see_head(self, head: int, now: float) -> None:
+        if head > self.head:
+            self.head = head
+            self.head_seen_at = now
+
+    def on_entries(self, entries: Iterable[LogEntry], head: int, now: float) -> list[ReplayRequest]:
+        self._see_head(head, now)
+        replica = self.replica
+        for entry in entries:
+            if entry.seq > self.head:
+                self._see_head(entry.seq, now)
+            if replica is None or entry.seq > replica.version + 1:
+                if replica is None or entry.seq > replica.version:
+                    if len(self.buffer) < self.MAX_BUFFER:
+                        self.buffer[entry.seq] = entry
+                continue
+            if entry.seq <= replica.version:
+                continue  # duplicate
+            if not self._apply(entry, now):
+                return self._resync_request(now)
+            replica = self.replica
+        if self.replica is not None:
+            if not self._drain(now):
+                return self._resync_request(now)
+        return self._maybe_request(now)
+
+    def on_snapshot(self, snap: SnapshotData, now: float) -> list[ReplayRequest]:
+        if snap.market.name != self.market_name:
+            log.warning("ignoring snapshot of market %s (following %s)", snap.market.name, self.market_name)
+            return []
+        self._see_head(snap.version, now)
+        replica = self.replica
+        if replica is not None and snap.version <= replica.version:
+            if snap.version == replica.version and snap.state_hash != replica.state_hash:
+                theirs, ours = hash_hex(snap.state_hash), hash_hex(replica.state_hash)
+                self._diverged(f"snapshot {snap.version} hash {theirs} != ours {ours}")
+                return self._resync_request(now)
+            return []
+        try:
+            restored = Replica.from_snapshot(snap)
+        except ValueError as exc:
+            log.error("snapshot %d unusable: %s", snap.version, exc)
+            return []
+        self.replica = restored
+        self.mismatch = None
+        self.waiting_since = None
+        self.synced_once = True
+        self.last_progress = now
+        if self.pending is not None and self.pending.request.snapshot:
+            self.pending = None
+        for seq in [s for s in self.buffer if s <= restored.version]:
+            del self.buffer[seq]
+        if not self._drain(now):
+            return self._resync_request(now)
+        return self._maybe_request(now)
+
+    def on_head(self, head: int, now: float) -> list[ReplayRequest]:
+        """The sequencer's version as seen elsewhere (the retained book)."""
+        self._see_head(head, now)
+        return self._maybe_request(now)
+
+    def on_tick(self, now: float) -> list[ReplayRequest]:
+        if self.replica is None:
+            if self.pending is not None:
+                if now - self.pending.sent_at >= self.replay_timeout:
+                    return self._send(self.pending.request, now)
+                return []
+            if self.waiting_since is not None and now - self.waiting_since >= self.snapshot_timeout:
+                # No retained snapshot: start from the empty book and replay the whole journal.
+                log.warning("no snapshot within %.1fs; replaying the log from seq 1", self.snapshot_timeout)
+                self.replica = Replica(MarketSpec(self.market_name))
+                self.waiting_since = None
+                self.synced_once = True
+                self.last_progress = now
+                if not self._drain(now):
+                    return self._resync_request(now)
+                return self._send(ReplayRequest(1, None), now)
+            return []
+        return self._maybe_request(now)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _apply(self, entry: LogEntry, now: float) -> bool:
+        assert self.replica is not None
+        try:
+            events = self.replica.apply(entry)
+        except HashMismatch as exc:
+            self._diverged(str(exc))
+            return False
+        self.last_progress = now
+        if self.on_applied is not None:
+            self.on_applied(entry, events)
+        return True
+
+    def _drain(self, now: float) -> bool:
+        replica = self.replica
+        assert replica is not None
+        buffer = self.buffer
+        while buffer:
+            entry = buffer.pop(replica.version + 1, None)
+            if entry is None:
+                break
+            if not self._apply(entry, now):
+                return False
+            replica = self.replica
+            assert replica is not None
+        if buffer and min(buffer) <= replica.version:
+            for seq in [s for s in buffer if s <= replica.version]:
+                del buffer[seq]
+        return True
+
+    def _diverged(self, reason: str) -> None:
+        log.error(
+            "REPLICA DIVERGED from the sequencer (%s); stopped applying, resyncing from a snapshot", reason
+        )
+        self.mismatch = reason
+        self.resyncs += 1
+        self.replica = None
+        self.buffer.clear()
+        self.pending = None
+        if self.on_resync is not None:
+            self.on_resync(reason)
+
+    def _resync_request(self, now: float) -> list[ReplayRequest]:
+        return self._send(ReplayRequest(1, None, snapshot=True), now)
+
+    def _maybe_request(self, now: float) -> list[ReplayRequest]:
+        replica = self.replica
+        if replica is None:
+            return []
+        version = replica.version
+        pending = self.pending
+        if pending is not None and version >= pending.target:
+            self.pending = pending = None
+        if version >= self.head and not self.buffer:
+            return []
+        if pending is not None and now - max(pending.sent_at, self.last_progress) < self.replay_timeout:
+            return []  # an answer is due or arriving
+        if self.buffer:
+            return self._send(ReplayRequest(version + 1, min(self.buffer) - 1), now)  # exactly the hole
+        if now - max(self.last_progress, self.head_seen_at) < self.gap_grace:
+            return []  # the head is ahead but its entries may still be in flight
+        return self._send(ReplayRequest(version + 1, None), now)
+
+    def _send(self, request: ReplayRequest, now: float) -> list[ReplayRequest]:
+        target = request.last if request.last is not None else self.head
+        self.pending = _Pending(request, now, target)
+        return [request]

@@ -1,0 +1,562 @@
+"""The per-market sequencer node: validate, execute, sequence, journal (group commit), publish.
+
+For each `on_messages` batch: every order is decoded (`fastbook.wire`), mapped to engine ids and
+executed on the sequencer's own replica. A command the engine rejects changed nothing and is only
+reported; every other command gets the next gap-free seq and becomes a log entry. The batch's
+entries are appended to the journal with one fsync, and only then are the log messages, reports,
+trades and the retained book returned for publishing. Nothing that is not durable is published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from fastbook.journal import Journal, JournalError
+from fastbook.market import MarketSpec
+from fastbook.node import Incoming, Outgoing
+from fastbook.replica import HashMismatch, Replica
+from fastbook.snapshot import SnapshotStore
+from fastbook.topics import DEFAULT_PREFIX, Topics
+from fastbook.types import EventType, Op, Reject
+from fastbook.wire import (
+    CANCEL_REASON_TEXT,
+    DUPLICATE_CLIENT_ORDER_ID,
+    INVALID_CLIENT_ID,
+    JOURNAL_UNAVAILABLE,
+    OP_TEXT,
+    SIDE_TEXT,
+    TYPE_TEXT,
+    UNKNOWN_ORDER,
+    LogEntry,
+    OrderCommand,
+    SnapshotData,
+    WireReject,
+    decode_entry,
+    decode_orders,
+    decode_replay_request,
+    encode_book,
+    encode_entry,
+    encode_log_message,
+    encode_reports,
+    encode_snapshot,
+    encode_trades,
+    reject_report,
+    valid_client_id,
+)
+
+log = logging.getLogger(__name__)
+
+LOG_CHUNK = 2000  # entries per log / replay message
+MAX_REPLAY = 100_000  # entries served per replay request; the replica asks again for the rest
+MARKET_FILE = "market.json"
+
+_ACCEPTED, _TRADE, _CANCELLED, _DONE, _AMENDED = (
+    int(EventType.ACCEPTED),
+    int(EventType.TRADE),
+    int(EventType.CANCELLED),
+    int(EventType.DONE),
+    int(EventType.AMENDED),
+)
+_REJECTED = int(EventType.REJECTED)
+
+ENGINE_REJECT_MESSAGES = {
+    Reject.INVALID_ORDER_ID: "order id out of range",
+    Reject.INVALID_OWNER: "owner out of range",
+    Reject.INVALID_SIDE: "invalid side",
+    Reject.INVALID_TYPE: "invalid order type",
+    Reject.INVALID_TIF: "invalid time in force",
+    Reject.INVALID_STP: "invalid self-trade prevention mode",
+    Reject.INVALID_QTY: "qty out of range",
+    Reject.INVALID_PRICE: "price out of range",
+    Reject.INVALID_POST_ONLY: "post_only needs a GTC limit order",
+    Reject.DUPLICATE_ORDER_ID: "an order with this id is already open",
+    Reject.UNKNOWN_ORDER: "the order is not open",
+    Reject.POST_ONLY_WOULD_TAKE: "post-only order would take liquidity",
+    Reject.INVALID_AMEND: "amend needs a new price and/or qty",
+    Reject.INVALID_OP: "unknown operation",
+}
+
+
+@dataclass
+class SequencerConfig:
+    market: MarketSpec
+    data_dir: Path
+    prefix: str = DEFAULT_PREFIX
+    snapshot_every: int = 10_000  # versions
+    snapshot_interval: float = 30.0  # seconds (only if the version moved)
+    book_depth: int = 20
+    max_payload: int = 1 << 20  # bytes; larger order messages are rejected
+
+
+class _Batch:
+    """What one on_messages call produces before the journal commit decides its fate."""
+
+    def __init__(self) -> None:
+        self.entries: list[LogEntry] = []
+        self.raw: list[bytes] = []
+        # (client, report, seq): seq 0 = not sequenced (a rejection), published even if the commit fails
+        self.reports: list[tuple[str, dict[str, Any], int]] = []
+        self.trades: list[dict[str, Any]] = []
+
+
+class SequencerNode:
+    def __init__(self, cfg: SequencerConfig) -> None:
+        self.cfg = cfg
+        self.market = cfg.market
+        self.topics = Topics(cfg.market.name, cfg.prefix)
+        self._orders_prefix = f"{self.topics.base}/orders/"
+        self._replay_prefix = f"{self.topics.base}/replay/request/"
+        self.data_dir = Path(cfg.data_dir)
+        if cfg.snapshot_every < 1 or cfg.book_depth < 1 or cfg.max_payload < 1:
+            raise ValueError("snapshot_every, book_depth and max_payload must be positive")
+        self.journal = Journal(self.data_dir)
+        try:
+            self._check_market_file()
+            self.snapshots = SnapshotStore(self.data_dir / "snapshots")
+            self.last_trade: dict[str, Any] | None = None
+            self.replica, self.seen = self._recover()
+            self.failed: str | None = None
+            self._published_snapshot = b""
+            self._published_snapshot_version = -1
+            self._snapshot_time: float | None = None
+            self._take_snapshot(time.monotonic())
+        except BaseException:
+            self.journal.close()
+            raise
+
+    # -- startup ---------------------------------------------------------------------------
+
+    def _check_market_file(self) -> None:
+        path = self.data_dir / MARKET_FILE
+        if path.exists():
+            try:
+                stored = MarketSpec.from_json(json.loads(path.read_text()))
+            except (ValueError, OSError) as exc:
+                raise ValueError(f"{path} is unreadable: {exc}") from exc
+            if stored != self.market:
+                raise ValueError(f"data dir {self.data_dir} belongs to market {stored}, not {self.market}")
+        else:
+            path.write_text(json.dumps(self.market.to_json()) + "\n")
+
+    def _restore(self, snap: SnapshotData) -> Replica:
+        if snap.market != self.market:
+            raise ValueError(f"snapshot is for market {snap.market}, not {self.market}")
+        if snap.seen is None:
+            raise ValueError("snapshot file lacks the dedupe set")
+        return Replica.from_snapshot(snap)
+
+    def _recover(self) -> tuple[Replica, dict[str, set[str]]]:
+        """Latest valid snapshot file + replay of the journal after it (hash-checked)."""
+        loaded = self.snapshots.load_latest(self._restore)
+        if loaded is not None:
+            snap, restored = loaded
+            assert isinstance(restored, Replica) and snap.seen is not None
+            replica = restored
+            seen = {client: set(ids) for client, ids in snap.seen.items()}
+        else:
+            replica, seen = Replica(self.market), {}
+        journal = self.journal
+        if journal.last_seq < replica.version:
+            raise JournalError(
+                f"snapshot version {replica.version} is ahead of the journal (last seq {journal.last_seq}) "
+                f"in {self.data_dir}: journal records are missing"
+            )
+        if journal.last_seq > replica.version and journal.first_seq > replica.version + 1:
+            raise JournalError(
+                f"journal starts at seq {journal.first_seq} but the newest usable snapshot is version "
+                f"{replica.version}: seqs in between are missing"
+            )
+        start = replica.version
+        while replica.version < journal.last_seq:
+            for _seq, raw in journal.read(replica.version + 1, None, limit=50_000):
+                entry = decode_entry(json.loads(raw))
+                try:
+                    events = replica.apply(entry)
+                except HashMismatch as exc:
+                    raise JournalError(
+                        f"journal replay diverged ({exc}); was it written by a different engine?"
+                    ) from exc
+                if entry.op == Op.NEW:
+                    seen.setdefault(entry.client_id, set()).add(entry.client_order_id)  # type: ignore[arg-type]
+                trades = [event for event in events if event[0] == _TRADE]
+                if trades:
+                    self.last_trade = self._public_trade(entry.seq, len(trades), trades[-1])
+        log.info(
+            "sequencer %s: recovered version %d (snapshot %d + %d journal entries)",
+            self.market.name,
+            replica.version,
+            start,
+            replica.version - start,
+        )
+        return replica, seen
+
+    # -- Node ------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self.replica.version
+
+    @property
+    def state_hash(self) -> int:
+        return self.replica.state_hash
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [(self.topics.orders_filter, 1), (self.topics.replay_request_filter, 1)]
+
+    def will(self) -> Outgoing | None:
+        return None
+
+    def on_connected(self) -> list[Outgoing]:
+        return [self._book_message(), Outgoing(self.topics.snapshot, self._published_snapshot, retain=True)]
+
+    def on_tick(self, now: float) -> list[Outgoing]:
+        if self._snapshot_time is None:
+            self._snapshot_time = now
+        if (
+            self.failed is None
+            and self.version > self._published_snapshot_version
+            and now - self._snapshot_time >= self.cfg.snapshot_interval
+        ):
+            return self._take_snapshot(now)
+        return []
+
+    def close(self) -> list[Outgoing]:
+        self.journal.close()
+        return []
+
+    def on_messages(self, messages: Sequence[Incoming]) -> list[Outgoing]:
+        batch = _Batch()
+        replays: list[tuple[str, bytes]] = []
+        start_version = self.version
+        for topic, payload in messages:
+            if topic.startswith(self._orders_prefix):
+                self._on_orders(topic[len(self._orders_prefix) :], bytes(payload), batch)
+            elif topic.startswith(self._replay_prefix):
+                replays.append((topic[len(self._replay_prefix) :], bytes(payload)))
+        out: list[Outgoing] = []
+        committed = self._commit(batch)
+        if committed and batch.entries:
+            head = self.journal.last_seq
+            for i in range(0, len(batch.raw), LOG_CHUNK):
+                payload = encode_log_message(self.market.name, head, batch.raw[i : i + LOG_CHUNK])
+                out.append(Outgoing(self.topics.log, payload))
+        out.extend(self._report_messages(batch, committed))
+        if committed and batch.trades:
+            out.append(Outgoing(self.topics.trades, encode_trades(self.market, batch.trades)))
+        if committed and self.version != start_version:
+            out.append(self._book_message())
+            if self.version - self._published_snapshot_version >= self.cfg.snapshot_every:
+                out.extend(self._take_snapshot(time.monotonic()))
+        for requester, payload in replays:
+            out.extend(self._serve_replay(requester, payload))
+        return out
+
+    # -- orders ----------------------------------------------------------------------------
+
+    def _on_orders(self, client: str, payload: bytes, batch: _Batch) -> None:
+        if not valid_client_id(client):
+            batch.reports.append(
+                (
+                    client,
+                    reject_report(
+                        None,
+                        None,
+                        INVALID_CLIENT_ID,
+                        "client id (the last topic level) must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                    ),
+                    0,
+                )
+            )
+            return
+        for item in decode_orders(payload, self.market, self.cfg.max_payload):
+            if isinstance(item, WireReject):
+                batch.reports.append((client, item.report(), 0))
+            elif self.failed is not None:
+                message = f"the sequencer stopped accepting orders: {self.failed}"
+                report = reject_report(item.client_order_id, OP_TEXT[item.op], JOURNAL_UNAVAILABLE, message)
+                batch.reports.append((client, report, 0))
+            else:
+                self._execute(client, item, batch)
+
+    def _execute(self, client: str, cmd: OrderCommand, batch: _Batch) -> None:
+        replica = self.replica
+        op, coid = cmd.op, cmd.client_order_id
+        owner = replica.owners.get(client)
+        order_id = 0
+        if op == Op.NEW:
+            assert coid is not None
+            seen = self.seen.get(client)
+            if seen is not None and coid in seen:
+                message = (
+                    f"client order id {coid!r} was already used by this client; orders never execute twice"
+                )
+                batch.reports.append(
+                    (client, reject_report(coid, "new", DUPLICATE_CLIENT_ORDER_ID, message), 0)
+                )
+                return
+            if owner is None:
+                owner = replica.next_owner()
+            order_id = replica.next_order_id
+            events = replica.execute(
+                client,
+                coid,
+                op,
+                order_id,
+                owner,
+                cmd.side,
+                cmd.order_type,
+                cmd.tif,
+                cmd.stp,
+                int(cmd.post_only),
+                cmd.price,
+                cmd.qty,
+            )
+        elif op == Op.CANCEL or op == Op.AMEND:
+            assert coid is not None
+            found = None if owner is None else replica.resting_id(owner, coid)
+            if found is None:
+                message = f"no open order with id {coid!r}"
+                batch.reports.append((client, reject_report(coid, OP_TEXT[op], UNKNOWN_ORDER, message), 0))
+                return
+            order_id = found
+            events = replica.execute(client, coid, op, order_id, owner, price=cmd.price, qty=cmd.qty)  # type: ignore[arg-type]
+        else:
+            events = [] if owner is None else replica.execute(client, coid, op, 0, owner)
+            if not events:  # nothing to cancel: nothing changed, nothing to sequence
+                report = {"type": "cancelled_all", "id": coid, "seq": None, "count": 0}
+                batch.reports.append((client, report, 0))
+                return
+        if len(events) == 1 and events[0][0] == _REJECTED:
+            reason = Reject(events[0][10])
+            report = reject_report(coid, OP_TEXT[op], reason.name, ENGINE_REJECT_MESSAGES[reason])
+            batch.reports.append((client, report, 0))
+            return
+        seq = replica.version + 1
+        replica.version = seq
+        replica.state_hash = state_hash = replica.book.state_hash()  # type: ignore[attr-defined]
+        assert owner is not None
+        entry = LogEntry(
+            seq,
+            state_hash,
+            client,
+            coid,
+            int(op),
+            order_id,
+            owner,
+            int(cmd.side),
+            int(cmd.order_type),
+            int(cmd.tif),
+            int(cmd.stp),
+            int(cmd.post_only),
+            cmd.price,
+            cmd.qty,
+        )
+        if op != Op.NEW:  # only a new carries order attributes; keep cancel/amend entries canonical
+            entry = entry._replace(side=0, order_type=0, tif=0, stp=0, post_only=0)
+        batch.entries.append(entry)
+        batch.raw.append(encode_entry(entry))
+        if op == Op.NEW:
+            self.seen.setdefault(client, set()).add(coid)  # type: ignore[arg-type]
+        self._event_reports(seq, client, cmd, events, batch)
+
+    def _event_reports(self, seq: int, client: str, cmd: OrderCommand, events: list, batch: _Batch) -> None:
+        replica = self.replica
+        tp, lq = self.market.ticks_to_price, self.market.lots_to_qty
+        reports = batch.reports
+        trade_number = 0
+        cancelled = 0
+        for event in events:
+            kind = event[0]
+            if kind == _TRADE:
+                trade_number += 1
+                public = self._public_trade(seq, trade_number, event)
+                batch.trades.append(public)
+                self.last_trade = public
+                taker_owner, taker_coid = replica.describe(event[1])  # type: ignore[misc]
+                maker_owner, maker_coid = replica.describe(event[7])  # type: ignore[misc]
+                common = {
+                    "seq": seq,
+                    "trade_id": public["trade_id"],
+                    "price": public["price"],
+                    "qty": public["qty"],
+                }
+                reports.append(
+                    (
+                        replica.clients[taker_owner],
+                        {
+                            "type": "trade",
+                            "id": taker_coid,
+                            **common,
+                            "side": SIDE_TEXT[event[3]],
+                            "liquidity": "taker",
+                            "remaining": lq(event[6]),
+                        },
+                        seq,
+                    )
+                )
+                reports.append(
+                    (
+                        replica.clients[maker_owner],
+                        {
+                            "type": "trade",
+                            "id": maker_coid,
+                            **common,
+                            "side": SIDE_TEXT[3 - event[3]],
+                            "liquidity": "maker",
+                            "remaining": lq(event[9]),
+                        },
+                        seq,
+                    )
+                )
+                continue
+            who = replica.describe(event[1])
+            if who is None:
+                continue
+            owner_client, order_coid = replica.clients[who[0]], who[1]
+            if kind == _ACCEPTED:
+                reports.append(
+                    (
+                        owner_client,
+                        {
+                            "type": "accepted",
+                            "id": order_coid,
+                            "seq": seq,
+                            "side": SIDE_TEXT[event[3]],
+                            "order_type": TYPE_TEXT[cmd.order_type],
+                            "price": tp(event[4]) if event[4] else None,
+                            "qty": lq(event[5]),
+                        },
+                        seq,
+                    )
+                )
+            elif kind == _CANCELLED:
+                cancelled += 1
+                reports.append(
+                    (
+                        owner_client,
+                        {
+                            "type": "cancelled",
+                            "id": order_coid,
+                            "seq": seq,
+                            "qty": lq(event[5]),
+                            "reason": CANCEL_REASON_TEXT.get(event[10], str(event[10])),
+                        },
+                        seq,
+                    )
+                )
+            elif kind == _DONE:
+                reports.append((owner_client, {"type": "done", "id": order_coid, "seq": seq}, seq))
+            elif kind == _AMENDED:
+                reports.append(
+                    (
+                        owner_client,
+                        {
+                            "type": "amended",
+                            "id": order_coid,
+                            "seq": seq,
+                            "price": tp(event[4]),
+                            "qty": lq(event[5]),
+                            "priority": "kept" if event[10] == 1 else "lost",
+                        },
+                        seq,
+                    )
+                )
+        if cmd.op == Op.CANCEL_ALL:
+            report = {"type": "cancelled_all", "id": cmd.client_order_id, "seq": seq, "count": cancelled}
+            reports.append((client, report, seq))
+
+    def _public_trade(self, seq: int, number: int, event: Any) -> dict[str, Any]:
+        return {
+            "trade_id": f"{seq}-{number}",
+            "seq": seq,
+            "price": self.market.ticks_to_price(event[4]),
+            "qty": self.market.lots_to_qty(event[5]),
+            "taker_side": SIDE_TEXT[event[3]],
+        }
+
+    # -- commit and publish ----------------------------------------------------------------
+
+    def _commit(self, batch: _Batch) -> bool:
+        if not batch.entries:
+            return True
+        try:
+            self.journal.append(
+                [(entry.seq, raw) for entry, raw in zip(batch.entries, batch.raw, strict=True)]
+            )
+            return True
+        except JournalError as exc:
+            # The in-memory replica now holds changes that are not durable: never publish them and
+            # stop accepting; a restart recovers the durable state from the journal.
+            self.failed = str(exc)
+            log.error("sequencer %s: %s; rejecting every order until restarted", self.market.name, exc)
+            message = f"not executed: {exc}"
+            for entry in batch.entries:
+                report = reject_report(
+                    entry.client_order_id, OP_TEXT[Op(entry.op)], JOURNAL_UNAVAILABLE, message
+                )
+                batch.reports.append((entry.client_id, report, 0))
+            return False
+
+    def _report_messages(self, batch: _Batch, committed: bool) -> list[Outgoing]:
+        by_client: dict[str, list[dict[str, Any]]] = {}
+        for client, report, seq in batch.reports:
+            if seq and not committed:
+                continue
+            by_client.setdefault(client, []).append(report)
+        return [
+            Outgoing(self.topics.reports(client), encode_reports(reports))
+            for client, reports in by_client.items()
+        ]
+
+    def _book_message(self) -> Outgoing:
+        depth = self.replica.book.depth(self.cfg.book_depth)  # type: ignore[attr-defined]
+        payload = encode_book(self.market, self.journal.last_seq, self.state_hash, depth, self.last_trade)
+        return Outgoing(self.topics.book, payload, retain=True)
+
+    def _take_snapshot(self, now: float) -> list[Outgoing]:
+        """Write <version>.snap (with the dedupe set) and publish it retained (without)."""
+        seen = {client: list(ids) for client, ids in self.seen.items()}
+        full = self.replica.snapshot_data(seen)
+        try:
+            self.snapshots.write(full)
+        except OSError as exc:
+            log.error("sequencer %s: cannot write snapshot %d: %s", self.market.name, full.version, exc)
+        self._published_snapshot = encode_snapshot(replace(full, seen=None))
+        self._published_snapshot_version = full.version
+        self._snapshot_time = now
+        return [Outgoing(self.topics.snapshot, self._published_snapshot, retain=True)]
+
+    def _serve_replay(self, requester: str, payload: bytes) -> list[Outgoing]:
+        if not valid_client_id(requester):
+            log.warning("replay request from invalid requester id %r ignored", requester[:70])
+            return []
+        try:
+            request = decode_replay_request(payload)
+        except ValueError as exc:
+            log.warning("bad replay request from %s ignored: %s", requester, exc)
+            return []
+        topic = self.topics.replay_response(requester)
+        out = []
+        first = request.first
+        if request.snapshot:
+            out.append(Outgoing(topic, self._published_snapshot))
+            first = max(first, self._published_snapshot_version + 1)
+        head = self.journal.last_seq
+        try:
+            records = self.journal.read(first, request.last, limit=MAX_REPLAY)
+        except JournalError as exc:
+            log.error("replay for %s failed: %s", requester, exc)
+            return out
+        raw = [payload for _seq, payload in records]
+        if not raw:
+            out.append(Outgoing(topic, encode_log_message(self.market.name, head, [], replay=True)))
+        for i in range(0, len(raw), LOG_CHUNK):
+            chunk = encode_log_message(self.market.name, head, raw[i : i + LOG_CHUNK], replay=True)
+            out.append(Outgoing(topic, chunk))
+        return out
