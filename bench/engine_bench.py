@@ -681,7 +681,7 @@ def format_summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def meta(args: argparse.Namespace, engine: str) -> dict[str, Any]:
+def meta(args: argparse.Namespace, engine: str, load_at_start: tuple[float, float, float]) -> dict[str, Any]:
     def git_commit() -> str | None:
         try:
             out = subprocess.run(
@@ -711,6 +711,9 @@ def meta(args: argparse.Namespace, engine: str) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "git_commit": git_commit(),
         "peers": peers.peer_versions(),
+        # other work on the machine skews timings: the 1/5/15-minute load averages say how busy it was
+        "load_average_at_start": [round(x, 2) for x in load_at_start],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "method": "best of N perf_counter runs after a warm-up, fresh book per run, GC off while timed",
     }
 
@@ -798,12 +801,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(probe_memory(book_cls, args.memory_probe, args.seed)))
         return 0
 
+    load_at_start = os.getloadavg()
     flow_a = bench_flow_a(book_cls, args.engine, sizes, args.seed)
     flow_b = bench_flow_b(book_cls, args.engine, sizes, args.seed)
     deep = bench_deep(book_cls, args.engine, sizes, args.seed, args.max_depth)
     results: list[Result] = flow_a["results"] + flow_b["results"]
 
-    report: dict[str, Any] = {"meta": meta(args, args.engine)}
+    report: dict[str, Any] = {"meta": meta(args, args.engine, load_at_start)}
     report["flows"] = {"a": flow_a["flow"], "b": flow_b["flow"]}
     report["results"] = [asdict(r) for r in results]
     report |= compute_ratios(flow_a, sizes)
@@ -845,6 +849,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(format_deep(deep_points))
     print(format_summary(report))
+    loads = report["meta"]["load_average_at_start"][0], report["meta"]["load_average_at_end"][0]
+    print(f"load average (1 min) at start / end: {loads[0]} / {loads[1]} on {os.cpu_count()} cpus")
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
