@@ -51,7 +51,7 @@ def program(name: str) -> str:
     return str(path) if path.exists() else name
 
 
-def test_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
@@ -69,7 +69,7 @@ class Proc:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=env or test_env(),
+            env=env or child_env(),
         )
 
     @property
@@ -149,19 +149,24 @@ def start_mosquitto(workdir: Path) -> Broker:
 
 
 def start_fastbook_broker(
-    workdir: Path, markets: Sequence[str] = (), data_dir: Path | None = None, port: int | None = None
+    workdir: Path,
+    markets: Sequence[str] = (),
+    data_dir: Path | None = None,
+    port: int | None = None,
+    extra_args: Sequence[str] = (),
 ) -> tuple[Broker, Proc]:
     """`fastbook-broker` (amqtt + a sequencer per market) on a free port; returns the broker and its
     process (the sequencers live inside it)."""
     port = port or free_port()
     args = [program("fastbook-broker"), "--host", "127.0.0.1", "--port", str(port)]
-    if data_dir is not None:
-        args += ["--data-dir", str(data_dir)]
+    args += ["--data-dir", str(data_dir or workdir / "data")]
     for market in markets:
         args += ["--market", market]
-    proc = Proc(args, workdir / f"fastbook-broker-{port}.log")
+    args += list(extra_args)
+    proc = Proc(args, workdir / f"fastbook-broker-{port}-{time.monotonic_ns()}.log")
     try:
-        wait_for(lambda: port_open(port) or not proc.alive(), 20, "fastbook-broker to listen")
+        wait_for(lambda: "fastbook-broker listening on" in proc.output() or not proc.alive(), 20,
+                 "fastbook-broker to listen")
         if not proc.alive():
             raise RuntimeError(f"fastbook-broker failed to start:\n{proc.output()}")
     except BaseException:

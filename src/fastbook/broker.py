@@ -5,6 +5,12 @@ amqtt's default AnonymousAuthPlugin flags every session anonymous, and amqtt dro
 persistent session, so the broker authenticates everyone with `AllowAllAuthPlugin`, which accepts
 without the anonymous flag. Retained messages (book, snapshot, replica status) live in memory: after a
 broker restart the sequencer republishes book and snapshot on reconnect, edges their status.
+
+Known amqtt 0.12.1 defects that fastbook works around elsewhere:
+- a connecting client is sent the retained messages of every topic *anyone* subscribed to, not just
+  its own subscriptions (NodeRunner drops messages outside the node's subscriptions);
+- unacknowledged QoS1 messages are not resent when a persistent session resumes (replicas detect
+  the gap and replay it from the journal).
 """
 
 from __future__ import annotations

@@ -149,6 +149,9 @@ class NodeRunner:
         self.connect_count = 0
         self.received = 0
         self.published = 0
+        self.unsolicited = 0  # messages on topics the node did not subscribe to (dropped)
+        self._exact_filters: frozenset[str] = frozenset()
+        self._wildcard_filters: tuple[str, ...] = ()
 
         self._inbox: deque[Incoming | _Connected | _Stop | _Call] = deque()
         self._wakeup = threading.Event()
@@ -253,6 +256,8 @@ class NodeRunner:
             log.warning("%s: broker %s refused the connection: %s", self.name, self.current_broker, reason)
             return
         subs = self.node.subscriptions()
+        self._exact_filters = frozenset(f for f, _ in subs if "+" not in f and "#" not in f)
+        self._wildcard_filters = tuple(f for f, _ in subs if "+" in f or "#" in f)
         if not subs:
             self._mark_connected()
             return
@@ -281,7 +286,15 @@ class NodeRunner:
         self._put(_CONNECTED)
 
     def _on_message(self, _client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
-        self._put((msg.topic, msg.payload))
+        topic = msg.topic
+        if topic not in self._exact_filters and not any(
+            paho.topic_matches_sub(f, topic) for f in self._wildcard_filters
+        ):
+            # amqtt 0.12.1 sends a (re)connecting client the retained messages of every topic anyone
+            # subscribed to. A node only ever sees what it subscribed to.
+            self.unsolicited += 1
+            return
+        self._put((topic, msg.payload))
 
     def _on_disconnect(
         self, _client: paho.Client, _userdata: object, _flags: Any, reason: Any, _props: Any
