@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,9 @@ class SequencerNode:
             self._published_snapshot = b""
             self._published_snapshot_version = -1
             self._snapshot_time: float | None = None
-            self._take_snapshot(time.monotonic())
+            # Time source for on_messages (on_tick gets its time from the runner); tests replace it.
+            self.clock: Callable[[], float] = time.monotonic
+            self._take_snapshot(self.clock())
         except BaseException:
             self.journal.close()
             raise
@@ -252,7 +254,7 @@ class SequencerNode:
         if committed and self.version != start_version:
             out.append(self._book_message())
             if self.version - self._published_snapshot_version >= self.cfg.snapshot_every:
-                out.extend(self._take_snapshot(time.monotonic()))
+                out.extend(self._take_snapshot(self.clock()))
         for requester, payload in replays:
             out.extend(self._serve_replay(requester, payload))
         return out

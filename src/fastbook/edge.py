@@ -1,0 +1,246 @@
+"""The domain node of an edge: a full replica of one market that follows the sequenced log.
+
+It applies the log through `fastbook.replica.Follower` (strict seq order, gap replay, snapshot
+restore, hash check and resync), turns the client's orders into messages for the sequencer, and
+tells listeners about reports, the book, public trades, its own status and resyncs. The program
+around it is fastbook/cli/edge.py; the MQTT runner is fastbook/mqtt.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastbook.market import NAME_RE
+from fastbook.node import Incoming, Outgoing
+from fastbook.replica import Follower
+from fastbook.topics import DEFAULT_PREFIX, Topics
+from fastbook.wire import (
+    SIDE_TEXT,
+    ReplayRequest,
+    decode_log_message,
+    decode_snapshot,
+    dumps,
+    encode_replay_request,
+    encode_status,
+    hash_hex,
+    is_snapshot_payload,
+    valid_client_id,
+)
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class EdgeConfig:
+    client_id: str
+    market: str = "BTC-USD"
+    prefix: str = DEFAULT_PREFIX
+    status_interval: float = 1.0
+    replay_timeout: float = 2.0
+
+
+class EdgeNode:
+    def __init__(self, cfg: EdgeConfig) -> None:
+        if not valid_client_id(cfg.client_id):
+            raise ValueError(f"client id must be 1-64 characters of A-Z a-z 0-9 . _ -, got {cfg.client_id!r}")
+        if not NAME_RE.fullmatch(cfg.market):
+            raise ValueError(f"market name must be 1-64 characters of A-Z a-z 0-9 . _ -, got {cfg.market!r}")
+        if cfg.replay_timeout <= 0 or cfg.status_interval <= 0:
+            raise ValueError("replay_timeout and status_interval must be positive")
+        self.cfg = cfg
+        self.client_id = cfg.client_id
+        self.topics = Topics(cfg.market, cfg.prefix)
+        self.follower = Follower(cfg.market, cfg.replay_timeout, on_resync=self._on_resync)
+        self._listeners: list[Listener] = []
+        # Client order ids must never repeat for this client, across restarts too (the sequencer
+        # remembers every id): a millisecond clock plus random bits per session, then a counter.
+        self._id_prefix = f"{time.time_ns() // 1_000_000:x}{os.urandom(2).hex()}"
+        self._id_counter = 0
+        self._status_sent_at: float | None = None
+        self._status_key: tuple[Any, ...] | None = None
+        # The time source of on_messages/on_connected; on_tick gets its time from the runner.
+        # Tests driving nodes with a virtual clock replace it.
+        self.clock: Callable[[], float] = time.monotonic
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self.follower.version
+
+    @property
+    def state_hash(self) -> int:
+        return self.follower.state_hash
+
+    @property
+    def in_sync(self) -> bool:
+        return self.follower.in_sync
+
+    @property
+    def lag(self) -> int:
+        return self.follower.lag
+
+    @property
+    def synced_once(self) -> bool:
+        return self.follower.synced_once
+
+    # -- client API ------------------------------------------------------------------------
+
+    def add_listener(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+
+    def submit(self, order: dict[str, Any]) -> tuple[str, list[Outgoing]]:
+        """The publish that sends `order` (wire contract) to the sequencer, and its client order id
+        ("id" is assigned if missing). The outcome arrives as reports carrying that id."""
+        if not isinstance(order, dict):
+            raise ValueError("an order must be a dict like {'op': 'new', 'side': 'buy', ...}")
+        order = dict(order)
+        if order.get("id") is None and order.get("op") != "cancel_all":
+            self._id_counter += 1
+            order["id"] = f"{self._id_prefix}-{self._id_counter}"
+        client_order_id = order.get("id")
+        return (
+            client_order_id if isinstance(client_order_id, str) else "",
+            [Outgoing(self.topics.orders(self.client_id), dumps(order))],
+        )
+
+    def depth(self, n: int) -> dict[str, list[list[Any]]]:
+        replica = self.follower.replica
+        if replica is None:
+            return {"bids": [], "asks": []}
+        bids, asks = replica.book.depth(n)  # type: ignore[attr-defined]
+        tp, lq = replica.market.ticks_to_price, replica.market.lots_to_qty
+        return {
+            "bids": [[tp(p), lq(q), c] for p, q, c in bids],
+            "asks": [[tp(p), lq(q), c] for p, q, c in asks],
+        }
+
+    def own_orders(self) -> list[dict[str, Any]]:
+        """This client's resting orders in the replica, oldest engine id first."""
+        replica = self.follower.replica
+        if replica is None:
+            return []
+        owner = replica.owners.get(self.client_id)
+        if owner is None:
+            return []
+        tp, lq = replica.market.ticks_to_price, replica.market.lots_to_qty
+        out = []
+        for coid, order_id in sorted(replica.by_owner.get(owner, {}).items(), key=lambda item: item[1]):
+            info = replica.book.order(order_id)  # type: ignore[attr-defined]
+            if info is None:
+                continue
+            out.append({"id": coid, "side": SIDE_TEXT[info[2]], "price": tp(info[3]), "qty": lq(info[4])})
+        return out
+
+    # -- Node ------------------------------------------------------------------------------
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        t = self.topics
+        return [
+            (t.log, 1),
+            (t.snapshot, 1),
+            (t.book, 1),
+            (t.trades, 1),
+            (t.reports(self.client_id), 1),
+            (t.replay_response(self.client_id), 1),
+        ]
+
+    def will(self) -> Outgoing | None:
+        return self._status_message("offline")
+
+    def on_connected(self) -> list[Outgoing]:
+        now = self.clock()
+        self.follower.start(now)
+        return self._status(now, force=True)
+
+    def on_messages(self, messages: Sequence[Incoming]) -> list[Outgoing]:
+        now = self.clock()
+        requests: list[ReplayRequest] = []
+        t = self.topics
+        response_topic = t.replay_response(self.client_id)
+        for topic, payload in messages:
+            try:
+                if topic == t.log or topic == response_topic:
+                    if is_snapshot_payload(payload):
+                        requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
+                        continue
+                    msg = decode_log_message(payload)
+                    if msg.market == self.cfg.market:
+                        requests += self.follower.on_entries(msg.entries, msg.head, now)
+                elif topic == t.snapshot:
+                    if payload:  # an empty retained message clears the topic
+                        requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
+                elif topic == t.book:
+                    if payload:
+                        book = json.loads(payload)
+                        if isinstance(book, dict) and type(book.get("version")) is int:
+                            requests += self.follower.on_head(book["version"], now)
+                        self._emit("book", book)
+                elif topic == t.trades:
+                    for trade in json.loads(payload).get("trades", []):
+                        self._emit("trade", trade)
+                elif topic == t.reports(self.client_id):
+                    for report in json.loads(payload):
+                        self._emit("report", report)
+            except (ValueError, AttributeError, TypeError) as exc:
+                log.warning("edge %s: ignoring bad message on %s: %s", self.client_id, topic, exc)
+        out = [Outgoing(t.replay_request(self.client_id), encode_replay_request(r)) for r in requests]
+        return out + self._status(now)
+
+    def on_tick(self, now: float) -> list[Outgoing]:
+        requests = self.follower.on_tick(now)
+        out = [
+            Outgoing(self.topics.replay_request(self.client_id), encode_replay_request(r)) for r in requests
+        ]
+        return out + self._status(now)
+
+    def close(self) -> list[Outgoing]:
+        return [self._status_message("offline")]
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        for fn in self._listeners:
+            try:
+                fn(kind, data)
+            except Exception:  # a broken listener must not stop the replica
+                log.exception("edge %s: listener failed on %s", self.client_id, kind)
+
+    def _on_resync(self, reason: str) -> None:
+        self._emit(
+            "resync", {"client_id": self.client_id, "reason": reason, "resyncs": self.follower.resyncs}
+        )
+
+    def _status_message(self, state: str) -> Outgoing:
+        payload = encode_status(self.client_id, state, self.version, self.state_hash, self.lag)
+        return Outgoing(self.topics.replica(self.client_id), payload, retain=True)
+
+    def _status(self, now: float, force: bool = False) -> list[Outgoing]:
+        """Retained status every status_interval, and at once when sync state changes."""
+        key = (self.in_sync, self.follower.replica is None)
+        due = self._status_sent_at is None or now - self._status_sent_at >= self.cfg.status_interval
+        if not (force or due or key != self._status_key):
+            return []
+        self._status_sent_at = now
+        self._status_key = key
+        message = self._status_message("online")
+        self._emit(
+            "status",
+            {
+                "client_id": self.client_id,
+                "state": "online",
+                "version": self.version,
+                "hash": hash_hex(self.state_hash),
+                "lag": self.lag,
+                "in_sync": self.in_sync,
+            },
+        )
+        return [message]
