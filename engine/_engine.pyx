@@ -12,6 +12,7 @@ Every state change goes through the nogil C functions below; the per-command Pyt
 batch loop call the same functions, so they produce the same events by construction.
 """
 
+from cpython.buffer cimport PyBuffer_FillInfo
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cython.operator cimport dereference as deref
 from cython.operator cimport preincrement as inc
@@ -22,11 +23,12 @@ from libcpp.algorithm cimport sort as cpp_sort
 from libcpp.pair cimport pair
 from libcpp.vector cimport vector
 
+from bigbuf cimport buf_free, buf_resize
 from book cimport BookState, EventBuffer, Taker
 from contract cimport *
 from level cimport Level, LevelMap, LevelPool, SideBook
 from order cimport NIL, IndexSlot, Order, OrderIndex, OrderPool
-from statehash cimport mix64, order_hash
+from statehash cimport mix64, order_hash, order_hash_delta
 
 import numpy as np
 
@@ -42,8 +44,9 @@ cdef enum:
     RECORD_SIZE = 40
     TRAILER_SIZE = 8
     INITIAL_CAPACITY = 16
-    EVENT_KEEP_CAPACITY = 65536      # event buffer capacity kept after a large batch
     MAX_POOL_CAPACITY = 0x80000000   # 2^31 orders / levels (indices stay below NIL)
+    PREFETCH_SLOT = 16               # batch look-ahead distances (commands)
+    PREFETCH_ORDER = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,6 +62,24 @@ cdef inline uint32_t order_flags(uint32_t side, uint32_t stp, uint32_t post_only
     return side | (stp << 8) | (post_only << 16)
 
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define fb_prefetch(p) __builtin_prefetch((const void*)(p))
+    #else
+    #define fb_prefetch(p) ((void)(p))
+    #endif
+    """
+    void prefetch "fb_prefetch"(const void* p) noexcept nogil
+
+
+cdef inline uint64_t hash_delta(BookState* b, Order* o, uint64_t new_remaining) noexcept nogil:
+    # What changing o.remaining to new_remaining XORs into the state hash.
+    cdef Level* lvl = &b.levels.items[o.level]
+    return order_hash_delta(o.id, o.owner, lvl.price, o.remaining, new_remaining, o.stamp,
+                            order_flags(lvl.side, o.stp, o.post_only))
+
+
 cdef inline uint64_t hash_of(BookState* b, Order* o) noexcept nogil:
     cdef Level* lvl = &b.levels.items[o.level]
     return order_hash(o.id, o.owner, lvl.price, o.remaining, o.stamp,
@@ -69,9 +90,20 @@ cdef inline uint64_t hash_of(BookState* b, Order* o) noexcept nogil:
 # Event buffer
 # ---------------------------------------------------------------------------------------------
 
+cdef int resize_events(EventBuffer* ev, size_t cap) noexcept nogil:
+    cdef EventRec* items = <EventRec*>buf_resize(ev.items, ev.capacity * sizeof(EventRec),
+                                                 cap * sizeof(EventRec))
+    if items == NULL:
+        return -1
+    ev.items = items
+    ev.capacity = cap
+    return 0
+
+
 cdef int grow_events(EventBuffer* ev) noexcept nogil:
     cdef size_t cap = ev.capacity * 2 if ev.capacity else 64
-    cdef EventRec* items = <EventRec*>realloc(ev.items, cap * sizeof(EventRec))
+    cdef EventRec* items = <EventRec*>buf_resize(ev.items, ev.capacity * sizeof(EventRec),
+                                                 cap * sizeof(EventRec))
     if items == NULL:
         return -1
     ev.items = items
@@ -112,7 +144,7 @@ cdef int grow_pool(OrderPool* p) noexcept nogil:
     cdef size_t cap = <size_t>p.capacity * 2 if p.capacity else INITIAL_CAPACITY
     if cap > MAX_POOL_CAPACITY:
         return -1
-    cdef Order* items = <Order*>realloc(p.items, cap * sizeof(Order))
+    cdef Order* items = <Order*>buf_resize(p.items, p.capacity * sizeof(Order), cap * sizeof(Order))
     if items == NULL:
         return -1
     p.items = items
@@ -144,7 +176,7 @@ cdef int grow_levels(LevelPool* p) noexcept nogil:
     cdef size_t cap = <size_t>p.capacity * 2 if p.capacity else INITIAL_CAPACITY
     if cap > MAX_POOL_CAPACITY:
         return -1
-    cdef Level* items = <Level*>realloc(p.items, cap * sizeof(Level))
+    cdef Level* items = <Level*>buf_resize(p.items, p.capacity * sizeof(Level), cap * sizeof(Level))
     if items == NULL:
         return -1
     p.items = items
@@ -174,7 +206,7 @@ cdef inline void level_free(LevelPool* p, uint32_t i) noexcept nogil:
 # ---------------------------------------------------------------------------------------------
 
 cdef int index_resize(OrderIndex* ix, Order* orders, size_t capacity) noexcept nogil:
-    cdef IndexSlot* slots = <IndexSlot*>malloc(capacity * sizeof(IndexSlot))
+    cdef IndexSlot* slots = <IndexSlot*>buf_resize(NULL, 0, capacity * sizeof(IndexSlot))
     cdef size_t i
     cdef uint32_t mask = <uint32_t>(capacity - 1)
     cdef uint32_t j
@@ -189,7 +221,7 @@ cdef int index_resize(OrderIndex* ix, Order* orders, size_t capacity) noexcept n
                 while slots[j].idx != NIL:
                     j = (j + 1) & mask
                 slots[j] = ix.slots[i]
-        free(ix.slots)
+        buf_free(ix.slots, (<size_t>ix.mask + 1) * sizeof(IndexSlot))
     ix.slots = slots
     ix.mask = mask
     return 0
@@ -442,15 +474,16 @@ cdef bint match(BookState* b, Taker* t) noexcept nogil:
             continue
         q = o.remaining if o.remaining < t.remaining else t.remaining
         t.remaining -= q
-        b.orders_hash ^= hash_of(b, o)
-        o.remaining -= <uint32_t>q
-        lvl.total_qty -= q
-        emit(b, EV_TRADE, t.id, t.owner, t.side, lvl.price, q, t.remaining, o.id, o.owner, o.remaining, 0)
-        if o.remaining == 0:
+        if q == o.remaining:
+            emit(b, EV_TRADE, t.id, t.owner, t.side, lvl.price, q, t.remaining, o.id, o.owner, 0, 0)
             emit(b, EV_DONE, o.id, o.owner, lvl.side, lvl.price, 0, 0, 0, 0, 0, 0)
-            remove_order(b, oi, False)
+            remove_order(b, oi, True)
         else:
-            b.orders_hash ^= hash_of(b, o)
+            b.orders_hash ^= hash_delta(b, o, o.remaining - q)
+            o.remaining -= <uint32_t>q
+            lvl.total_qty -= q
+            emit(b, EV_TRADE, t.id, t.owner, t.side, lvl.price, q, t.remaining, o.id, o.owner,
+                 o.remaining, 0)
     return False
 
 
@@ -569,10 +602,9 @@ cdef void cmd_amend(BookState* b, int64_t order_id, uint32_t owner, int64_t pric
         return
     if new_price == lvl.price and new_qty <= o.remaining:
         # Reduce in place: queue position and stamp kept.
-        b.orders_hash ^= hash_of(b, o)
+        b.orders_hash ^= hash_delta(b, o, new_qty)
         lvl.total_qty -= o.remaining - new_qty
         o.remaining = <uint32_t>new_qty
-        b.orders_hash ^= hash_of(b, o)
         emit(b, EV_AMENDED, order_id, owner, side, new_price, new_qty, new_qty, 0, 0, 0, 1)
         return
     # Loses priority: leave the book, then come back as a GTC limit taker with the new values.
@@ -610,6 +642,20 @@ cdef void cmd_cancel_all(BookState* b, uint32_t owner) noexcept nogil:
         lvl = &b.levels.items[o.level]
         emit(b, EV_CANCELLED, o.id, owner, lvl.side, lvl.price, o.remaining, 0, 0, 0, 0, CANCEL_USER)
         remove_order(b, i, True)
+
+
+cdef inline void prefetch_slot(BookState* b, int64_t order_id) noexcept nogil:
+    # Batch look-ahead, stage 1: pull the id's home index slot into cache.
+    cdef uint32_t tag = <uint32_t>(mix64(<uint64_t>order_id) >> 32)
+    prefetch(&b.index.slots[tag & b.index.mask])
+
+
+cdef inline void prefetch_order(BookState* b, int64_t order_id) noexcept nogil:
+    # Stage 2, a few commands later: the slot is cached now; if it holds this id's tag, pull the order.
+    cdef uint32_t tag = <uint32_t>(mix64(<uint64_t>order_id) >> 32)
+    cdef IndexSlot* s = &b.index.slots[tag & b.index.mask]
+    if s.idx != NIL and s.tag == tag:
+        prefetch(&b.pool.items[s.idx])
 
 
 cdef int apply_command(BookState* b, const CommandRec* rec) noexcept nogil:
@@ -691,6 +737,27 @@ cdef inline uint32_t get_u32(const uint8_t* p) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------------
+# The memory of a batch's result array
+# ---------------------------------------------------------------------------------------------
+
+cdef class EventStore:
+    """Owns the event buffer a batch wrote; the numpy array returned by apply_batch views it."""
+
+    cdef EventRec* items
+    cdef size_t capacity
+    cdef size_t count
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        PyBuffer_FillInfo(view, self, self.items, <Py_ssize_t>(self.count * sizeof(EventRec)), 0, flags)
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+    def __dealloc__(self):
+        buf_free(self.items, self.capacity * sizeof(EventRec))
+
+
+# ---------------------------------------------------------------------------------------------
 # The Python class
 # ---------------------------------------------------------------------------------------------
 
@@ -722,10 +789,11 @@ cdef class Book:
             del self.st.sides[BUY].by_key
         if self.st.sides[SELL].by_key != NULL:
             del self.st.sides[SELL].by_key
-        free(self.st.pool.items)
-        free(self.st.levels.items)
-        free(self.st.index.slots)
-        free(self.st.ev.items)
+        buf_free(self.st.pool.items, <size_t>self.st.pool.capacity * sizeof(Order))
+        buf_free(self.st.levels.items, <size_t>self.st.levels.capacity * sizeof(Level))
+        if self.st.index.slots != NULL:
+            buf_free(self.st.index.slots, (<size_t>self.st.index.mask + 1) * sizeof(IndexSlot))
+        buf_free(self.st.ev.items, self.st.ev.capacity * sizeof(EventRec))
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -819,39 +887,48 @@ cdef class Book:
         cdef size_t i
         cdef int rc = 0
         cdef BookState* b = &self.st
+        cdef EventBuffer command_events
+        cdef EventStore store
         self._enter()
+        # The batch writes into its own buffer, sized for ~3 events per command up front (untouched
+        # pages cost nothing), which then becomes the result array's memory: no copy.
+        command_events = b.ev
+        b.ev.items = NULL
+        b.ev.count = 0
+        b.ev.capacity = 0
+        b.ev.failed = False
+        if resize_events(&b.ev, 3 * n + 64) < 0:
+            b.ev = command_events
+            raise MemoryError("event buffer allocation failed")
         self.busy = True
         try:
             with nogil:
                 for i in range(n):
+                    if i + PREFETCH_SLOT < n:
+                        prefetch_slot(b, cmds[i + PREFETCH_SLOT].order_id)
+                    if i + PREFETCH_ORDER < n:
+                        prefetch_order(b, cmds[i + PREFETCH_ORDER].order_id)
                     b.ev.cmd = <uint32_t>i
                     rc = apply_command(b, &cmds[i])
                     if rc < 0:
                         break
             if rc < 0 or b.ev.failed:
                 raise MemoryError(f"order book allocation failed at command {b.ev.cmd}")
-            out = np.empty(b.ev.count, dtype=EVENT_DTYPE)
-            if b.ev.count:
-                self._copy_events(out)
+            resize_events(&b.ev, b.ev.count if b.ev.count else 1)   # give back the unused tail
+            store = EventStore.__new__(EventStore)
+            store.items = b.ev.items
+            store.capacity = b.ev.capacity
+            store.count = b.ev.count
+            b.ev.items = NULL
+            b.ev.capacity = 0
         finally:
             self.busy = False
-            self._trim_events()
-        return out
-
-    cdef int _copy_events(self, object out) except -1:
-        cdef uint8_t[::1] dst = out.view(np.uint8).reshape(-1)
-        memcpy(&dst[0], self.st.ev.items, self.st.ev.count * sizeof(EventRec))
-        return 0
-
-    cdef void _trim_events(self) noexcept:
-        # Do not keep a huge event buffer around after a big batch.
-        cdef EventRec* items
-        if self.st.ev.capacity > EVENT_KEEP_CAPACITY:
-            items = <EventRec*>realloc(self.st.ev.items, EVENT_KEEP_CAPACITY * sizeof(EventRec))
-            if items != NULL:
-                self.st.ev.items = items
-                self.st.ev.capacity = EVENT_KEEP_CAPACITY
-        self.st.ev.count = 0
+            buf_free(b.ev.items, b.ev.capacity * sizeof(EventRec))
+            b.ev = command_events
+            b.ev.count = 0
+        if store.count == 0:
+            return np.empty(0, dtype=EVENT_DTYPE)
+        return np.frombuffer(store, dtype=EVENT_DTYPE)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -907,8 +984,8 @@ cdef class Book:
 
     def memory_usage(self):
         """Bytes held by the book's C structures: order pool, id index, level pool, the two level maps
-        (estimated at 48 bytes per std::map node: 32 of node header + 16 of key/value) and the event
-        scratch buffer (trimmed to <= 4 MiB after each batch)."""
+        (estimated at 48 bytes per std::map node: 32 of node header + 16 of key/value) and the per-command
+        event scratch buffer. (A batch's events belong to the array apply_batch returns.)"""
         cdef size_t total = sizeof(BookState)
         total += <size_t>self.st.pool.capacity * sizeof(Order)
         total += (<size_t>self.st.index.mask + 1) * sizeof(IndexSlot)
