@@ -350,9 +350,18 @@ class LogEntry(NamedTuple):
     qty: int
 
 
+_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
 def encode_entry(entry: LogEntry) -> bytes:
-    """Compact JSON array; the journal stores exactly these bytes and log messages splice them in."""
-    return dumps([entry[0], hash_hex(entry[1]), *entry[2:]])
+    """Compact JSON array; the journal stores exactly these bytes and log messages splice them in.
+    Formatted by hand (the hot path of the sequencer); equal to dumps([seq, hash_hex(hash), ...])."""
+    seq, state_hash, client, coid, op, order_id, owner, side, otype, tif, stp, post_only, price, qty = entry
+    coid_json = "null" if coid is None else _json_str(coid)
+    return (
+        f'[{seq},"{state_hash:016x}",{_json_str(client)},{coid_json},{op},{order_id},{owner},{side},'
+        f"{otype},{tif},{stp},{post_only},{price},{qty}]"
+    ).encode()
 
 
 def _int_in(value: Any, low: int, high: int, name: str) -> int:
