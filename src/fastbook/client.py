@@ -6,7 +6,8 @@
         report = edge.submit({"op": "new", "side": "buy", "price": "100.25", "qty": "1.5"}).result(10)
         print(report["type"], edge.version, hex(edge.state_hash), edge.depth(5))
 
-`submit` returns a Future resolving to the order's first "accepted" or "rejected" report (a dict). If
+`submit` returns a Future resolving to the command's answer (a report dict): "rejected", or
+"accepted" for new orders, "amended", "cancelled", "cancelled_all" for the other ops. If
 no answer comes within `retry_after` seconds the same message (same client order id) is sent again;
 that is safe because the sequencer never executes a client order id twice.
 """
@@ -24,12 +25,14 @@ from fastbook.mqtt import DEFAULT_BROKER, NodeRunner
 from fastbook.node import Outgoing
 from fastbook.topics import DEFAULT_PREFIX
 
-FINAL_REPORT_TYPES = frozenset({"accepted", "rejected"})
+# The report that answers each kind of command (besides "rejected", which answers any).
+ANSWER_TYPE = {"new": "accepted", "amend": "amended", "cancel": "cancelled", "cancel_all": "cancelled_all"}
 
 
 @dataclass
 class _Pending:
     future: Future[dict[str, Any]]
+    answer_type: str
     messages: list[Outgoing]
     sent_at: float
     attempts: int = 1
@@ -96,7 +99,8 @@ class Edge:
 
         def send() -> tuple[str, list[Outgoing]]:
             client_order_id, messages = self.node.submit(body)
-            self._pending[client_order_id] = _Pending(future, list(messages), time.monotonic())
+            answer = ANSWER_TYPE.get(str(body.get("op", "new")), "accepted")
+            self._pending[client_order_id] = _Pending(future, answer, list(messages), time.monotonic())
             return client_order_id, messages
 
         sent = self.runner.call_with_result(send)
@@ -159,9 +163,10 @@ class Edge:
 
     def _on_event(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "report":
-            client_order_id = data.get("id")
+            # cancel_all without an id is pending under "" and answered with "id": null
+            client_order_id = data.get("id") or ""
             pending = self._pending.get(client_order_id) if isinstance(client_order_id, str) else None
-            if pending is not None and data.get("type") in FINAL_REPORT_TYPES:
+            if pending is not None and data.get("type") in ("rejected", pending.answer_type):
                 del self._pending[client_order_id]  # type: ignore[arg-type]
                 if not pending.future.done():
                     pending.future.set_result(data)

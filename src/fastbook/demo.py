@@ -32,6 +32,7 @@ from fastbook.topics import Topics
 MARKET = "BTC-USD"
 EDGE_CLIENTS = ("alice", "bob", "carol")
 ORDERS_PER_MESSAGE = 10
+ANSWER_TYPES = frozenset({"accepted", "amended", "rejected", "cancelled_all"})
 
 
 def program_command(script: str, module: str) -> list[str]:
@@ -75,7 +76,7 @@ class _FlowWatcher:
 
     topics: Topics
     reports: Counter[str] = field(default_factory=Counter)
-    answered: set[tuple[str, str]] = field(default_factory=set)
+    answered: int = 0
     trades: int = 0
     subscribed: bool = False
 
@@ -96,15 +97,17 @@ class _FlowWatcher:
             except ValueError:
                 continue
             if topic == self.topics.trades:
-                self.trades += len(doc) if isinstance(doc, list) else 1
+                trades = doc.get("trades") if isinstance(doc, dict) else None
+                self.trades += len(trades) if isinstance(trades, list) else 0
                 continue
-            client = topic.rsplit("/", 1)[-1]
             for report in doc if isinstance(doc, list) else [doc]:
                 if isinstance(report, dict):
                     kind = str(report.get("type"))
                     self.reports[kind] += 1
-                    if kind in ("accepted", "rejected"):
-                        self.answered.add((client, str(report.get("id"))))
+                    # Exactly one of these answers each command: accepted (new), amended (amend),
+                    # cancelled by the user (cancel), or rejected (any op).
+                    if kind in ANSWER_TYPES or (kind == "cancelled" and report.get("reason") == "user"):
+                        self.answered += 1
         return []
 
     def on_tick(self, now: float) -> list[Outgoing]:
@@ -149,6 +152,12 @@ class Demo:
         self.spawn("broker", program_command("fastbook-broker", "fastbook.cli.broker")
                    + ["--host", "127.0.0.1", "--port", str(self.port),
                       "--data-dir", str(self.data_dir / "data"), "--market", MARKET])
+        deadline = time.monotonic() + 30
+        while "fastbook-broker listening on" not in self.logs["broker"].read_text(errors="replace"):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError("fastbook-broker did not start within 30 s")
+            time.sleep(0.05)
         for client in EDGE_CLIENTS:
             self.spawn(f"edge-{client}", program_command("fastbook-edge", "fastbook.cli.edge")
                        + ["--client-id", client, "--broker", self.url, "--market", MARKET])
@@ -197,10 +206,10 @@ class Demo:
             feeder_runner.call(lambda: messages).result(30)
             # 3. all answered, then every replica at the sequencer's version and hash
             deadline = time.monotonic() + 60 + self.orders / 50
-            while len(feeder.answered) < len(flow) and time.monotonic() < deadline:
+            while feeder.answered < len(flow) and time.monotonic() < deadline:
                 self.check_alive()
                 time.sleep(0.1)
-            answered = len(feeder.answered)
+            answered = feeder.answered
             status = watcher.snapshot()
             status = self.wait_status(watcher, max(5.0, deadline - time.monotonic()), status.book_version)
             elapsed = time.monotonic() - sent_at
@@ -208,8 +217,9 @@ class Demo:
             self.say(format_status(status))
             self.say("")
             counts = feeder.reports
-            self.say(f"orders sent {len(flow)}, answered {answered}: accepted {counts['accepted']}, "
-                     f"rejected {counts['rejected']}; trades {feeder.trades}; "
+            self.say(f"commands sent {len(flow)}, answered {answered}: accepted {counts['accepted']}, "
+                     f"amended {counts['amended']}, cancelled {counts['cancelled']}, "
+                     f"rejected {counts['rejected']}; public trades {feeder.trades}; "
                      f"fills reported {counts['trade']}; {elapsed:.1f}s after sending "
                      f"({time.monotonic() - started:.1f}s total)")
             ok = answered == len(flow) and status.converged(EDGE_CLIENTS)
