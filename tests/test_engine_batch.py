@@ -1,0 +1,134 @@
+"""The batch API on both books: numpy commands in, numpy events out, same as the per-command API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fastbook.types import (
+    COMMAND_DTYPE,
+    EVENT_DTYPE,
+    Op,
+    OrderType,
+    Reject,
+    Side,
+    Stp,
+    Tif,
+    event_rows_to_tuples,
+)
+
+BUY, SELL = Side.BUY, Side.SELL
+
+
+def commands(*rows: dict[str, int]) -> np.ndarray:
+    array = np.zeros(len(rows), dtype=COMMAND_DTYPE)
+    for index, row in enumerate(rows):
+        for name, value in row.items():
+            array[index][name] = value
+    return array
+
+
+def new(order_id: int, owner: int, side: int, price: int, qty: int, **extra: int) -> dict[str, int]:
+    row = dict(op=Op.NEW, order_id=order_id, owner=owner, side=side, price=price, qty=qty)
+    row.update(type=OrderType.LIMIT, tif=Tif.GTC, post_only=0, stp=Stp.NONE)
+    row.update(extra)
+    return row
+
+
+SCRIPT = [
+    new(1, 1, BUY, 100, 10),
+    new(2, 2, BUY, 101, 5, stp=Stp.CANCEL_MAKER),
+    new(3, 3, SELL, 103, 7, post_only=1),
+    new(4, 3, SELL, 100, 8),  # trades with #2 then #1
+    dict(op=Op.AMEND, order_id=1, owner=1, price=0, qty=3),
+    dict(op=Op.AMEND, order_id=3, owner=3, price=102, qty=0),
+    new(5, 1, BUY, 0, 4, type=OrderType.MARKET, tif=Tif.FOK),  # fills 4 of the 7 at 102
+    dict(op=Op.CANCEL, order_id=1, owner=2),  # wrong owner
+    new(6, 0, SELL, 0, 0),  # invalid qty
+    dict(op=Op.CANCEL_ALL, owner=3),
+    dict(op=Op.CANCEL, order_id=1, owner=1),
+]
+
+
+def per_command(book: Any, row: dict[str, int]) -> list[tuple[int, ...]]:
+    fields = {k: int(v) for k, v in row.items() if k != "op"}
+    op = row["op"]
+    if op == Op.NEW:
+        return [tuple(e) for e in book.new(**fields)]
+    if op == Op.CANCEL:
+        return [tuple(e) for e in book.cancel(**fields)]
+    if op == Op.AMEND:
+        return [tuple(e) for e in book.amend(**fields)]
+    return [tuple(e) for e in book.cancel_all(**fields)]
+
+
+def test_batch_equals_per_command_api(book_cls: type[Any]) -> None:
+    one_by_one = book_cls()
+    expected: list[tuple[int, ...]] = []
+    expected_cmd: list[int] = []
+    for index, row in enumerate(SCRIPT):
+        events = per_command(one_by_one, row)
+        expected += events
+        expected_cmd += [index] * len(events)
+    batched = book_cls()
+    out = batched.apply_batch(commands(*SCRIPT))
+    assert out.dtype == EVENT_DTYPE
+    assert event_rows_to_tuples(out) == expected
+    assert out["cmd"].tolist() == expected_cmd
+    assert batched.snapshot() == one_by_one.snapshot()
+    assert len({e[0] for e in expected}) == 6, "the script produces every event type"
+
+
+def test_unknown_op_is_rejected_in_place(book_cls: type[Any]) -> None:
+    book = book_cls()
+    rows = [new(1, 1, BUY, 100, 10), dict(op=0, order_id=7, owner=2, side=SELL, price=5, qty=3),
+            dict(op=9, order_id=8, owner=3), new(2, 1, BUY, 100, 10)]  # fmt: skip
+    out = event_rows_to_tuples(book.apply_batch(commands(*rows)))
+    assert out == [
+        (1, 1, 1, BUY, 100, 10, 10, 0, 0, 0, 0),
+        (2, 7, 2, SELL, 5, 3, 0, 0, 0, 0, Reject.INVALID_OP),
+        (2, 8, 3, 0, 0, 0, 0, 0, 0, 0, Reject.INVALID_OP),
+        (1, 2, 1, BUY, 100, 10, 10, 0, 0, 0, 0),
+    ]
+    assert len(book) == 2
+
+
+def test_empty_batch(book_cls: type[Any]) -> None:
+    book = book_cls()
+    out = book.apply_batch(np.zeros(0, dtype=COMMAND_DTYPE))
+    assert out.dtype == EVENT_DTYPE
+    assert len(out) == 0
+    assert book.next_stamp == 1
+
+
+def test_batch_out_of_range_values_are_rejected_not_raised(book_cls: type[Any]) -> None:
+    book = book_cls()
+    rows = [new(0, 1, BUY, 100, 1), new(1, 1, 7, 100, 1), new(2, 1, BUY, -5, 1), new(3, 1, BUY, 100, 2**40),
+            new(4, 1, BUY, 100, 1, stp=200), new(5, 1, BUY, 100, 1, post_only=1, tif=Tif.IOC)]  # fmt: skip
+    reasons = [row[-1] for row in event_rows_to_tuples(book.apply_batch(commands(*rows)))]
+    assert reasons == [
+        Reject.INVALID_ORDER_ID, Reject.INVALID_SIDE, Reject.INVALID_PRICE, Reject.INVALID_QTY,
+        Reject.INVALID_STP, Reject.INVALID_POST_ONLY,
+    ]  # fmt: skip
+    assert len(book) == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [1, 2, 3],
+        np.zeros(3, dtype=np.int64),
+        np.zeros((2, 2), dtype=COMMAND_DTYPE),
+        np.zeros(3, dtype=EVENT_DTYPE),
+    ],
+    ids=["list", "int64 array", "2-D", "wrong dtype"],
+)
+def test_batch_rejects_wrong_input_with_value_error(book_cls: type[Any], bad: object) -> None:
+    book = book_cls()
+    book.new(1, 1, BUY, 100, 10)
+    before = book.snapshot()
+    with pytest.raises(ValueError):
+        book.apply_batch(bad)
+    assert book.snapshot() == before
