@@ -26,7 +26,7 @@ from libcpp.vector cimport vector
 from bigbuf cimport buf_free, buf_resize
 from book cimport BookState, EventBuffer, Taker
 from contract cimport *
-from level cimport Level, LevelMap, LevelPool, SideBook
+from level cimport Level, LevelIndex, LevelMap, LevelPool, SideBook
 from order cimport NIL, IndexSlot, Order, OrderIndex, OrderPool
 from statehash cimport mix64, order_hash, order_hash_delta
 
@@ -192,6 +192,7 @@ cdef inline uint32_t level_alloc(LevelPool* p) noexcept nogil:
     else:
         i = p.used
         p.used += 1
+    p.live += 1
     return i
 
 
@@ -199,6 +200,56 @@ cdef inline void level_free(LevelPool* p, uint32_t i) noexcept nogil:
     p.items[i].count = 0
     p.items[i].side = p.free_head
     p.free_head = i
+    p.live -= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Level index: side-aware key -> level index (linear probing, backward-shift delete)
+# ---------------------------------------------------------------------------------------------
+
+cdef int level_index_resize(LevelIndex* ix, Level* levels, size_t capacity) noexcept nogil:
+    cdef IndexSlot* slots = <IndexSlot*>buf_resize(NULL, 0, capacity * sizeof(IndexSlot))
+    cdef size_t i
+    cdef uint32_t mask = <uint32_t>(capacity - 1)
+    cdef uint32_t j
+    if slots == NULL:
+        return -1
+    for i in range(capacity):
+        slots[i].idx = NIL
+    if ix.slots != NULL:
+        for i in range(<size_t>ix.mask + 1):
+            if ix.slots[i].idx != NIL:
+                j = ix.slots[i].tag & mask
+                while slots[j].idx != NIL:
+                    j = (j + 1) & mask
+                slots[j] = ix.slots[i]
+        buf_free(ix.slots, (<size_t>ix.mask + 1) * sizeof(IndexSlot))
+    ix.slots = slots
+    ix.mask = mask
+    return 0
+
+
+cdef inline uint32_t level_index_find_slot(LevelIndex* ix, Level* levels, int64_t key) noexcept nogil:
+    cdef uint32_t tag = <uint32_t>(mix64(<uint64_t>key) >> 32)
+    cdef uint32_t i = tag & ix.mask
+    cdef IndexSlot* s
+    while True:
+        s = &ix.slots[i]
+        if s.idx == NIL:
+            return NIL
+        if s.tag == tag and side_key(levels[s.idx].side, levels[s.idx].price) == key:
+            return i
+        i = (i + 1) & ix.mask
+
+
+cdef inline void level_index_insert(LevelIndex* ix, int64_t key, uint32_t idx) noexcept nogil:
+    cdef uint32_t tag = <uint32_t>(mix64(<uint64_t>key) >> 32)
+    cdef uint32_t i = tag & ix.mask
+    while ix.slots[i].idx != NIL:
+        i = (i + 1) & ix.mask
+    ix.slots[i].idx = idx
+    ix.slots[i].tag = tag
+    ix.count += 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,33 +309,32 @@ cdef inline void index_insert(OrderIndex* ix, int64_t order_id, uint32_t idx) no
     ix.count += 1
 
 
-cdef inline void index_delete_slot(OrderIndex* ix, uint32_t i) noexcept nogil:
+cdef inline void delete_slot(IndexSlot* slots, uint32_t mask, uint32_t i) noexcept nogil:
     # Backward-shift deletion: pull later members of the probe run into the hole when their home
     # slot does not lie cyclically in (hole, their slot].
-    cdef uint32_t mask = ix.mask
     cdef uint32_t j = i
     cdef uint32_t home
     while True:
         j = (j + 1) & mask
-        if ix.slots[j].idx == NIL:
+        if slots[j].idx == NIL:
             break
-        home = ix.slots[j].tag & mask
+        home = slots[j].tag & mask
         if i <= j:
             if i < home and home <= j:
                 continue
         else:
             if i < home or home <= j:
                 continue
-        ix.slots[i] = ix.slots[j]
+        slots[i] = slots[j]
         i = j
-    ix.slots[i].idx = NIL
-    ix.count -= 1
+    slots[i].idx = NIL
 
 
 cdef inline void index_delete(BookState* b, int64_t order_id) noexcept nogil:
     cdef uint32_t slot = index_find_slot(&b.index, b.pool.items, order_id)
     if slot != NIL:
-        index_delete_slot(&b.index, slot)
+        delete_slot(b.index.slots, b.index.mask, slot)
+        b.index.count -= 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,12 +342,25 @@ cdef inline void index_delete(BookState* b, int64_t order_id) noexcept nogil:
 # first, so nothing reallocates (and no pointer moves) while a command runs.
 # ---------------------------------------------------------------------------------------------
 
-cdef int reserve(BookState* b) noexcept nogil:
+cdef inline int reserve(BookState* b) noexcept nogil:
+    # Fast path: room everywhere (the common case); else grow what is full.
+    if ((b.pool.free_head != NIL or b.pool.used < b.pool.capacity)
+            and (b.levels.free_head != NIL or b.levels.used < b.levels.capacity)
+            and (<size_t>b.index.count + 1) * 4 <= (<size_t>b.index.mask + 1) * 3
+            and (<size_t>b.level_index.count + 1) * 2 <= <size_t>b.level_index.mask + 1):
+        return 0
+    return reserve_slow(b)
+
+
+cdef int reserve_slow(BookState* b) noexcept nogil:
     if b.pool.free_head == NIL and b.pool.used == b.pool.capacity:
         if grow_pool(&b.pool) < 0:
             return -1
     if b.levels.free_head == NIL and b.levels.used == b.levels.capacity:
         if grow_levels(&b.levels) < 0:
+            return -1
+    if (<size_t>b.level_index.count + 1) * 2 > <size_t>b.level_index.mask + 1:
+        if level_index_resize(&b.level_index, b.levels.items, (<size_t>b.level_index.mask + 1) * 2) < 0:
             return -1
     if (<size_t>b.index.count + 1) * 4 > (<size_t>b.index.mask + 1) * 3:
         if <size_t>b.index.mask + 1 >= (<size_t>1 << 32):
@@ -317,9 +380,9 @@ cdef uint32_t level_for(BookState* b, uint32_t side, int64_t price) noexcept nog
     cdef int64_t key = side_key(side, price)
     if sb.best != NIL and key == sb.best_key:
         return sb.best
-    cdef LevelMap.const_iterator it = sb.by_key.const_lower_bound(key)
-    if it != sb.by_key.const_end() and deref(it).first == key:
-        return deref(it).second
+    cdef uint32_t slot = level_index_find_slot(&b.level_index, b.levels.items, key)
+    if slot != NIL:
+        return b.level_index.slots[slot].idx
     cdef uint32_t li = level_alloc(&b.levels)
     cdef Level* lvl = &b.levels.items[li]
     lvl.price = price
@@ -328,7 +391,8 @@ cdef uint32_t level_for(BookState* b, uint32_t side, int64_t price) noexcept nog
     lvl.head = NIL
     lvl.tail = NIL
     lvl.side = side
-    sb.by_key.insert(it, pair[int64_t, uint32_t](key, li))
+    sb.by_key.insert(pair[int64_t, uint32_t](key, li))
+    level_index_insert(&b.level_index, key, li)
     if sb.best == NIL or key < sb.best_key:
         sb.best = li
         sb.best_key = key
@@ -339,6 +403,10 @@ cdef void drop_level(BookState* b, uint32_t li) noexcept nogil:
     cdef Level* lvl = &b.levels.items[li]
     cdef SideBook* sb = &b.sides[lvl.side]
     cdef LevelMap.iterator it
+    cdef int64_t key = side_key(lvl.side, lvl.price)
+    delete_slot(b.level_index.slots, b.level_index.mask,
+                level_index_find_slot(&b.level_index, b.levels.items, key))
+    b.level_index.count -= 1
     if sb.best == li:
         sb.by_key.erase(sb.by_key.begin())
         if sb.by_key.empty():
@@ -349,7 +417,7 @@ cdef void drop_level(BookState* b, uint32_t li) noexcept nogil:
             sb.best = deref(it).second
             sb.best_key = deref(it).first
     else:
-        sb.by_key.erase(side_key(lvl.side, lvl.price))
+        sb.by_key.erase(key)
     level_free(&b.levels, li)
 
 
@@ -781,6 +849,7 @@ cdef class Book:
         self.st.sides[SELL].by_key = new LevelMap()
         if (grow_pool(&self.st.pool) < 0 or grow_levels(&self.st.levels) < 0
                 or index_resize(&self.st.index, self.st.pool.items, INITIAL_CAPACITY * 2) < 0
+                or level_index_resize(&self.st.level_index, self.st.levels.items, INITIAL_CAPACITY * 2) < 0
                 or grow_events(&self.st.ev) < 0):
             raise MemoryError()
 
@@ -791,6 +860,8 @@ cdef class Book:
             del self.st.sides[SELL].by_key
         buf_free(self.st.pool.items, <size_t>self.st.pool.capacity * sizeof(Order))
         buf_free(self.st.levels.items, <size_t>self.st.levels.capacity * sizeof(Level))
+        if self.st.level_index.slots != NULL:
+            buf_free(self.st.level_index.slots, (<size_t>self.st.level_index.mask + 1) * sizeof(IndexSlot))
         if self.st.index.slots != NULL:
             buf_free(self.st.index.slots, (<size_t>self.st.index.mask + 1) * sizeof(IndexSlot))
         buf_free(self.st.ev.items, self.st.ev.capacity * sizeof(EventRec))
@@ -990,6 +1061,7 @@ cdef class Book:
         total += <size_t>self.st.pool.capacity * sizeof(Order)
         total += (<size_t>self.st.index.mask + 1) * sizeof(IndexSlot)
         total += <size_t>self.st.levels.capacity * sizeof(Level)
+        total += (<size_t>self.st.level_index.mask + 1) * sizeof(IndexSlot)
         total += 2 * sizeof(LevelMap)
         total += 48 * (self.st.sides[BUY].by_key.size() + self.st.sides[SELL].by_key.size())
         total += self.st.ev.capacity * sizeof(EventRec)

@@ -2,7 +2,7 @@
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 from contract cimport EventRec
-from level cimport LevelPool, SideBook
+from level cimport LevelIndex, LevelPool, SideBook
 from order cimport OrderIndex, OrderPool
 
 cdef struct EventBuffer:
@@ -29,6 +29,7 @@ cdef struct BookState:
     OrderPool pool
     OrderIndex index
     LevelPool levels
+    LevelIndex level_index
     SideBook sides[3]         # indexed by side: sides[BUY], sides[SELL]; [0] unused
     uint64_t next_stamp
     uint64_t orders_hash      # XOR of order_hash over resting orders; state hash = mix64(next_stamp) ^ this

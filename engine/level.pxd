@@ -7,6 +7,8 @@
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libcpp.map cimport map as cmap
 
+from order cimport IndexSlot
+
 cdef struct Level:
     int64_t price
     uint64_t total_qty        # sum of remaining over its orders
@@ -20,6 +22,16 @@ cdef struct LevelPool:
     uint32_t capacity
     uint32_t used
     uint32_t free_head
+    uint32_t live
+
+# key -> level index for both sides (keys are side-aware, so they never collide across sides): the
+# O(1) way to find the level an order joins. The std::maps below only keep levels in price order and
+# are touched when a level appears or disappears. Same scheme as the order index (tag = high 32 bits
+# of mix64(key), load <= 1/2).
+cdef struct LevelIndex:
+    IndexSlot* slots
+    uint32_t mask
+    uint32_t count
 
 ctypedef cmap[int64_t, uint32_t] LevelMap   # side-aware key -> level index, best first
 
