@@ -266,6 +266,7 @@ def bench_flow_a(book_cls: type[Any], engine: str, sizes: Sizes, seed: int) -> d
     progress(f"flow a: fastbook batch x{sizes.batch_reps}")
     seconds, batch_hash, events = time_batch(book_cls, flow, sizes.batch_reps)
     fastbook_fills = count_trades(events)
+    fastbook_filled_qty = int(events["qty"][events["type"] == _TRADE].sum())
     del events
     results.append(
         Result(
@@ -285,6 +286,7 @@ def bench_flow_a(book_cls: type[Any], engine: str, sizes: Sizes, seed: int) -> d
     versions = peers.peer_versions()
     insert_flow = peers.InsertFlow.from_commands(flow.commands)
     liquibook_fills: int | None = None
+    liquibook_filled_qty: int | None = None
     if versions["liquibook"]:
         for kind in peers.LIQUIBOOK_BOOKS:
             progress(f"flow a: liquibook {kind} add x{sizes.peer_reps}")
@@ -317,7 +319,7 @@ def bench_flow_a(book_cls: type[Any], engine: str, sizes: Sizes, seed: int) -> d
             )
         )
         progress("flow a: liquibook fill count (untimed run with a fill listener)")
-        liquibook_fills = peers.liquibook_fills(insert_flow)
+        liquibook_fills, liquibook_filled_qty = peers.liquibook_fills(insert_flow)
 
     cython_fills: int | None = None
     fastbook_fills_c: int | None = None
@@ -388,6 +390,9 @@ def bench_flow_a(book_cls: type[Any], engine: str, sizes: Sizes, seed: int) -> d
         "fastbook": fastbook_fills,
         "liquibook": liquibook_fills,
         "equal": liquibook_fills is not None and liquibook_fills == fastbook_fills,
+        "fastbook_filled_qty": fastbook_filled_qty,
+        "liquibook_filled_qty": liquibook_filled_qty,
+        "filled_qty_equal": liquibook_filled_qty is not None and liquibook_filled_qty == fastbook_filled_qty,
         "cython_orderbook_prefix": sizes.flow_a_cython_orderbook,
         "cython_orderbook": cython_fills,
         "fastbook_on_cython_orderbook_prefix": fastbook_fills_c,
@@ -667,9 +672,12 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.append(f"  {name:<48} {'n/a' if met is None else ('MET' if met else 'NOT MET')}")
     fills = report["fills"]
     liquibook = "n/a" if fills["liquibook"] is None else f"{fills['liquibook']:,}"
+    liquibook_qty = "n/a" if fills["liquibook_filled_qty"] is None else f"{fills['liquibook_filled_qty']:,}"
     lines.append(
         f"fills on flow a ({fills['commands']:,} inserts): fastbook {fills['fastbook']:,}, "
-        f"liquibook {liquibook} -> {'EQUAL' if fills['equal'] else 'DIFFERENT'}"
+        f"liquibook {liquibook} -> {'EQUAL' if fills['equal'] else 'DIFFERENT'}; filled qty: fastbook "
+        f"{fills['fastbook_filled_qty']:,}, liquibook {liquibook_qty} -> "
+        f"{'EQUAL' if fills['filled_qty_equal'] else 'DIFFERENT'}"
     )
     if fills["cython_orderbook"] is not None:
         lines.append(

@@ -110,17 +110,20 @@ def liquibook_add_seconds(flow: InsertFlow, book_kind: str) -> tuple[float, int]
     return seconds, resting
 
 
-def liquibook_fills(flow: InsertFlow) -> int:
-    """Fills liquibook reports on the flow (one `on_fill` per match): an untimed run with a listener."""
+def liquibook_fills(flow: InsertFlow) -> tuple[int, int]:
+    """(fills, filled quantity) liquibook reports on the flow (one `on_fill` per match): an untimed run
+    with a listener."""
     import liquibook
 
     class FillCounter(liquibook.OrderListener):
         def __init__(self) -> None:
             liquibook.OrderListener.__init__(self)
             self.fills = 0
+            self.filled_qty = 0
 
         def on_fill(self, order: Any, matched_order: Any, fill_qty: int, fill_cost: int) -> None:
             self.fills += 1
+            self.filled_qty += fill_qty
 
         def on_accept(self, order: Any) -> None:
             pass
@@ -134,7 +137,7 @@ def liquibook_fills(flow: InsertFlow) -> int:
     book.set_order_listener(counter)
     for order in orders:
         book.add(order)
-    return counter.fills
+    return counter.fills, counter.filled_qty
 
 
 # ------------------------------------------------------------------------------ cython-orderbook

@@ -53,6 +53,7 @@ def test_quick_benchmark_writes_report_and_plot(tmp_path: Path) -> None:
     # Correctness cross-checks the benchmark makes along the way.
     assert report["fills"]["fastbook"] > 0
     assert report["fills"]["equal"] is True, report["fills"]
+    assert report["fills"]["filled_qty_equal"] is True, report["fills"]
     assert report["fills"]["cython_orderbook"] == report["fills"]["fastbook_on_cython_orderbook_prefix"]
     assert report["checks"] and all(report["checks"].values()), report["checks"]
 
