@@ -298,8 +298,10 @@ class DeepWorkload:
     Two ways to pick the slot, on the same book:
     - uniform: any slot, so cancels and moves land anywhere in the book — at 1M+ orders nearly every
       one is a cache miss, so this shows what memory latency adds;
-    - hot: a fixed set of `hot` slots taken in turn (the order cancelled is the one placed `hot` pairs
-      earlier), the way real flow mostly cancels recent orders; this isolates the algorithmic cost.
+    - hot: a fixed set of `hot` slots taken in turn (the order cancelled is the one placed about `hot`
+      steps earlier), the way real flow mostly cancels recent orders. The hot orders themselves stay
+      in cache, but the id index and their (older) queue neighbours need not, so this bounds the
+      algorithmic cost from above rather than isolating it.
 
     A 1-lot taker can, rarely, use up a maker that a later command names; that command is then
     rejected (UNKNOWN_ORDER) and the benchmark counts it.
