@@ -78,6 +78,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _quiet_probe_connections(record: logging.LogRecord) -> bool:
+    """A TCP connect without an MQTT CONNECT (port probes, health checks) is not an error worth a
+    log line; amqtt logs it at ERROR."""
+    message = record.getMessage()
+    return not (message.startswith("No data from") or "No data to decode MQTT packet" in message)
+
+
+def _ignore_cancelled_connections(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """amqtt leaves connection tasks to be cancelled at shutdown and asyncio logs each with a
+    traceback; those are expected. Everything else goes to asyncio's default handler."""
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
+
+
 class EmbeddedBroker:
     """An amqtt broker on host:port inside the running asyncio loop."""
 
@@ -95,6 +110,9 @@ class EmbeddedBroker:
         # amqtt logs every connect/disconnect at INFO; fastbook's own logs say what matters.
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("amqtt.broker").addFilter(_quiet_probe_connections)
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_ignore_cancelled_connections)
         self._broker = Broker(broker_config(self.host, self.port), loop=asyncio.get_running_loop())
         try:
             await self._broker.start()
