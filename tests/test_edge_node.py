@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastbook.edge import EdgeConfig, EdgeNode
+from fastbook.market import MarketSpec
+from fastbook.sequencer import SequencerConfig, SequencerNode
+from fastbook.topics import Topics
+from fastbook.wire import decode_replay_request
+
+T = Topics("BTC-USD")
+
+
+@pytest.fixture(params=["reference", "native"], autouse=True)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("FASTBOOK_ENGINE", request.param)
+    return str(request.param)
+
+
+def make_edge(name: str = "alice") -> tuple[EdgeNode, list[tuple[str, dict[str, Any]]]]:
+    edge = EdgeNode(EdgeConfig(client_id=name, replay_timeout=1.0, status_interval=1.0))
+    now = [0.0]
+    edge.clock = lambda: now[0]
+    events: list[tuple[str, dict[str, Any]]] = []
+    edge.add_listener(lambda kind, data: events.append((kind, data)))
+    return edge, events
+
+
+def test_config_validation() -> None:
+    for bad in (
+        EdgeConfig(client_id="a/b"),
+        EdgeConfig(client_id=""),
+        EdgeConfig(client_id="ok", market="X+"),
+        EdgeConfig(client_id="ok", replay_timeout=0),
+    ):
+        with pytest.raises(ValueError):
+            EdgeNode(bad)
+
+
+def test_topics_will_and_status() -> None:
+    edge, events = make_edge()
+    subs = dict(edge.subscriptions())
+    assert set(subs) == {T.log, T.snapshot, T.book, T.trades, T.reports("alice"), T.replay_response("alice")}
+    will = edge.will()
+    assert will is not None and will.retain and will.topic == T.replica("alice")
+    assert json.loads(will.payload)["state"] == "offline"
+    (status,) = edge.on_connected()
+    assert status.retain and status.topic == T.replica("alice")
+    assert json.loads(status.payload) == {
+        "client_id": "alice",
+        "state": "online",
+        "version": 0,
+        "hash": "0000000000000000",
+        "lag": 0,
+    }
+    assert events[-1][0] == "status"
+    assert edge.on_tick(0.5) == []
+    statuses = [o for o in edge.on_tick(1.0) if o.topic == T.replica("alice")]
+    assert len(statuses) == 1  # periodic
+    assert json.loads(edge.close()[0].payload)["state"] == "offline"
+
+
+def test_submit_assigns_unique_ids_and_keeps_given_ones() -> None:
+    edge, _ = make_edge()
+    ids = set()
+    for _ in range(100):
+        coid, (message,) = edge.submit({"op": "new", "side": "buy", "price": "1", "qty": "1"})
+        ids.add(coid)
+        assert message.topic == T.orders("alice") and json.loads(message.payload)["id"] == coid
+    assert len(ids) == 100
+    other, _ = make_edge()
+    assert not ids & {other.submit({"op": "new"})[0] for _ in range(100)}  # a restarted edge too
+    coid, (message,) = edge.submit({"op": "cancel", "id": "mine"})
+    assert coid == "mine" and json.loads(message.payload) == {"op": "cancel", "id": "mine"}
+    coid, (message,) = edge.submit({"op": "cancel_all"})
+    assert coid == "" and json.loads(message.payload) == {"op": "cancel_all"}
+    with pytest.raises(ValueError):
+        edge.submit(["not", "a", "dict"])  # type: ignore[arg-type]
+
+
+def test_follows_sequencer_and_reports_to_listeners(tmp_path: Path) -> None:
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD:tick=0.5"), tmp_path / "d"))
+    edge, events = make_edge()
+    edge.on_connected()
+    retained = seq.on_connected()
+    edge.on_messages([(o.topic, o.payload) for o in retained])
+    assert edge.synced_once and edge.in_sync and edge.version == 0
+    _, messages = edge.submit({"op": "new", "id": "s1", "side": "sell", "price": "100.5", "qty": "2"})
+    out = seq.on_messages([(m.topic, m.payload) for m in messages])
+    _, messages = edge.submit({"op": "new", "id": "b1", "side": "buy", "price": "101", "qty": "0.5"})
+    out += seq.on_messages([(m.topic, m.payload) for m in messages])
+    edge.on_messages([(o.topic, o.payload) for o in out if o.topic in dict(edge.subscriptions())])
+    assert (edge.version, edge.state_hash, edge.lag) == (seq.version, seq.state_hash, 0)
+    kinds = [kind for kind, _ in events]
+    assert "book" in kinds and "trade" in kinds
+    reports = [data for kind, data in events if kind == "report"]
+    assert [(r["type"], r["id"]) for r in reports[:2]] == [("accepted", "s1"), ("accepted", "b1")]
+    assert edge.depth(5) == {"bids": [], "asks": [["100.5", "1.500", 1]]}  # market tick from the snapshot
+    assert edge.own_orders() == [{"id": "s1", "side": "sell", "price": "100.5", "qty": "1.500"}]
+    seq.close()
+
+
+def test_bad_messages_are_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    edge, events = make_edge()
+    edge.on_connected()
+    out = edge.on_messages(
+        [
+            (T.log, b"garbage"),
+            (T.snapshot, b"FBSS-not-really"),
+            (T.book, b"[1"),
+            (T.trades, b"{}"),
+            (T.reports("alice"), b'{"no": 1}'),
+            (T.replay_response("alice"), b"\x00"),
+        ]
+    )
+    assert all(o.topic == T.replica("alice") for o in out)
+    assert edge.version == 0 and "ignoring bad message" in caplog.text
+
+
+def test_replay_request_when_no_snapshot_arrives() -> None:
+    edge, _ = make_edge()
+    edge.on_connected()
+    out = edge.on_tick(1.5)
+    requests = [decode_replay_request(o.payload) for o in out if o.topic == T.replay_request("alice")]
+    assert [(r.first, r.last) for r in requests] == [(1, None)]
