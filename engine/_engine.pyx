@@ -330,11 +330,13 @@ cdef inline void delete_slot(IndexSlot* slots, uint32_t mask, uint32_t i) noexce
     slots[i].idx = NIL
 
 
-cdef inline void index_delete(BookState* b, int64_t order_id) noexcept nogil:
-    cdef uint32_t slot = index_find_slot(&b.index, b.pool.items, order_id)
-    if slot != NIL:
-        delete_slot(b.index.slots, b.index.mask, slot)
-        b.index.count -= 1
+cdef inline void index_delete(BookState* b, int64_t order_id, uint32_t idx) noexcept nogil:
+    # Remove the slot of a resting order; comparing pool indices, not ids, keeps the pool out of it.
+    cdef uint32_t i = <uint32_t>(mix64(<uint64_t>order_id) >> 32) & b.index.mask
+    while b.index.slots[i].idx != idx:
+        i = (i + 1) & b.index.mask
+    delete_slot(b.index.slots, b.index.mask, i)
+    b.index.count -= 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,7 +458,7 @@ cdef void remove_order(BookState* b, uint32_t oi, bint hash_out) noexcept nogil:
     lvl.count -= 1
     lvl.total_qty -= o.remaining
     b.sides[lvl.side].orders -= 1
-    index_delete(b, o.id)
+    index_delete(b, o.id, oi)
     pool_free(&b.pool, oi)
     if lvl.count == 0:
         drop_level(b, li)
@@ -726,6 +728,18 @@ cdef inline void prefetch_order(BookState* b, int64_t order_id) noexcept nogil:
         prefetch(&b.pool.items[s.idx])
 
 
+cdef inline void prefetch_makers(BookState* b, uint32_t side) noexcept nogil:
+    # The next takers will most likely hit the head of the best level: bring in its index slot (to
+    # remove it once filled) and the order queued behind it (the next head).
+    cdef uint32_t li = b.sides[side].best
+    cdef Order* head
+    if li != NIL:
+        head = &b.pool.items[b.levels.items[li].head]
+        prefetch(&b.index.slots[<uint32_t>(mix64(<uint64_t>head.id) >> 32) & b.index.mask])
+        if head.next != NIL:
+            prefetch(&b.pool.items[head.next])
+
+
 cdef int apply_command(BookState* b, const CommandRec* rec) noexcept nogil:
     # One batch command. Returns -1 if memory ran out before the command changed anything.
     cdef CommandRec c = rec[0]          # one read of the row
@@ -808,6 +822,14 @@ cdef inline uint32_t get_u32(const uint8_t* p) noexcept nogil:
 # The memory of a batch's result array
 # ---------------------------------------------------------------------------------------------
 
+# One spare batch buffer, kept when a result array dies and reused by the next batch: its pages are
+# already mapped, so a batch does not pay the kernel to fault in and zero ~128 bytes per command again.
+# Touched only with the GIL held (EventStore.__dealloc__ and apply_batch's set-up).
+cdef EventRec* spare_events = NULL
+cdef size_t spare_capacity = 0
+cdef size_t SPARE_MAX_BYTES = <size_t>1 << 30
+
+
 cdef class EventStore:
     """Owns the event buffer a batch wrote; the numpy array returned by apply_batch views it."""
 
@@ -822,7 +844,12 @@ cdef class EventStore:
         pass
 
     def __dealloc__(self):
-        buf_free(self.items, self.capacity * sizeof(EventRec))
+        global spare_events, spare_capacity
+        if spare_events == NULL and self.capacity * sizeof(EventRec) <= SPARE_MAX_BYTES:
+            spare_events = self.items
+            spare_capacity = self.capacity
+        else:
+            buf_free(self.items, self.capacity * sizeof(EventRec))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -945,6 +972,7 @@ cdef class Book:
     def apply_batch(self, commands):
         """Run a numpy array of COMMAND_DTYPE through the book with the GIL released; returns the
         events as a numpy array of EVENT_DTYPE (field `cmd` = index of the producing command)."""
+        global spare_events, spare_capacity
         if not isinstance(commands, np.ndarray) or commands.dtype != COMMAND_DTYPE:
             raise ValueError("commands must be a numpy array of fastbook.types.COMMAND_DTYPE")
         if commands.ndim != 1:
@@ -963,12 +991,22 @@ cdef class Book:
         self._enter()
         # The batch writes into its own buffer, sized for ~3 events per command up front (untouched
         # pages cost nothing), which then becomes the result array's memory: no copy.
+        cdef size_t wanted = 3 * n + 64
         command_events = b.ev
         b.ev.items = NULL
-        b.ev.count = 0
         b.ev.capacity = 0
+        b.ev.count = 0
         b.ev.failed = False
-        if resize_events(&b.ev, 3 * n + 64) < 0:
+        if spare_events != NULL:
+            # Reuse the spare unless it is much bigger than needed (the result array keeps it).
+            if spare_capacity <= 4 * wanted:
+                b.ev.items = spare_events
+                b.ev.capacity = spare_capacity
+            else:
+                buf_free(spare_events, spare_capacity * sizeof(EventRec))
+            spare_events = NULL
+            spare_capacity = 0
+        if b.ev.capacity < wanted and resize_events(&b.ev, wanted) < 0:
             b.ev = command_events
             raise MemoryError("event buffer allocation failed")
         self.busy = True
@@ -979,13 +1017,14 @@ cdef class Book:
                         prefetch_slot(b, cmds[i + PREFETCH_SLOT].order_id)
                     if i + PREFETCH_ORDER < n:
                         prefetch_order(b, cmds[i + PREFETCH_ORDER].order_id)
+                    prefetch_makers(b, BUY)
+                    prefetch_makers(b, SELL)
                     b.ev.cmd = <uint32_t>i
                     rc = apply_command(b, &cmds[i])
                     if rc < 0:
                         break
             if rc < 0 or b.ev.failed:
                 raise MemoryError(f"order book allocation failed at command {b.ev.cmd}")
-            resize_events(&b.ev, b.ev.count if b.ev.count else 1)   # give back the unused tail
             store = EventStore.__new__(EventStore)
             store.items = b.ev.items
             store.capacity = b.ev.capacity
@@ -994,7 +1033,7 @@ cdef class Book:
             b.ev.capacity = 0
         finally:
             self.busy = False
-            buf_free(b.ev.items, b.ev.capacity * sizeof(EventRec))
+            buf_free(b.ev.items, b.ev.capacity * sizeof(EventRec))   # only after a failure
             b.ev = command_events
             b.ev.count = 0
         if store.count == 0:
