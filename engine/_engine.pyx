@@ -781,6 +781,17 @@ cdef int64_t as_i64(object value, str name) except? -1:
     return v
 
 
+cdef inline object exact(object value):
+    # value if it is an exact int (safe to put in an event as is), else None.
+    return value if type(value) is int else None
+
+
+cdef inline object reuse(object candidate, int64_t candidate_value, int64_t value):
+    if candidate is not None and value == candidate_value:
+        return candidate
+    return value
+
+
 cdef inline tuple rejected(int64_t order_id, int64_t owner, int64_t side, int64_t price, int64_t qty,
                            int code):
     return (EV_REJECTED, order_id, owner, side, price, qty, 0, 0, 0, 0, code)
@@ -903,7 +914,10 @@ cdef class Book:
         self.st.ev.failed = False
         return 0
 
-    cdef list _drain(self):
+    cdef list _drain(self, object id_obj, int64_t id_val, object owner_obj, int64_t owner_val,
+                     object price_obj, int64_t price_val, object qty_obj, int64_t qty_val):
+        # The events as 11-tuples. Most fields of a command's events repeat its arguments, so the
+        # caller's int objects are reused for them (when they are exact ints) instead of new ints.
         cdef EventBuffer* ev = &self.st.ev
         cdef size_t i
         cdef EventRec* e
@@ -912,8 +926,10 @@ cdef class Book:
         cdef list out = []
         for i in range(ev.count):
             e = &ev.items[i]
-            out.append((e.type, e.order_id, e.owner, e.side, e.price, e.qty, e.remaining,
-                        e.other_id, e.other_owner, e.other_remaining, e.reason))
+            out.append((e.type, reuse(id_obj, id_val, e.order_id), reuse(owner_obj, owner_val, e.owner),
+                        e.side, reuse(price_obj, price_val, e.price), reuse(qty_obj, qty_val, e.qty),
+                        reuse(qty_obj, qty_val, e.remaining), e.other_id, e.other_owner,
+                        e.other_remaining, e.reason))
         return out
 
     # -- commands ------------------------------------------------------------------------------
@@ -937,7 +953,7 @@ cdef class Book:
             raise MemoryError("order book allocation failed")
         cmd_new_checked(&self.st, oid, <uint32_t>own, <uint8_t>sd, <uint8_t>ty, <uint8_t>tf, <uint8_t>sp,
                         q, px, po)
-        return self._drain()
+        return self._drain(exact(order_id), oid, exact(owner), own, exact(price), px, exact(qty), q)
 
     def cancel(self, order_id, owner):
         cdef int64_t oid = as_i64(order_id, "order_id")
@@ -946,7 +962,7 @@ cdef class Book:
             return [rejected(oid, own, 0, 0, 0, INVALID_OWNER)]
         self._enter()
         cmd_cancel(&self.st, oid, <uint32_t>own)
-        return self._drain()
+        return self._drain(exact(order_id), oid, exact(owner), own, None, 0, None, 0)
 
     def amend(self, order_id, owner, price=0, qty=0):
         cdef int64_t oid = as_i64(order_id, "order_id")
@@ -959,7 +975,7 @@ cdef class Book:
         if reserve(&self.st) < 0:
             raise MemoryError("order book allocation failed")
         cmd_amend(&self.st, oid, <uint32_t>own, px, q)
-        return self._drain()
+        return self._drain(exact(order_id), oid, exact(owner), own, exact(price), px, exact(qty), q)
 
     def cancel_all(self, owner):
         cdef int64_t own = as_i64(owner, "owner")
@@ -967,7 +983,7 @@ cdef class Book:
             return [rejected(0, own, 0, 0, 0, INVALID_OWNER)]
         self._enter()
         cmd_cancel_all(&self.st, <uint32_t>own)
-        return self._drain()
+        return self._drain(None, 0, exact(owner), own, None, 0, None, 0)
 
     def apply_batch(self, commands):
         """Run a numpy array of COMMAND_DTYPE through the book with the GIL released; returns the
