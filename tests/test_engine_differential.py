@@ -14,7 +14,7 @@ import random
 from typing import Any
 
 import numpy as np
-from conftest import book_class, parse_snapshot, spec_state_hash
+from conftest import book_class, build_snapshot, parse_snapshot, spec_state_hash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -124,23 +124,58 @@ def assert_hash_matches_spec(book: Any, where: str) -> None:
     assert trailer == book.state_hash() == spec_state_hash(next_stamp, records), where
 
 
-def _run_side_by_side(commands: list[Command]) -> None:
-    native, reference = book_class("native")(), ReferenceBook()
+def _run_side_by_side(commands: list[Command], native: Any = None, reference: Any = None) -> None:
+    native = book_class("native")() if native is None else native
+    reference = ReferenceBook() if reference is None else reference
     for step, command in enumerate(commands):
         where = f"step {step}: {command}"
         assert apply(native, command) == apply(reference, command), where
         assert_same_state(native, reference, where)
     assert native.snapshot() == reference.snapshot()
     assert native.depth(20) == reference.depth(20)
-    for order_id in range(0, 301):
+    for order_id in {fields["order_id"] for _, fields in commands if "order_id" in fields} | set(range(301)):
         assert native.order(order_id) == reference.order(order_id)
     assert_hash_matches_spec(native, "end")
+
+
+def to_extremes(command: Command) -> Command:
+    """The same command near the top of every domain: huge ids, owners, prices and quantities.
+
+    Small valid values are shifted up (keeping their order, so the stream crosses the same way);
+    zero and the invalid values stay as they are.
+    """
+    op, fields = command
+    shifted = dict(fields)
+    if 0 < fields.get("order_id", 0) <= 300:
+        shifted["order_id"] = 2**63 - 1 - (300 - fields["order_id"]) * 7919
+    if fields["owner"] in range(4):
+        shifted["owner"] = 2**32 - 1 - fields["owner"]
+    if 0 < fields.get("price", 0) <= 200:
+        shifted["price"] = 2**53 - 1 - 200 + fields["price"]
+    if 0 < fields.get("qty", 0) <= 30:
+        shifted["qty"] = 2**32 - 1 - 30 + fields["qty"]
+    return op, shifted
 
 
 @SETTINGS
 @given(command_streams())
 def test_native_matches_reference_after_every_command(commands: list[Command]) -> None:
     _run_side_by_side(commands)
+
+
+@settings(SETTINGS, max_examples=100)
+@given(command_streams())
+def test_native_matches_reference_near_domain_limits(commands: list[Command]) -> None:
+    """64-bit ids, 53-bit prices, 32-bit quantities whose level totals overflow 32 bits."""
+    _run_side_by_side([to_extremes(command) for command in commands])
+
+
+@settings(SETTINGS, max_examples=50)
+@given(command_streams(), st.integers(2**40, 2**62))
+def test_native_matches_reference_with_large_stamps(commands: list[Command], next_stamp: int) -> None:
+    """Start both books from a restored empty state whose next stamp is already large."""
+    data = build_snapshot(next_stamp, [])
+    _run_side_by_side(commands, book_class("native").restore(data), ReferenceBook.restore(data))
 
 
 @settings(SETTINGS, max_examples=10)
