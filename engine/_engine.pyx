@@ -19,6 +19,7 @@ from cython.operator cimport preincrement as inc
 from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
+from libcpp.algorithm cimport pop_heap, push_heap
 from libcpp.algorithm cimport sort as cpp_sort
 from libcpp.pair cimport pair
 from libcpp.vector cimport vector
@@ -26,7 +27,7 @@ from libcpp.vector cimport vector
 from bigbuf cimport buf_free, buf_resize
 from book cimport BookState, EventBuffer, Taker
 from contract cimport *
-from level cimport Level, LevelIndex, LevelMap, LevelPool, SideBook
+from level cimport HeapEntry, Level, LevelIndex, LevelPool, SideBook
 from order cimport NIL, IndexSlot, Order, OrderIndex, OrderPool
 from statehash cimport mix64, order_hash, order_hash_delta
 
@@ -349,7 +350,8 @@ cdef inline int reserve(BookState* b) noexcept nogil:
     if ((b.pool.free_head != NIL or b.pool.used < b.pool.capacity)
             and (b.levels.free_head != NIL or b.levels.used < b.levels.capacity)
             and (<size_t>b.index.count + 1) * 4 <= (<size_t>b.index.mask + 1) * 3
-            and (<size_t>b.level_index.count + 1) * 2 <= <size_t>b.level_index.mask + 1):
+            and (<size_t>b.level_index.count + 1) * 2 <= <size_t>b.level_index.mask + 1
+            and b.sides[BUY].size < b.sides[BUY].capacity and b.sides[SELL].size < b.sides[SELL].capacity):
         return 0
     return reserve_slow(b)
 
@@ -361,6 +363,10 @@ cdef int reserve_slow(BookState* b) noexcept nogil:
     if b.levels.free_head == NIL and b.levels.used == b.levels.capacity:
         if grow_levels(&b.levels) < 0:
             return -1
+    if b.sides[BUY].size == b.sides[BUY].capacity and grow_heap(&b.sides[BUY]) < 0:
+        return -1
+    if b.sides[SELL].size == b.sides[SELL].capacity and grow_heap(&b.sides[SELL]) < 0:
+        return -1
     if (<size_t>b.level_index.count + 1) * 2 > <size_t>b.level_index.mask + 1:
         if level_index_resize(&b.level_index, b.levels.items, (<size_t>b.level_index.mask + 1) * 2) < 0:
             return -1
@@ -375,6 +381,112 @@ cdef int reserve_slow(BookState* b) noexcept nogil:
 # ---------------------------------------------------------------------------------------------
 # Levels
 # ---------------------------------------------------------------------------------------------
+
+cdef inline void heap_place(SideBook* sb, Level* levels, uint32_t pos, HeapEntry entry) noexcept nogil:
+    sb.heap[pos] = entry
+    levels[entry.level].heap_pos = pos
+
+
+cdef void heap_sift_up(SideBook* sb, Level* levels, uint32_t pos) noexcept nogil:
+    cdef HeapEntry entry = sb.heap[pos]
+    cdef uint32_t parent
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        if sb.heap[parent].key <= entry.key:
+            break
+        heap_place(sb, levels, pos, sb.heap[parent])
+        pos = parent
+    heap_place(sb, levels, pos, entry)
+
+
+cdef void heap_sift_down(SideBook* sb, Level* levels, uint32_t pos) noexcept nogil:
+    cdef HeapEntry entry = sb.heap[pos]
+    cdef uint32_t child
+    while True:
+        child = 2 * pos + 1
+        if child >= sb.size:
+            break
+        if child + 1 < sb.size and sb.heap[child + 1].key < sb.heap[child].key:
+            child += 1
+        if entry.key <= sb.heap[child].key:
+            break
+        heap_place(sb, levels, pos, sb.heap[child])
+        pos = child
+    heap_place(sb, levels, pos, entry)
+
+
+cdef inline void heap_refresh_best(SideBook* sb) noexcept nogil:
+    if sb.size:
+        sb.best = sb.heap[0].level
+        sb.best_key = sb.heap[0].key
+    else:
+        sb.best = NIL
+        sb.best_key = 0
+
+
+cdef void heap_push(SideBook* sb, Level* levels, int64_t key, uint32_t li) noexcept nogil:
+    # The caller has reserved room (reserve()).
+    cdef uint32_t pos = sb.size
+    sb.size += 1
+    sb.heap[pos].key = key
+    sb.heap[pos].level = li
+    sb.heap[pos]._pad = 0
+    levels[li].heap_pos = pos
+    heap_sift_up(sb, levels, pos)
+    heap_refresh_best(sb)
+
+
+cdef void heap_remove(SideBook* sb, Level* levels, uint32_t pos) noexcept nogil:
+    # The last entry fills the hole, then moves up or down to where it belongs.
+    sb.size -= 1
+    if pos < sb.size:
+        heap_place(sb, levels, pos, sb.heap[sb.size])
+        if pos > 0 and sb.heap[pos].key < sb.heap[(pos - 1) >> 1].key:
+            heap_sift_up(sb, levels, pos)
+        else:
+            heap_sift_down(sb, levels, pos)
+    heap_refresh_best(sb)
+
+
+cdef int grow_heap(SideBook* sb) noexcept nogil:
+    cdef size_t cap = <size_t>sb.capacity * 2 if sb.capacity else INITIAL_CAPACITY
+    if cap > MAX_POOL_CAPACITY:
+        return -1
+    cdef HeapEntry* heap = <HeapEntry*>buf_resize(sb.heap, sb.capacity * sizeof(HeapEntry),
+                                                  cap * sizeof(HeapEntry))
+    if heap == NULL:
+        return -1
+    sb.heap = heap
+    sb.capacity = <uint32_t>cap
+    return 0
+
+
+ctypedef pair[int64_t, uint32_t] KeyPos     # (-key, heap position): a max-queue of these is best-first
+
+# Walking a side's levels best-first without changing the heap: a frontier of heap positions (a
+# max-heap of (-key, position)); taking a position reveals its two children. O(k log k) for k levels.
+
+cdef inline void walk_start(vector[KeyPos]& frontier, SideBook* sb) noexcept nogil:
+    frontier.clear()
+    if sb.size:
+        frontier.push_back(KeyPos(-sb.heap[0].key, 0))
+
+
+cdef inline void walk_add(vector[KeyPos]& frontier, SideBook* sb, uint32_t pos) noexcept nogil:
+    if pos < sb.size:
+        frontier.push_back(KeyPos(-sb.heap[pos].key, pos))
+        push_heap(frontier.begin(), frontier.end())
+
+
+cdef inline uint32_t walk_next(vector[KeyPos]& frontier, SideBook* sb) noexcept nogil:
+    # The next best level's index; call only while the frontier is not empty.
+    pop_heap(frontier.begin(), frontier.end())
+    cdef uint32_t pos = frontier.back().second
+    frontier.pop_back()
+    walk_add(frontier, sb, 2 * pos + 1)
+    walk_add(frontier, sb, 2 * pos + 2)
+    return sb.heap[pos].level
+
 
 cdef uint32_t level_for(BookState* b, uint32_t side, int64_t price) noexcept nogil:
     # The level of (side, price), created (empty) if absent. Hot path: the cached best level.
@@ -393,33 +505,19 @@ cdef uint32_t level_for(BookState* b, uint32_t side, int64_t price) noexcept nog
     lvl.head = NIL
     lvl.tail = NIL
     lvl.side = side
-    sb.by_key.insert(pair[int64_t, uint32_t](key, li))
     level_index_insert(&b.level_index, key, li)
-    if sb.best == NIL or key < sb.best_key:
-        sb.best = li
-        sb.best_key = key
+    heap_push(sb, b.levels.items, key, li)
     return li
 
 
 cdef void drop_level(BookState* b, uint32_t li) noexcept nogil:
     cdef Level* lvl = &b.levels.items[li]
     cdef SideBook* sb = &b.sides[lvl.side]
-    cdef LevelMap.iterator it
     cdef int64_t key = side_key(lvl.side, lvl.price)
     delete_slot(b.level_index.slots, b.level_index.mask,
                 level_index_find_slot(&b.level_index, b.levels.items, key))
     b.level_index.count -= 1
-    if sb.best == li:
-        sb.by_key.erase(sb.by_key.begin())
-        if sb.by_key.empty():
-            sb.best = NIL
-            sb.best_key = 0
-        else:
-            it = sb.by_key.begin()
-            sb.best = deref(it).second
-            sb.best_key = deref(it).first
-    else:
-        sb.by_key.erase(key)
+    heap_remove(sb, b.levels.items, lvl.heap_pos)
     level_free(&b.levels, li)
 
 
@@ -490,14 +588,21 @@ cdef bint fok_fillable(BookState* b, Taker* t) noexcept nogil:
     # Would matching fill the whole quantity? Walks the opposite side best-first, read-only.
     cdef SideBook* opp = &b.sides[3 - t.side]
     cdef uint64_t need = t.remaining
-    cdef LevelMap.iterator it = opp.by_key.begin()
     cdef Level* lvl
     cdef Order* o
     cdef uint32_t oi
-    while it != opp.by_key.end():
-        if deref(it).first > t.limit_key:
+    if opp.best == NIL or opp.best_key > t.limit_key:
+        return False
+    # The best level alone usually decides it; only then pay for an ordered walk.
+    lvl = &b.levels.items[opp.best]
+    if t.stp == STP_NONE and lvl.total_qty >= need:
+        return True
+    cdef vector[KeyPos] frontier
+    walk_start(frontier, opp)
+    while not frontier.empty():
+        lvl = &b.levels.items[walk_next(frontier, opp)]
+        if side_key(lvl.side, lvl.price) > t.limit_key:
             return False
-        lvl = &b.levels.items[deref(it).second]
         if t.stp == STP_NONE:
             if lvl.total_qty >= need:
                 return True
@@ -514,7 +619,6 @@ cdef bint fok_fillable(BookState* b, Taker* t) noexcept nogil:
                         return True
                     need -= o.remaining
                 oi = o.next
-        inc(it)
     return False
 
 
@@ -882,20 +986,16 @@ cdef class Book:
         cdef int side
         for side in range(3):
             self.st.sides[side].best = NIL
-            self.st.sides[side].by_key = NULL
-        self.st.sides[BUY].by_key = new LevelMap()
-        self.st.sides[SELL].by_key = new LevelMap()
         if (grow_pool(&self.st.pool) < 0 or grow_levels(&self.st.levels) < 0
                 or index_resize(&self.st.index, self.st.pool.items, INITIAL_CAPACITY * 2) < 0
                 or level_index_resize(&self.st.level_index, self.st.levels.items, INITIAL_CAPACITY * 2) < 0
+                or grow_heap(&self.st.sides[BUY]) < 0 or grow_heap(&self.st.sides[SELL]) < 0
                 or grow_events(&self.st.ev) < 0):
             raise MemoryError()
 
     def __dealloc__(self):
-        if self.st.sides[BUY].by_key != NULL:
-            del self.st.sides[BUY].by_key
-        if self.st.sides[SELL].by_key != NULL:
-            del self.st.sides[SELL].by_key
+        buf_free(self.st.sides[BUY].heap, <size_t>self.st.sides[BUY].capacity * sizeof(HeapEntry))
+        buf_free(self.st.sides[SELL].heap, <size_t>self.st.sides[SELL].capacity * sizeof(HeapEntry))
         buf_free(self.st.pool.items, <size_t>self.st.pool.capacity * sizeof(Order))
         buf_free(self.st.levels.items, <size_t>self.st.levels.capacity * sizeof(Level))
         if self.st.level_index.slots != NULL:
@@ -1072,11 +1172,12 @@ cdef class Book:
 
     cdef list _side_depth(self, int side, int64_t n):
         cdef list out = []
-        cdef LevelMap* m = self.st.sides[side].by_key
-        cdef LevelMap.iterator it = m.begin()
-        while it != m.end() and <int64_t>len(out) < n:
-            out.append(self._level_tuple(deref(it).second))
-            inc(it)
+        if n <= 0 or self.st.sides[side].size == 0:
+            return out
+        cdef vector[KeyPos] frontier
+        walk_start(frontier, &self.st.sides[side])
+        while not frontier.empty() and <int64_t>len(out) < n:
+            out.append(self._level_tuple(walk_next(frontier, &self.st.sides[side])))
         return out
 
     def depth(self, n):
@@ -1099,7 +1200,7 @@ cdef class Book:
 
     def counts(self):
         return (self.st.sides[BUY].orders, self.st.sides[SELL].orders,
-                self.st.sides[BUY].by_key.size(), self.st.sides[SELL].by_key.size())
+                self.st.sides[BUY].size, self.st.sides[SELL].size)
 
     @property
     def next_stamp(self):
@@ -1110,15 +1211,14 @@ cdef class Book:
 
     def memory_usage(self):
         """Bytes held by the book's C structures: order pool, id index, level pool, the two level maps
-        (estimated at 48 bytes per std::map node: 32 of node header + 16 of key/value) and the per-command
+        heaps and the per-command
         event scratch buffer. (A batch's events belong to the array apply_batch returns.)"""
         cdef size_t total = sizeof(BookState)
         total += <size_t>self.st.pool.capacity * sizeof(Order)
         total += (<size_t>self.st.index.mask + 1) * sizeof(IndexSlot)
         total += <size_t>self.st.levels.capacity * sizeof(Level)
         total += (<size_t>self.st.level_index.mask + 1) * sizeof(IndexSlot)
-        total += 2 * sizeof(LevelMap)
-        total += 48 * (self.st.sides[BUY].by_key.size() + self.st.sides[SELL].by_key.size())
+        total += (<size_t>self.st.sides[BUY].capacity + self.st.sides[SELL].capacity) * sizeof(HeapEntry)
         total += self.st.ev.capacity * sizeof(EventRec)
         return total
 
@@ -1141,16 +1241,19 @@ cdef class Book:
         put_u64(p + 16, n)
         p += HEADER_SIZE
         cdef int side
-        cdef LevelMap* m
-        cdef LevelMap.iterator it
+        cdef vector[KeyPos] ordered
+        cdef uint32_t k
         cdef Level* lvl
         cdef Order* o
         cdef uint32_t oi
         for side in (BUY, SELL):
-            m = self.st.sides[side].by_key
-            it = m.begin()
-            while it != m.end():
-                lvl = &self.st.levels.items[deref(it).second]
+            # Levels in key order: sort a copy of the heap (snapshots are rare; O(L log L)).
+            ordered.clear()
+            for k in range(self.st.sides[side].size):
+                ordered.push_back(KeyPos(self.st.sides[side].heap[k].key, self.st.sides[side].heap[k].level))
+            cpp_sort(ordered.begin(), ordered.end())
+            for k in range(ordered.size()):
+                lvl = &self.st.levels.items[ordered[k].second]
                 oi = lvl.head
                 while oi != NIL:
                     o = &self.st.pool.items[oi]
@@ -1162,7 +1265,6 @@ cdef class Book:
                     put_u64(p + 32, o.stamp)
                     p += RECORD_SIZE
                     oi = o.next
-                inc(it)
         put_u64(p, mix64(self.st.next_stamp) ^ self.st.orders_hash)
         return bytes(data)
 

@@ -1,11 +1,14 @@
 # A price level: a FIFO chain of orders plus its aggregates. Levels live in a pool addressed by uint32.
+# Each side keeps its levels in a binary min-heap on the side-aware key (below): the best level is the
+# root (O(1)), a new or emptied level costs O(log L) array moves and no allocation, and a level knows
+# its heap position so it can leave from anywhere. Ordered walks (depth, FOK, snapshot) are rarer and
+# pay O(k log k) for k levels. A key -> level hash (LevelIndex) finds the level an order joins in O(1).
 #
 # Side-aware keys (liquibook's trick): a level's key is price for asks and -price for bids, so on either
 # side the best level has the smallest key, and an incoming order with limit key L accepts a level iff
 # key <= L (a buy's L is its limit, a sell's L is -limit, a market order's L is INT64_MAX). One match
 # loop serves both sides.
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
-from libcpp.map cimport map as cmap
 
 from order cimport IndexSlot
 
@@ -16,6 +19,7 @@ cdef struct Level:
     uint32_t head             # oldest order (lowest stamp), NIL when empty
     uint32_t tail             # newest order
     uint32_t side             # BUY/SELL; free-list link (next free level) while the slot is free
+    uint32_t heap_pos         # position in its side's heap
 
 cdef struct LevelPool:
     Level* items
@@ -33,10 +37,15 @@ cdef struct LevelIndex:
     uint32_t mask
     uint32_t count
 
-ctypedef cmap[int64_t, uint32_t] LevelMap   # side-aware key -> level index, best first
+cdef struct HeapEntry:
+    int64_t key               # side-aware key, copied here so sifting does not touch the levels
+    uint32_t level
+    uint32_t _pad
 
 cdef struct SideBook:
-    LevelMap* by_key          # heap-allocated: a C struct cannot hold a C++ object by value
-    uint32_t best             # cached best level (NIL when the side is empty)
+    HeapEntry* heap           # min-heap of the side's levels on key; heap[0] is the best
+    uint32_t size             # levels on this side
+    uint32_t capacity
+    uint32_t best             # heap[0].level, or NIL when the side is empty
     int64_t best_key
     uint64_t orders
