@@ -15,6 +15,7 @@ cdef struct EventBuffer:
 # An incoming order (a `new`, or an amended order that lost priority) while it matches.
 cdef struct Taker:
     int64_t id
+    uint64_t id_mix           # mix64(id): shared by the id index and the order hash
     uint32_t owner
     uint8_t side
     uint8_t type

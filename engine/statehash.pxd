@@ -9,6 +9,15 @@ cdef extern from *:
         z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
         return z ^ (z >> 31);
     }
+    /* order_hash with its first step, mix64(id), already done (the id index hashes ids the same way) */
+    static inline uint64_t fb_order_hash_from(uint64_t id_mix, uint32_t owner, int64_t price,
+                                              uint64_t remaining, uint64_t stamp, uint32_t flags) {
+        uint64_t h = fb_mix64(id_mix ^ owner);
+        h = fb_mix64(h ^ (uint64_t)price);
+        h = fb_mix64(h ^ remaining);
+        h = fb_mix64(h ^ stamp);
+        return fb_mix64(h ^ flags);
+    }
     static inline uint64_t fb_order_hash(int64_t id, uint32_t owner, int64_t price, uint64_t remaining,
                                          uint64_t stamp, uint32_t flags) {
         uint64_t h = fb_mix64((uint64_t)id);
@@ -35,6 +44,9 @@ cdef extern from *:
     # order_hash(o) of docs/engine.md; flags = side | stp << 8 | post_only << 16
     uint64_t order_hash "fb_order_hash"(int64_t id, uint32_t owner, int64_t price, uint64_t remaining,
                                         uint64_t stamp, uint32_t flags) noexcept nogil
+    uint64_t order_hash_from "fb_order_hash_from"(uint64_t id_mix, uint32_t owner, int64_t price,
+                                                  uint64_t remaining, uint64_t stamp,
+                                                  uint32_t flags) noexcept nogil
     uint64_t order_hash_delta "fb_order_hash_delta"(int64_t id, uint32_t owner, int64_t price,
                                                     uint64_t remaining_a, uint64_t remaining_b,
                                                     uint64_t stamp, uint32_t flags) noexcept nogil
