@@ -1017,6 +1017,13 @@ cdef class Book:
 
     # -- plumbing ------------------------------------------------------------------------------
 
+    cdef inline int _idle(self) except -1:
+        # Anything that follows pointers into the book must not run while a batch (GIL released)
+        # may be reallocating them.
+        if self.busy:
+            raise RuntimeError("Book is busy: apply_batch is running in another thread")
+        return 0
+
     cdef inline int _enter(self) except -1:
         if self.busy:
             raise RuntimeError("Book is busy: apply_batch is running in another thread")
@@ -1176,9 +1183,11 @@ cdef class Book:
         return (lvl.price, lvl.total_qty, lvl.count)
 
     def best_bid(self):
+        self._idle()
         return self._level_tuple(self.st.sides[BUY].best)
 
     def best_ask(self):
+        self._idle()
         return self._level_tuple(self.st.sides[SELL].best)
 
     cdef list _side_depth(self, int side, int64_t n):
@@ -1193,12 +1202,14 @@ cdef class Book:
 
     def depth(self, n):
         cdef int64_t count = as_i64(n, "n")
+        self._idle()
         if count < 0:
             raise ValueError(f"n must be >= 0, got {count}")
         return (self._side_depth(BUY, count), self._side_depth(SELL, count))
 
     def order(self, order_id):
         cdef int64_t oid = as_i64(order_id, "order_id")
+        self._idle()
         cdef uint32_t oi = index_find(&self.st, oid)
         if oi == NIL:
             return None
@@ -1221,9 +1232,9 @@ cdef class Book:
         return mix64(self.st.next_stamp) ^ self.st.orders_hash
 
     def memory_usage(self):
-        """Bytes held by the book's C structures: order pool, id index, level pool, the two level maps
-        heaps and the per-command
-        event scratch buffer. (A batch's events belong to the array apply_batch returns.)"""
+        """Bytes held by the book's C structures (allocated capacity): order pool, id index, level
+        pool, level index, the two level heaps and the per-command event scratch buffer. A batch's
+        events belong to the array apply_batch returns (plus at most one spare buffer module-wide)."""
         cdef size_t total = sizeof(BookState)
         total += <size_t>self.st.pool.capacity * sizeof(Order)
         total += (<size_t>self.st.index.mask + 1) * sizeof(IndexSlot)
