@@ -60,7 +60,9 @@ def child_env() -> dict[str, str]:
 class Proc:
     """A child process with its output in a log file; stop() = SIGTERM then SIGKILL by pid."""
 
-    def __init__(self, args: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: Sequence[str], log_path: Path, env: dict[str, str] | None = None, stdin_pipe: bool = False
+    ) -> None:
         self.args = list(args)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -68,9 +70,15 @@ class Proc:
             self.args,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
             env=env or child_env(),
         )
+
+    def send_lines(self, lines: Sequence[str]) -> None:
+        """Type lines into the program's stdin (fastbook-edge reads commands from a pipe)."""
+        assert self.popen.stdin is not None
+        self.popen.stdin.write("".join(f"{line}\n" for line in lines).encode())
+        self.popen.stdin.flush()
 
     @property
     def pid(self) -> int:
@@ -99,6 +107,8 @@ class Proc:
                 os.kill(self.pid, signal.SIGKILL)
                 self.popen.wait(10)
         self._log.close()
+        if self.popen.stdin is not None:
+            self.popen.stdin.close()
         return int(self.popen.returncode)
 
 
@@ -190,5 +200,6 @@ def start_sequencer(workdir: Path, broker_url: str, data_dir: Path, market: str)
 
 
 def start_edge(workdir: Path, broker_url: str, client_id: str, market: str = "BTC-USD") -> Proc:
+    """A fastbook-edge process whose stdin is a pipe (typed commands via Proc.send_lines)."""
     args = [program("fastbook-edge"), "--client-id", client_id, "--broker", broker_url, "--market", market]
-    return Proc(args, workdir / f"edge-{client_id}-{time.monotonic_ns()}.log")
+    return Proc(args, workdir / f"edge-{client_id}-{time.monotonic_ns()}.log", stdin_pipe=True)

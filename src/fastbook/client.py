@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -25,14 +26,14 @@ from fastbook.mqtt import DEFAULT_BROKER, NodeRunner
 from fastbook.node import Outgoing
 from fastbook.topics import DEFAULT_PREFIX
 
-# The report that answers each kind of command (besides "rejected", which answers any).
-ANSWER_TYPE = {"new": "accepted", "amend": "amended", "cancel": "cancelled", "cancel_all": "cancelled_all"}
+# The op answered by each report type ("rejected" answers any op; "cancelled" with reason "user"
+# answers a cancel).
+ANSWERED_OP = {"accepted": "new", "amended": "amend", "cancelled_all": "cancel_all"}
 
 
 @dataclass
 class _Pending:
     future: Future[dict[str, Any]]
-    answer_type: str
     messages: list[Outgoing]
     sent_at: float
     attempts: int = 1
@@ -61,7 +62,9 @@ class Edge:
                                  name=f"edge-{client_id}")
         self.retry_after = retry_after
         self.max_attempts = max_attempts
-        self._pending: dict[str, _Pending] = {}  # touched only on the runner thread
+        # (op, client order id) -> commands awaiting their answer, oldest first. A cancel or amend
+        # reuses the id of the order it targets, so the op is part of the key. Runner thread only.
+        self._pending: dict[tuple[str, str], deque[_Pending]] = {}
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.node.add_listener(self._on_event)
         self._retry_stop = threading.Event()
@@ -78,7 +81,7 @@ class Edge:
     def close(self) -> None:
         self._retry_stop.set()
         self.runner.stop()
-        for pending in list(self._pending.values()):
+        for pending in [p for queue in self._pending.values() for p in queue]:
             if not pending.future.done():
                 pending.future.set_exception(RuntimeError("edge closed before the order was answered"))
         self._pending.clear()
@@ -99,8 +102,9 @@ class Edge:
 
         def send() -> tuple[str, list[Outgoing]]:
             client_order_id, messages = self.node.submit(body)
-            answer = ANSWER_TYPE.get(str(body.get("op", "new")), "accepted")
-            self._pending[client_order_id] = _Pending(future, answer, list(messages), time.monotonic())
+            op = str(body.get("op", "new"))
+            pending = _Pending(future, list(messages), time.monotonic())
+            self._pending.setdefault((op, client_order_id), deque()).append(pending)
             return client_order_id, messages
 
         sent = self.runner.call_with_result(send)
@@ -163,31 +167,49 @@ class Edge:
 
     def _on_event(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "report":
-            # cancel_all without an id is pending under "" and answered with "id": null
-            client_order_id = data.get("id") or ""
-            pending = self._pending.get(client_order_id) if isinstance(client_order_id, str) else None
-            if pending is not None and data.get("type") in ("rejected", pending.answer_type):
-                del self._pending[client_order_id]  # type: ignore[arg-type]
+            key = self._answered_key(data)
+            queue = self._pending.get(key) if key is not None else None
+            if queue:
+                pending = queue.popleft()
+                if not queue:
+                    del self._pending[key]  # type: ignore[arg-type]
                 if not pending.future.done():
                     pending.future.set_result(data)
         for fn in self._listeners:
             fn(kind, data)
 
+    @staticmethod
+    def _answered_key(report: dict[str, Any]) -> tuple[str, str] | None:
+        """The (op, client order id) a report answers, if it is an answer."""
+        client_order_id = report.get("id") or ""  # cancel_all without an id: answered with null
+        if not isinstance(client_order_id, str):
+            return None
+        kind = report.get("type")
+        if kind == "rejected":
+            return str(report.get("op") or ""), client_order_id
+        if kind == "cancelled":
+            return ("cancel", client_order_id) if report.get("reason") == "user" else None
+        op = ANSWERED_OP.get(str(kind))
+        return (op, client_order_id) if op is not None else None
+
     def _retry_due(self) -> tuple[None, list[Outgoing]]:
         now = time.monotonic()
         resend: list[Outgoing] = []
-        for client_order_id, pending in list(self._pending.items()):
-            if now - pending.sent_at < self.retry_after:
-                continue
-            if pending.attempts >= self.max_attempts:
-                del self._pending[client_order_id]
-                if not pending.future.done():
-                    pending.future.set_exception(TimeoutError(
-                        f"no accepted/rejected report for {client_order_id} after {pending.attempts} sends"))
-                continue
-            pending.attempts += 1
-            pending.sent_at = now
-            resend.extend(pending.messages)  # same bytes, same client order id: deduplicated
+        for key, queue in list(self._pending.items()):
+            for pending in list(queue):
+                if now - pending.sent_at < self.retry_after:
+                    continue
+                if pending.attempts >= self.max_attempts:
+                    queue.remove(pending)
+                    if not pending.future.done():
+                        pending.future.set_exception(TimeoutError(
+                            f"no answer to {key[0]} {key[1]} after {pending.attempts} sends"))
+                    continue
+                pending.attempts += 1
+                pending.sent_at = now
+                resend.extend(pending.messages)  # same bytes, same client order id: deduplicated
+            if not queue:
+                del self._pending[key]
         return None, resend
 
     def _retry_loop(self) -> None:
