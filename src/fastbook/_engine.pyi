@@ -1,7 +1,5 @@
 """Typed surface of the native engine (engine/_engine.pyx); semantics in docs/engine.md."""
 
-from typing import ClassVar
-
 import numpy as np
 import numpy.typing as npt
 
@@ -16,8 +14,6 @@ LevelTuple = tuple[int, int, int]
 OrderTuple = tuple[int, int, int, int, int, int, int, bool]
 
 class Book:
-    __hash__: ClassVar[None]  # type: ignore[assignment]
-
     def __init__(self) -> None: ...
     def new(
         self,
