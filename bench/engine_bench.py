@@ -45,6 +45,8 @@ from fastbook.types import EVENT_DTYPE, EventType, Reject, event_rows_to_tuples
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_JSON = BENCH_DIR / "results" / "engine.json"
 
+PROBE_CHUNK = 100_000  # commands per apply_batch while the memory probe builds its book
+
 TARGET_BATCH_CMDS_PER_S = 20e6
 TARGET_VS_LIQUIBOOK = 2.0
 TARGET_VS_CYTHON_ORDERBOOK = 15.0
@@ -518,11 +520,13 @@ def bench_deep(book_cls: type[Any], engine: str, sizes: Sizes, seed: int, max_de
     return {"points": points, "engine": engine}
 
 
-def build_deep_book(book_cls: type[Any], depth: int, seed: int) -> tuple[Any, float]:
+def build_deep_book(
+    book_cls: type[Any], depth: int, seed: int, chunk_size: int = 1_000_000
+) -> tuple[Any, float]:
     """A book holding `depth` non-crossing orders, and the seconds its apply_batch calls took."""
     book = book_cls()
     build_seconds = 0.0
-    for chunk in deep_book_fill(depth, seed):
+    for chunk in deep_book_fill(depth, seed, chunk_size):
         start = time.perf_counter()
         events = book.apply_batch(chunk)
         build_seconds += time.perf_counter() - start
@@ -558,7 +562,8 @@ def probe_memory(book_cls: type[Any], depth: int, seed: int) -> dict[str, Any]:
     build_deep_book(book_cls, 1_000, seed)  # first-use allocations (module state, numpy) happen here
     gc.collect()
     before = rss_bytes()
-    book, _ = build_deep_book(book_cls, depth, seed)
+    # small batches: an engine may keep its last event buffer for reuse, which is not per-order memory
+    book, _ = build_deep_book(book_cls, depth, seed, PROBE_CHUNK)
     gc.collect()
     after = rss_bytes()
     memory_usage = getattr(book, "memory_usage", None)
@@ -827,6 +832,7 @@ def main(argv: list[str] | None = None) -> int:
     report["deep_book"] = {
         "levels_per_side": DeepWorkload(1, 0).levels,
         "segment_commands": sizes.deep_segment,
+        "memory_probe_batch_commands": PROBE_CHUNK,
         "points": [asdict(p) for p in deep_points],
         "per_command_ns_max_over_min_depth": (
             round(deep_points[-1].per_command_ns / deep_points[0].per_command_ns, 2) if deep_points else None
