@@ -548,11 +548,18 @@ cdef inline void enqueue(BookState* b, uint32_t li, uint32_t oi) noexcept nogil:
 
 cdef void remove_order(BookState* b, uint32_t oi, bint hash_out) noexcept nogil:
     # Take a resting order out of its level, the index and the pool (and, if asked, out of the hash).
+    if hash_out:
+        b.orders_hash ^= hash_of(b, &b.pool.items[oi])
+    index_delete(b, b.pool.items[oi].id, oi)
+    unlink_order(b, oi)
+    pool_free(&b.pool, oi)
+
+
+cdef void unlink_order(BookState* b, uint32_t oi) noexcept nogil:
+    # Take an order off its level (dropping the level if it empties); it stays in the index and pool.
     cdef Order* o = &b.pool.items[oi]
     cdef uint32_t li = o.level
     cdef Level* lvl = &b.levels.items[li]
-    if hash_out:
-        b.orders_hash ^= hash_of(b, o)
     if o.prev == NIL:
         lvl.head = o.next
     else:
@@ -564,8 +571,6 @@ cdef void remove_order(BookState* b, uint32_t oi, bint hash_out) noexcept nogil:
     lvl.count -= 1
     lvl.total_qty -= o.remaining
     b.sides[lvl.side].orders -= 1
-    index_delete(b, o.id, oi)
-    pool_free(&b.pool, oi)
     if lvl.count == 0:
         drop_level(b, li)
 
@@ -589,6 +594,24 @@ cdef void rest(BookState* b, Taker* t) noexcept nogil:
     o._pad = 0
     enqueue(b, li, oi)
     index_insert(&b.index, t.id_mix, oi)
+    b.orders_hash ^= order_hash_from(t.id_mix, t.owner, t.price, t.remaining, o.stamp,
+                                     order_flags(t.side, t.stp, t.post_only))
+
+
+cdef inline void release(BookState* b, uint32_t oi) noexcept nogil:
+    # An amended order that did not rest again: out of the index and the pool.
+    index_delete(b, b.pool.items[oi].id, oi)
+    pool_free(&b.pool, oi)
+
+
+cdef void requeue(BookState* b, Taker* t, uint32_t oi) noexcept nogil:
+    # An amended order's remainder rests again in its own pool slot, with the next stamp.
+    cdef uint32_t li = level_for(b, t.side, t.price)
+    cdef Order* o = &b.pool.items[oi]
+    o.remaining = <uint32_t>t.remaining
+    o.stamp = b.next_stamp
+    b.next_stamp += 1
+    enqueue(b, li, oi)
     b.orders_hash ^= order_hash_from(t.id_mix, t.owner, t.price, t.remaining, o.stamp,
                                      order_flags(t.side, t.stp, t.post_only))
 
@@ -804,9 +827,18 @@ cdef void cmd_amend(BookState* b, int64_t order_id, uint32_t owner, int64_t pric
     t.price = new_price
     t.limit_key = limit_key
     t.remaining = new_qty
-    remove_order(b, oi, True)
+    # The order keeps its pool slot and index entry while it matches (it is off every level, so it
+    # cannot meet itself); they are released only if it does not rest again.
+    b.orders_hash ^= hash_of(b, o)
+    unlink_order(b, oi)
     emit(b, EV_AMENDED, order_id, owner, side, new_price, new_qty, new_qty, 0, 0, 0, 0)
-    match_and_settle(b, &t)
+    if match(b, &t):
+        release(b, oi)
+    elif t.remaining == 0:
+        emit(b, EV_DONE, t.id, t.owner, t.side, t.price, 0, 0, 0, 0, 0, 0)
+        release(b, oi)
+    else:
+        requeue(b, &t, oi)
 
 
 cdef void cmd_cancel_all(BookState* b, uint32_t owner) noexcept nogil:
