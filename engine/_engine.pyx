@@ -13,6 +13,7 @@ batch loop call the same functions, so they produce the same events by construct
 """
 
 from cpython.buffer cimport PyBuffer_FillInfo
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cython.operator cimport dereference as deref
 from cython.operator cimport preincrement as inc
@@ -1283,9 +1284,9 @@ cdef class Book:
         if self.busy:
             raise RuntimeError("Book is busy: apply_batch is running in another thread")
         cdef size_t n = self.st.pool.live
-        cdef bytearray data = bytearray(HEADER_SIZE + RECORD_SIZE * n + TRAILER_SIZE)
-        cdef uint8_t[::1] view = data
-        cdef uint8_t* p = &view[0]
+        # Written straight into the bytes object (no second copy of a possibly huge snapshot).
+        cdef bytes data = PyBytes_FromStringAndSize(NULL, HEADER_SIZE + RECORD_SIZE * n + TRAILER_SIZE)
+        cdef uint8_t* p = <uint8_t*>PyBytes_AS_STRING(data)
         memcpy(p, b"FBSN", 4)
         p[4] = 1
         p[5] = 0
@@ -1320,7 +1321,7 @@ cdef class Book:
                     p += RECORD_SIZE
                     oi = o.next
         put_u64(p, mix64(self.st.next_stamp) ^ self.st.orders_hash)
-        return bytes(data)
+        return data
 
     @classmethod
     def restore(cls, data):
