@@ -88,3 +88,18 @@ def test_roundtrip(tick: str, ticks: int) -> None:
     text = spec.ticks_to_price(ticks)
     assert Decimal(text) == Decimal(tick) * ticks
     assert spec.price_to_ticks(text) == ticks
+
+
+def test_memoized_conversions_stay_exact_and_strict() -> None:
+    spec = MarketSpec.parse("BTC-USD")
+    for _ in range(2):  # the second round is served from the memo
+        assert spec.price_to_ticks("100.25") == 10025
+        assert spec.ticks_to_price(10025) == "100.25"
+        assert spec.lots_to_qty(1500) == "1.500"
+        with pytest.raises(ValueError):
+            spec.price_to_ticks("100.255")
+    with pytest.raises(ValueError):
+        spec.price_to_ticks(10025)  # type: ignore[arg-type]
+    other = MarketSpec.parse("BTC-USD:tick=0.5")
+    assert other.ticks_to_price(10025) == "5012.5"  # memos are per spec
+    assert spec == MarketSpec.parse("BTC-USD") and hash(spec) == hash(MarketSpec.parse("BTC-USD"))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from fastbook.types import MAX_PRICE, MAX_QTY
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Plain decimal notation only: no sign, no exponent, no NaN/Infinity, no whitespace, bounded length.
+MEMO_SIZE = 1 << 16
 DECIMAL_RE = re.compile(r"([0-9]{1,30})(?:\.([0-9]{1,30}))?")
 
 
@@ -52,6 +54,11 @@ class MarketSpec:
     _tick_units: int = field(init=False, repr=False, compare=False, default=1)
     _lot_places: int = field(init=False, repr=False, compare=False, default=0)
     _lot_units: int = field(init=False, repr=False, compare=False, default=1)
+    # Memo of recent conversions (prices and sizes repeat a lot on a busy market); bounded.
+    _ticks_memo: dict[str, int] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _lots_memo: dict[str, int] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _price_memo: dict[int, str] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _qty_memo: dict[int, str] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_RE.fullmatch(self.name):
@@ -128,19 +135,41 @@ class MarketSpec:
         digits = str(scaled).rjust(places + 1, "0")
         return f"{digits[:-places]}.{digits[-places:]}"
 
+    @staticmethod
+    def _remember(memo: dict[Any, Any], key: Any, value: Any) -> Any:
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[key] = value
+        return value
+
     def price_to_ticks(self, s: str) -> int:
         """Exact: "100.25" -> 10025 with tick 0.01. Misaligned, non-decimal or out of range -> ValueError."""
-        return self._to_steps("price", s, self._tick_places, self._tick_units, self.tick, MAX_PRICE)
+        ticks = self._ticks_memo.get(s) if type(s) is str else None
+        if ticks is None:  # bad input raises here and is never memoized
+            steps = self._to_steps("price", s, self._tick_places, self._tick_units, self.tick, MAX_PRICE)
+            ticks = self._remember(self._ticks_memo, s, steps)
+        return ticks
 
     def qty_to_lots(self, s: str) -> int:
-        return self._to_steps("qty", s, self._lot_places, self._lot_units, self.lot, MAX_QTY)
+        lots = self._lots_memo.get(s) if type(s) is str else None
+        if lots is None:
+            steps = self._to_steps("qty", s, self._lot_places, self._lot_units, self.lot, MAX_QTY)
+            lots = self._remember(self._lots_memo, s, steps)
+        return lots
 
     def ticks_to_price(self, t: int) -> str:
         """10025 -> "100.25": a decimal string with exactly the tick's decimal places."""
-        return self._from_steps(t, self._tick_places, self._tick_units)
+        text = self._price_memo.get(t)
+        if text is None:
+            text = self._from_steps(t, self._tick_places, self._tick_units)
+            self._remember(self._price_memo, t, text)
+        return text
 
     def lots_to_qty(self, q: int) -> str:
-        return self._from_steps(q, self._lot_places, self._lot_units)
+        text = self._qty_memo.get(q)
+        if text is None:
+            text = self._remember(self._qty_memo, q, self._from_steps(q, self._lot_places, self._lot_units))
+        return text
 
     def to_json(self) -> dict[str, str]:
         return {"name": self.name, "tick": str(self.tick), "lot": str(self.lot)}
