@@ -230,3 +230,11 @@ def test_book_and_status_encoding() -> None:
         "hash": "00000000000000ff",
         "lag": 0,
     }
+
+
+@pytest.mark.parametrize("coid", ["o-1", 'q"uote', "back\\slash", "~!{}[]", None])
+def test_entry_encoding_is_plain_json(coid: str | None) -> None:
+    entry = LogEntry(2**62, 12345, "c.l_i-ent", coid, 4, 0, 2**32 - 1, 0, 0, 0, 0, 0, 0, 0)
+    raw = wire.encode_entry(entry)
+    assert raw == wire.dumps([entry.seq, wire.hash_hex(entry.hash), *entry[2:]])
+    assert wire.decode_entry(json.loads(raw)) == entry
