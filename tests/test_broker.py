@@ -29,9 +29,12 @@ def test_persistent_session_gets_messages_sent_while_offline(amqtt: Broker) -> N
     with NodeRunner(node, amqtt.url, "persistent-1", clean_session=False) as runner:
         wait_for(lambda: node.connects == 1, 10, "subscribed")
     assert not runner.running
-    with NodeRunner(Recorder([]), amqtt.url, "sender-1") as sender:
-        assert sender.wait_connected(10)
+    echo = Recorder(["test/offline"])
+    with NodeRunner(echo, amqtt.url, "sender-1") as sender:
+        wait_for(lambda: echo.connects == 1, 10, "sender subscribed")
         sender.call(lambda: [Outgoing("test/offline", b"%d" % i) for i in range(20)]).result(5)
+        # The broker has routed all 20 (to us too) before the persistent session comes back.
+        wait_for(lambda: len(echo.messages) == 20, 10, "all 20 through the broker")
         later = Recorder(["test/offline"])
         with NodeRunner(later, amqtt.url, "persistent-1", clean_session=False):
             wait_for(lambda: len(later.messages) == 20, 15, "queued messages after reconnect")

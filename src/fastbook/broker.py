@@ -6,9 +6,11 @@ persistent session, so the broker authenticates everyone with `AllowAllAuthPlugi
 without the anonymous flag. Retained messages (book, snapshot, replica status) live in memory: after a
 broker restart the sequencer republishes book and snapshot on reconnect, edges their status.
 
-Known amqtt 0.12.1 defects that fastbook works around elsewhere:
+Known amqtt 0.12.1 defects and what fastbook does about them:
 - a connecting client is sent the retained messages of every topic *anyone* subscribed to, not just
-  its own subscriptions (NodeRunner drops messages outside the node's subscriptions);
+  its own subscriptions (a mosquitto_sub on reports/alice would first print the book, statuses and
+  the binary snapshot): `FastbookAmqttBroker` sends retained messages only for the client's own
+  subscriptions, and NodeRunner also drops anything outside its node's subscriptions;
 - unacknowledged QoS1 messages are not resent when a persistent session resumes (replicas detect
   the gap and replay it from the journal).
 """
@@ -39,6 +41,21 @@ class AllowAllAuthPlugin(BaseAuthPlugin):
     async def authenticate(self, *, session: Session) -> bool:
         session.is_anonymous = False
         return True
+
+
+class FastbookAmqttBroker(Broker):
+    """amqtt's Broker, fixed to send a client only the retained messages of its own subscriptions."""
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        # amqtt calls this on SUBSCRIBE (after recording the subscription) and, wrongly, on every
+        # connect for *every* filter any client subscribed to. Only a filter this client holds counts.
+        topic_filter = subscription[0]
+        for subscriber, qos in self._subscriptions.get(topic_filter, []):
+            if subscriber.client_id == session.client_id:
+                await super()._publish_retained_messages_for_subscription((topic_filter, qos), session)
+                return
 
 
 class BrokerStartError(RuntimeError):
@@ -99,7 +116,7 @@ class EmbeddedBroker:
     def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
         self.host = host
         self.port = port
-        self._broker: Broker | None = None
+        self._broker: FastbookAmqttBroker | None = None
 
     @property
     def url(self) -> str:
@@ -113,7 +130,7 @@ class EmbeddedBroker:
         logging.getLogger("amqtt.broker").addFilter(_quiet_probe_connections)
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_ignore_cancelled_connections)
-        self._broker = Broker(broker_config(self.host, self.port), loop=asyncio.get_running_loop())
+        self._broker = FastbookAmqttBroker(broker_config(self.host, self.port), loop=loop)
         try:
             await self._broker.start()
         except Exception as exc:
