@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -159,3 +161,82 @@ def test_typed_meta_commands() -> None:
     assert parse_command("help").kind == "help"
     assert parse_command(" quit ").kind == "quit"
     assert parse_command("book").kind == "book"
+
+
+@pytest.mark.broker
+def test_demo_converges_and_exits_zero() -> None:
+    """`fastbook demo` picks its own free port (the machine's 1883 may be taken) and ends by itself."""
+    result = run(program("fastbook"), "demo", "--orders", "600", timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CONVERGED: sequencer and 3 replicas at version" in result.stdout
+    for client in ("alice", "bob", "carol"):
+        assert re.search(rf"^\s+{client}\s+online\s+\d+\s+[0-9a-f]{{16}}\s+0\s+yes$", result.stdout, re.M)
+    assert "commands sent 600, answered 600" in result.stdout
+
+
+@pytest.mark.broker
+def test_status_shows_replicas_versions_and_hashes(tmp_path: Path) -> None:
+    from tests.cluster import Cluster
+
+    cluster = Cluster("mosquitto", tmp_path)
+    try:
+        cluster.start_edge("edge-s")
+        status = cluster.wait_converged(["edge-s"], 30)
+        result = run(program("fastbook"), "status", "--broker", cluster.url)
+        assert result.returncode == 0, result.stderr
+        assert f"sequencer: version {status.book_version} hash {status.book_hash}" in result.stdout
+        assert re.search(r"edge-s\s+online\s+\d+\s+[0-9a-f]{16}\s+0\s+yes", result.stdout), result.stdout
+        as_json = json.loads(run(program("fastbook"), "status", "--broker", cluster.url, "--json").stdout)
+        assert as_json["replicas"][0]["client_id"] == "edge-s"
+        assert as_json["sequencer"] == {"version": status.book_version, "hash": status.book_hash}
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.broker
+def test_edge_terminal_view_takes_typed_orders(mosquitto: Broker, tmp_path: Path) -> None:
+    """fastbook-edge on a pseudo-terminal: the live view shows the book, typed orders are sent, a bad
+    line gets a message and the program keeps running, `quit` ends it with status 0."""
+    import os
+    import pty
+    import select
+    import time
+
+    sequencer = Proc([program("fastbook-sequencer"), "--broker", mosquitto.url, "--data-dir", str(tmp_path),
+                      "--market", "TTY-USD"], tmp_path / "seq.log")
+    master, slave = pty.openpty()
+    edge = subprocess.Popen([program("fastbook-edge"), "--client-id", "tty-user", "--broker", mosquitto.url,
+                             "--market", "TTY-USD"], stdin=slave, stdout=slave, stderr=slave, env=child_env())
+    os.close(slave)
+    screen = bytearray()
+
+    def read_screen() -> str:
+        while select.select([master], [], [], 0.05)[0]:
+            try:
+                screen.extend(os.read(master, 65536))
+            except OSError:
+                break
+        return screen.decode(errors="replace")
+
+    def typed(text: str) -> None:
+        os.write(master, text.encode())
+
+    try:
+        wait_for(lambda: "in sync" in read_screen(), 30, "the view to show an in-sync replica")
+        typed("buy 1.5 @ 99.50 id=t-1\r")
+        wait_for(lambda: '"type":"accepted","id":"t-1"' in read_screen(), 30, "the accepted report")
+        wait_for(lambda: "99.50" in read_screen().rsplit("\x1b[H", 1)[-1], 10, "the bid level in the book")
+        typed("buy lots @ cheap\r")
+        wait_for(lambda: "error: quantity must be a positive decimal" in read_screen(), 10, "a clear message")
+        assert edge.poll() is None
+        typed("quit\r")
+        deadline = time.monotonic() + 15
+        while edge.poll() is None and time.monotonic() < deadline:
+            read_screen()
+        assert edge.returncode == 0
+    finally:
+        if edge.poll() is None:
+            edge.kill()
+            edge.wait(5)
+        os.close(master)
+        sequencer.stop()
