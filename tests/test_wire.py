@@ -238,3 +238,9 @@ def test_entry_encoding_is_plain_json(coid: str | None) -> None:
     raw = wire.encode_entry(entry)
     assert raw == wire.dumps([entry.seq, wire.hash_hex(entry.hash), *entry[2:]])
     assert wire.decode_entry(json.loads(raw)) == entry
+
+
+def test_unknown_market_answer() -> None:
+    (report,) = json.loads(wire.unknown_market_reports("DOGE-USD", ["BTC-USD", "ETH-USD"]))
+    assert report["type"] == "rejected" and report["code"] == "UNKNOWN_MARKET"
+    assert "DOGE-USD" in report["message"] and "BTC-USD, ETH-USD" in report["message"]

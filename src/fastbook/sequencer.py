@@ -296,7 +296,7 @@ class SequencerNode:
             seen = self.seen.get(client)
             if seen is not None and coid in seen:
                 message = (
-                    f"client order id {coid!r} was already used by this client; orders never execute twice"
+                    f"client order id {coid!r} was already accepted earlier; this copy was not executed"
                 )
                 batch.reports.append(
                     (client, reject_report(coid, "new", DUPLICATE_CLIENT_ORDER_ID, message), 0)

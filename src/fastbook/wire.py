@@ -288,6 +288,14 @@ def reject_report(client_order_id: str | None, op: str | None, code: str, messag
     return {"type": "rejected", "id": client_order_id, "op": op, "code": code, "message": message}
 
 
+def unknown_market_reports(market_name: str, known: Iterable[str]) -> bytes:
+    """The answer for orders sent to `<prefix>/<market>/orders/<client>` of a market nobody sequences
+    (for a broker process that hosts the sequencers and subscribes to `<prefix>/+/orders/+`)."""
+    listed = ", ".join(sorted(known)) or "none"
+    message = f"no sequencer for market {market_name[:64]!r} here (markets: {listed})"
+    return encode_reports([reject_report(None, None, UNKNOWN_MARKET, message)])
+
+
 def encode_reports(reports: Sequence[dict[str, Any]]) -> bytes:
     """A reports/<client_id> message is always a JSON array of report objects."""
     return dumps(list(reports))
