@@ -230,7 +230,8 @@ def test_replay_serving(seq: SequencerNode, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_snapshots_by_count_and_interval(tmp_path: Path) -> None:
-    node = SequencerNode(SequencerConfig(SPEC, tmp_path / "d", snapshot_every=3, snapshot_interval=5.0))
+    cfg = SequencerConfig(SPEC, tmp_path / "d", snapshot_every=3, snapshot_interval=5.0, snapshot_keep=2)
+    node = SequencerNode(cfg)
     node.clock = lambda: 99.0
     snaps = tmp_path / "d" / "snapshots"
     assert sorted(p.name for p in snaps.iterdir()) == ["0.snap"]
@@ -243,7 +244,7 @@ def test_snapshots_by_count_and_interval(tmp_path: Path) -> None:
     out = node.on_tick(104.5)
     assert decode_snapshot(out[0].payload).version == 5
     assert node.on_tick(200.0) == []  # the version did not move: no new snapshot
-    assert sorted(int(p.stem) for p in snaps.glob("*.snap")) == [0, 4, 5]
+    assert sorted(int(p.stem) for p in snaps.glob("*.snap")) == [4, 5]  # snapshot_keep=2
     on_connect = node.on_connected()
     assert [o.topic for o in on_connect] == [T.book, T.snapshot] and all(o.retain for o in on_connect)
     node.close()

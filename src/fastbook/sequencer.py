@@ -92,6 +92,7 @@ class SequencerConfig:
     snapshot_interval: float = 30.0  # seconds (only if the version moved)
     book_depth: int = 20
     max_payload: int = 1 << 20  # bytes; larger order messages are rejected
+    snapshot_keep: int = 5  # snapshot files kept in data_dir/snapshots (older ones are deleted)
 
 
 class _Batch:
@@ -527,6 +528,7 @@ class SequencerNode:
         full = self.replica.snapshot_data(seen)
         try:
             self.snapshots.write(full)
+            self.snapshots.prune(self.cfg.snapshot_keep)
         except OSError as exc:
             log.error("sequencer %s: cannot write snapshot %d: %s", self.market.name, full.version, exc)
         self._published_snapshot = encode_snapshot(replace(full, seen=None))

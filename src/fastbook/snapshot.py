@@ -61,6 +61,17 @@ class SnapshotStore:
             os.close(dir_fd)
         return final
 
+    def prune(self, keep: int) -> list[int]:
+        """Delete all but the newest `keep` snapshot files (the journal holds everything, so older
+        snapshots are only a shortcut). Returns the versions deleted."""
+        doomed = self.versions()[max(1, keep) :]
+        for version in doomed:
+            try:
+                self.path_for(version).unlink()
+            except OSError as exc:
+                log.warning("cannot delete old snapshot %s: %s", self.path_for(version), exc)
+        return doomed
+
     def read(self, version: int) -> SnapshotData:
         """ValueError if the file is corrupt (checksum, structure); OSError if unreadable."""
         return decode_snapshot(self.path_for(version).read_bytes())
