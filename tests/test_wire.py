@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastbook import wire
 from fastbook.market import MarketSpec
@@ -244,3 +246,36 @@ def test_unknown_market_answer() -> None:
     (report,) = json.loads(wire.unknown_market_reports("DOGE-USD", ["BTC-USD", "ETH-USD"]))
     assert report["type"] == "rejected" and report["code"] == "UNKNOWN_MARKET"
     assert "DOGE-USD" in report["message"] and "BTC-USD, ETH-USD" in report["message"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+order_fields = st.sampled_from(
+    ["op", "id", "side", "type", "price", "qty", "tif", "post_only", "stp", "market", "x"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_decode_never_raises_on_bytes(payload: bytes) -> None:
+    for item in wire.decode_orders(payload, SPEC):
+        assert isinstance(item, (OrderCommand, WireReject))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.dictionaries(
+        order_fields, json_values | st.sampled_from(["new", "buy", "1", "0.5", "gtc"]), max_size=9
+    )
+)
+def test_decode_never_raises_on_objects(obj: dict[str, object]) -> None:
+    payload = json.dumps(obj).encode()
+    (item,) = wire.decode_orders(payload, SPEC)
+    if isinstance(item, WireReject):
+        assert item.code and item.message
+        json.loads(wire.encode_reports([item.report()]))
+    else:
+        assert item.op in (Op.NEW, Op.CANCEL, Op.AMEND, Op.CANCEL_ALL)
