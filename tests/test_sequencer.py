@@ -239,11 +239,14 @@ def test_snapshots_by_count_and_interval(tmp_path: Path) -> None:
     published = [o for o in out if o.topic == T.snapshot]
     assert len(published) == 1 and published[0].retain and decode_snapshot(published[0].payload).version == 4
     send(node, "a", new("y", "buy", "99.00", "1"))
-    assert node.on_tick(100.0) == []  # the count-triggered snapshot at 99.0 restarted the interval
-    assert node.on_tick(103.5) == []
-    out = node.on_tick(104.5)
+    def snapshots_on_tick(now: float) -> list[Outgoing]:
+        return [o for o in node.on_tick(now) if o.topic == T.snapshot]
+
+    assert snapshots_on_tick(100.0) == []  # the count-triggered snapshot at 99.0 restarted the interval
+    assert snapshots_on_tick(103.5) == []
+    out = snapshots_on_tick(104.5)
     assert decode_snapshot(out[0].payload).version == 5
-    assert node.on_tick(200.0) == []  # the version did not move: no new snapshot
+    assert snapshots_on_tick(200.0) == []  # the version did not move: no new snapshot
     assert sorted(int(p.stem) for p in snaps.glob("*.snap")) == [4, 5]  # snapshot_keep=2
     on_connect = node.on_connected()
     assert [o.topic for o in on_connect] == [T.book, T.snapshot] and all(o.retain for o in on_connect)
@@ -264,3 +267,15 @@ def test_data_dir_guards(tmp_path: Path) -> None:
 def test_invalid_client_id_topic(seq: SequencerNode) -> None:
     out = seq.on_messages([(T.base + "/orders/bad id", b'{"op":"cancel_all"}')])
     assert reports(out, "bad id")[0]["code"] == "INVALID_CLIENT_ID"
+
+
+def test_idle_heartbeat_carries_the_head(seq: SequencerNode) -> None:
+    send(seq, "alice", new("a1", "buy", "99.00", "1"))
+    seq.clock = lambda: 10.0
+    send(seq, "alice", new("a2", "buy", "99.00", "1"))  # log traffic at t=10
+    assert [o for o in seq.on_tick(10.5) if o.topic == T.log] == []
+    (beat,) = [o for o in seq.on_tick(11.0) if o.topic == T.log]
+    msg = decode_log_message(beat.payload)
+    assert (msg.head, msg.entries, beat.retain) == (2, [], False)
+    assert [o for o in seq.on_tick(11.5) if o.topic == T.log] == []
+    assert len([o for o in seq.on_tick(12.0) if o.topic == T.log]) == 1

@@ -93,6 +93,7 @@ class SequencerConfig:
     book_depth: int = 20
     max_payload: int = 1 << 20  # bytes; larger order messages are rejected
     snapshot_keep: int = 5  # snapshot files kept in data_dir/snapshots (older ones are deleted)
+    heartbeat_interval: float = 1.0  # seconds without log traffic before an empty log message (head only)
 
 
 class _Batch:
@@ -126,6 +127,7 @@ class SequencerNode:
             self._published_snapshot = b""
             self._published_snapshot_version = -1
             self._snapshot_time: float | None = None
+            self._log_time: float | None = None  # last log publish (for the idle heartbeat)
             # Time source for on_messages (on_tick gets its time from the runner); tests replace it.
             self.clock: Callable[[], float] = time.monotonic
             self._take_snapshot(self.clock())
@@ -221,13 +223,20 @@ class SequencerNode:
     def on_tick(self, now: float) -> list[Outgoing]:
         if self._snapshot_time is None:
             self._snapshot_time = now
+        out: list[Outgoing] = []
         if (
             self.failed is None
             and self.version > self._published_snapshot_version
             and now - self._snapshot_time >= self.cfg.snapshot_interval
         ):
-            return self._take_snapshot(now)
-        return []
+            out += self._take_snapshot(now)
+        if self._log_time is None or now - self._log_time >= self.cfg.heartbeat_interval:
+            # An empty log message carrying the head: a replica that lost the last messages of a
+            # burst learns it is behind even when nothing else is published.
+            self._log_time = now
+            head = self.journal.last_seq
+            out.append(Outgoing(self.topics.log, encode_log_message(self.market.name, head, [])))
+        return out
 
     def close(self) -> list[Outgoing]:
         self.journal.close()
@@ -249,6 +258,7 @@ class SequencerNode:
             for i in range(0, len(batch.raw), LOG_CHUNK):
                 payload = encode_log_message(self.market.name, head, batch.raw[i : i + LOG_CHUNK])
                 out.append(Outgoing(self.topics.log, payload))
+            self._log_time = self.clock()
         out.extend(self._report_messages(batch, committed))
         if committed and batch.trades:
             out.append(Outgoing(self.topics.trades, encode_trades(self.market, batch.trades)))
