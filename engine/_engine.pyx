@@ -158,6 +158,15 @@ cdef int grow_pool(OrderPool* p) noexcept nogil:
     return 0
 
 
+cdef int reserve_pool(OrderPool* p, uint32_t capacity) noexcept nogil:
+    cdef Order* items = <Order*>buf_resize(p.items, p.capacity * sizeof(Order), capacity * sizeof(Order))
+    if items == NULL:
+        return -1
+    p.items = items
+    p.capacity = capacity
+    return 0
+
+
 cdef inline uint32_t pool_alloc(OrderPool* p) noexcept nogil:
     # The caller has reserved room (reserve()).
     cdef uint32_t i
@@ -1207,6 +1216,24 @@ cdef class Book:
             return np.empty(0, dtype=EVENT_DTYPE)
         return np.frombuffer(store, dtype=EVENT_DTYPE)
 
+    def reserve(self, orders):
+        """Pre-size the order pool and the id index for `orders` resting orders (like a container's
+        reserve): a book known to grow that big skips the growth steps on the way (index rehashes,
+        page faults). Never shrinks; state and events are unaffected. restore() uses it."""
+        cdef int64_t wanted = as_i64(orders, "orders")
+        self._idle()
+        if wanted < 0 or wanted >= MAX_POOL_CAPACITY:
+            raise ValueError(f"orders must be in 0..{MAX_POOL_CAPACITY - 1}, got {wanted}")
+        if <uint64_t>wanted > self.st.pool.capacity:
+            if reserve_pool(&self.st.pool, <uint32_t>wanted) < 0:
+                raise MemoryError("order book allocation failed")
+        cdef size_t slots = <size_t>self.st.index.mask + 1
+        while (<size_t>wanted + 1) * 4 > slots * 3:
+            slots *= 2
+        if slots > <size_t>self.st.index.mask + 1:
+            if index_resize(&self.st.index, self.st.pool.items, slots) < 0:
+                raise MemoryError("order book allocation failed")
+
     # -- queries -------------------------------------------------------------------------------
 
     cdef object _level_tuple(self, uint32_t li):
@@ -1367,6 +1394,7 @@ cdef class Book:
         cdef Order* o
         cdef vector[uint64_t] stamps
         stamps.reserve(count)
+        book.reserve(count)
         for i in range(count):
             r = p + HEADER_SIZE + RECORD_SIZE * i
             order_id = get_u64(r)
