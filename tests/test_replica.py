@@ -200,3 +200,18 @@ def test_snapshot_at_our_version_with_another_hash_is_divergence(tmp_path: Path)
     requests = follower.on_snapshot(replace(snap, state_hash=snap.state_hash ^ 1), 0.2)
     assert requests == [ReplayRequest(1, None, snapshot=True)] and follower.resyncs == 1
     node.close()
+
+
+def test_long_replay_is_requested_in_parts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import fastbook.replica as replica_mod
+
+    monkeypatch.setattr(replica_mod, "REPLAY_MAX_ENTRIES", 10)
+    entries, node = history(tmp_path)
+    follower = started()
+    assert follower.on_head(len(entries), 0.0) == []
+    assert follower.on_tick(0.3) == [ReplayRequest(1, None)]
+    # The sequencer serves the first 10 only; the next part is asked for at once, not after a timeout.
+    assert follower.on_entries(entries[:10], len(entries), 0.35) == []
+    assert follower.on_tick(0.4) == []  # grace: more may be in flight
+    assert follower.on_tick(0.65) == [ReplayRequest(11, None)]
+    node.close()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fastbook.engine import new_book, restore_book
 from fastbook.market import MarketSpec
 from fastbook.types import EventType, Op
-from fastbook.wire import LogEntry, ReplayRequest, SnapshotData, hash_hex
+from fastbook.wire import REPLAY_MAX_ENTRIES, LogEntry, ReplayRequest, SnapshotData, hash_hex
 
 log = logging.getLogger(__name__)
 
@@ -387,5 +387,7 @@ class Follower:
 
     def _send(self, request: ReplayRequest, now: float) -> list[ReplayRequest]:
         target = request.last if request.last is not None else self.head
+        if not request.snapshot:  # a long range is served in parts: ask for the next part at once
+            target = min(target, request.first + REPLAY_MAX_ENTRIES - 1)
         self.pending = _Pending(request, now, target)
         return [request]

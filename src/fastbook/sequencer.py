@@ -30,6 +30,7 @@ from fastbook.wire import (
     INVALID_CLIENT_ID,
     JOURNAL_UNAVAILABLE,
     OP_TEXT,
+    REPLAY_MAX_ENTRIES,
     SIDE_TEXT,
     TYPE_TEXT,
     UNKNOWN_ORDER,
@@ -53,7 +54,6 @@ from fastbook.wire import (
 log = logging.getLogger(__name__)
 
 LOG_CHUNK = 2000  # entries per log / replay message
-MAX_REPLAY = 100_000  # entries served per replay request; the replica asks again for the rest
 MARKET_FILE = "market.json"
 
 _ACCEPTED, _TRADE, _CANCELLED, _DONE, _AMENDED = (
@@ -563,7 +563,7 @@ class SequencerNode:
             first = max(first, self._published_snapshot_version + 1)
         head = self.journal.last_seq
         try:
-            records = self.journal.read(first, request.last, limit=MAX_REPLAY)
+            records = self.journal.read(first, request.last, limit=REPLAY_MAX_ENTRIES)
         except JournalError as exc:
             log.error("replay for %s failed: %s", requester, exc)
             return out

@@ -22,6 +22,7 @@ from fastbook.types import MAX_ORDER_ID, MAX_OWNER, MAX_PRICE, MAX_QTY, Op, Orde
 
 WIRE_VERSION = 1
 MAX_ORDERS_PER_MESSAGE = 10_000
+REPLAY_MAX_ENTRIES = 100_000  # entries the sequencer serves per replay request; ask again for more
 CLIENT_ORDER_ID_RE = re.compile(r"[!-~]{1,64}")  # printable ASCII, no spaces
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ID_RULE = "id must be a string of 1-64 printable ASCII characters (no spaces)"
