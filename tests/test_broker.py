@@ -9,6 +9,7 @@ import pytest
 
 from fastbook.mqtt import NodeRunner
 from fastbook.node import Outgoing
+from fastbook.status import read_status
 from tests.brokers import Broker, start_fastbook_broker, wait_for
 from tests.test_mqtt import Recorder
 
@@ -61,3 +62,17 @@ def test_retained_and_large_payloads(amqtt: Broker) -> None:
 def test_broker_port_in_use_by_fastbook_broker(amqtt: Broker, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="already in use"):
         start_fastbook_broker(tmp_path, port=amqtt.port, extra_args=["--no-sequencer"])
+
+
+def test_fastbook_broker_runs_a_sequencer_per_market(tmp_path: Path) -> None:
+    markets = ["--market", "AAA-USD", "BBB-EUR:tick=0.5:lot=1"]
+    broker, proc = start_fastbook_broker(tmp_path, extra_args=markets)
+    try:
+        for market in ("AAA-USD", "BBB-EUR"):
+            status = read_status(broker.url, market, timeout=10)
+            assert status.book_version == 0 and status.book_hash is not None
+            assert (tmp_path / "data" / market / "journal.log").exists()
+        assert read_status(broker.url, "CCC-USD", timeout=10).book_version is None
+        assert proc.alive()
+    finally:
+        assert proc.stop() == 0

@@ -47,8 +47,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=port_number, default=1883, help="MQTT port (default 1883)")
     p.add_argument("--data-dir", type=Path, default=Path("fastbook-data"), metavar="DIR",
                    help="journals and snapshots, one DIR/<market>/ each (default ./fastbook-data)")
-    p.add_argument("--market", type=market_spec, action="append", metavar="SPEC",
-                   help="NAME[:tick=0.01][:lot=0.001]; repeat for several markets (default BTC-USD)")
+    p.add_argument("--market", type=market_spec, action="extend", nargs="+", metavar="SPEC",
+                   help="NAME[:tick=0.01][:lot=0.001], one or more (default BTC-USD)")
     p.add_argument("--no-sequencer", action="store_true",
                    help="broker only (run fastbook-sequencer separately)")
     add_sequencer_arguments(p)
