@@ -215,3 +215,17 @@ def test_long_replay_is_requested_in_parts(monkeypatch: pytest.MonkeyPatch, tmp_
     assert follower.on_tick(0.4) == []  # grace: more may be in flight
     assert follower.on_tick(0.65) == [ReplayRequest(11, None)]
     node.close()
+
+
+def test_an_inapplicable_entry_is_divergence_not_a_crash(tmp_path: Path) -> None:
+    entries, node = history(tmp_path, 3)
+    follower = started()
+    follower.on_entries(entries[:1], 1, 0.0)
+    reused_id = entries[0]._replace(seq=2, client_order_id="other")  # same engine order id again
+    assert follower.on_entries([reused_id], 2, 0.1) == [ReplayRequest(1, None, snapshot=True)]
+    assert follower.replica is None and follower.resyncs == 1
+    replica = Replica(SPEC)
+    with pytest.raises(ValueError, match="unknown op"):
+        replica.execute("a", "x", 9, 1, 1)
+    assert replica.owners == {}  # nothing registered by the refused command
+    node.close()

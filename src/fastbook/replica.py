@@ -79,12 +79,15 @@ class Replica:
         (a single REJECTED event) nothing changed, the maps included. Does not touch version/hash."""
         self.removed = {}
         book = self.book
+        if op not in (_NEW, _CANCEL, _AMEND, _CANCEL_ALL):
+            raise ValueError(f"unknown op {op}")
+        if op == _NEW and (client_order_id is None or order_id in self.orders):
+            raise ValueError(f"new order {order_id}: missing client order id or id already open")
         new_owner = client_id not in self.owners
         if new_owner:
             self.owners[client_id] = owner
             self.clients[owner] = client_id
         if op == _NEW:
-            assert client_order_id is not None
             self.orders[order_id] = (owner, client_order_id)
             self.by_owner.setdefault(owner, {})[client_order_id] = order_id
             events = book.new(order_id, owner, side, price, qty, order_type, tif, bool(post_only), stp)  # type: ignore[attr-defined]
@@ -92,10 +95,8 @@ class Replica:
             events = book.cancel(order_id, owner)  # type: ignore[attr-defined]
         elif op == _AMEND:
             events = book.amend(order_id, owner, price, qty)  # type: ignore[attr-defined]
-        elif op == _CANCEL_ALL:
-            events = book.cancel_all(owner)  # type: ignore[attr-defined]
         else:
-            raise ValueError(f"unknown op {op}")
+            events = book.cancel_all(owner)  # type: ignore[attr-defined]
         if len(events) == 1 and events[0][0] == _REJECTED:
             if op == _NEW:
                 del self.orders[order_id]
@@ -327,7 +328,7 @@ class Follower:
         assert self.replica is not None
         try:
             events = self.replica.apply(entry)
-        except HashMismatch as exc:
+        except (HashMismatch, ValueError) as exc:  # ValueError: an entry this replica cannot apply
             self._diverged(str(exc))
             return False
         self.last_progress = now
