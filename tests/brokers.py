@@ -121,6 +121,7 @@ persistence false
 max_queued_messages 0
 max_inflight_messages 1000
 message_size_limit 0
+set_tcp_nodelay true
 log_dest stdout
 log_type error
 log_type warning

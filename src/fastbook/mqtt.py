@@ -9,6 +9,7 @@ which keeps incoming messages, "connected" markers and `call()` requests in arri
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -316,6 +317,11 @@ class NodeRunner:
                 self.current_broker = broker
                 try:
                     client.connect(broker.host, broker.port, keepalive=self.keepalive)
+                    sock = client.socket()
+                    if isinstance(sock, socket.socket):
+                        # paho leaves Nagle on: a small publish would wait for the ACK of the previous
+                        # one (tens of ms with delayed ACKs). Latency matters more than packet count.
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 except (OSError, ValueError) as exc:
                     log.warning("%s: cannot connect to %s: %s", self.name, broker, exc)
                     index += 1

@@ -1,0 +1,409 @@
+"""End-to-end benchmark: sequencer + 3 replicas on amqtt and on mosquitto.
+
+For each broker it measures, in one run:
+- raw: paho publish -> subscribe QoS1 messages/s through that broker (the denominator), with a
+  one-order payload and with a bulk payload;
+- e2e: orders/s applied at every one of 3 replica processes (EdgeNode + NodeRunner, one process each,
+  like fastbook-edge) and the latency from publishing an order to it being applied everywhere
+  (p50/p99), with one order per message and with bulk messages.
+
+    python bench/e2e_bench.py                   # both brokers (about 2 minutes on 2 cores)
+    python bench/e2e_bench.py --brokers mosquitto --single 20000 --bulk 200000
+
+Each replica process records (monotonic time, version) whenever its version moves; CLOCK_MONOTONIC
+is system-wide on Linux, so times compare across processes. The latency of an order is
+max over replicas of (first time version >= its seq) - (time its message was handed to paho).
+Throughput runs send as fast as the publisher can, so their latencies include queueing at
+saturation; the paced run (one order per message at a fixed rate well below saturation) gives the
+latency of an unloaded system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from fastbook.mqtt import NodeRunner
+from fastbook.node import Incoming, Outgoing
+from fastbook.status import StatusWatcher
+from fastbook.topics import Topics
+
+MARKET = "BTC-USD"
+REPLICAS = 3
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+# ---- replica worker process ----------------------------------------------------------------------
+
+
+class _TracingNode:
+    """Wraps an EdgeNode; records (time, version) after each batch that moved the version."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.trace: list[tuple[float, int]] = []
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return self.inner.subscriptions()  # type: ignore[no-any-return]
+
+    def will(self) -> Outgoing | None:
+        return self.inner.will()  # type: ignore[no-any-return]
+
+    def on_connected(self) -> list[Outgoing]:
+        return self._traced(self.inner.on_connected())
+
+    def on_messages(self, messages: Sequence[Incoming]) -> list[Outgoing]:
+        return self._traced(self.inner.on_messages(messages))
+
+    def on_tick(self, now: float) -> list[Outgoing]:
+        return self._traced(self.inner.on_tick(now))
+
+    def close(self) -> list[Outgoing]:
+        return self.inner.close()  # type: ignore[no-any-return]
+
+    def _traced(self, out: list[Outgoing]) -> list[Outgoing]:
+        version = self.inner.version
+        if not self.trace or self.trace[-1][1] != version:
+            self.trace.append((time.monotonic(), version))
+        return out
+
+
+def replica_worker(broker: str, client_id: str, out_path: str) -> int:
+    from fastbook.edge import EdgeConfig, EdgeNode
+
+    node = _TracingNode(EdgeNode(EdgeConfig(client_id=client_id, market=MARKET)))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    runner = NodeRunner(node, broker, f"bench-{client_id}").start()
+    stop.wait()
+    runner.stop()
+    Path(out_path).write_text(json.dumps(node.trace))
+    return 0
+
+
+# ---- raw broker rate -----------------------------------------------------------------------------
+
+
+def raw_rate(port: int, payload: bytes, count: int) -> float:
+    """QoS1 messages/s from one paho publisher to one paho subscriber through the broker."""
+    received = 0
+    done = threading.Event()
+    first_sent = 0.0
+    last_received = 0.0
+
+    def on_message(_c: Any, _u: Any, _m: Any) -> None:
+        nonlocal received, last_received
+        received += 1
+        if received == count:
+            last_received = time.monotonic()
+            done.set()
+
+    subscribed = threading.Event()
+    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-sub-{port}")
+    sub.on_message = on_message
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.on_connect = lambda c, *_: c.subscribe("bench/raw", qos=1)
+    sub.connect("127.0.0.1", port)
+    sub.loop_start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-pub-{port}")
+    pub.max_inflight_messages_set(1000)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    try:
+        if not subscribed.wait(10):
+            raise TimeoutError("raw subscriber not subscribed")
+        first_sent = time.monotonic()
+        for _ in range(count):
+            pub.publish("bench/raw", payload, qos=1)
+        if not done.wait(300):
+            raise TimeoutError(f"raw: only {received}/{count} messages arrived")
+    finally:
+        pub.loop_stop()
+        sub.loop_stop()
+        pub.disconnect()
+        sub.disconnect()
+    return count / (last_received - first_sent)
+
+
+# ---- the system under test -----------------------------------------------------------------------
+
+
+class System:
+    def __init__(self, kind: str, workdir: Path) -> None:
+        self.kind = kind
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        data = workdir / "data"
+        if kind == "amqtt":
+            self._spawn("broker", [str(BIN / "fastbook-broker"), "--port", str(self.port), "--data-dir",
+                                   str(data), "--market", MARKET, "-q"])
+        else:
+            conf = workdir / "mosquitto.conf"
+            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                            "max_queued_messages 0\nmax_inflight_messages 1000\nset_tcp_nodelay true\nlog_type error\n")
+            self._spawn("mosquitto", [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)])
+            wait_until(lambda: port_open(self.port), 10, "mosquitto")
+            self._spawn("sequencer", [str(BIN / "fastbook-sequencer"), "--broker", self.url, "--data-dir",
+                                      str(data), "--market", MARKET, "-q"])
+        wait_until(lambda: port_open(self.port), 30, "broker")
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        with open(self.workdir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs.append(proc)
+        return proc
+
+    def start_replicas(self, tag: str) -> list[tuple[subprocess.Popen[bytes], Path]]:
+        out = []
+        for i in range(REPLICAS):
+            trace = self.workdir / f"trace-{tag}-{i}.json"
+            proc = self._spawn(f"replica-{tag}-{i}", [sys.executable, __file__, "--replica", self.url,
+                                                       f"r{i}-{tag}", str(trace)])
+            out.append((proc, trace))
+        return out
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+
+
+class Submitter:
+    """Publishes orders and collects accepted reports (client order id -> seq) and the head."""
+
+    def __init__(self, url: str, client: str) -> None:
+        self.topics = Topics(MARKET)
+        self.client = client
+        self.seq_of: dict[str, int] = {}
+        self.answers = 0
+        self.head = 0
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.runner = NodeRunner(self, url, f"bench-submitter-{client}", max_batch=20000)
+
+    # Node interface
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [(self.topics.reports(self.client), 1), (self.topics.book, 1)]
+
+    def will(self) -> Outgoing | None:
+        return None
+
+    def on_connected(self) -> list[Outgoing]:
+        self.ready.set()
+        return []
+
+    def on_messages(self, messages: Sequence[Incoming]) -> list[Outgoing]:
+        for topic, payload in messages:
+            doc = json.loads(payload)
+            if topic == self.topics.book:
+                self.head = doc["version"]
+                continue
+            for r in doc:
+                if r.get("type") == "accepted":
+                    self.seq_of[r["id"]] = r["seq"]
+                if r.get("type") in ("accepted", "rejected"):
+                    self.answers += 1
+        return []
+
+    def on_tick(self, now: float) -> list[Outgoing]:
+        return []
+
+    def close(self) -> list[Outgoing]:
+        return []
+
+
+def order_flow(n: int, seed: int, tag: str) -> list[dict[str, Any]]:
+    """New limit orders around 100.00 (about a third cross), ids tag-0..tag-(n-1)."""
+    rng = random.Random(seed)
+    flow = []
+    for i in range(n):
+        side = "buy" if rng.random() < 0.5 else "sell"
+        offset = rng.randint(-20, 60)  # mostly passive, sometimes crossing
+        price = 10000 - offset if side == "buy" else 10000 + offset
+        flow.append({"op": "new", "id": f"{tag}-{i}", "side": side, "price": f"{price / 100:.2f}",
+                     "qty": f"{rng.randint(1, 1000) / 1000:.3f}"})
+    return flow
+
+
+def run_e2e(
+    system: System, n: int, per_message: int, tag: str, rate: float | None = None
+) -> dict[str, Any]:
+    replicas = system.start_replicas(tag)
+    submitter = Submitter(system.url, f"bench-{tag}")
+    submitter.runner.start()
+    try:
+        wait_until(submitter.ready.is_set, 30, "submitter")
+        names = [f"r{i}-{tag}" for i in range(REPLICAS)]
+        with StatusWatcher(system.url, MARKET) as watcher:
+            wait_until(lambda: watcher.snapshot().converged(names), 60, "replicas in sync")
+        start_head = submitter.head
+        flow = order_flow(n, 7, tag)
+        messages = []
+        for i in range(0, n, per_message):
+            chunk = flow[i : i + per_message]
+            body = chunk[0] if per_message == 1 else chunk
+            messages.append((chunk, Outgoing(submitter.topics.orders(submitter.client),
+                                             json.dumps(body).encode())))
+        sent_at: dict[str, float] = {}
+        client = submitter.runner._client  # noqa: SLF001 - the bench stamps the publish itself
+
+        def publish(batch: list[tuple[list[dict[str, Any]], Outgoing]]) -> list[Outgoing]:
+            # On the runner thread: stamp each message as it is handed to paho.
+            for chunk, msg in batch:
+                now = time.monotonic()
+                for order in chunk:
+                    sent_at[order["id"]] = now
+                client.publish(msg.topic, msg.payload, qos=1)
+            return []
+
+        t0 = time.monotonic()
+        if rate is None:
+            submitter.runner.call(lambda: publish(messages)).result(600)
+        else:  # open loop at a fixed message rate: latency without saturation queueing
+            for i, item in enumerate(messages):
+                delay = t0 + i / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                submitter.runner.call(lambda item=item: publish([item]))
+        publish_seconds = time.monotonic() - t0
+        wait_until(lambda: submitter.answers >= n, 600, f"{n} answers")
+        answered_seconds = time.monotonic() - t0  # the sequencer's side: every order journaled + answered
+        last_seq = max(submitter.seq_of.values())
+        time.sleep(0.5)
+    finally:
+        submitter.runner.stop()
+        for proc, _trace in replicas:
+            proc.send_signal(signal.SIGTERM)
+    traces = []
+    for proc, trace in replicas:
+        proc.wait(30)
+        traces.append(json.loads(trace.read_text()))
+    applied_at: list[float] = []
+    latencies: list[float] = []
+    for trace in traces:
+        versions = [v for _t, v in trace]
+        if not versions or versions[-1] < last_seq:
+            stopped = versions[-1] if versions else None
+            raise RuntimeError(f"a replica stopped at version {stopped} < {last_seq}")
+        applied_at.append(trace[bisect_left(versions, last_seq)][0])
+    for order_id, seq in submitter.seq_of.items():
+        everywhere = max(trace[bisect_left([v for _t, v in trace], seq)][0] for trace in traces)
+        latencies.append(everywhere - sent_at[order_id])
+    latencies.sort()
+    accepted = len(submitter.seq_of)
+    elapsed = max(applied_at) - t0
+    return {
+        "orders": n,
+        "per_message": per_message,
+        "paced_messages_per_second": rate,
+        "accepted": accepted,
+        "start_version": start_head,
+        "publish_seconds": round(publish_seconds, 3),
+        "seconds_to_all_reports": round(answered_seconds, 3),
+        "seconds_to_applied_everywhere": round(elapsed, 3),
+        "orders_per_second_applied_everywhere": round(accepted / elapsed),
+        "latency_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
+        "latency_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+    }
+
+
+def order_payload_sizes() -> tuple[bytes, int]:
+    one = json.dumps(order_flow(1, 1, "raw")[0]).encode()
+    return one, len(one)
+
+
+def bench_broker(kind: str, single: int, bulk: int, bulk_size: int, raw_count: int) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"fastbook-e2e-{kind}-"))
+    system = System(kind, workdir)
+    result: dict[str, Any] = {"broker": kind}
+    try:
+        one_order, size = order_payload_sizes()
+        bulk_payload = json.dumps(order_flow(bulk_size, 1, "raw")).encode()
+        result["raw_msgs_per_second_one_order_payload"] = round(raw_rate(system.port, one_order, raw_count))
+        bulk_raw_count = max(50, raw_count // 20)
+        bulk_msgs = raw_rate(system.port, bulk_payload, bulk_raw_count)
+        result["raw_msgs_per_second_bulk_payload"] = round(bulk_msgs)
+        result["raw_orders_per_second_bulk_payload"] = round(bulk_msgs * bulk_size)
+        result["one_order_per_message"] = run_e2e(system, single, 1, "single")
+        result["bulk"] = run_e2e(system, bulk, bulk_size, "bulk")
+        paced = 200 if kind == "amqtt" else 1000
+        result["latency_paced"] = run_e2e(system, paced * 3, 1, "paced", rate=paced)
+        single_rate = result["one_order_per_message"]["orders_per_second_applied_everywhere"]
+        result["single_vs_raw"] = round(single_rate / result["raw_msgs_per_second_one_order_payload"], 3)
+    finally:
+        system.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--replica":
+        return replica_worker(sys.argv[2], sys.argv[3], sys.argv[4])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--brokers", default="amqtt,mosquitto")
+    p.add_argument("--single", type=int, default=0, help="orders sent one per message (default per broker)")
+    p.add_argument("--bulk", type=int, default=0, help="orders sent in bulk messages (default per broker)")
+    p.add_argument("--bulk-size", type=int, default=500, help="orders per bulk message")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = p.parse_args(argv)
+    defaults = {"amqtt": (2000, 30000, 2000), "mosquitto": (20000, 200000, 20000)}
+    results = []
+    for kind in args.brokers.split(","):
+        single, bulk, raw = defaults[kind]
+        result = bench_broker(kind, args.single or single, args.bulk or bulk, args.bulk_size, raw)
+        results.append(result)
+        print(json.dumps(result, indent=2), flush=True)
+    print(f"\nload average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
