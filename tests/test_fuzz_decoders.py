@@ -22,6 +22,8 @@ import contextlib
 import io
 import json
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -1054,3 +1056,42 @@ def test_the_real_corpus_still_decodes(corpus: Corpus) -> None:
             check_entry(entry)
     assert wire.decode_snapshot(corpus.snapshot_file).seen is not None
     assert wire.decode_snapshot(corpus.published_snapshot).seen is None
+
+
+# ---------------------------------------------------------------------------------------------
+# The long fuzz run (bench/fuzz_bench.py), smoke-tested with a tiny count
+# ---------------------------------------------------------------------------------------------
+
+
+def run_fuzz_bench(count: int, seed: int) -> tuple[int, str]:
+    bench = Path(__file__).resolve().parent.parent / "bench" / "fuzz_bench.py"
+    run = subprocess.run(
+        [sys.executable, str(bench), "--count", str(count), "--seed", str(seed)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode in (0, 1), run.stderr[-3000:]
+    return run.returncode, run.stdout
+
+
+def test_fuzz_bench_smoke() -> None:
+    """The bench runs, counts every input, prints its rate, and is reproducible from its seed."""
+    code, out = run_fuzz_bench(2500, seed=5)
+    lines = dict(
+        line.split(": ", 1) for line in out.splitlines() if ": " in line and not line.startswith(" ")
+    )
+    assert lines["inputs"] == "2500"
+    assert float(lines["inputs/s"].replace(",", "")) > 0
+    per_decoder = dict(item.rsplit(" ", 1) for item in lines["per decoder"].split(", "))
+    assert sum(int(n) for n in per_decoder.values()) == 2500
+    assert {"orders", "log message", "snapshot", "journal recovery", "edge on_messages", "cli argv"} <= set(
+        per_decoder
+    )
+    failures = int(lines["failures"].split()[0])
+    assert (code == 1) == (failures > 0)
+    assert out.count("FAIL [") == int(lines["failures"].split()[2])
+    # Seeded: the same seed finds the same things at the same input numbers.
+    _, again = run_fuzz_bench(2500, seed=5)
+    assert again.split("inputs/s")[0].split("elapsed")[0] == out.split("inputs/s")[0].split("elapsed")[0]
+    assert again[again.index("per decoder") :] == out[out.index("per decoder") :]
