@@ -190,7 +190,7 @@ class EdgeNode:
                 elif topic == t.reports(self.client_id):
                     for report in json.loads(payload):
                         self._emit("report", report)
-            except (ValueError, AttributeError, TypeError) as exc:
+            except (ValueError, AttributeError, TypeError, KeyError, RecursionError) as exc:
                 log.warning("edge %s: ignoring bad message on %s: %s", self.client_id, topic, exc)
         out = [Outgoing(t.replay_request(self.client_id), encode_replay_request(r)) for r in requests]
         return out + self._status(now)

@@ -180,7 +180,12 @@ class SequencerNode:
         start = replica.version
         while replica.version < journal.last_seq:
             for _seq, raw in journal.read(replica.version + 1, None, limit=50_000):
-                entry = decode_entry(json.loads(raw))
+                try:
+                    entry = decode_entry(json.loads(raw))
+                except (ValueError, RecursionError) as exc:
+                    raise JournalError(
+                        f"journal record {_seq} is not a valid log entry ({str(exc)[:200]})"
+                    ) from None
                 try:
                     events = replica.apply(entry)
                 except HashMismatch as exc:

@@ -81,13 +81,14 @@ def hash_hex(value: int) -> str:
     return f"{value:016x}"
 
 
+HASH_HEX_RE = re.compile(r"[0-9a-fA-F]{16}")
+
+
 def parse_hash_hex(text: object) -> int:
-    if not isinstance(text, str) or len(text) != 16:
-        raise ValueError(f"hash must be 16 hex digits, got {text!r}")
-    try:
-        return int(text, 16)
-    except ValueError:
-        raise ValueError(f"hash must be 16 hex digits, got {text!r}") from None
+    # A regex first: int(text, 16) would also take a sign, "0x", spaces, "_" and non-ASCII digits.
+    if not isinstance(text, str) or not HASH_HEX_RE.fullmatch(text):
+        raise ValueError(f"hash must be 16 hex digits, got {str(text)[:40]!r}")
+    return int(text, 16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +376,7 @@ def encode_entry(entry: LogEntry) -> bytes:
 
 def _int_in(value: Any, low: int, high: int, name: str) -> int:
     if type(value) is not int or not low <= value <= high:
-        raise ValueError(f"log entry {name} must be an integer in {low}..{high}, got {value!r}")
+        raise ValueError(f"{name} must be an integer in {low}..{high}, got {repr(value)[:40]}")
     return value
 
 
@@ -385,8 +386,11 @@ def decode_entry(item: Any) -> LogEntry:
     seq, hsh, client, coid, op, order_id, owner, side, otype, tif, stp, post_only, price, qty = item
     if not isinstance(client, str) or not valid_client_id(client):
         raise ValueError(f"log entry client id invalid: {client!r}")
-    if coid is not None and (not isinstance(coid, str) or not CLIENT_ORDER_ID_RE.fullmatch(coid)):
-        raise ValueError(f"log entry client order id invalid: {coid!r}")
+    if coid is None:
+        if op != Op.CANCEL_ALL:
+            raise ValueError("log entry client order id may only be null for cancel_all")
+    elif not isinstance(coid, str) or not CLIENT_ORDER_ID_RE.fullmatch(coid):
+        raise ValueError(f"log entry client order id invalid: {str(coid)[:70]!r}")
     return LogEntry(
         _int_in(seq, 1, 2**63 - 1, "seq"),
         parse_hash_hex(hsh),
@@ -429,7 +433,7 @@ def decode_log_message(payload: bytes) -> LogMessage:
         raise ValueError(f"log message is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ValueError("log message must be a JSON object")
-    if doc.get("v") != WIRE_VERSION:
+    if type(doc.get("v")) is not int or doc.get("v") != WIRE_VERSION:
         raise ValueError(f"unsupported log message version {doc.get('v')!r}")
     market, head, entries = doc.get("market"), doc.get("head"), doc.get("entries")
     if not isinstance(market, str) or type(head) is not int or head < 0 or not isinstance(entries, list):
@@ -541,23 +545,44 @@ def decode_snapshot(data: bytes) -> SnapshotData:
     engine = bytes(data[pos : pos + engine_len])
     try:
         meta = json.loads(meta_raw)
+        if not isinstance(meta, dict):
+            raise ValueError("meta is not a JSON object")
         market = MarketSpec.from_json(meta["market"])
-        version, next_order_id = meta["version"], meta["next_order_id"]
-        if type(version) is not int or version < 0 or type(next_order_id) is not int or next_order_id < 1:
-            raise ValueError("bad version or next_order_id")
+        version = _int_in(meta["version"], 0, MAX_ORDER_ID, "snapshot version")
+        next_order_id = _int_in(meta["next_order_id"], 1, MAX_ORDER_ID + 1, "snapshot next_order_id")
         owners = meta["owners"]
-        if not isinstance(owners, dict) or not all(
-            isinstance(k, str) and type(v) is int for k, v in owners.items()
-        ):
-            raise ValueError("bad owners map")
-        orders = [(int(i), int(o), str(c)) for i, o, c in meta["orders"]]
+        if not isinstance(owners, dict):
+            raise ValueError("owners must be an object")
+        for client, owner in owners.items():
+            if not valid_client_id(client):
+                raise ValueError(f"owners: invalid client id {client[:70]!r}")
+            _int_in(owner, 0, MAX_OWNER, "snapshot owner")
+        rows = meta["orders"]
+        if not isinstance(rows, list):
+            raise ValueError("orders must be an array")
+        orders = []
+        for row in rows:
+            if not isinstance(row, list) or len(row) != 3:
+                raise ValueError("each order must be [engine order id, owner, client order id]")
+            order_id, owner, coid = row
+            _int_in(order_id, 1, MAX_ORDER_ID, "snapshot order id")
+            _int_in(owner, 0, MAX_OWNER, "snapshot order owner")
+            if not isinstance(coid, str) or not CLIENT_ORDER_ID_RE.fullmatch(coid):
+                raise ValueError(f"orders: invalid client order id {str(coid)[:70]!r}")
+            orders.append((order_id, owner, coid))
         seen = meta.get("seen") if flags & _SNAP_FLAG_DEDUPE else None
-        if seen is not None and not isinstance(seen, dict):
-            raise ValueError("bad seen map")
+        if seen is not None:
+            if not isinstance(seen, dict):
+                raise ValueError("seen must be an object")
+            for client, ids in seen.items():
+                if not valid_client_id(client) or not isinstance(ids, list):
+                    raise ValueError(f"seen: bad entry for {client[:70]!r}")
+                if not all(isinstance(i, str) and CLIENT_ORDER_ID_RE.fullmatch(i) for i in ids):
+                    raise ValueError(f"seen: invalid client order id for {client[:70]!r}")
         state_hash = parse_hash_hex(meta["hash"])
         return SnapshotData(market, version, state_hash, engine, next_order_id, owners, orders, seen)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"snapshot metadata invalid: {exc}") from None
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"snapshot metadata invalid: {str(exc)[:200]}") from None
 
 
 def is_snapshot_payload(payload: bytes) -> bool:
