@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hostile_inputs import DECODER_CODES, FIELD_MUTATIONS, HOSTILE_ORDERS, VALID_NEW, json_values, order_like
+from hostile_inputs import (
+    DECODER_CODES,
+    FIELD_MUTATIONS,
+    HOSTILE_ORDERS,
+    VALID_NEW,
+    bad_amounts,
+    json_values,
+    order_like,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -248,7 +256,7 @@ def test_one_bad_field_rejects_with_its_code(node: SequencerNode, data: st.DataO
 
 
 @settings(FUZZ, max_examples=25)
-@given(st.lists(st.tuples(st.booleans(), json_values), min_size=1, max_size=12))
+@given(st.lists(st.tuples(st.booleans(), bad_amounts), min_size=1, max_size=12))
 def test_mixed_array_applies_exactly_the_valid_orders(
     tmp_path_factory: pytest.TempPathFactory, spec: list[tuple[bool, Any]]
 ) -> None:
