@@ -373,7 +373,7 @@ def run_snapshot(data: bytes) -> None:
         require(type(order_id) is int and type(owner) is int and isinstance(coid, str), "order row types")
         require(bool(wire.CLIENT_ORDER_ID_RE.fullmatch(coid)), "order row client order id")
     require(
-        all(wire.CLIENT_ID_RE.fullmatch(c) and 0 < o <= MAX_OWNER for c, o in snap.owners.items()),
+        all(wire.CLIENT_ID_RE.fullmatch(c) and 0 <= o <= MAX_OWNER for c, o in snap.owners.items()),
         "owners map",
     )
     if snap.seen is not None:
