@@ -200,6 +200,39 @@ def test_one_bad_field_rejects_the_order_with_its_code(data: st.DataObject) -> N
     assert item.code in codes and item.message, (body, item)
 
 
+NESTED_FIELD_CODES = {
+    "op": "INVALID_OP",
+    "side": "INVALID_FIELD",
+    "type": "INVALID_FIELD",
+    "tif": "INVALID_FIELD",
+    "stp": "INVALID_FIELD",
+    "market": "UNKNOWN_MARKET",
+}
+
+
+def nested_field_order(name: str, depth: int) -> bytes:
+    """A new order whose `name` field is `depth` nested arrays; the rest is valid."""
+    nested = "[" * depth + "]" * depth
+    body = json.dumps({**VALID_NEW, name: "@"}).replace('"@"', nested)
+    return body.encode()
+
+
+@pytest.mark.parametrize("name", sorted(NESTED_FIELD_CODES))
+def test_nesting_just_under_the_parse_limit_in_every_field(name: str) -> None:
+    """Values nested just shallowly enough to parse must still be rejected, not crash.
+    BUG (found by this test): the reject messages quote the value with json.dumps (wire.py
+    _enum_field, decode_order for op and market), which recurses deeper than the parse did and raises
+    RecursionError out of decode_orders - for a sequencer that is one message from any client stopping
+    its runner. Which depth trips it depends on the caller's stack depth, hence the scan."""
+    for depth in range(800, 1001):
+        items = wire.decode_orders(nested_field_order(name, depth), SPEC)
+        assert_well_formed(items)
+        assert [item.code for item in items] in (  # type: ignore[union-attr]
+            ["MALFORMED_JSON"],
+            [NESTED_FIELD_CODES[name]],
+        ), (depth, items)
+
+
 amounts = st.tuples(st.integers(1, MAX_PRICE), st.integers(1, MAX_QTY))
 valid_ids = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=64)
 

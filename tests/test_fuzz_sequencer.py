@@ -145,6 +145,21 @@ def test_hostile_payload_is_rejected_without_state_change(
     still_works(node, "mallory")
 
 
+@pytest.mark.parametrize("name", ["op", "side", "type", "tif", "stp", "market"])
+def test_nested_field_value_just_under_the_parse_limit(node: SequencerNode, name: str) -> None:
+    """BUG: a field value nested just shallowly enough to parse makes decode_orders raise RecursionError
+    when it quotes the value in the reject message (json.dumps in wire.py _enum_field / decode_order),
+    so on_messages raises and the runner stops: one message from any client stops the sequencer.
+    The depth that trips it depends on the stack depth, so the test scans a range."""
+    before = state(node)
+    for depth in range(800, 1001):
+        body = json.dumps({**VALID_NEW, name: "@"}).replace('"@"', "[" * depth + "]" * depth).encode()
+        (report,) = rejects_only(send(node, "mallory", body), "mallory")
+        assert report["code"] in {"MALFORMED_JSON", "INVALID_OP", "INVALID_FIELD", "UNKNOWN_MARKET"}
+    assert state(node) == before
+    still_works(node, "mallory")
+
+
 ENGINE_LEVEL = [
     (
         "post-only would take",
