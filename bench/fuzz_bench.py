@@ -224,7 +224,25 @@ GIANT_JSON = [
     b'"' + b"y" * (1 << 20) + b'"',
 ]
 GIANT_RATE = 0.004
-HOSTILE_KEYS = [b'"x"', b'"\\ud800"', b'"op"', b'"id"', b'"\xc3\xbc"', b'""', b'"v"', b'"seen"']
+# Nesting just under the parser's recursion limit: parses, then trips whatever walks it again.
+NEAR_LIMIT_JSON = [b"[" * depth + b"]" * depth for depth in range(950, 1001)]
+NEAR_LIMIT_RATE = 0.02
+HOSTILE_KEYS = [
+    b'"x"',
+    b'"\\ud800"',
+    b'"op"',
+    b'"id"',
+    b'"\xc3\xbc"',
+    b'""',
+    b'"v"',
+    b'"seen"',
+    b'"side"',
+    b'"type"',
+    b'"tif"',
+    b'"stp"',
+    b'"market"',
+    b'"post_only"',
+]
 INTERESTING_BYTES = [
     0x00,
     0xFF,
@@ -297,6 +315,8 @@ def mutate(rng: random.Random, data: bytes, others: list[bytes]) -> bytes:
         out = mutate_json(rng, out) if rng.random() < 0.5 else mutate_bytes(rng, out, others)
     if rng.random() < GIANT_RATE:
         out = mutate_json(rng, out, GIANT_JSON)
+    elif rng.random() < NEAR_LIMIT_RATE:
+        out = mutate_json(rng, out, NEAR_LIMIT_JSON)
     return out
 
 
