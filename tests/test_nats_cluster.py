@@ -1,0 +1,269 @@
+"""fastbook on a 3-node NATS cluster with MQTT (issue 4, "Clustered broker").
+
+The sequencer is on node 1; replicas (two `fastbook-edge` processes) and three API clients
+(`fastbook.client.Edge`, each also a replica) connect to nodes 2 and 3, each with a failover list of
+broker URLs. Under load node 2 is SIGKILLed: its clients fail over to node 3, and at the end every
+accepted order is accounted for (journal and reports), nothing ran twice, and every replica has the
+sequencer's version and hash.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastbook.client import Edge
+from fastbook.journal import Journal
+from fastbook.mqtt import NodeRunner
+from fastbook.status import StatusWatcher
+from fastbook.topics import Topics
+from fastbook.wire import DUPLICATE_CLIENT_ORDER_ID, decode_entry
+from tests.brokers import Proc, start_edge, start_sequencer, wait_for
+from tests.cluster import MARKET, Traffic
+from tests.nats_cluster import NatsCluster, mqtt_round_trip, start_nats_cluster
+from tests.test_integration_cluster import check_accounting, random_flow, resting_orders
+
+pytestmark = pytest.mark.broker
+
+API_CLIENTS = {"api-0": (1, 2, 0), "api-1": (2, 1, 0), "api-2": (1, 2, 0)}  # client -> node order
+EDGE_PROCESSES = {"edge-b": (1, 2, 0), "edge-c": (2, 1, 0)}
+ORDERS_PER_CLIENT = 240
+KILLED_NODE = 1  # n2: an edge-side node
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[NatsCluster]:
+    cluster = start_nats_cluster(tmp_path / "nats")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_cluster_forms_and_carries_retained_messages_across_nodes(nats: NatsCluster) -> None:
+    assert [n.name for n in nats.nodes] == ["n1", "n2", "n3"]
+    for node in nats.nodes:
+        routez = node.monitor("routez")
+        assert routez is not None and routez["num_routes"] >= 2, routez
+        assert nats.meta_leader(node) in {"n1", "n2", "n3"}
+    assert mqtt_round_trip(nats.nodes[2], nats.nodes[1], "from-n3")
+    assert nats.urls(1, 2, 0) == f"{nats.nodes[1].url},{nats.nodes[2].url},{nats.nodes[0].url}"
+
+
+def test_nats_refuses_a_topic_with_a_dot(nats: NatsCluster) -> None:
+    """A NATS limitation fastbook users must know: '.' is the NATS subject separator, and this
+    nats-server closes an MQTT connection that publishes to a topic containing '.' (or ' ').
+    fastbook allows '.' in market names and client ids, so on NATS they must avoid it."""
+    node = nats.nodes[0]
+    assert not mqtt_round_trip(node, node, "dotted", timeout=2.0, topic="fastbook/BTC.USD/book")
+    assert "not supported for MQTT topics" in node.output()
+    assert mqtt_round_trip(node, node, "plain", timeout=5.0, topic="fastbook/BTC-USD/book")
+
+
+def submit_all(edge: Edge, orders: list[dict[str, Any]], results: dict[str, Any], pace: int = 20) -> None:
+    """Submit a flow, at most `pace` unanswered at a time; results[id] = report (or the exception)."""
+    window: list[tuple[str, Future[dict[str, Any]]]] = []
+
+    def settle(item: tuple[str, Future[dict[str, Any]]]) -> None:
+        key, future = item
+        try:
+            results[key] = future.result(120)
+        except Exception as exc:  # a timeout after every retry: the test reports it below
+            results[key] = exc
+
+    for i, order in enumerate(orders):
+        key = f"{i}:{order['op']}:{order['id']}"
+        window.append((key, edge.submit(order)))
+        if len(window) >= pace:
+            settle(window.pop(0))
+    for item in window:
+        settle(item)
+
+
+def journal_entries(data_dir: Path) -> list[Any]:
+    journal = Journal(data_dir / MARKET)
+    try:
+        records = journal.read(1)
+    finally:
+        journal.close()
+    seqs = [seq for seq, _ in records]
+    assert seqs == list(range(1, len(seqs) + 1)), "journal has a gap or a duplicate"
+    return [decode_entry(json.loads(payload)) for _, payload in records]
+
+
+def test_sequencer_on_n1_edges_on_n2_n3_survive_killing_n2_under_load(
+    nats: NatsCluster, tmp_path: Path
+) -> None:
+    rng = random.Random(20261125)
+    data_dir = tmp_path / "data"
+    topics = Topics(MARKET)
+    # The sequencer stays on n1 (its failover list still names the others).
+    sequencer = start_sequencer(tmp_path, nats.urls(0, 1, 2), data_dir, MARKET)
+    edges: dict[str, Proc] = {}
+    api: dict[str, Edge] = {}
+    watcher = StatusWatcher(nats.urls(0), MARKET, client_id="test-status")
+    traffic = Traffic(nats.urls(0), topics, "test-traffic")  # every report, as n1 delivers them
+    try:
+        watcher.__enter__()
+        wait_for(lambda: watcher.snapshot().book_version is not None, 30, "the sequencer's retained book")
+        traffic.__enter__()
+        for name, order in EDGE_PROCESSES.items():
+            edges[name] = start_edge(tmp_path, nats.urls(*order), name, MARKET)
+        for name, order in API_CLIENTS.items():
+            api[name] = Edge(name, nats.urls(*order), MARKET, retry_after=2.0, max_attempts=40).start()
+        replicas = [*EDGE_PROCESSES, *API_CLIENTS]
+
+        def alive() -> None:
+            assert sequencer.alive(), f"sequencer died:\n{sequencer.output()[-3000:]}"
+            for name, proc in edges.items():
+                assert proc.alive(), f"{name} died:\n{proc.output()[-3000:]}"
+            nats.check_alive()
+
+        def converged() -> bool:
+            alive()
+            return watcher.snapshot().converged(replicas)
+
+        wait_for(converged, 30, "every replica online at the sequencer's version", interval=0.2)
+        for name, edge in api.items():
+            assert edge.runner.current_broker is not None
+            assert edge.runner.current_broker.port == nats.nodes[API_CLIENTS[name][0]].mqtt_port
+
+        flows = {name: random_flow(rng, name, ORDERS_PER_CLIENT) for name in API_CLIENTS}
+        results: dict[str, dict[str, Any]] = {name: {} for name in API_CLIENTS}
+        senders = [
+            threading.Thread(target=submit_all, args=(api[name], flows[name], results[name]), daemon=True)
+            for name in API_CLIENTS
+        ]
+        for t in senders:
+            t.start()
+        wait_for(lambda: sum(len(r) for r in results.values()) > 150, 60, "the flow under way")
+
+        killed = nats.nodes[KILLED_NODE]
+        answered_at_kill = sum(len(r) for r in results.values())
+        killed.kill()
+        on_killed = [n for n, order in API_CLIENTS.items() if order[0] == KILLED_NODE]
+        wait_for(
+            lambda: all(
+                api[n].runner.connected.is_set()
+                and api[n].runner.current_broker is not None
+                and api[n].runner.current_broker.port != killed.mqtt_port
+                for n in on_killed
+            ),
+            30,
+            "clients of the killed node connected to another node",
+        )
+        for t in senders:
+            t.join(150)
+        assert not any(t.is_alive() for t in senders), "a sender never finished"
+        assert answered_at_kill < sum(len(f) for f in flows.values()), "the kill happened under load"
+
+        # Every command got an answer (after retries across the failover where needed).
+        failures = {n: {k: v for k, v in r.items() if not isinstance(v, dict)} for n, r in results.items()}
+        assert not any(failures.values()), failures
+        for name, flow in flows.items():
+            assert len(results[name]) == len(flow)
+
+        status = watcher.snapshot()
+        wait_for(converged, 60, "every replica at the sequencer's version and hash", interval=0.2)
+        status = watcher.snapshot()
+        assert status.book_version is not None and status.book_hash is not None
+        for name, edge in api.items():
+            version, state_hash, in_sync, _lag = edge.state()
+            expected = (status.book_version, status.book_hash, True)
+            assert (version, f"{state_hash:016x}", in_sync) == expected, name
+
+        # The journal is the truth: gap-free, no order executed twice, and an order is in it exactly
+        # when its client was told "accepted" (or, after a retry whose first answer was lost in the
+        # failover, "duplicate: already accepted").
+        sequencer.stop()
+        entries = journal_entries(data_dir)
+        assert len(entries) == status.book_version
+        journaled = Counter((e.client_id, e.client_order_id) for e in entries if e.op == 1)
+        assert all(count == 1 for count in journaled.values()), "an order was executed twice"
+        accepted_total = 0
+        for name, flow in flows.items():
+            for i, order in enumerate(flow):
+                if order["op"] != "new":
+                    continue
+                report = results[name][f"{i}:new:{order['id']}"]
+                accepted = report["type"] == "accepted" or report.get("code") == DUPLICATE_CLIENT_ORDER_ID
+                assert accepted == ((name, order["id"]) in journaled), (name, order, report)
+                accepted_total += accepted
+        assert accepted_total > 400
+
+        # Reports per order, as delivered by n1 to a subscriber on reports/+: every accepted
+        # order's quantity is filled + cancelled + still resting on the book.
+        observer = api["api-1"]  # on n3 all along: its replica is the book to compare with
+        wait_for(
+            lambda: all(traffic.answers(n) >= len(flows[n]) for n in flows), 30, "all answers seen on n1"
+        )
+        checked = check_accounting(traffic, flows, resting_orders(observer))
+        assert checked == accepted_total
+        alive_edges = {name: proc for name, proc in edges.items() if proc.alive()}
+        assert alive_edges.keys() == edges.keys()
+    finally:
+        for edge in api.values():
+            edge.close()
+        for proc in edges.values():
+            proc.stop()
+        traffic.__exit__()
+        watcher.__exit__()
+        sequencer.stop()
+
+
+class TwoSubscriptions:
+    """A minimal Node that subscribes to two QoS1 topics and counts on_connected calls."""
+
+    def __init__(self) -> None:
+        self.connected_calls = 0
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [("fastbook/BTC-USD/log", 1), ("fastbook/BTC-USD/book", 1)]
+
+    def will(self) -> None:
+        return None
+
+    def on_connected(self) -> list[Any]:
+        self.connected_calls += 1
+        return []
+
+    def on_messages(self, messages: Any) -> list[Any]:
+        return []
+
+    def on_tick(self, now: float) -> list[Any]:
+        return []
+
+    def close(self) -> list[Any]:
+        return []
+
+
+def test_a_refused_subscription_is_not_a_connection(tmp_path: Path) -> None:
+    """NATS answers a SUBACK with 0x80 (failure) when it cannot create the JetStream consumer behind
+    a QoS1 subscription: for several seconds after a cluster node dies (consumer create / session
+    load time out) and, deterministically, when a session's max_ack_pending would exceed 65535,
+    which this test provokes. A runner that then calls on_connected() runs a node that silently
+    misses messages (an edge without its reports never sees its orders answered). Expected: the
+    runner treats a refused subscription as a failed connection, disconnects and retries.
+
+    FAILS today: fastbook/mqtt.py NodeRunner._on_subscribe logs "broker refused subscriptions"
+    and calls _mark_connected() anyway."""
+    single = start_nats_cluster(tmp_path / "nats1", size=1, mqtt_options={"max_ack_pending": "40000"})
+    node = TwoSubscriptions()
+    runner = NodeRunner(node, single.urls(0), "refused-subscription", reconnect_max=0.5)
+    try:
+        runner.start()
+        # The SUBACK comes well within this (the first MQTT client of an account waits for the
+        # server to create its streams, about a second here).
+        assert not runner.wait_connected(8.0), "runner reported connected with a refused subscription"
+        assert node.connected_calls == 0
+    finally:
+        runner.stop()
+        single.stop()
