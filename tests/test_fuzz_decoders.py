@@ -1129,3 +1129,49 @@ def test_fuzz_bench_smoke() -> None:
     _, again = run_fuzz_bench(2500, seed=5)
     assert again.split("inputs/s")[0].split("elapsed")[0] == out.split("inputs/s")[0].split("elapsed")[0]
     assert again[again.index("per decoder") :] == out[out.index("per decoder") :]
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads and versions beyond any possible seq
+# ---------------------------------------------------------------------------------------------
+
+BEYOND_SEQ = [2**63, 10**30]
+
+
+@pytest.mark.parametrize("head", BEYOND_SEQ)
+def test_decode_log_message_head_beyond_the_seq_range(head: int) -> None:
+    """BUG: `head` is only checked to be >= 0, so a head no seq can reach (seqs stop at 2^63-1, see
+    decode_entry) decodes; a follower that sees it is out of sync and lagging forever (below)."""
+    payload = json.dumps({"v": 1, "market": "BTC-USD", "head": head, "replay": False, "entries": []}).encode()
+    with pytest.raises(ValueError):
+        wire.decode_log_message(payload)
+
+
+@pytest.mark.parametrize("topic", [T.book, T.log])
+@pytest.mark.parametrize("head", BEYOND_SEQ)
+def test_edge_ignores_a_head_beyond_the_seq_range(corpus: Corpus, topic: str, head: int) -> None:
+    """BUG: one book message ({"version": 10**30}) or log message with such a head puts an edge out of
+    sync for good: Follower.head only ever grows, so in_sync stays False and lag stays ~10**30 even
+    after replays and new traffic (edge.py on_messages, book branch; replica.py Follower._see_head).
+    A version outside 1..2^63-1 should be refused like any other malformed field."""
+    edge = synced_edge(corpus)
+    assert edge.in_sync and edge.lag == 0
+    if topic == T.book:
+        payload = json.dumps(
+            {
+                "v": 1,
+                "market": "BTC-USD",
+                "version": head,
+                "hash": "0" * 16,
+                "bids": [],
+                "asks": [],
+                "last_trade": None,
+            }
+        ).encode()
+    else:
+        payload = json.dumps(
+            {"v": 1, "market": "BTC-USD", "head": head, "replay": False, "entries": []}
+        ).encode()
+    edge.on_messages([(topic, payload)])
+    assert (edge.version, edge.state_hash) == (corpus.version, corpus.state_hash)
+    assert edge.in_sync and edge.lag == 0
