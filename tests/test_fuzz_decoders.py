@@ -1175,3 +1175,50 @@ def test_edge_ignores_a_head_beyond_the_seq_range(corpus: Corpus, topic: str, he
     edge.on_messages([(topic, payload)])
     assert (edge.version, edge.state_hash) == (corpus.version, corpus.state_hash)
     assert edge.in_sync and edge.lag == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# What `fastbook status` decodes (retained book and replica statuses)
+# ---------------------------------------------------------------------------------------------
+
+STATUS_PAYLOADS: list[tuple[str, bytes]] = [
+    ("100k nested arrays", b"[" * 100_000 + b"]" * 100_000),
+    ("100k nested objects", b'{"a":' * 100_000 + b"1" + b"}" * 100_000),
+    ("bids a number", b'{"version":1,"bids":5}'),
+    ("bids an object", b'{"version":1,"bids":{"a":1}}'),
+    ("bids with an empty level", b'{"version":1,"bids":[[]]}'),
+    ("asks with an empty level", b'{"version":1,"asks":[[]]}'),
+    ("not UTF-8", b"\xff\xfe"),
+    ("NaN", b"NaN"),
+    ("1 MiB", b'{"x":"' + b"y" * (1 << 20) + b'"}'),
+]
+
+
+@pytest.mark.parametrize("topic", [T.book, T.replica("bob")])
+@pytest.mark.parametrize(("name", "payload"), STATUS_PAYLOADS, ids=[n for n, _ in STATUS_PAYLOADS])
+def test_status_collector_survives_hostile_messages(topic: str, name: str, payload: bytes) -> None:
+    """BUG (status.py, transport): _StatusCollector catches ValueError only around json.loads
+    (RecursionError escapes on deep nesting) and indexes bids[0][0] / asks[0][0] unchecked (TypeError,
+    KeyError, IndexError). The exception stops the runner, so `fastbook status` fails on one bad
+    retained message instead of showing it as unreadable."""
+    from fastbook.status import _StatusCollector
+
+    collector = _StatusCollector(T)
+    collector.on_messages([(topic, payload)])
+    status = collector.status
+    assert status.book_version is None or type(status.book_version) is int
+
+
+@FUZZ
+@given(
+    json_values | st.fixed_dictionaries({"version": json_values, "bids": json_values, "asks": json_values})
+)
+def test_status_collector_arbitrary_book(doc: Any) -> None:
+    """Same contract under generated books: never raises, a version is an integer or nothing."""
+    from fastbook.status import _StatusCollector
+
+    collector = _StatusCollector(T)
+    collector.on_messages([(T.book, json.dumps(doc).encode()), (T.replica("bob"), json.dumps(doc).encode())])
+    assert collector.status.book_version is None or type(collector.status.book_version) is int
+    replica = collector.status.replicas["bob"]
+    assert replica.version is None or type(replica.version) is int
