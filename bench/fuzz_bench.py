@@ -50,6 +50,7 @@ from fastbook.market import MarketSpec  # noqa: E402
 from fastbook.mqtt import parse_broker_url  # noqa: E402
 from fastbook.replica import Replica  # noqa: E402
 from fastbook.sequencer import SequencerConfig, SequencerNode  # noqa: E402
+from fastbook.status import _StatusCollector  # noqa: E402
 from fastbook.topics import Topics  # noqa: E402
 from fastbook.types import MAX_ORDER_ID, MAX_OWNER, MAX_PRICE, MAX_QTY  # noqa: E402
 
@@ -478,6 +479,14 @@ class EdgeTarget:
         self.edge.on_messages([(topic, data)])
 
 
+def run_status(data: bytes, topic: str) -> None:
+    """What `fastbook status` does with the retained book and replica statuses: never raises."""
+    collector = _StatusCollector(TOPICS)
+    collector.on_messages([(topic, data)])
+    version = collector.status.book_version
+    require(version is None or type(version) is int, f"book version {version!r}")
+
+
 class JournalTarget:
     """A damaged journal file reopened: JournalError, or the longest valid prefix of the records."""
 
@@ -572,6 +581,17 @@ def build_targets(seeds: Seeds, directory: Path) -> list[Target]:
             return mutate(rng, rng.choice(seeds.log_messages), seeds.log_messages), topic
         return mutate(rng, rng.choice(seeds.public)[1], []), topic
 
+    books = [p for t, p in seeds.public if t == TOPICS.book]
+    statuses = [
+        wire.encode_status("bob", "online", 7, 0x975835DE1C9756CE, 0),
+        wire.encode_status("x", "offline", 0, 0, 3),
+    ]
+
+    def status_input(rng: random.Random) -> tuple[bytes, Any]:
+        if rng.random() < 0.5:
+            return mutate(rng, rng.choice(books), books), TOPICS.book
+        return mutate(rng, rng.choice(statuses), statuses), TOPICS.replica("bob")
+
     def journal_input(rng: random.Random) -> tuple[bytes, Any]:
         data = seeds.journal
         kind = rng.randrange(3)
@@ -604,6 +624,7 @@ def build_targets(seeds: Seeds, directory: Path) -> list[Target]:
         Target("broker url", 4, from_pool(urls, urls), lambda d, _: run_broker_url(d), (ValueError,)),
         Target("cli argv", 1, from_pool(argvs, argvs), lambda d, _: run_argv(d), ()),
         Target("edge on_messages", 6, edge_input, lambda d, topic: edge.run(d, topic), ()),
+        Target("status collector", 3, status_input, run_status, ()),
         Target("journal recovery", 1, journal_input, lambda d, at: journal.run(d, at), (JournalError,)),
     ]
 

@@ -1119,9 +1119,15 @@ def test_fuzz_bench_smoke() -> None:
     assert float(lines["inputs/s"].replace(",", "")) > 0
     per_decoder = dict(item.rsplit(" ", 1) for item in lines["per decoder"].split(", "))
     assert sum(int(n) for n in per_decoder.values()) == 2500
-    assert {"orders", "log message", "snapshot", "journal recovery", "edge on_messages", "cli argv"} <= set(
-        per_decoder
-    )
+    assert {
+        "orders",
+        "log message",
+        "snapshot",
+        "journal recovery",
+        "edge on_messages",
+        "cli argv",
+        "status collector",
+    } <= set(per_decoder)
     failures = int(lines["failures"].split()[0])
     assert (code == 1) == (failures > 0)
     assert out.count("FAIL [") == int(lines["failures"].split()[2])
