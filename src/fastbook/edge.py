@@ -21,6 +21,7 @@ from fastbook.node import Incoming, Outgoing
 from fastbook.replica import Follower
 from fastbook.topics import DEFAULT_PREFIX, Topics
 from fastbook.wire import (
+    MAX_SEQ,
     SIDE_TEXT,
     ReplayRequest,
     decode_log_message,
@@ -181,8 +182,12 @@ class EdgeNode:
                 elif topic == t.book:
                     if payload:
                         book = json.loads(payload)
-                        if isinstance(book, dict) and type(book.get("version")) is int:
-                            requests += self.follower.on_head(book["version"], now)
+                        version = book.get("version") if isinstance(book, dict) else None
+                        if type(version) is not int or not 0 <= version <= MAX_SEQ:
+                            raise ValueError(f"book version must be an integer 0..2^63-1, not {version!r:.40}")
+                        if book.get("market") != self.cfg.market:
+                            raise ValueError(f"book of market {book.get('market')!r:.70}")
+                        requests += self.follower.on_head(version, now)
                         self._emit("book", book)
                 elif topic == t.trades:
                     for trade in json.loads(payload).get("trades", []):

@@ -64,6 +64,7 @@ _ACCEPTED, _TRADE, _CANCELLED, _DONE, _AMENDED = (
     int(EventType.AMENDED),
 )
 _REJECTED = int(EventType.REJECTED)
+_NEW = int(Op.NEW)
 
 ENGINE_REJECT_MESSAGES = {
     Reject.INVALID_ORDER_ID: "order id out of range",
@@ -359,24 +360,14 @@ class SequencerNode:
         replica.version = seq
         replica.state_hash = state_hash = replica.book.state_hash()  # type: ignore[attr-defined]
         assert owner is not None
-        entry = LogEntry(
-            seq,
-            state_hash,
-            client,
-            coid,
-            int(op),
-            order_id,
-            owner,
-            int(cmd.side),
-            int(cmd.order_type),
-            int(cmd.tif),
-            int(cmd.stp),
-            int(cmd.post_only),
-            cmd.price,
-            cmd.qty,
-        )
-        if op != Op.NEW:  # only a new carries order attributes; keep cancel/amend entries canonical
-            entry = entry._replace(side=0, order_type=0, tif=0, stp=0, post_only=0)
+        if op == _NEW:
+            entry = LogEntry(
+                seq, state_hash, client, coid, op, order_id, owner, cmd.side, cmd.order_type, cmd.tif,
+                cmd.stp, 1 if cmd.post_only else 0, cmd.price, cmd.qty,
+            )  # fmt: skip
+        else:  # only a new carries order attributes; cancel/amend/cancel_all entries keep them 0
+            price, qty = cmd.price, cmd.qty
+            entry = LogEntry(seq, state_hash, client, coid, op, order_id, owner, 0, 0, 0, 0, 0, price, qty)
         batch.entries.append(entry)
         batch.raw.append(encode_entry(entry))
         if op == Op.NEW:

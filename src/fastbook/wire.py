@@ -22,6 +22,7 @@ from fastbook.types import MAX_ORDER_ID, MAX_OWNER, MAX_PRICE, MAX_QTY, Op, Orde
 
 WIRE_VERSION = 1
 MAX_ORDERS_PER_MESSAGE = 10_000
+MAX_SEQ = 2**63 - 1  # seqs, versions and heads are int64
 REPLAY_MAX_ENTRIES = 100_000  # entries the sequencer serves per replay request; ask again for more
 CLIENT_ORDER_ID_RE = re.compile(r"[!-~]{1,64}")  # printable ASCII, no spaces
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -46,24 +47,26 @@ UNKNOWN_ORDER = "UNKNOWN_ORDER"
 JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"
 INVALID_CLIENT_ID = "INVALID_CLIENT_ID"
 
-OP_NAMES = {"new": Op.NEW, "cancel": Op.CANCEL, "amend": Op.AMEND, "cancel_all": Op.CANCEL_ALL}
+# Name -> plain int (not the IntEnum member: ints are cheaper to compare and format on the hot path).
+OP_NAMES = {op.name.lower(): int(op) for op in (Op.NEW, Op.CANCEL, Op.AMEND, Op.CANCEL_ALL)}
 OP_TEXT = {v: k for k, v in OP_NAMES.items()}
-SIDE_NAMES = {"buy": Side.BUY, "sell": Side.SELL}
-SIDE_TEXT = {int(v): k for k, v in SIDE_NAMES.items()}
-TYPE_NAMES = {"limit": OrderType.LIMIT, "market": OrderType.MARKET}
-TYPE_TEXT = {int(v): k for k, v in TYPE_NAMES.items()}
-TIF_NAMES = {"gtc": Tif.GTC, "ioc": Tif.IOC, "fok": Tif.FOK}
-TIF_TEXT = {int(v): k for k, v in TIF_NAMES.items()}
+SIDE_NAMES = {"buy": int(Side.BUY), "sell": int(Side.SELL)}
+SIDE_TEXT = {v: k for k, v in SIDE_NAMES.items()}
+TYPE_NAMES = {"limit": int(OrderType.LIMIT), "market": int(OrderType.MARKET)}
+TYPE_TEXT = {v: k for k, v in TYPE_NAMES.items()}
+TIF_NAMES = {"gtc": int(Tif.GTC), "ioc": int(Tif.IOC), "fok": int(Tif.FOK)}
+TIF_TEXT = {v: k for k, v in TIF_NAMES.items()}
 STP_NAMES = {
-    "none": Stp.NONE,
-    "cancel_taker": Stp.CANCEL_TAKER,
-    "cancel_maker": Stp.CANCEL_MAKER,
-    "cancel_both": Stp.CANCEL_BOTH,
+    "none": int(Stp.NONE),
+    "cancel_taker": int(Stp.CANCEL_TAKER),
+    "cancel_maker": int(Stp.CANCEL_MAKER),
+    "cancel_both": int(Stp.CANCEL_BOTH),
 }
-STP_TEXT = {int(v): k for k, v in STP_NAMES.items()}
+STP_TEXT = {v: k for k, v in STP_NAMES.items()}
+_OP_NEW = int(Op.NEW)
 CANCEL_REASON_TEXT = {1: "user", 2: "unfilled", 3: "fok", 4: "self_trade"}
 
-FIELDS_BY_OP: dict[Op, frozenset[str]] = {
+FIELDS_BY_OP: dict[int, frozenset[str]] = {
     Op.NEW: frozenset({"op", "id", "side", "type", "price", "qty", "tif", "post_only", "stp", "market"}),
     Op.CANCEL: frozenset({"op", "id", "market"}),
     Op.AMEND: frozenset({"op", "id", "price", "qty", "market"}),
@@ -75,6 +78,20 @@ def dumps(obj: Any) -> bytes:
     """Compact JSON, UTF-8."""
     # ensure_ascii: echoed client text may hold lone surrogates, which UTF-8 cannot encode.
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def describe(value: Any) -> str:
+    """A short quote of a client's JSON value for a reject message. Never recurses: a value nested
+    just shallowly enough to parse must not blow the stack when quoted."""
+    if isinstance(value, str):
+        return json.dumps(value[:40])
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return repr(value)[:40]
 
 
 def hash_hex(value: int) -> str:
@@ -100,7 +117,7 @@ def parse_hash_hex(text: object) -> int:
 class OrderCommand:
     """One decoded client command, integers only, not yet mapped to engine ids."""
 
-    op: Op
+    op: int  # an Op value
     client_order_id: str | None
     side: int = 0
     order_type: int = OrderType.LIMIT
@@ -200,7 +217,7 @@ def _enum_field(obj: dict[str, Any], name: str, names: dict[str, Any], default: 
             raise _BadOrder(INVALID_FIELD, f"{name} must be one of {', '.join(names)}, got null")
         return default
     if not isinstance(value, str) or value not in names:
-        got = json.dumps(value)[:40]
+        got = describe(value)
         raise _BadOrder(INVALID_FIELD, f"{name} must be one of {', '.join(names)}, got {got}")
     return names[value]
 
@@ -215,7 +232,7 @@ def decode_order(obj: dict[str, Any], market: MarketSpec) -> OrderCommand | Wire
         if raw_op is None:
             raise _BadOrder(MISSING_FIELD, 'missing field "op" (new, cancel, amend or cancel_all)')
         if op_text is None:
-            got = json.dumps(raw_op)[:40]
+            got = describe(raw_op)
             raise _BadOrder(INVALID_OP, f"op must be new, cancel, amend or cancel_all, got {got}")
         op = OP_NAMES[op_text]
         unknown = obj.keys() - FIELDS_BY_OP[op]
@@ -223,7 +240,7 @@ def decode_order(obj: dict[str, Any], market: MarketSpec) -> OrderCommand | Wire
             names = ", ".join(json.dumps(name[:40]) for name in sorted(unknown)[:5])
             raise _BadOrder(UNKNOWN_FIELD, f"unknown field(s) for {op_text}: {names}")
         if "market" in obj and obj["market"] != market.name:
-            raise _BadOrder(UNKNOWN_MARKET, f"market {json.dumps(obj['market'])[:70]} is not {market.name}")
+            raise _BadOrder(UNKNOWN_MARKET, f"market {describe(obj['market'])} is not {market.name}")
         if raw_id is None:
             if op != Op.CANCEL_ALL:
                 raise _BadOrder(MISSING_FIELD, 'missing field "id" (the client order id)')
@@ -274,7 +291,7 @@ def _decode_new(obj: dict[str, Any], market: MarketSpec, client_order_id: str | 
         if "price" not in obj:
             raise _BadOrder(MISSING_FIELD, 'missing field "price" (a limit order needs one)')
         price = _amount(obj, "price", market.price_to_ticks, INVALID_PRICE)
-    return OrderCommand(Op.NEW, client_order_id, side, order_type, tif, stp, post_only, price, qty)
+    return OrderCommand(_OP_NEW, client_order_id, side, order_type, tif, stp, post_only, price, qty)
 
 
 def valid_client_id(client_id: str) -> bool:
@@ -392,7 +409,7 @@ def decode_entry(item: Any) -> LogEntry:
     elif not isinstance(coid, str) or not CLIENT_ORDER_ID_RE.fullmatch(coid):
         raise ValueError(f"log entry client order id invalid: {str(coid)[:70]!r}")
     return LogEntry(
-        _int_in(seq, 1, 2**63 - 1, "seq"),
+        _int_in(seq, 1, MAX_SEQ, "seq"),
         parse_hash_hex(hsh),
         client,
         coid,
@@ -436,8 +453,13 @@ def decode_log_message(payload: bytes) -> LogMessage:
     if type(doc.get("v")) is not int or doc.get("v") != WIRE_VERSION:
         raise ValueError(f"unsupported log message version {doc.get('v')!r}")
     market, head, entries = doc.get("market"), doc.get("head"), doc.get("entries")
-    if not isinstance(market, str) or type(head) is not int or head < 0 or not isinstance(entries, list):
-        raise ValueError("log message needs market (string), head (integer >= 0) and entries (array)")
+    if (
+        not isinstance(market, str)
+        or type(head) is not int
+        or not 0 <= head <= MAX_SEQ
+        or not isinstance(entries, list)
+    ):
+        raise ValueError("log message needs market (string), head (integer 0..2^63-1) and entries (array)")
     return LogMessage(market, head, bool(doc.get("replay", False)), [decode_entry(e) for e in entries])
 
 
