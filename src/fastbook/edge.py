@@ -184,7 +184,7 @@ class EdgeNode:
                         book = json.loads(payload)
                         version = book.get("version") if isinstance(book, dict) else None
                         if type(version) is not int or not 0 <= version <= MAX_SEQ:
-                            raise ValueError(f"book version must be an integer 0..2^63-1, not {version!r:.40}")
+                            raise ValueError(f"book version out of range: {version!r:.40}")
                         if book.get("market") != self.cfg.market:
                             raise ValueError(f"book of market {book.get('market')!r:.70}")
                         requests += self.follower.on_head(version, now)
