@@ -279,3 +279,18 @@ def test_decode_never_raises_on_objects(obj: dict[str, object]) -> None:
         json.loads(wire.encode_reports([item.report()]))
     else:
         assert item.op in (Op.NEW, Op.CANCEL, Op.AMEND, Op.CANCEL_ALL)
+
+
+def test_deep_values_are_quoted_without_recursion() -> None:
+    deep = "[" * 900 + "]" * 900
+    payload = ('{"op":"new","id":"a","side":' + deep + ',"price":"1","qty":"1"}').encode()
+    (item,) = wire.decode_orders(payload, SPEC)
+    assert isinstance(item, WireReject) and item.code in ("INVALID_FIELD", "MALFORMED_JSON")
+    assert wire.describe([[1]]) == "an array" and wire.describe({"a": 1}) == "an object"
+    assert wire.describe("x" * 100) == '"' + "x" * 40 + '"'
+
+
+@pytest.mark.parametrize("head", [2**63, -1])
+def test_log_head_must_be_int64(head: int) -> None:
+    with pytest.raises(ValueError):
+        wire.decode_log_message(wire.encode_log_message("M", 0, []).replace(b'"head":0', b'"head":%d' % head))
