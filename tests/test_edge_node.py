@@ -127,3 +127,16 @@ def test_replay_request_when_no_snapshot_arrives() -> None:
     out = edge.on_tick(1.5)
     requests = [decode_replay_request(o.payload) for o in out if o.topic == T.replay_request("alice")]
     assert [(r.first, r.last) for r in requests] == [(1, None)]
+
+
+def test_edge_started_without_snapshot_learns_the_tick_later(tmp_path: Path) -> None:
+    edge, _ = make_edge()
+    edge.on_connected()
+    edge.on_tick(1.5)  # no snapshot: replay from 1 with the default tick
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD:tick=0.5"), tmp_path / "d"))
+    _, messages = edge.submit({"op": "new", "id": "s1", "side": "sell", "price": "100.5", "qty": "2"})
+    out = seq.on_connected() + seq.on_messages([(m.topic, m.payload) for m in messages])
+    edge.on_messages([(o.topic, o.payload) for o in out if o.topic in dict(edge.subscriptions())])
+    assert edge.version == 1
+    assert edge.depth(1)["asks"] == [["100.5", "2.000", 1]]
+    seq.close()

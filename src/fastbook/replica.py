@@ -275,6 +275,8 @@ class Follower:
         self._see_head(snap.version, now)
         replica = self.replica
         if replica is not None and snap.version <= replica.version:
+            # A replica started without a snapshot guessed the default tick/lot for display.
+            replica.market = snap.market
             if snap.version == replica.version and snap.state_hash != replica.state_hash:
                 theirs, ours = hash_hex(snap.state_hash), hash_hex(replica.state_hash)
                 self._diverged(f"snapshot {snap.version} hash {theirs} != ours {ours}")
