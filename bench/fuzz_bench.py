@@ -402,7 +402,16 @@ def run_snapshot(data: bytes) -> None:
             all(isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in snap.seen.values()),
             "seen map",
         )
-    Replica.from_snapshot(snap)  # ValueError is the documented failure
+    replica = Replica.from_snapshot(snap)  # ValueError is the documented failure
+    # What was accepted must be usable: every resting order has a client, ids only grow, and a
+    # (owner, client order id) pair names one order.
+    require(
+        all(owner in replica.clients for owner, _ in replica.orders.values()), "order owner without client"
+    )
+    require(
+        all(order_id < replica.next_order_id for order_id in replica.orders), "next_order_id not above ids"
+    )
+    require(len(set(replica.orders.values())) == len(replica.orders), "client order id shared by two orders")
 
 
 def run_market(data: bytes) -> None:
