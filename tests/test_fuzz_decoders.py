@@ -1291,3 +1291,24 @@ def test_sequencer_sets_aside_an_inconsistent_snapshot_file(
         assert node.version > version
     finally:
         node.close()
+
+
+MARKET_FILES = {
+    "100k nested": b"[" * 100_000,
+    "not UTF-8": b"\xff",
+    "not an object": b"1e400",
+    "duplicate name": b'{"name":"BTC-USD","tick":"0.01","lot":"0.001","name":"X"}',
+    "NaN tick": b'{"name":"BTC-USD","tick":"NaN","lot":"0.001"}',
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("name", list(MARKET_FILES))
+def test_hostile_market_json_is_a_clear_value_error(tmp_path: Path, name: str) -> None:
+    """<data_dir>/market.json is decoded on every start: anything bad is ValueError with a message.
+    BUG for "100k nested": SequencerNode._check_market_file catches ValueError/OSError around json.loads,
+    so RecursionError escapes (sequencer.py)."""
+    (tmp_path / "market.json").write_bytes(MARKET_FILES[name])
+    with pytest.raises(ValueError) as raised:
+        SequencerNode(SequencerConfig(SPEC, tmp_path)).close()
+    assert str(raised.value)
