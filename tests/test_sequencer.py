@@ -194,9 +194,11 @@ def test_duplicates_rejected_even_after_restart(tmp_path: Path) -> None:
     )
     node.close()
     node = SequencerNode(cfg)  # snapshot at 2 (dedupe set inside) + journal entry 3
-    for coid in ("a1", "a3"):
+    for coid, original_seq in (("a1", 1), ("a3", 3)):
         out = send(node, "alice", new(coid, "buy", "99.00", "1"))
-        assert reports(out, "alice")[0]["code"] == "DUPLICATE_CLIENT_ORDER_ID"
+        (report,) = reports(out, "alice")
+        assert report["code"] == "DUPLICATE_CLIENT_ORDER_ID" and report["seq"] == original_seq
+        assert entries(out) == []
     out = send(node, "bob", new("a1", "buy", "99.00", "1"))  # ids are per client
     assert reports(out, "bob")[0]["type"] == "accepted" and entries(out)[0].seq == 4
     node.close()

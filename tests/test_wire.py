@@ -180,7 +180,7 @@ def test_replay_request() -> None:
             wire.decode_replay_request(bad)
 
 
-def make_snapshot(seen: dict[str, list[str]] | None = None) -> SnapshotData:
+def make_snapshot(seen: dict[str, dict[str, int]] | None = None) -> SnapshotData:
     return SnapshotData(
         SPEC,
         42,
@@ -194,10 +194,12 @@ def make_snapshot(seen: dict[str, list[str]] | None = None) -> SnapshotData:
 
 
 def test_snapshot_roundtrip_with_and_without_dedupe() -> None:
-    for seen in (None, {"alice": ["o-1", "o-3"]}):
+    for seen in (None, {"alice": {"o-1": 1, "o-3": 5}}):
         snap = make_snapshot(seen)
         assert wire.decode_snapshot(wire.encode_snapshot(snap)) == snap
         assert wire.is_snapshot_payload(wire.encode_snapshot(snap))
+    older_form = make_snapshot({"alice": ["o-1"]})  # type: ignore[dict-item]
+    assert wire.decode_snapshot(wire.encode_snapshot(older_form)).seen == {"alice": {"o-1": 0}}
 
 
 def test_snapshot_corruption_detected() -> None:

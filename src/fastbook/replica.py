@@ -133,7 +133,7 @@ class Replica:
 
     # -- snapshots -------------------------------------------------------------------------
 
-    def snapshot_data(self, seen: dict[str, list[str]] | None = None) -> SnapshotData:
+    def snapshot_data(self, seen: dict[str, dict[str, int]] | None = None) -> SnapshotData:
         orders = sorted((order_id, owner, coid) for order_id, (owner, coid) in self.orders.items())
         return SnapshotData(
             self.market,
@@ -167,8 +167,17 @@ class Replica:
             info = book.order(order_id)
             if info is None or info[1] != owner:
                 raise ValueError(f"snapshot {snap.version}: order {order_id} of the maps is not in the book")
+            if owner not in replica.clients:
+                raise ValueError(f"snapshot {snap.version}: order {order_id} has owner {owner} of no client")
+            if order_id >= snap.next_order_id:
+                raise ValueError(f"snapshot {snap.version}: order {order_id} is not below next_order_id")
+            if order_id in replica.orders:
+                raise ValueError(f"snapshot {snap.version}: order {order_id} listed twice")
+            by_id = replica.by_owner.setdefault(owner, {})
+            if coid in by_id:
+                raise ValueError(f"snapshot {snap.version}: two open orders of owner {owner} share {coid!r}")
             replica.orders[order_id] = (owner, coid)
-            replica.by_owner.setdefault(owner, {})[coid] = order_id
+            by_id[coid] = order_id
         if len(replica.orders) != len(book):
             counts = f"maps hold {len(replica.orders)} orders, book {len(book)}"
             raise ValueError(f"snapshot {snap.version}: {counts}")

@@ -142,8 +142,8 @@ class SequencerNode:
         path = self.data_dir / MARKET_FILE
         if path.exists():
             try:
-                stored = MarketSpec.from_json(json.loads(path.read_text()))
-            except (ValueError, OSError) as exc:
+                stored = MarketSpec.from_json(json.loads(path.read_bytes()))
+            except (ValueError, OSError, RecursionError) as exc:
                 raise ValueError(f"{path} is unreadable: {exc}") from exc
             if stored != self.market:
                 raise ValueError(f"data dir {self.data_dir} belongs to market {stored}, not {self.market}")
@@ -157,14 +157,14 @@ class SequencerNode:
             raise ValueError("snapshot file lacks the dedupe set")
         return Replica.from_snapshot(snap)
 
-    def _recover(self) -> tuple[Replica, dict[str, set[str]]]:
+    def _recover(self) -> tuple[Replica, dict[str, dict[str, int]]]:
         """Latest valid snapshot file + replay of the journal after it (hash-checked)."""
         loaded = self.snapshots.load_latest(self._restore)
         if loaded is not None:
             snap, restored = loaded
             assert isinstance(restored, Replica) and snap.seen is not None
             replica = restored
-            seen = {client: set(ids) for client, ids in snap.seen.items()}
+            seen = {client: dict(ids) for client, ids in snap.seen.items()}
         else:
             replica, seen = Replica(self.market), {}
         journal = self.journal
@@ -194,7 +194,7 @@ class SequencerNode:
                         f"journal replay diverged ({exc}); was it written by a different engine?"
                     ) from exc
                 if entry.op == Op.NEW:
-                    seen.setdefault(entry.client_id, set()).add(entry.client_order_id)  # type: ignore[arg-type]
+                    seen.setdefault(entry.client_id, {})[entry.client_order_id] = entry.seq  # type: ignore[index]
                 trades = [event for event in events if event[0] == _TRADE]
                 if trades:
                     self.last_trade = self._public_trade(entry.seq, len(trades), trades[-1])
@@ -312,12 +312,11 @@ class SequencerNode:
             assert coid is not None
             seen = self.seen.get(client)
             if seen is not None and coid in seen:
-                message = (
-                    f"client order id {coid!r} was already accepted earlier; this copy was not executed"
-                )
-                batch.reports.append(
-                    (client, reject_report(coid, "new", DUPLICATE_CLIENT_ORDER_ID, message), 0)
-                )
+                original = seen[coid] or None  # 0: accepted before seqs were kept with the ids
+                message = f"client order id {coid!r} was already accepted earlier; this copy was not executed"
+                report = reject_report(coid, "new", DUPLICATE_CLIENT_ORDER_ID, message)
+                report["seq"] = original
+                batch.reports.append((client, report, 0))
                 return
             if owner is None:
                 owner = replica.next_owner()
@@ -371,7 +370,7 @@ class SequencerNode:
         batch.entries.append(entry)
         batch.raw.append(encode_entry(entry))
         if op == Op.NEW:
-            self.seen.setdefault(client, set()).add(coid)  # type: ignore[arg-type]
+            self.seen.setdefault(client, {})[coid] = seq  # type: ignore[index]
         self._event_reports(seq, client, cmd, events, batch)
 
     def _event_reports(self, seq: int, client: str, cmd: OrderCommand, events: list, batch: _Batch) -> None:
@@ -530,7 +529,7 @@ class SequencerNode:
 
     def _take_snapshot(self, now: float) -> list[Outgoing]:
         """Write <version>.snap (with the dedupe set) and publish it retained (without)."""
-        seen = {client: list(ids) for client, ids in self.seen.items()}
+        seen = {client: dict(ids) for client, ids in self.seen.items()}
         full = self.replica.snapshot_data(seen)
         try:
             self.snapshots.write(full)

@@ -515,7 +515,9 @@ class SnapshotData:
     next_order_id: int
     owners: dict[str, int]  # client id -> engine owner number
     orders: list[tuple[int, int, str]]  # resting orders: (engine order id, owner, client order id)
-    seen: dict[str, list[str]] | None = None  # client -> every client order id used by a "new"
+    # client -> {client order id: seq that accepted it} for every "new" ever sequenced (the dedupe
+    # set; files only). Decoding also takes the older form client -> [ids] (seq unknown: 0).
+    seen: dict[str, dict[str, int]] | None = None
 
 
 def encode_snapshot(snap: SnapshotData) -> bytes:
@@ -592,15 +594,22 @@ def decode_snapshot(data: bytes) -> SnapshotData:
             if not isinstance(coid, str) or not CLIENT_ORDER_ID_RE.fullmatch(coid):
                 raise ValueError(f"orders: invalid client order id {str(coid)[:70]!r}")
             orders.append((order_id, owner, coid))
-        seen = meta.get("seen") if flags & _SNAP_FLAG_DEDUPE else None
-        if seen is not None:
-            if not isinstance(seen, dict):
+        raw_seen = meta.get("seen") if flags & _SNAP_FLAG_DEDUPE else None
+        seen: dict[str, dict[str, int]] | None = None
+        if raw_seen is not None:
+            if not isinstance(raw_seen, dict):
                 raise ValueError("seen must be an object")
-            for client, ids in seen.items():
-                if not valid_client_id(client) or not isinstance(ids, list):
+            seen = {}
+            for client, ids in raw_seen.items():
+                if not valid_client_id(client) or not isinstance(ids, (dict, list)):
                     raise ValueError(f"seen: bad entry for {client[:70]!r}")
-                if not all(isinstance(i, str) and CLIENT_ORDER_ID_RE.fullmatch(i) for i in ids):
-                    raise ValueError(f"seen: invalid client order id for {client[:70]!r}")
+                pairs = ids.items() if isinstance(ids, dict) else ((i, 0) for i in ids)
+                accepted: dict[str, int] = {}
+                for coid, seq in pairs:
+                    if not isinstance(coid, str) or not CLIENT_ORDER_ID_RE.fullmatch(coid):
+                        raise ValueError(f"seen: invalid client order id for {client[:70]!r}")
+                    accepted[coid] = _int_in(seq, 0, MAX_SEQ, "seen seq")
+                seen[client] = accepted
         state_hash = parse_hash_hex(meta["hash"])
         return SnapshotData(market, version, state_hash, engine, next_order_id, owners, orders, seen)
     except (KeyError, TypeError, ValueError, RecursionError) as exc:
