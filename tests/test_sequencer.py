@@ -197,7 +197,8 @@ def test_duplicates_rejected_even_after_restart(tmp_path: Path) -> None:
     for coid, original_seq in (("a1", 1), ("a3", 3)):
         out = send(node, "alice", new(coid, "buy", "99.00", "1"))
         (report,) = reports(out, "alice")
-        assert report["code"] == "DUPLICATE_CLIENT_ORDER_ID" and report["seq"] == original_seq
+        assert report["code"] == "DUPLICATE_CLIENT_ORDER_ID"
+        assert f"already accepted at seq {original_seq};" in report["message"]
         assert entries(out) == []
     out = send(node, "bob", new("a1", "buy", "99.00", "1"))  # ids are per client
     assert reports(out, "bob")[0]["type"] == "accepted" and entries(out)[0].seq == 4

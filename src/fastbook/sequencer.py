@@ -312,10 +312,10 @@ class SequencerNode:
             assert coid is not None
             seen = self.seen.get(client)
             if seen is not None and coid in seen:
-                original = seen[coid] or None  # 0: accepted before seqs were kept with the ids
-                message = f"client order id {coid!r} was already accepted earlier; this copy was not executed"
+                original = seen[coid]  # 0: accepted before seqs were kept with the ids
+                where = f" at seq {original}" if original else ""
+                message = f"client order id {coid!r} was already accepted{where}; this copy was not executed"
                 report = reject_report(coid, "new", DUPLICATE_CLIENT_ORDER_ID, message)
-                report["seq"] = original
                 batch.reports.append((client, report, 0))
                 return
             if owner is None:
