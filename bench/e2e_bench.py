@@ -180,8 +180,10 @@ class System:
                                    str(data), "--market", MARKET, "-q"])
         else:
             conf = workdir / "mosquitto.conf"
-            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                            "max_queued_messages 0\nmax_inflight_messages 1000\nset_tcp_nodelay true\nlog_type error\n")
+            conf.write_text(
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                "max_queued_messages 0\nmax_inflight_messages 1000\nset_tcp_nodelay true\nlog_type error\n"
+            )
             self._spawn("mosquitto", [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)])
             wait_until(lambda: port_open(self.port), 10, "mosquitto")
             self._spawn("sequencer", [str(BIN / "fastbook-sequencer"), "--broker", self.url, "--data-dir",

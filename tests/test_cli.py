@@ -240,3 +240,23 @@ def test_edge_terminal_view_takes_typed_orders(mosquitto: Broker, tmp_path: Path
             edge.wait(5)
         os.close(master)
         sequencer.stop()
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("signum", [2, 15])
+def test_demo_keep_running_stops_cleanly_on_signal(tmp_path: Path, signum: int) -> None:
+    import os
+
+    args = [program("fastbook"), "demo", "--keep-running", "--orders", "100", "--data-dir", str(tmp_path)]
+    proc = Proc(args, tmp_path / "demo.out")
+    try:
+        wait_for(lambda: "Ctrl-C to stop" in proc.output() or not proc.alive(), 60, "the demo summary")
+        assert "CONVERGED" in proc.output()
+        os.kill(proc.pid, signum)
+        proc.popen.wait(30)
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.output()
+    logs = {p.name: p.read_text() for p in tmp_path.glob("*.log")}
+    assert {"broker.log", "edge-alice.log", "edge-bob.log", "edge-carol.log"} <= set(logs)
+    assert "fastbook broker stopped" in logs["broker.log"]  # children got a clean SIGTERM too

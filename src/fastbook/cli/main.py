@@ -66,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from fastbook.demo import run_demo
 
+        # Explicit handlers: a program started in the background by a shell inherits SIGINT ignored.
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
         return run_demo(args.orders, args.seed, args.keep_running, args.data_dir)
     return EXIT_FAILURE  # unreachable: argparse requires a command
 
