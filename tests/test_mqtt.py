@@ -50,7 +50,10 @@ def test_parse_broker_url_rejects(url: str, message: str) -> None:
 def test_parse_several_urls() -> None:
     assert parse_broker_urls("mqtt://a:1, mqtt://b:2") == [BrokerAddress("a", 1), BrokerAddress("b", 2)]
     assert parse_broker_urls(["mqtt://a:1", "mqtt://b:2,mqtt://c"]) == [
-        BrokerAddress("a", 1), BrokerAddress("b", 2), BrokerAddress("c", 1883)]
+        BrokerAddress("a", 1),
+        BrokerAddress("b", 2),
+        BrokerAddress("c", 1883),
+    ]
     with pytest.raises(ValueError, match="no broker URL"):
         parse_broker_urls(" , ")
 
@@ -125,7 +128,7 @@ def test_runner_delivers_in_order_on_one_thread(mosquitto: Broker) -> None:
         wait_for(lambda: sink.ticks > 0 and echo.ticks > 0, 5, "ticks")
     out = [p for t, p in sink.messages if t == "test/out"]
     assert out == [b"%d" % i for i in range(count)]  # one publisher, one topic: order kept end to end
-    assert (b"online" in [p for t, p in sink.messages if t == "test/status"])
+    assert b"online" in [p for t, p in sink.messages if t == "test/status"]
     assert max(echo.batches) > 1  # the worker drained the inbox in batches
     assert echo.closed and sink.closed
     assert len(echo.threads) == 1 and len(sink.threads) == 1  # one worker thread owns each node
@@ -162,10 +165,15 @@ def test_close_messages_are_published_on_stop(mosquitto: Broker) -> None:
         wait_for(lambda: ("test/closing", b"bye") in watcher.messages, 10, "close() message")
 
 
-def test_node_exception_stops_runner(mosquitto: Broker) -> None:
-    node = Recorder(["test/boom"])
+def test_node_exception_stops_runner_and_fires_the_will(mosquitto: Broker) -> None:
+    node = Recorder(["test/boom"], will=Outgoing("test/will", b"victim gone"))
     node.fail_on = b"boom"
-    with NodeRunner(Recorder([]), mosquitto.url, "bomber-1") as sender:
+    watcher = Recorder(["test/will"])
+    with (
+        NodeRunner(watcher, mosquitto.url, "will-watcher-1"),
+        NodeRunner(Recorder([]), mosquitto.url, "bomber-1") as sender,
+    ):
+        wait_for(lambda: watcher.connects == 1, 10, "will watcher subscribed")
         runner = NodeRunner(node, mosquitto.url, "victim-1").start()
         assert runner.wait_connected(10)
         wait_for(lambda: node.connects == 1, 10, "victim subscribed")
@@ -173,6 +181,7 @@ def test_node_exception_stops_runner(mosquitto: Broker) -> None:
         assert not runner.wait(10)
         assert isinstance(runner.error, RuntimeError)
         assert not runner.running
+        wait_for(lambda: ("test/will", b"victim gone") in watcher.messages, 10, "the last will")
 
 
 def test_failover_skips_dead_broker(mosquitto: Broker) -> None:

@@ -399,7 +399,7 @@ class NodeRunner:
             log.exception("%s: node failed; stopping", self.name)
             self.error = exc
             self._stopping.set()
-            self._disconnect()
+            self._drop_connection()
             self._fail_pending_calls()
             self._stopped.set()
 
@@ -445,6 +445,17 @@ class NodeRunner:
         except Exception:  # already gone; nothing to flush
             pass
         self._net_done.set()
+
+    def _drop_connection(self) -> None:
+        """End the connection without a DISCONNECT packet, so the broker publishes the last will
+        (a failed edge must not stay "online")."""
+        self._net_done.set()
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _fail_pending_calls(self) -> None:
         while self._inbox:
