@@ -12,9 +12,11 @@ Every state change goes through the nogil C functions below; the per-command Pyt
 batch loop call the same functions, so they produce the same events by construction.
 """
 
+cimport cython
 from cpython.buffer cimport PyBuffer_FillInfo
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.object cimport PyObject
 from cython.operator cimport dereference as deref
 from cython.operator cimport preincrement as inc
 from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint32_t, uint64_t
@@ -31,6 +33,7 @@ from contract cimport *
 from level cimport HeapEntry, Level, LevelIndex, LevelPool, SideBook
 from order cimport NIL, IndexSlot, Order, OrderIndex, OrderPool
 from statehash cimport mix64, order_hash, order_hash_delta, order_hash_from
+from pyint cimport new_byte_int, new_int, new_int_hint, small_int_value
 
 import numpy as np
 
@@ -927,7 +930,15 @@ cdef int apply_command(BookState* b, const CommandRec* rec) noexcept nogil:
 # Python argument conversion
 # ---------------------------------------------------------------------------------------------
 
-cdef int64_t as_i64(object value, str name) except? -1:
+cdef inline int64_t as_i64(object value, str name) except? -1:
+    # An int argument as int64, or ValueError (docs/engine.md). Small ints are read in place.
+    cdef int64_t v
+    if small_int_value(<PyObject*>value, &v):
+        return v
+    return as_i64_general(value, name)
+
+
+cdef int64_t as_i64_general(object value, str name) except? -1:
     cdef int overflow = 0
     cdef long long v
     if not isinstance(value, int):
@@ -938,20 +949,86 @@ cdef int64_t as_i64(object value, str name) except? -1:
     return v
 
 
-cdef inline object exact(object value):
-    # value if it is an exact int (safe to put in an event as is), else None.
-    return value if type(value) is int else None
+cdef inline PyObject* exact(object value) noexcept:
+    # value (borrowed) if it is an exact int, so an event may carry it as is; else NULL.
+    return <PyObject*>value if type(value) is int else NULL
 
 
-cdef inline object reuse(object candidate, int64_t candidate_value, int64_t value):
-    if candidate is not None and value == candidate_value:
-        return candidate
-    return value
+cdef extern from "Python.h":
+    # Raw forms: the tuple and list slots steal the references they are given.
+    PyObject* raw_tuple_new "PyTuple_New"(Py_ssize_t size)
+    void raw_tuple_set "PyTuple_SET_ITEM"(PyObject* t, Py_ssize_t i, PyObject* item)
+    list list_new "PyList_New"(Py_ssize_t size)
+    void list_put "PyList_SET_ITEM"(object lst, Py_ssize_t i, PyObject* item)
+    void raw_decref "Py_DECREF"(PyObject* o)
 
 
-cdef inline tuple rejected(int64_t order_id, int64_t owner, int64_t side, int64_t price, int64_t qty,
-                           int code):
-    return (EV_REJECTED, order_id, owner, side, price, qty, 0, 0, 0, 0, code)
+cdef struct ArgInts:
+    # The caller's int objects (borrowed; NULL when not an exact int) with their values: event fields
+    # that repeat a command argument reuse its object.
+    PyObject* id_obj
+    int64_t id_val
+    PyObject* owner_obj
+    int64_t owner_val
+    PyObject* price_obj
+    int64_t price_val
+    PyObject* qty_obj
+    int64_t qty_val
+
+
+cdef inline void tuple_put(PyObject* t, Py_ssize_t i, PyObject* item, bint* failed) noexcept:
+    raw_tuple_set(t, i, item)
+    if item == NULL:
+        failed[0] = True
+
+
+cdef PyObject* event_tuple(const EventRec* e, const ArgInts* a) noexcept:
+    # One event as an 11-tuple (new reference), or NULL with an exception set.
+    cdef PyObject* t = raw_tuple_new(11)
+    cdef bint failed = False
+    if t == NULL:
+        return NULL
+    tuple_put(t, 0, new_byte_int(e.type), &failed)
+    tuple_put(t, 1, new_int_hint(e.order_id, a.id_obj, a.id_val), &failed)
+    tuple_put(t, 2, new_int_hint(e.owner, a.owner_obj, a.owner_val), &failed)
+    tuple_put(t, 3, new_byte_int(e.side), &failed)
+    tuple_put(t, 4, new_int_hint(e.price, a.price_obj, a.price_val), &failed)
+    tuple_put(t, 5, new_int_hint(e.qty, a.qty_obj, a.qty_val), &failed)
+    tuple_put(t, 6, new_int_hint(e.remaining, a.qty_obj, a.qty_val), &failed)
+    tuple_put(t, 7, new_int(e.other_id), &failed)
+    tuple_put(t, 8, new_int(e.other_owner), &failed)
+    tuple_put(t, 9, new_int(e.other_remaining), &failed)
+    tuple_put(t, 10, new_byte_int(e.reason), &failed)
+    if failed:
+        raw_decref(t)
+        return NULL
+    return t
+
+
+cdef list rejected(int64_t order_id, int64_t owner, int64_t side, int64_t price, int64_t qty, int code,
+                   const ArgInts* a):
+    # The one-event answer of a command rejected before it reached the book (fields as given).
+    cdef PyObject* t = raw_tuple_new(11)
+    cdef bint failed = False
+    if t == NULL:
+        raise MemoryError()
+    tuple_put(t, 0, new_byte_int(EV_REJECTED), &failed)
+    tuple_put(t, 1, new_int_hint(order_id, a.id_obj, a.id_val), &failed)
+    tuple_put(t, 2, new_int_hint(owner, a.owner_obj, a.owner_val), &failed)
+    tuple_put(t, 3, new_int(side), &failed)
+    tuple_put(t, 4, new_int_hint(price, a.price_obj, a.price_val), &failed)
+    tuple_put(t, 5, new_int_hint(qty, a.qty_obj, a.qty_val), &failed)
+    tuple_put(t, 6, new_byte_int(0), &failed)
+    tuple_put(t, 7, new_byte_int(0), &failed)
+    tuple_put(t, 8, new_byte_int(0), &failed)
+    tuple_put(t, 9, new_byte_int(0), &failed)
+    tuple_put(t, 10, new_byte_int(<unsigned>code), &failed)
+    if failed:
+        raw_decref(t)
+        raise MemoryError()
+    cdef list out = list_new(1)
+    list_put(out, 0, t)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1074,76 +1151,97 @@ cdef class Book:
         self.st.ev.failed = False
         return 0
 
-    cdef list _drain(self, object id_obj, int64_t id_val, object owner_obj, int64_t owner_val,
-                     object price_obj, int64_t price_val, object qty_obj, int64_t qty_val):
-        # The events as 11-tuples. Most fields of a command's events repeat its arguments, so the
-        # caller's int objects are reused for them (when they are exact ints) instead of new ints.
+    cdef list _drain(self, const ArgInts* a):
+        # The events as 11-tuples, in a list of exactly their number.
         cdef EventBuffer* ev = &self.st.ev
         cdef size_t i
-        cdef EventRec* e
+        cdef PyObject* t
         if ev.failed:
             raise MemoryError("event buffer allocation failed")
-        cdef list out = []
+        cdef list out = list_new(<Py_ssize_t>ev.count)
         for i in range(ev.count):
-            e = &ev.items[i]
-            out.append((e.type, reuse(id_obj, id_val, e.order_id), reuse(owner_obj, owner_val, e.owner),
-                        e.side, reuse(price_obj, price_val, e.price), reuse(qty_obj, qty_val, e.qty),
-                        reuse(qty_obj, qty_val, e.remaining), e.other_id, e.other_owner,
-                        e.other_remaining, e.reason))
+            t = event_tuple(&ev.items[i], a)
+            if t == NULL:
+                raise MemoryError()      # the unfilled slots of `out` are NULL, which a list allows
+            list_put(out, <Py_ssize_t>i, t)
         return out
 
     # -- commands ------------------------------------------------------------------------------
 
+    @cython.binding(False)
     def new(self, order_id, owner, side, price, qty, type=LIMIT, tif=GTC, post_only=False,
             stp=STP_NONE):
-        cdef int64_t oid = as_i64(order_id, "order_id")
-        cdef int64_t own = as_i64(owner, "owner")
+        cdef ArgInts a
+        a.id_val = as_i64(order_id, "order_id")
+        a.owner_val = as_i64(owner, "owner")
         cdef int64_t sd = as_i64(side, "side")
-        cdef int64_t px = as_i64(price, "price")
-        cdef int64_t q = as_i64(qty, "qty")
+        a.price_val = as_i64(price, "price")
+        a.qty_val = as_i64(qty, "qty")
         cdef int64_t ty = as_i64(type, "type")
         cdef int64_t tf = as_i64(tif, "tif")
         cdef bint po = as_i64(post_only, "post_only") != 0
         cdef int64_t sp = as_i64(stp, "stp")
-        cdef uint8_t code = check_new(oid, own, sd, ty, tf, sp, q, px, po)
+        a.id_obj = exact(order_id)
+        a.owner_obj = exact(owner)
+        a.price_obj = exact(price)
+        a.qty_obj = exact(qty)
+        cdef uint8_t code = check_new(a.id_val, a.owner_val, sd, ty, tf, sp, a.qty_val, a.price_val, po)
         if code != REJ_NONE:
-            return [rejected(oid, own, sd, px, q, code)]
+            return rejected(a.id_val, a.owner_val, sd, a.price_val, a.qty_val, code, &a)
         self._enter()
         if reserve(&self.st) < 0:
             raise MemoryError("order book allocation failed")
-        cmd_new_checked(&self.st, oid, <uint32_t>own, <uint8_t>sd, <uint8_t>ty, <uint8_t>tf, <uint8_t>sp,
-                        q, px, po)
-        return self._drain(exact(order_id), oid, exact(owner), own, exact(price), px, exact(qty), q)
+        cmd_new_checked(&self.st, a.id_val, <uint32_t>a.owner_val, <uint8_t>sd, <uint8_t>ty, <uint8_t>tf,
+                        <uint8_t>sp, a.qty_val, a.price_val, po)
+        return self._drain(&a)
 
+    @cython.binding(False)
     def cancel(self, order_id, owner):
-        cdef int64_t oid = as_i64(order_id, "order_id")
-        cdef int64_t own = as_i64(owner, "owner")
-        if own < 0 or own > MAX_OWNER:
-            return [rejected(oid, own, 0, 0, 0, INVALID_OWNER)]
+        cdef ArgInts a
+        a.id_val = as_i64(order_id, "order_id")
+        a.owner_val = as_i64(owner, "owner")
+        a.id_obj = exact(order_id)
+        a.owner_obj = exact(owner)
+        a.price_obj = NULL
+        a.qty_obj = NULL
+        if a.owner_val < 0 or a.owner_val > MAX_OWNER:
+            return rejected(a.id_val, a.owner_val, 0, 0, 0, INVALID_OWNER, &a)
         self._enter()
-        cmd_cancel(&self.st, oid, <uint32_t>own)
-        return self._drain(exact(order_id), oid, exact(owner), own, None, 0, None, 0)
+        cmd_cancel(&self.st, a.id_val, <uint32_t>a.owner_val)
+        return self._drain(&a)
 
+    @cython.binding(False)
     def amend(self, order_id, owner, price=0, qty=0):
-        cdef int64_t oid = as_i64(order_id, "order_id")
-        cdef int64_t own = as_i64(owner, "owner")
-        cdef int64_t px = as_i64(price, "price")
-        cdef int64_t q = as_i64(qty, "qty")
-        if own < 0 or own > MAX_OWNER:
-            return [rejected(oid, own, 0, px, q, INVALID_OWNER)]
+        cdef ArgInts a
+        a.id_val = as_i64(order_id, "order_id")
+        a.owner_val = as_i64(owner, "owner")
+        a.price_val = as_i64(price, "price")
+        a.qty_val = as_i64(qty, "qty")
+        a.id_obj = exact(order_id)
+        a.owner_obj = exact(owner)
+        a.price_obj = exact(price)
+        a.qty_obj = exact(qty)
+        if a.owner_val < 0 or a.owner_val > MAX_OWNER:
+            return rejected(a.id_val, a.owner_val, 0, a.price_val, a.qty_val, INVALID_OWNER, &a)
         self._enter()
         if reserve(&self.st) < 0:
             raise MemoryError("order book allocation failed")
-        cmd_amend(&self.st, oid, <uint32_t>own, px, q)
-        return self._drain(exact(order_id), oid, exact(owner), own, exact(price), px, exact(qty), q)
+        cmd_amend(&self.st, a.id_val, <uint32_t>a.owner_val, a.price_val, a.qty_val)
+        return self._drain(&a)
 
+    @cython.binding(False)
     def cancel_all(self, owner):
-        cdef int64_t own = as_i64(owner, "owner")
-        if own < 0 or own > MAX_OWNER:
-            return [rejected(0, own, 0, 0, 0, INVALID_OWNER)]
+        cdef ArgInts a
+        a.owner_val = as_i64(owner, "owner")
+        a.owner_obj = exact(owner)
+        a.id_obj = NULL
+        a.price_obj = NULL
+        a.qty_obj = NULL
+        if a.owner_val < 0 or a.owner_val > MAX_OWNER:
+            return rejected(0, a.owner_val, 0, 0, 0, INVALID_OWNER, &a)
         self._enter()
-        cmd_cancel_all(&self.st, <uint32_t>own)
-        return self._drain(None, 0, exact(owner), own, None, 0, None, 0)
+        cmd_cancel_all(&self.st, <uint32_t>a.owner_val)
+        return self._drain(&a)
 
     def apply_batch(self, commands):
         """Run a numpy array of COMMAND_DTYPE through the book with the GIL released; returns the
