@@ -158,3 +158,15 @@ def test_shipped_mosquitto_conf_does_not_drop_qos1(tmp_path: Path, drop_limits: 
         assert [int(p) for _, p in back.messages[:expected]] == list(range(expected))
     finally:
         proc.stop()
+
+
+def test_readme_python_example_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = re.search(r"```python\n(.*?)```", (EDGE_DIR / "README.md").read_text(), flags=re.S)
+    assert code is not None
+    cluster = Cluster("mosquitto", tmp_path)
+    try:
+        exec(compile(code.group(1).replace("mqtt://127.0.0.1:1883", cluster.url), "README.md", "exec"), {})
+    finally:
+        cluster.stop()
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("accepted ")
