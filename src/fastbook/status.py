@@ -19,6 +19,27 @@ from fastbook.topics import DEFAULT_PREFIX, Topics, client_from_topic
 QUIET_SECONDS = 0.3  # retained messages arrive right after the SUBACK; stop once they pause
 
 
+def _json_object(payload: bytes) -> dict[str, Any] | None:
+    """A retained message as a JSON object, or None when it is not one (anyone may publish there)."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _int_field(doc: dict[str, Any], name: str) -> int | None:
+    value = doc.get(name)
+    return value if type(value) is int else None  # bool is not a version
+
+
+def _best_price(levels: Any) -> str | None:
+    if isinstance(levels, list) and levels and isinstance(levels[0], list) and levels[0]:
+        price = levels[0][0]
+        return price if isinstance(price, str) else None
+    return None
+
+
 @dataclass
 class ReplicaStatus:
     client_id: str
@@ -29,20 +50,16 @@ class ReplicaStatus:
 
     @classmethod
     def from_payload(cls, client_id: str, payload: bytes) -> ReplicaStatus:
-        try:
-            doc = json.loads(payload)
-        except ValueError:
-            doc = None
-        if not isinstance(doc, dict):
+        doc = _json_object(payload)
+        if doc is None:
             return cls(client_id, "unreadable", None, None, None)
-        version = doc.get("version")
-        lag = doc.get("lag")
+        state = doc.get("state")
         return cls(
             client_id,
-            str(doc.get("state", "?")),
-            version if isinstance(version, int) else None,
+            state if isinstance(state, str) else "?",
+            _int_field(doc, "version"),
             doc.get("hash") if isinstance(doc.get("hash"), str) else None,
-            lag if isinstance(lag, int) else None,
+            _int_field(doc, "lag"),
         )
 
 
@@ -106,19 +123,16 @@ class _StatusCollector:
         return []
 
     def _book(self, payload: bytes) -> None:
-        try:
-            doc = json.loads(payload)
-        except ValueError:
+        doc = _json_object(payload)
+        if doc is None:
             return
-        if not isinstance(doc, dict):
-            return
-        if isinstance(doc.get("version"), int):
-            self.status.book_version = doc["version"]
+        version = _int_field(doc, "version")
+        if version is not None:
+            self.status.book_version = version
         if isinstance(doc.get("hash"), str):
             self.status.book_hash = doc["hash"]
-        bids, asks = doc.get("bids") or [], doc.get("asks") or []
-        self.status.best_bid = bids[0][0] if bids and isinstance(bids[0], list) else None
-        self.status.best_ask = asks[0][0] if asks and isinstance(asks[0], list) else None
+        self.status.best_bid = _best_price(doc.get("bids"))
+        self.status.best_ask = _best_price(doc.get("asks"))
 
     def on_tick(self, now: float) -> list[Outgoing]:
         return []
