@@ -139,4 +139,4 @@ EVENT_FIELDS = Event._fields
 def event_rows_to_tuples(rows: np.ndarray) -> list[tuple[int, ...]]:
     """Turn EVENT_DTYPE rows into the per-command API's 11-tuples (for comparison and display)."""
     cols = [rows[name].tolist() for name in EVENT_FIELDS]
-    return [tuple(r) for r in zip(*cols)]
+    return [tuple(r) for r in zip(*cols, strict=True)]
