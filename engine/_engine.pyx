@@ -958,9 +958,32 @@ cdef extern from "Python.h":
     # Raw forms: the tuple and list slots steal the references they are given.
     PyObject* raw_tuple_new "PyTuple_New"(Py_ssize_t size)
     void raw_tuple_set "PyTuple_SET_ITEM"(PyObject* t, Py_ssize_t i, PyObject* item)
-    list list_new "PyList_New"(Py_ssize_t size)
     void list_put "PyList_SET_ITEM"(object lst, Py_ssize_t i, PyObject* item)
+    void raw_incref "Py_INCREF"(PyObject* o)
     void raw_decref "Py_DECREF"(PyObject* o)
+    PyObject* err_occurred "PyErr_Occurred"()
+
+
+cdef extern from *:
+    """
+    /* A list of n slots whose item array comes from PyMem_Malloc rather than PyList_New's calloc (the
+       zeroing is measurable for the 1-3 events of a command). The caller must fill every slot (NULL
+       is allowed) before the list is seen or dropped. */
+    static PyObject* fb_list_unfilled(Py_ssize_t n) {
+        PyListObject* l = (PyListObject*)PyList_New(0);
+        if (l == NULL || n == 0) return (PyObject*)l;
+        PyObject** items = (PyObject**)PyMem_Malloc((size_t)n * sizeof(PyObject*));
+        if (items == NULL) {
+            Py_DECREF(l);
+            return PyErr_NoMemory();
+        }
+        l->ob_item = items;
+        l->allocated = n;
+        Py_SET_SIZE(l, n);
+        return (PyObject*)l;
+    }
+    """
+    list list_unfilled "fb_list_unfilled"(Py_ssize_t n)
 
 
 cdef struct ArgInts:
@@ -983,25 +1006,33 @@ cdef inline void tuple_put(PyObject* t, Py_ssize_t i, PyObject* item, bint* fail
 
 
 cdef PyObject* event_tuple(const EventRec* e, const ArgInts* a) noexcept:
-    # One event as an 11-tuple (new reference), or NULL with an exception set.
+    # One event as an 11-tuple (new reference), or NULL. An int that could not be allocated leaves
+    # a NULL slot (a tuple allows it) and an exception set: the caller checks PyErr_Occurred once.
     cdef PyObject* t = raw_tuple_new(11)
-    cdef bint failed = False
+    cdef PyObject* zero
     if t == NULL:
         return NULL
-    tuple_put(t, 0, new_byte_int(e.type), &failed)
-    tuple_put(t, 1, new_int_hint(e.order_id, a.id_obj, a.id_val), &failed)
-    tuple_put(t, 2, new_int_hint(e.owner, a.owner_obj, a.owner_val), &failed)
-    tuple_put(t, 3, new_byte_int(e.side), &failed)
-    tuple_put(t, 4, new_int_hint(e.price, a.price_obj, a.price_val), &failed)
-    tuple_put(t, 5, new_int_hint(e.qty, a.qty_obj, a.qty_val), &failed)
-    tuple_put(t, 6, new_int_hint(e.remaining, a.qty_obj, a.qty_val), &failed)
-    tuple_put(t, 7, new_int(e.other_id), &failed)
-    tuple_put(t, 8, new_int(e.other_owner), &failed)
-    tuple_put(t, 9, new_int(e.other_remaining), &failed)
-    tuple_put(t, 10, new_byte_int(e.reason), &failed)
-    if failed:
-        raw_decref(t)
-        return NULL
+    raw_tuple_set(t, 0, new_byte_int(e.type))
+    raw_tuple_set(t, 1, new_int_hint(e.order_id, a.id_obj, a.id_val))
+    raw_tuple_set(t, 2, new_int_hint(e.owner, a.owner_obj, a.owner_val))
+    raw_tuple_set(t, 3, new_byte_int(e.side))
+    raw_tuple_set(t, 4, new_int_hint(e.price, a.price_obj, a.price_val))
+    raw_tuple_set(t, 5, new_int_hint(e.qty, a.qty_obj, a.qty_val))
+    raw_tuple_set(t, 6, new_int_hint(e.remaining, a.qty_obj, a.qty_val))
+    if e.other_id == 0 and e.other_owner == 0 and e.other_remaining == 0:
+        # every event but TRADE: one zero object for the three
+        zero = new_byte_int(0)
+        raw_tuple_set(t, 7, zero)
+        if zero != NULL:
+            raw_incref(zero)
+            raw_incref(zero)
+        raw_tuple_set(t, 8, zero)
+        raw_tuple_set(t, 9, zero)
+    else:
+        raw_tuple_set(t, 7, new_int(e.other_id))
+        raw_tuple_set(t, 8, new_int(e.other_owner))
+        raw_tuple_set(t, 9, new_int(e.other_remaining))
+    raw_tuple_set(t, 10, new_byte_int(e.reason))
     return t
 
 
@@ -1026,7 +1057,7 @@ cdef list rejected(int64_t order_id, int64_t owner, int64_t side, int64_t price,
     if failed:
         raw_decref(t)
         raise MemoryError()
-    cdef list out = list_new(1)
+    cdef list out = list_unfilled(1)
     list_put(out, 0, t)
     return out
 
@@ -1155,15 +1186,13 @@ cdef class Book:
         # The events as 11-tuples, in a list of exactly their number.
         cdef EventBuffer* ev = &self.st.ev
         cdef size_t i
-        cdef PyObject* t
         if ev.failed:
             raise MemoryError("event buffer allocation failed")
-        cdef list out = list_new(<Py_ssize_t>ev.count)
+        cdef list out = list_unfilled(<Py_ssize_t>ev.count)
         for i in range(ev.count):
-            t = event_tuple(&ev.items[i], a)
-            if t == NULL:
-                raise MemoryError()      # the unfilled slots of `out` are NULL, which a list allows
-            list_put(out, <Py_ssize_t>i, t)
+            list_put(out, <Py_ssize_t>i, event_tuple(&ev.items[i], a))   # NULL slots are allowed
+        if err_occurred() != NULL:
+            raise MemoryError()
         return out
 
     # -- commands ------------------------------------------------------------------------------
