@@ -19,14 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hmac
+import ipaddress
 import logging
+import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from amqtt.broker import Broker
-from amqtt.plugins.base import BaseAuthPlugin
+from amqtt.contexts import Action
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
+from amqtt.utils import gen_client_id
+
+from fastbook.users import UsersFile, UsersFileError, may_publish, may_receive, may_subscribe
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +54,153 @@ class AllowAllAuthPlugin(BaseAuthPlugin):
         return True
 
 
+ROLE_ATTRIBUTE = "fastbook_role"  # set on an amqtt Session by FastbookAuthPlugin, read by the ACL
+
+
+class FastbookAuthPlugin(BaseAuthPlugin):
+    """Authenticates against a `fastbook users` credentials file (re-read when it changes) and the
+    broker's in-memory internal credentials (its in-process sequencers). The MQTT client id must be
+    the user name, and a last will may only go to a topic the user may publish to."""
+
+    @dataclass
+    class Config:
+        users_file: str = ""
+        internal: dict[str, str] = field(default_factory=dict)  # user -> secret, role sequencer
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self._users = UsersFile(Path(self.config.users_file or os.devnull))
+        self._stamp: tuple[int, int] | None = None
+
+    def _current_users(self) -> UsersFile:
+        """The file as it is now: `fastbook users add/remove` take effect without a restart. A file
+        that became unreadable keeps the last good version (logged)."""
+        path = self._users.path
+        try:
+            st = path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp != self._stamp:
+                self._users, self._stamp = UsersFile.load(path), stamp
+        except (OSError, UsersFileError) as exc:
+            log.error("credentials file %s: %s (keeping the last good version)", path, exc)
+        return self._users
+
+    async def authenticate(self, *, session: Session) -> bool:
+        user, password = session.username, session.password
+        role = None
+        if user is None or password is None:
+            log.warning("refused an anonymous connection (client id %r)", session.client_id)
+            return False
+        secret = self.config.internal.get(user)
+        if secret is not None:
+            if hmac.compare_digest(str(password).encode(), secret.encode()):
+                role = "sequencer"
+        else:
+            users = self._current_users()
+            found = await asyncio.get_running_loop().run_in_executor(None, users.check, user, password)
+            role = found.role if found is not None else None
+        if role is None:
+            log.warning("refused %r: wrong user name or password", user)
+            return False
+        if session.client_id != user:
+            log.warning("refused %r: client id %r is not the user name", user, session.client_id)
+            return False
+        if session.will_flag and not may_publish(user, role, session.will_topic or ""):
+            log.warning("refused %r: last will on %r is not allowed", user, session.will_topic)
+            return False
+        setattr(session, ROLE_ATTRIBUTE, role)
+        session.is_anonymous = False
+        return True
+
+
+class FastbookAclPlugin(BaseTopicPlugin):
+    """The topic ACL of fastbook.users for publish, subscribe and each delivery."""
+
+    @dataclass
+    class Config:
+        pass
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
+    ) -> bool:
+        role = getattr(session, ROLE_ATTRIBUTE, None) if session is not None else None
+        user = session.username if session is not None else None
+        if role is None or user is None or not topic:
+            return False
+        if action == Action.PUBLISH:
+            allowed = may_publish(user, role, topic)
+        elif action == Action.SUBSCRIBE:
+            allowed = may_subscribe(user, role, topic)
+        else:
+            allowed = may_receive(user, role, topic)
+        if not allowed:
+            log.warning("ACL: %s %r may not %s %r", role, user, getattr(action, "value", action), topic)
+        return allowed
+
+
 class FastbookAmqttBroker(Broker):
-    """amqtt's Broker, fixed to send a client only the retained messages of its own subscriptions."""
+    """amqtt's Broker, fixed to send a client only the retained messages of its own subscriptions,
+    and (with credentials) to authenticate a connection before it can touch an existing session."""
+
+    secured = False  # set by EmbeddedBroker when a FastbookAuthPlugin is configured
+
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        # amqtt 0.12.1's method, with one change: authenticate first. amqtt itself authenticates only
+        # after deleting (clean session) or updating (persistent session: will, credentials) the
+        # session of the same client id, so a refused client could still drop alice's session or
+        # plant a last will in the sequencer's.
+        try:
+            handler, client_session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager)
+        except AMQTTError as exc:
+            raise AMQTTError(exc) from exc
+        except MQTTError as exc:
+            await writer.close()
+            raise MQTTError(exc) from exc
+        except NoDataError as exc:
+            raise AMQTTError(exc) from exc
+        if self.secured:
+            if not await super()._authenticate(client_session, None):  # type: ignore[arg-type]
+                await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+                await writer.close()
+                raise MQTTError(f"connection refused: not authorized ({remote_address}:{remote_port})")
+            role = getattr(client_session, ROLE_ATTRIBUTE)
+
+        if client_session.clean_session:
+            if client_session.client_id is not None and client_session.client_id != "":
+                await self._delete_session(client_session.client_id)
+            else:
+                client_session.client_id = gen_client_id()
+            client_session.parent = 0
+        elif client_session.client_id in self._sessions:
+            existing_client_session, _ = self._sessions[client_session.client_id]
+            existing_client_session.will_flag = client_session.will_flag
+            existing_client_session.will_message = client_session.will_message
+            existing_client_session.will_topic = client_session.will_topic
+            existing_client_session.will_qos = client_session.will_qos
+            existing_client_session.keep_alive = client_session.keep_alive
+            existing_client_session.username = client_session.username
+            existing_client_session.password = client_session.password
+            client_session = existing_client_session
+            client_session.parent = 1
+        else:
+            client_session.parent = 0
+        if self.secured:
+            setattr(client_session, ROLE_ATTRIBUTE, role)
+
+        timeout_disconnect_delay = self.config.get("timeout-disconnect-delay", 0)
+        if client_session.keep_alive > 0 and isinstance(timeout_disconnect_delay, int):
+            client_session.keep_alive += timeout_disconnect_delay
+        return handler, client_session
+
+    async def _authenticate(self, session: Session, listener: Any) -> bool:
+        # Secured: _initialize_client_session already authenticated this connection (and refused it
+        # otherwise); running scrypt a second time would only cost time.
+        if self.secured:
+            return getattr(session, ROLE_ATTRIBUTE, None) is not None
+        return await super()._authenticate(session, listener)
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
@@ -62,13 +218,47 @@ class BrokerStartError(RuntimeError):
     pass
 
 
-def broker_config(host: str, port: int) -> dict[str, Any]:
+def _plugin_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def broker_config(
+    host: str,
+    port: int,
+    users_file: Path | None = None,
+    internal_credentials: dict[str, str] | None = None,
+    tls: tuple[Path, Path] | None = None,
+) -> dict[str, Any]:
+    """amqtt's configuration. With `users_file` every connection authenticates and the ACL applies;
+    without it the broker is open (AllowAllAuthPlugin). `tls` = (certificate, key) PEM files."""
+    listener: dict[str, Any] = {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}
+    if tls is not None:
+        listener.update({"ssl": True, "certfile": str(tls[0]), "keyfile": str(tls[1])})
+    plugins: dict[str, Any]
+    if users_file is None:
+        plugins = {_plugin_name(AllowAllAuthPlugin): {}}
+    else:
+        plugins = {
+            _plugin_name(FastbookAuthPlugin): {"users_file": str(users_file),
+                                               "internal": dict(internal_credentials or {})},
+            _plugin_name(FastbookAclPlugin): {},
+        }
     return {
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}},
+        "listeners": {"default": listener},
         # Keep persistent sessions (the sequencer's) for a day; anonymous ones never get here.
         "session_expiry_interval": 24 * 3600,
-        "plugins": {f"{AllowAllAuthPlugin.__module__}.{AllowAllAuthPlugin.__qualname__}": {}},
+        "plugins": plugins,
     }
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback address or localhost (what an open broker may listen on)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -113,14 +303,25 @@ def _ignore_cancelled_connections(loop: asyncio.AbstractEventLoop, context: dict
 class EmbeddedBroker:
     """An amqtt broker on host:port inside the running asyncio loop."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        users_file: Path | None = None,
+        internal_credentials: dict[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.host = host
         self.port = port
+        self.users_file = users_file
+        self.internal_credentials = dict(internal_credentials or {})
+        self.tls = tls
         self._broker: FastbookAmqttBroker | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     async def start(self) -> None:
         check_port_free(self.host, self.port)
@@ -130,7 +331,11 @@ class EmbeddedBroker:
         logging.getLogger("amqtt.broker").addFilter(_quiet_probe_connections)
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_ignore_cancelled_connections)
-        self._broker = FastbookAmqttBroker(broker_config(self.host, self.port), loop=loop)
+        if self.users_file is not None:
+            UsersFile.load(self.users_file)  # a missing or malformed file: UsersFileError, before listening
+        config = broker_config(self.host, self.port, self.users_file, self.internal_credentials, self.tls)
+        self._broker = FastbookAmqttBroker(config, loop=loop)
+        self._broker.secured = self.users_file is not None
         try:
             await self._broker.start()
         except Exception as exc:
