@@ -131,6 +131,8 @@ class NodeRunner:
         reconnect_max: float = 5.0,
         max_inflight: int = 1000,
         name: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         if not client_id or len(client_id.encode()) > 65535:
             raise ValueError("client id must be a non-empty string")
@@ -151,6 +153,7 @@ class NodeRunner:
         self.received = 0
         self.published = 0
         self.unsolicited = 0  # messages on topics the node did not subscribe to (dropped)
+        self.refusal: str | None = None  # the broker's last CONNACK refusal (bad credentials, ...)
         self._exact_filters: frozenset[str] = frozenset()
         self._wildcard_filters: tuple[str, ...] = ()
 
@@ -169,6 +172,8 @@ class NodeRunner:
             protocol=MQTTProtocolVersion.MQTTv311,
         )
         self._client.max_inflight_messages_set(max_inflight)
+        if username is not None:
+            self._client.username_pw_set(username, password)
         self._client.max_queued_messages_set(0)  # 0 = unbounded: the worker never drops its own output
         will = node.will()
         if will is not None:
@@ -254,8 +259,10 @@ class NodeRunner:
         self, client: paho.Client, _userdata: object, _flags: Any, reason: Any, _props: Any
     ) -> None:
         if reason.is_failure:
-            log.warning("%s: broker %s refused the connection: %s", self.name, self.current_broker, reason)
+            self.refusal = str(reason)
+            log.error("%s: broker %s refused the connection: %s", self.name, self.current_broker, reason)
             return
+        self.refusal = None
         subs = self.node.subscriptions()
         self._exact_filters = frozenset(f for f, _ in subs if "+" not in f and "#" not in f)
         self._wildcard_filters = tuple(f for f, _ in subs if "+" in f or "#" in f)
