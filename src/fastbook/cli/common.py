@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 from fastbook.market import MarketSpec
@@ -53,6 +55,56 @@ def add_broker_argument(parser: argparse.ArgumentParser, required: bool = False)
         help="MQTT broker, mqtt://HOST:PORT; several comma-separated URLs are tried in order "
         + ("" if required else f"(default {DEFAULT_BROKER})"),
     )
+
+
+PASSWORD_ENV = "FASTBOOK_PASSWORD"
+
+
+class CredentialsError(ValueError):
+    """--username/--password-file/FASTBOOK_PASSWORD do not add up; the message says why."""
+
+
+def add_credentials_arguments(parser: argparse.ArgumentParser) -> None:
+    """--username and --password-file. The password itself is never a command-line argument (it
+    would show in `ps` and shell history): it comes from the file or the environment."""
+    parser.add_argument("--username", metavar="USER",
+                        help="MQTT user name (the broker's credentials); the password comes from "
+                        f"--password-file or the environment variable {PASSWORD_ENV}")
+    parser.add_argument("--password-file", type=Path, metavar="FILE",
+                        help="file whose first line is the MQTT password (keep it mode 0600)")
+
+
+def read_password_file(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline(4096)
+    except OSError as exc:
+        raise CredentialsError(f"cannot read password file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise CredentialsError(f"password file {path} is not UTF-8 text") from None
+    password = line.rstrip("\r\n")
+    if not password:
+        raise CredentialsError(f"password file {path} is empty (the first line is the password)")
+    return password
+
+
+def credentials(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(username, password) from the parsed arguments; (None, None) when no --username is given."""
+    username = getattr(args, "username", None)
+    password_file = getattr(args, "password_file", None)
+    if username is None:
+        if password_file is not None:
+            raise CredentialsError("--password-file needs --username")
+        return None, None
+    if not username:
+        raise CredentialsError("--username is empty")
+    if password_file is not None:
+        return username, read_password_file(password_file)
+    password = os.environ.get(PASSWORD_ENV)
+    if not password:
+        raise CredentialsError(f"--username {username} needs a password: give --password-file FILE "
+                               f"or set {PASSWORD_ENV}")
+    return username, password
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
