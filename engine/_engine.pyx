@@ -966,9 +966,10 @@ cdef extern from "Python.h":
 
 cdef extern from *:
     """
-    /* A list of n slots whose item array comes from PyMem_Malloc rather than PyList_New's calloc (the
-       zeroing is measurable for the 1-3 events of a command). The caller must fill every slot (NULL
-       is allowed) before the list is seen or dropped. */
+    /* A list of n NULL slots (to be filled with PyList_SET_ITEM) whose item array comes from
+       PyMem_Malloc and an inline loop rather than PyList_New's calloc: the memset call is measurable
+       for the 1-3 events of a command. The slots must be valid (NULL) at once: the list is tracked
+       by the GC, which may run while the caller allocates the items. */
     static PyObject* fb_list_unfilled(Py_ssize_t n) {
         PyListObject* l = (PyListObject*)PyList_New(0);
         if (l == NULL || n == 0) return (PyObject*)l;
@@ -977,13 +978,14 @@ cdef extern from *:
             Py_DECREF(l);
             return PyErr_NoMemory();
         }
+        for (Py_ssize_t i = 0; i < n; i++) items[i] = NULL;
         l->ob_item = items;
         l->allocated = n;
         Py_SET_SIZE(l, n);
         return (PyObject*)l;
     }
     """
-    list list_unfilled "fb_list_unfilled"(Py_ssize_t n)
+    list list_unfilled "fb_list_unfilled"(Py_ssize_t n)    # n NULL slots
 
 
 cdef struct ArgInts:
