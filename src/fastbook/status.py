@@ -146,10 +146,13 @@ class StatusWatcher:
     convergence): `snapshot()` returns a copy of what has been seen so far."""
 
     def __init__(self, broker: str | Sequence[str], market: str, prefix: str = DEFAULT_PREFIX,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, *, username: str | None = None,
+                 password: str | None = None) -> None:
         self._collector = _StatusCollector(Topics(market, prefix))
+        # With credentials the MQTT client id must be the user name (the broker's ACL rule).
         self.runner = NodeRunner(self._collector, broker,
-                                 client_id or f"fastbook-status-{time.monotonic_ns() % 10**9}")
+                                 client_id or username or f"fastbook-status-{time.monotonic_ns() % 10**9}",
+                                 username=username, password=password)
 
     def __enter__(self) -> StatusWatcher:
         self.runner.start()
@@ -180,10 +183,15 @@ class StatusWatcher:
 
 
 def read_status(broker: str | Sequence[str], market: str, prefix: str = DEFAULT_PREFIX,
-                timeout: float = 5.0) -> MarketStatus:
-    """Connect, collect the retained messages, disconnect. TimeoutError if the broker is unreachable."""
-    with StatusWatcher(broker, market, prefix) as watcher:
+                timeout: float = 5.0, *, username: str | None = None,
+                password: str | None = None) -> MarketStatus:
+    """Connect, collect the retained messages, disconnect. TimeoutError if the broker is unreachable
+    or refuses the credentials."""
+    with StatusWatcher(broker, market, prefix, username=username, password=password) as watcher:
         if not watcher.runner.wait_connected(timeout) or not watcher.wait_settled(timeout):
+            refusal = watcher.runner.refusal
+            if refusal is not None:
+                raise TimeoutError(f"the MQTT broker at {broker} refused the connection: {refusal}")
             raise TimeoutError(f"no answer from the MQTT broker at {broker} within {timeout:.0f}s")
         return watcher.snapshot()
 

@@ -1,9 +1,11 @@
-"""`fastbook`: the umbrella command — `fastbook status` and `fastbook demo`."""
+"""`fastbook`: the umbrella command — `fastbook status`, `fastbook demo` and `fastbook users`."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -13,9 +15,15 @@ from types import FrameType
 from fastbook.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_USAGE,
+    PASSWORD_ENV,
+    CredentialsError,
     add_broker_argument,
+    add_credentials_arguments,
+    credentials,
     fail,
     market_name,
+    read_password_file,
 )
 from fastbook.cli.sequencer import positive_float, positive_int
 from fastbook.topics import DEFAULT_PREFIX
@@ -32,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
     status.add_argument("--timeout", type=positive_float, default=5.0, help="seconds to wait for the broker")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    add_credentials_arguments(status)
 
     demo = sub.add_parser("demo", help="run broker, sequencer and three edges locally and show them converge",
                           description="Start the embedded broker (on a free port), the sequencer and three "
@@ -42,7 +51,71 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true", help="keep everything up after the summary")
     demo.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                       help="keep journals and logs here (default: a temporary directory, removed)")
+
+    users = sub.add_parser("users", help="manage the embedded broker's credentials file",
+                           description="Add, remove or list the users of a credentials file "
+                           "(fastbook-broker --users FILE). Passwords are stored as salted scrypt "
+                           "hashes; the file is written with mode 0600.")
+    users_sub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    add = users_sub.add_parser("add", help="add a user or change its password/role",
+                               description="The password comes from --password-file, else the "
+                               f"environment variable {PASSWORD_ENV}, else a prompt on a terminal.")
+    add.add_argument("--file", type=Path, required=True, help="credentials file (created if missing)")
+    add.add_argument("--role", choices=("trader", "sequencer"), default="trader",
+                     help="trader (default) or sequencer (may write log, book, snapshot, reports...)")
+    add.add_argument("--password-file", type=Path, metavar="FILE", help="first line is the password")
+    add.add_argument("name", metavar="NAME", help="user name = MQTT client id = client id in topics")
+    remove = users_sub.add_parser("remove", help="remove a user")
+    remove.add_argument("--file", type=Path, required=True, help="credentials file")
+    remove.add_argument("name", metavar="NAME")
+    listing = users_sub.add_parser("list", help="list users and roles (never passwords)")
+    listing.add_argument("--file", type=Path, required=True, help="credentials file")
     return p
+
+
+def _new_password(args: argparse.Namespace) -> str:
+    if args.password_file is not None:
+        return read_password_file(args.password_file)
+    from_env = os.environ.get(PASSWORD_ENV)
+    if from_env:
+        return from_env
+    if not sys.stdin.isatty():
+        raise CredentialsError(f"no password: give --password-file FILE, set {PASSWORD_ENV}, "
+                               "or run on a terminal to be prompted")
+    first = getpass.getpass(f"password for {args.name}: ")
+    if first != getpass.getpass("again: "):
+        raise CredentialsError("the passwords differ")
+    return first
+
+
+def users_command(args: argparse.Namespace) -> int:
+    from fastbook.users import UsersFile, UsersFileError, check_user_name
+
+    try:
+        if args.users_command == "list":
+            for user in sorted(UsersFile.load(args.file).users.values(), key=lambda u: u.name):
+                print(f"{user.name}\t{user.role}")
+            return EXIT_OK
+        check_user_name(args.name)
+        users = UsersFile.load(args.file, missing_ok=args.users_command == "add")
+        if args.users_command == "remove":
+            if args.name not in users.users:
+                return fail(f"no user {args.name!r} in {args.file}")
+            users.remove(args.name)
+            users.save()
+            print(f"removed {args.name} from {args.file}")
+            return EXIT_OK
+        existed = args.name in users.users
+        users.set(args.name, _new_password(args), args.role)
+        users.save()
+        print(f"{'updated' if existed else 'added'} {args.name} ({args.role}) in {args.file}")
+        return EXIT_OK
+    except CredentialsError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    except (UsersFileError, ValueError) as exc:
+        return fail(str(exc))
+    except OSError as exc:
+        return fail(f"cannot write {args.file}: {exc.strerror or exc}")
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -55,7 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fastbook.status import format_status, read_status
 
         try:
-            status = read_status(args.broker, args.market, args.prefix, args.timeout)
+            username, password = credentials(args)
+        except CredentialsError as exc:
+            return fail(str(exc), EXIT_USAGE)
+        try:
+            status = read_status(args.broker, args.market, args.prefix, args.timeout,
+                                 username=username, password=password)
         except TimeoutError as exc:
             return fail(str(exc))
         if args.json:
@@ -70,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
         signal.signal(signal.SIGINT, _interrupt)
         return run_demo(args.orders, args.seed, args.keep_running, args.data_dir)
+    if args.command == "users":
+        return users_command(args)
     return EXIT_FAILURE  # unreachable: argparse requires a command
 
 
