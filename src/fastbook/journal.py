@@ -129,6 +129,16 @@ class Journal:
                 expected = seq + 1
                 offset += RECORD_HEAD.size + length
         if problem is not None:
+            following = self._valid_record_after(offset, size)
+            if following is not None:
+                # Not a torn tail: durable, acknowledged records follow the bad one. Cutting here
+                # would silently drop accepted commands and hand their seqs to new ones.
+                raise JournalError(
+                    f"journal {self.path} is corrupt: {problem} at offset {offset} (last good seq "
+                    f"{self.last_seq}), but valid records follow (seq {following[0]} at offset "
+                    f"{following[1]}); refusing to truncate accepted records. Restore journal.log "
+                    "from a backup or a replica's log before restarting"
+                )
             self.dropped_bytes = size - offset
             log.warning(
                 "journal %s: %s; dropping %d bytes from offset %d (last good seq %d)",
@@ -137,6 +147,24 @@ class Journal:
             os.ftruncate(self._fd, offset)
             os.fsync(self._fd)
         self._size = offset
+
+    def _valid_record_after(self, offset: int, size: int) -> tuple[int, int] | None:
+        """(seq, offset) of a CRC-valid record with a later seq somewhere after `offset`, if any.
+        Looks for the seq bytes of the next few records (a bit flip may hit any field of the bad one)."""
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            tail = f.read(size - offset)
+        for seq in range(self.last_seq + 1, self.last_seq + 65):
+            needle = _SEQ.pack(seq)
+            at = tail.find(needle, 8)
+            while at >= 8:
+                start = at - 8
+                length, crc, _seq = RECORD_HEAD.unpack_from(tail, start)
+                end = start + RECORD_HEAD.size + length
+                if length <= MAX_RECORD and end <= len(tail) and _crc(seq, tail[at + 8 : end]) == crc:
+                    return seq, offset + start
+                at = tail.find(needle, at + 1)
+        return None
 
     def __len__(self) -> int:
         return len(self._offsets)
