@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fastbook.broker import BrokerStartError, EmbeddedBroker
+from fastbook.broker import BrokerStartError, EmbeddedBroker, is_loopback
 from fastbook.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -20,7 +21,7 @@ from fastbook.cli.common import (
     market_spec,
     setup_logging,
 )
-from fastbook.cli.sequencer import add_sequencer_arguments, build_sequencer_runner
+from fastbook.cli.sequencer import add_sequencer_arguments, build_sequencer_runner, sequencer_client_id
 from fastbook.market import MarketSpec
 from fastbook.mqtt import NodeRunner
 
@@ -51,6 +52,11 @@ def parser() -> argparse.ArgumentParser:
                    help="NAME[:tick=0.01][:lot=0.001], one or more (default BTC-USD)")
     p.add_argument("--no-sequencer", action="store_true",
                    help="broker only (run fastbook-sequencer separately)")
+    p.add_argument("--users", type=Path, metavar="FILE",
+                   help="credentials file (fastbook users add ...): every connection must authenticate "
+                   "and the topic ACL applies. Without it the broker is open and listens on loopback only")
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve MQTT over TLS with this certificate")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="... and this private key")
     add_sequencer_arguments(p)
     add_logging_arguments(p)
     return p
@@ -62,11 +68,19 @@ async def serve(args: argparse.Namespace, markets: list[MarketSpec]) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    broker = EmbeddedBroker(args.host, args.port)
+    # The in-process sequencers authenticate with a random secret that exists only in this process
+    # (user = their fixed client id, a name `fastbook users` refuses to create), role sequencer.
+    internal = {sequencer_client_id(args.prefix, m): secrets.token_urlsafe(32) for m in markets}
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert is not None else None
+    broker = EmbeddedBroker(args.host, args.port, users_file=args.users,
+                            internal_credentials=internal if args.users is not None else None, tls=tls)
     try:
         await broker.start()
-    except BrokerStartError as exc:
+    except (BrokerStartError, ValueError) as exc:
         return fail(str(exc))
+    if args.users is None:
+        log.warning("NO AUTHENTICATION: the broker is open to anyone who can reach %s "
+                    "(loopback only); use --users FILE to require credentials", broker.url)
     local_url = f"mqtt://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}"
     if ":" in args.host and args.host != "::":
         local_url = f"mqtt://[{args.host}]:{args.port}"
@@ -78,7 +92,9 @@ async def serve(args: argparse.Namespace, markets: list[MarketSpec]) -> int:
     try:
         for market in markets:
             try:
-                runners.append(build_sequencer_runner(market, args.data_dir, local_url, args))
+                user = sequencer_client_id(args.prefix, market) if args.users is not None else None
+                runners.append(build_sequencer_runner(market, args.data_dir, local_url, args,
+                                                      user, internal[user] if user else None))
             except Exception as exc:  # bad data dir, corrupt journal: say which and stop
                 code = fail(f"cannot open the sequencer for {market.name}: {exc}")
                 return code
@@ -86,7 +102,8 @@ async def serve(args: argparse.Namespace, markets: list[MarketSpec]) -> int:
             runner.start()
         names = ", ".join(m.name for m in markets) or "none"
         log.info("fastbook broker ready on mqtt://%s:%d (markets: %s)", args.host, args.port, names)
-        print(f"fastbook-broker listening on mqtt://{args.host}:{args.port} markets: {names}", flush=True)
+        mode = "authenticated" if args.users is not None else "OPEN (no authentication)"
+        print(f"fastbook-broker listening on {broker.url} markets: {names} {mode}", flush=True)
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), 0.5)
@@ -110,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     markets: list[MarketSpec] = [] if args.no_sequencer else (args.market or [MarketSpec(DEFAULT_MARKET)])
     if len({m.name for m in markets}) != len(markets):
         return fail("the same market is given twice", 2)
+    if args.users is None and not is_loopback(args.host):
+        return fail(f"refusing to listen on {args.host} without credentials: anyone on the network "
+                    "could trade as anyone and forge the log. Give --users FILE (see `fastbook users "
+                    "add`), or listen on 127.0.0.1", 2)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        return fail("--tls-cert and --tls-key go together", 2)
     try:
         return asyncio.run(serve(args, markets))
     except KeyboardInterrupt:

@@ -11,8 +11,12 @@ from pathlib import Path
 from fastbook.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_USAGE,
+    CredentialsError,
     add_broker_argument,
+    add_credentials_arguments,
     add_logging_arguments,
+    credentials,
     fail,
     market_spec,
     setup_logging,
@@ -63,7 +67,8 @@ def positive_float(text: str) -> float:
 
 
 def build_sequencer_runner(
-    market: MarketSpec, data_dir: Path, broker: str, args: argparse.Namespace
+    market: MarketSpec, data_dir: Path, broker: str, args: argparse.Namespace,
+    username: str | None = None, password: str | None = None,
 ) -> NodeRunner:
     """Open (recover) the market's journal under DATA_DIR/<market> and wrap the node in a runner.
     Raises ValueError/OSError (and the journal's errors) with a message on a bad data dir."""
@@ -79,9 +84,10 @@ def build_sequencer_runner(
     node = SequencerNode(cfg)
     log.info("%s: journal at %s, version %d", market.name, cfg.data_dir, node.version)
     # Persistent session: the broker keeps our subscriptions and queues orders while we restart.
+    # With credentials the client id is the user name (the broker's ACL rule): one user per sequencer.
     return NodeRunner(
-        node, broker, sequencer_client_id(args.prefix, market), clean_session=False,
-        name=f"sequencer-{market.name}",
+        node, broker, username or sequencer_client_id(args.prefix, market), clean_session=False,
+        name=f"sequencer-{market.name}", username=username, password=password,
     )
 
 
@@ -96,6 +102,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--market", type=market_spec, required=True, metavar="SPEC",
                    help="NAME[:tick=0.01][:lot=0.001], e.g. BTC-USD:tick=0.01:lot=0.001")
     add_sequencer_arguments(p)
+    add_credentials_arguments(p)
     add_logging_arguments(p)
     return p
 
@@ -103,9 +110,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args)
+    try:
+        username, password = credentials(args)
+    except CredentialsError as exc:
+        return fail(str(exc), EXIT_USAGE)
     stop = stop_on_signals()
     try:
-        runner = build_sequencer_runner(args.market, args.data_dir, args.broker, args)
+        runner = build_sequencer_runner(args.market, args.data_dir, args.broker, args, username, password)
     except (OSError, ValueError) as exc:
         return fail(f"cannot open the sequencer for {args.market.name}: {exc}")
     except Exception as exc:  # the journal's own error types: still a message, not a traceback
