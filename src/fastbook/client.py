@@ -53,13 +53,21 @@ class Edge:
         retry_after: float = 3.0,
         max_attempts: int = 5,
         mqtt_client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
+        """With `username` (and its `password`, e.g. from os.environ["FASTBOOK_PASSWORD"]) the
+        broker authenticates the connection; its ACL then requires client_id == username."""
         from fastbook.edge import EdgeConfig, EdgeNode
 
+        if username is not None and client_id != username:
+            raise ValueError(f"client id {client_id!r} differs from user name {username!r}: the broker "
+                             "only lets a user trade under its own name")
         self.client_id = client_id
         self.node = EdgeNode(EdgeConfig(client_id=client_id, market=market, prefix=prefix))
-        self.runner = NodeRunner(self.node, broker, mqtt_client_id or f"fastbook-api-{client_id}"[:128],
-                                 name=f"edge-{client_id}")
+        self.runner = NodeRunner(self.node, broker,
+                                 mqtt_client_id or username or f"fastbook-api-{client_id}"[:128],
+                                 name=f"edge-{client_id}", username=username, password=password)
         self.retry_after = retry_after
         self.max_attempts = max_attempts
         # (op, client order id) -> commands awaiting their answer, oldest first. A cancel or amend

@@ -23,8 +23,12 @@ from typing import Any, TextIO
 from fastbook.cli.commands import HELP, CommandError, parse_command
 from fastbook.cli.common import (
     EXIT_OK,
+    EXIT_USAGE,
+    CredentialsError,
     add_broker_argument,
+    add_credentials_arguments,
     add_logging_arguments,
+    credentials,
     fail,
     market_name,
     setup_logging,
@@ -49,6 +53,12 @@ def client_id_arg(text: str) -> str:
     return text
 
 
+def valid_user(text: str) -> bool:
+    from fastbook.wire import valid_client_id
+
+    return valid_client_id(text)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastbook-edge",
@@ -56,9 +66,11 @@ def parser() -> argparse.ArgumentParser:
         epilog=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--client-id", type=client_id_arg, required=True, metavar="ID",
-                   help="this client's id (orders go to <prefix>/<market>/orders/ID)")
+    p.add_argument("--client-id", type=client_id_arg, metavar="ID",
+                   help="this client's id (orders go to <prefix>/<market>/orders/ID); "
+                   "defaults to --username, and must equal it when given")
     add_broker_argument(p)
+    add_credentials_arguments(p)
     p.add_argument("--market", type=market_name, default="BTC-USD", help="market name (default BTC-USD)")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
     p.add_argument("--no-tty", action="store_true", help="log lines even on a terminal")
@@ -75,8 +87,11 @@ class EdgeProgram:
         self.args = args
         self.out = out
         self.node = EdgeNode(EdgeConfig(client_id=args.client_id, market=args.market, prefix=args.prefix))
-        self.runner = NodeRunner(self.node, args.broker, f"fastbook-edge-{args.client_id}"[:128],
-                                 clean_session=True, name=f"edge-{args.client_id}")
+        username, password = credentials(args)
+        # With credentials the MQTT client id must be the user name (the broker's ACL rule).
+        self.runner = NodeRunner(self.node, args.broker, username or f"fastbook-edge-{args.client_id}"[:128],
+                                 clean_session=True, name=f"edge-{args.client_id}",
+                                 username=username, password=password)
         self.events: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self.node.add_listener(self._on_event)
         self.recent: deque[str] = deque(maxlen=12)
@@ -263,6 +278,19 @@ def draw(program: EdgeProgram, buffer: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.client_id is None:
+        if args.username is None:
+            return fail("give --client-id ID (or --username USER)", EXIT_USAGE)
+        if not valid_user(args.username):
+            return fail(f"--username {args.username!r} is not a valid client id", EXIT_USAGE)
+        args.client_id = args.username
+    elif args.username is not None and args.username != args.client_id:
+        return fail(f"--client-id {args.client_id} differs from --username {args.username}: the broker "
+                    "only lets a user trade under its own name", EXIT_USAGE)
+    try:
+        credentials(args)
+    except CredentialsError as exc:
+        return fail(str(exc), EXIT_USAGE)
     interactive = not args.no_tty and sys.stdin.isatty() and sys.stdout.isatty()
     if interactive:
         # Logs would scribble over the view: keep them quiet unless asked.
@@ -284,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         program.runner.stop()
     if program.runner.error is not None:
         return fail(f"edge stopped: {program.runner.error}")
+    if program.runner.refusal is not None and program.runner.connect_count == 0:
+        return fail(f"the broker refused the connection: {program.runner.refusal}")
     return EXIT_OK
 
 
