@@ -195,8 +195,8 @@ class Cluster:
 
         try:
             wait_for(converged, timeout, f"replicas {list(clients)} to converge", interval=0.2)
-        except AssertionError:
-            raise AssertionError(f"not converged: {self.status().to_json()}") from None
+        except AssertionError as exc:  # a timeout, or a process that died (check_alive says which)
+            raise AssertionError(f"not converged ({exc}): {self.status().to_json()}") from None
         return self.status()
 
 
