@@ -938,6 +938,14 @@ cdef inline int64_t as_i64(object value, str name) except? -1:
     return as_i64_general(value, name)
 
 
+cdef inline int64_t raw_as_i64(PyObject* value, str name) except? -1:
+    # as_i64 of a borrowed argument pointer (the vectorcall path: no reference taken).
+    cdef int64_t v
+    if small_int_value(value, &v):
+        return v
+    return as_i64_general(<object>value, name)
+
+
 cdef int64_t as_i64_general(object value, str name) except? -1:
     cdef int overflow = 0
     cdef long long v
@@ -952,6 +960,10 @@ cdef int64_t as_i64_general(object value, str name) except? -1:
 cdef inline PyObject* exact(object value) noexcept:
     # value (borrowed) if it is an exact int, so an event may carry it as is; else NULL.
     return <PyObject*>value if type(value) is int else NULL
+
+
+cdef inline PyObject* raw_exact(PyObject* value) noexcept:
+    return value if exact_int(value) else NULL
 
 
 cdef extern from "Python.h":
@@ -986,6 +998,58 @@ cdef extern from *:
     }
     """
     list list_unfilled "fb_list_unfilled"(Py_ssize_t n)    # n NULL slots
+
+
+cdef extern from *:
+    """
+    /* Book.new's vectorcall entry. The Cython-generated method parses keywords and defaults in
+       general; this replaces it in the type's dict with a METH_FASTCALL method that hands plain
+       positional calls (5..9 arguments, the common case) to a C function over the caller's argument
+       array, and passes everything else to the generic method unchanged. */
+    typedef PyObject* (*fb_new_fn)(PyObject* self, PyObject** args, Py_ssize_t nargs);
+    static fb_new_fn fb_new_impl = NULL;
+    static PyObject* fb_new_generic = NULL;     /* the original method descriptor */
+
+    static PyObject* fb_new_fastcall(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                                     PyObject* kwnames) {
+        if (kwnames == NULL && nargs >= 5 && nargs <= 9)
+            return fb_new_impl(self, (PyObject**)args, nargs);
+        PyObject* bound = Py_TYPE(fb_new_generic)->tp_descr_get(fb_new_generic, self,
+                                                                 (PyObject*)Py_TYPE(self));
+        if (bound == NULL) return NULL;
+        PyObject* result = PyObject_Vectorcall(bound, args, (size_t)nargs, kwnames);
+        Py_DECREF(bound);
+        return result;
+    }
+
+    static PyMethodDef fb_new_def = {
+        "new", (PyCFunction)(void (*)(void))fb_new_fastcall, METH_FASTCALL | METH_KEYWORDS,
+        "Submit a new order; returns its events (docs/engine.md)."
+    };
+
+    static int fb_install_fast_new(PyObject* type, fb_new_fn impl) {
+        PyTypeObject* tp = (PyTypeObject*)type;
+        PyObject* generic = PyDict_GetItemString(tp->tp_dict, "new");
+        if (generic == NULL || Py_TYPE(generic)->tp_descr_get == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "Book.new is not a method descriptor");
+            return -1;
+        }
+        PyObject* fast = PyDescr_NewMethod(tp, &fb_new_def);
+        if (fast == NULL) return -1;
+        Py_INCREF(generic);
+        fb_new_generic = generic;
+        fb_new_impl = impl;
+        int rc = PyDict_SetItemString(tp->tp_dict, "new", fast);
+        Py_DECREF(fast);
+        PyType_Modified(tp);
+        return rc;
+    }
+
+    static inline int fb_exact_int(PyObject* o) { return PyLong_CheckExact(o); }
+    """
+    ctypedef object (*new_fn "fb_new_fn")(object, PyObject**, Py_ssize_t)
+    int install_fast_new "fb_install_fast_new"(object type, new_fn impl) except -1
+    bint exact_int "fb_exact_int"(PyObject* o) noexcept
 
 
 cdef struct ArgInts:
@@ -1202,20 +1266,36 @@ cdef class Book:
     @cython.binding(False)
     def new(self, order_id, owner, side, price, qty, type=LIMIT, tif=GTC, post_only=False,
             stp=STP_NONE):
+        # The general entry (keywords, defaults as objects). Positional calls normally arrive through
+        # new_positional instead: see install_fast_new below the class.
+        cdef PyObject* args[9]
+        args[0] = <PyObject*>order_id
+        args[1] = <PyObject*>owner
+        args[2] = <PyObject*>side
+        args[3] = <PyObject*>price
+        args[4] = <PyObject*>qty
+        args[5] = <PyObject*>type
+        args[6] = <PyObject*>tif
+        args[7] = <PyObject*>post_only
+        args[8] = <PyObject*>stp
+        return self._new(args, 9)
+
+    cdef list _new(self, PyObject** args, Py_ssize_t nargs):
+        # new() on 5..9 borrowed positional arguments; missing trailing ones take their defaults.
         cdef ArgInts a
-        a.id_val = as_i64(order_id, "order_id")
-        a.owner_val = as_i64(owner, "owner")
-        cdef int64_t sd = as_i64(side, "side")
-        a.price_val = as_i64(price, "price")
-        a.qty_val = as_i64(qty, "qty")
-        cdef int64_t ty = as_i64(type, "type")
-        cdef int64_t tf = as_i64(tif, "tif")
-        cdef bint po = as_i64(post_only, "post_only") != 0
-        cdef int64_t sp = as_i64(stp, "stp")
-        a.id_obj = exact(order_id)
-        a.owner_obj = exact(owner)
-        a.price_obj = exact(price)
-        a.qty_obj = exact(qty)
+        a.id_val = raw_as_i64(args[0], "order_id")
+        a.owner_val = raw_as_i64(args[1], "owner")
+        cdef int64_t sd = raw_as_i64(args[2], "side")
+        a.price_val = raw_as_i64(args[3], "price")
+        a.qty_val = raw_as_i64(args[4], "qty")
+        cdef int64_t ty = raw_as_i64(args[5], "type") if nargs > 5 else LIMIT
+        cdef int64_t tf = raw_as_i64(args[6], "tif") if nargs > 6 else GTC
+        cdef bint po = (raw_as_i64(args[7], "post_only") != 0) if nargs > 7 else False
+        cdef int64_t sp = raw_as_i64(args[8], "stp") if nargs > 8 else STP_NONE
+        a.id_obj = raw_exact(args[0])
+        a.owner_obj = raw_exact(args[1])
+        a.price_obj = raw_exact(args[3])
+        a.qty_obj = raw_exact(args[4])
         cdef uint8_t code = check_new(a.id_val, a.owner_val, sd, ty, tf, sp, a.qty_val, a.price_val, po)
         if code != REJ_NONE:
             return rejected(a.id_val, a.owner_val, sd, a.price_val, a.qty_val, code, &a)
@@ -1590,6 +1670,17 @@ cdef class Book:
 
     def __reduce__(self):
         return (_restore_book, (type(self), self.snapshot()))
+
+
+cdef object new_positional(object book, PyObject** args, Py_ssize_t nargs):
+    # Book.new with 5..9 positional arguments and no keywords, called straight from the vectorcall
+    # (no argument tuple, no per-argument references).
+    return (<Book>book)._new(args, nargs)
+
+
+# book.new(...) is the hot call of the per-command API: route positional calls past the generic
+# argument parser (keywords and wrong argument counts still go through it, with its errors).
+install_fast_new(Book, new_positional)
 
 
 def _restore_book(cls, data):
