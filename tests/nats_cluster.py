@@ -58,7 +58,8 @@ cluster {{
 # the SUBACK with 0x80): an edge has about six subscriptions. stream_replicas: MQTT's own streams
 # (sessions, retained messages, QoS1 messages) on all three nodes; the default is the number of
 # servers routed when the first MQTT client connects (often 2 when nodes start together), and then
-# losing one node can leave a stream without quorum.
+# losing one node can leave a stream without quorum. Consumers keep the defaults (replicated like
+# their stream, on disk): an R1 consumer placed on a node that dies is gone with it.
 CLUSTER_MQTT_OPTIONS = {"ack_wait": '"10s"', "max_ack_pending": "4096", "stream_replicas": "3"}
 
 
