@@ -8,6 +8,14 @@ write error; an embedded broker restart. After each run the invariants are check
 journal (`check_invariants`).
 
 `run_fault_loop` is also the engine of bench/fault_soak.py (longer runs, more faults).
+
+What is, and is not, promised about reports: every report a client receives agrees with the journal
+and no fill is ever applied twice. But reports are plain QoS1 messages to the client, published after
+the journal commit: the reports of a batch in flight when the sequencer or broker dies, or sent while
+the client is disconnected from a broker that forgets sessions, are not re-sent. The fills are in the
+journal and in the client's own replica, and a retried order learns "already accepted at seq N", but
+no "trade" report arrives for them. The fault loop counts these (`fill_reports_missing`); only the run
+whose clients' connections never break asserts it is zero.
 """
 
 from __future__ import annotations
@@ -292,10 +300,15 @@ def pause(proc: Proc, seconds: float) -> None:
         os.kill(proc.pid, signal.SIGCONT)
 
 
-def fault_kinds(kind: str) -> list[str]:
+EDGE_FAULTS = ("edge_kill", "edge_stop")
+
+
+def fault_kinds(kind: str, edges_only: bool = False) -> list[str]:
+    if edges_only:
+        return list(EDGE_FAULTS)
     if kind == "amqtt":  # fastbook-broker: broker and sequencer are one process
-        return ["edge_kill", "edge_stop", "broker_kill", "broker_stop"]
-    return ["edge_kill", "edge_stop", "sequencer_kill", "sequencer_stop", "broker_kill", "broker_stop"]
+        return [*EDGE_FAULTS, "broker_kill", "broker_stop"]
+    return [*EDGE_FAULTS, "sequencer_kill", "sequencer_stop", "broker_kill", "broker_stop"]
 
 
 def inject(cluster: Cluster, fault: str, rng: random.Random, edges: list[str]) -> str:
@@ -348,10 +361,12 @@ def run_fault_loop(
     minutes: float | None = None,
     clients: int = 2,
     edges: int = 2,
+    edges_only: bool = False,
     say: Callable[[str], None] = lambda _line: None,
 ) -> FaultRun:
     """Load from `clients` API clients, `faults` seeded faults (or as many as fit in `minutes`),
-    then convergence and the journal invariants. Raises AssertionError on any violation."""
+    then convergence and the journal invariants. Raises AssertionError on any violation.
+    Every kind of fault comes once per round, in a seeded random order."""
     rng = random.Random(seed)
     run = FaultRun(kind, seed)
     began = time.monotonic()
@@ -364,12 +379,16 @@ def run_fault_loop(
         cluster.wait_converged(edge_names, 30)
         driver.start()
         deadline = None if minutes is None else began + minutes * 60
+        upcoming: list[str] = []
         while (len(run.faults) < faults) if deadline is None else (time.monotonic() < deadline):
             # A seeded random moment, under load: let some commands through first.
             base = driver.total_answered()
             wait_for(lambda b=base: driver.total_answered() >= b + 10, 120, "load making progress")
             time.sleep(rng.uniform(0.0, 1.0))  # the random moment itself, not synchronisation
-            description = inject(cluster, rng.choice(fault_kinds(kind)), rng, edge_names)
+            if not upcoming:
+                upcoming = fault_kinds(kind, edges_only)
+                rng.shuffle(upcoming)
+            description = inject(cluster, upcoming.pop(), rng, edge_names)
             run.faults.append(description)
             say(f"fault {len(run.faults)}: {description} (answered so far {driver.total_answered()})")
         base = driver.total_answered()
@@ -404,15 +423,24 @@ def run_fault_loop(
 
 
 @pytest.mark.broker
-@pytest.mark.parametrize(("kind", "seed", "faults"), [("mosquitto", 4101, 6), ("amqtt", 4102, 4)])
-def test_kill_and_stop_processes_under_load(kind: str, seed: int, faults: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("kind", "seed", "faults", "edges_only"),
+    [("mosquitto", 4101, 12, False), ("amqtt", 4102, 8, False), ("amqtt", 4111, 4, True)],
+)
+def test_kill_and_stop_processes_under_load(
+    kind: str, seed: int, faults: int, edges_only: bool, tmp_path: Path
+) -> None:
     lines: list[str] = []
-    run = run_fault_loop(kind, tmp_path, seed, faults, say=lines.append)
+    run = run_fault_loop(kind, tmp_path, seed, faults, edges_only=edges_only, say=lines.append)
     print("\n".join(lines))
     assert len(run.faults) == faults
     assert run.invariants is not None
     assert run.invariants.accepted_new > 100  # the faults happened under real load
     assert run.invariants.fills_in_journal > 0
+    if edges_only:
+        # The clients' own connections never broke: every fill of theirs was reported to them.
+        # (A broker or sequencer crash can lose reports in flight: see the module docstring.)
+        assert run.invariants.fill_reports_missing == 0, run.invariants.line()
 
 
 @pytest.fixture
