@@ -196,8 +196,16 @@ class Cluster:
         try:
             wait_for(converged, timeout, f"replicas {list(clients)} to converge", interval=0.2)
         except AssertionError as exc:  # a timeout, or a process that died (check_alive says which)
-            raise AssertionError(f"not converged ({exc}): {self.status().to_json()}") from None
+            logs = "".join(f"\n--- {name}:\n{self.log_lines(name)}" for name in clients if name in self.edges)
+            raise AssertionError(f"not converged ({exc}): {self.status().to_json()}{logs}") from None
         return self.status()
+
+    def log_lines(self, name: str, last: int = 15) -> str:
+        """The last log lines of an edge (its warnings and errors say why it is behind), without the
+        report/trade lines it prints for every event."""
+        lines = [line for line in self.edges[name].output().splitlines()
+                 if not line.startswith(("report ", "trade "))]
+        return "\n".join(lines[-last:])
 
 
 def qty(text: str | None) -> Decimal:
