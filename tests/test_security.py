@@ -87,7 +87,12 @@ def mosquitto_secure_conf(port: int, passwd: Path, acl: Path) -> str:
         elif key in ("persistence", "persistence_location", "autosave_interval", "log_dest"):
             continue
         lines.append(line)
-    return "\n".join(lines + ["persistence false", "log_dest stdout", "log_type all"]) + "\n"
+    extra = ["persistence false", "log_dest stdout", "log_type all"]
+    if os.geteuid() == 0:
+        # mosquitto started as root drops to user "mosquitto", which cannot read the test's private
+        # (0600, root-owned, in a 0700 tmp dir) password file; stay the test's own user.
+        extra.append("user root")
+    return "\n".join(lines + extra) + "\n"
 
 
 def start_secure_mosquitto(workdir: Path) -> Deployment:
@@ -181,6 +186,7 @@ class Probe:
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
 
+
     def received(self, topic_part: str = "") -> list[tuple[str, bytes]]:
         with self.lock:
             return [(t, p) for t, p in self.messages if topic_part in t]
@@ -203,6 +209,18 @@ def edge(d: Deployment, user: str) -> Edge:
     e = Edge(user, d.url, MARKET, username=user, password=PASSWORDS[user]).start()
     assert e.wait_synced(20), f"{user}'s replica did not sync"
     return e
+
+
+def forge_as_bob(d: Deployment, messages: list[tuple[str, bytes, bool]]) -> None:
+    """Publishes the ACL must drop, each on its own connection of bob's: mosquitto 2.0.11 closes
+    the connection of an MQTT 3.1.1 client after a denied publish (amqtt just drops the message).
+    QoS 0, because mosquitto answers a denied QoS 1 publish with a PUBACK paho cannot parse."""
+    for topic, payload, retain in messages:
+        bob = probe(d, "bob")
+        bob.client.publish(topic, payload, qos=0, retain=retain)
+        bob.client.disconnect()  # queued after the publish: the broker has handled it when this returns
+        wait_for(bob.disconnected.is_set, 10, "bob's forging connection closed")
+        bob.client.loop_stop()
 
 
 def bob_barrier(bob: Probe, order_id: str) -> None:
@@ -233,8 +251,6 @@ def test_bob_cannot_take_alices_client_id(secure: Deployment) -> None:
         # amqtt refuses the connection; mosquitto forces bob's client id to "bob". Either way alice's
         # session survives and bob's connection gets none of her rights.
         assert bob.connack in (REFUSED if secure.kind == "amqtt" else (0,))
-        if bob.accepted:
-            assert bob.subscribe(T.reports("alice")) == 128
         assert not alice.disconnected.is_set()
         assert alice.subscribe(T.reports("alice")) in (0, 1)
     finally:
@@ -251,7 +267,10 @@ def test_bob_cannot_read_alices_reports_or_everything(secure: Deployment) -> Non
     try:
         for topic_filter in (T.reports("alice"), f"{T.base}/reports/+", "#", f"{T.base}/#", "+/+/+/+",
                              T.replay_response("alice"), f"{T.base}/orders/+", f"{T.base}/replay/request/+"):
-            assert bob.subscribe(topic_filter) == 128, topic_filter
+            # amqtt refuses the subscription; mosquitto grants it and checks read access on every
+            # delivery instead. What counts is below: nothing of alice's ever arrives.
+            code = bob.subscribe(topic_filter)
+            assert code == 128 or secure.kind == "mosquitto", topic_filter
         for topic_filter in (T.reports("bob"), T.book, T.trades, T.snapshot, T.log, T.replicas_filter):
             assert bob.subscribe(topic_filter) in (0, 1), topic_filter
         assert alice.subscribe(T.reports("alice")) in (0, 1)
@@ -259,7 +278,7 @@ def test_bob_cannot_read_alices_reports_or_everything(secure: Deployment) -> Non
         alice.publish(T.orders("alice"), json.dumps(order).encode())
         wait_for(lambda: any(r.get("id") == "a-private" for r in alice.reports()), 15, "alice's answer")
         bob_barrier(bob, "b-read-barrier")
-        assert not [t for t, _p in bob.received() if "/reports/alice" in t]
+        assert not [t for t, _p in bob.received() if t.endswith("/alice")]  # reports, orders, replay
         assert all(r.get("id") != "a-private" for r in bob.reports())
     finally:
         bob.close()
@@ -268,18 +287,19 @@ def test_bob_cannot_read_alices_reports_or_everything(secure: Deployment) -> Non
 
 def test_bob_cannot_trade_or_cancel_as_alice(secure: Deployment) -> None:
     alice = edge(secure, "alice")
-    bob = probe(secure, "bob")
     watcher = probe(secure, "carol")
+    bob: Probe | None = None
     try:
         assert watcher.subscribe(T.log) in (0, 1)
-        bob.subscribe(T.reports("bob"))
         resting = alice.submit({"op": "new", "id": "a-rest", "side": "sell", "price": "9000.00",
                                 "qty": "0.001"}).result(15)
         assert resting["type"] == "accepted"
         forged_new = {"op": "new", "id": "forged-new", "side": "buy", "price": "3.00", "qty": "0.001"}
-        bob.publish(T.orders("alice"), json.dumps(forged_new).encode())
-        bob.publish(T.orders("alice"), json.dumps({"op": "cancel", "id": "a-rest"}).encode())
-        bob.publish(T.orders("alice"), json.dumps({"op": "cancel_all"}).encode())
+        forge_as_bob(secure, [(T.orders("alice"), json.dumps(forged_new).encode(), False),
+                              (T.orders("alice"), b'{"op": "cancel", "id": "a-rest"}', False),
+                              (T.orders("alice"), b'{"op": "cancel_all"}', False)])
+        bob = probe(secure, "bob")
+        bob.subscribe(T.reports("bob"))
         # Under his own name bob may send a cancel of "a-rest", but client order ids are per client:
         # it names no order of bob's and is rejected.
         bob.publish(T.orders("bob"), json.dumps({"op": "cancel", "id": "a-rest"}).encode())
@@ -294,22 +314,24 @@ def test_bob_cannot_trade_or_cancel_as_alice(secure: Deployment) -> None:
         assert b'"a-rest"' in logged  # alice's own order is in the log; bob's cancels of it are not
     finally:
         watcher.close()
-        bob.close()
+        if bob is not None:
+            bob.close()
         alice.close()
 
 
 def test_bob_cannot_forge_log_book_snapshot_or_reports(secure: Deployment) -> None:
-    bob = probe(secure, "bob")
     watcher = probe(secure, "carol")
+    forged = b'{"forged-by":"bob"}'
     try:
-        for topic in (T.log, T.book, T.snapshot, T.trades, T.reports("carol")):
+        for topic in (T.log, T.book, T.snapshot, T.trades, T.reports("carol"), T.replay_response("carol"),
+                      T.replicas_filter):
             watcher.subscribe(topic)
+        targets = ((T.log, False), (T.book, True), (T.snapshot, True), (T.trades, False),
+                   (T.reports("carol"), False), (T.replay_response("carol"), False),
+                   (T.replica("alice"), True), (T.replay_request("alice"), False))
+        forge_as_bob(secure, [(topic, forged, retain) for topic, retain in targets])
+        bob = probe(secure, "bob")
         bob.subscribe(T.reports("bob"))
-        forged = b'{"forged-by":"bob"}'
-        for topic, retain in ((T.log, False), (T.book, True), (T.snapshot, True), (T.trades, False),
-                              (T.reports("carol"), False), (T.replay_response("carol"), False),
-                              (T.replica("alice"), True), (T.replay_request("alice"), False)):
-            bob.publish(topic, forged, retain=retain)
         bob_barrier(bob, "b-forge-barrier")
         wait_for(lambda: any(b"b-forge-barrier" in p for _t, p in watcher.received(T.log)), 15,
                  "barrier in the log")
@@ -324,9 +346,9 @@ def test_bob_cannot_forge_log_book_snapshot_or_reports(secure: Deployment) -> No
             assert all(p != forged for _t, p in late.received())
         finally:
             late.close()
+            bob.close()
     finally:
         watcher.close()
-        bob.close()
 
 
 def test_a_forged_last_will_is_never_published(secure: Deployment) -> None:
