@@ -23,6 +23,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from fastbook.client import Edge
+from fastbook.node import Outgoing
 from fastbook.status import read_status
 from fastbook.topics import Topics
 from fastbook.users import UsersFile, may_publish, may_subscribe
@@ -482,3 +483,73 @@ def test_open_broker_refuses_a_non_loopback_address_and_a_password_argument(tmp_
     differs = run(program("fastbook-edge"), "--username", "alice", "--client-id", "bob",
                   env={"FASTBOOK_PASSWORD": "x"})
     assert differs.returncode == 2 and "differs" in differs.stderr
+
+
+# ---- defence in depth: what a replica does with a forged log entry the ACL let through -----------
+
+
+def _pump(seq: Any, edge_node: Any, messages: list[Any], rounds: int = 10) -> None:
+    """Deliver messages between an in-process sequencer and edge until both are quiet."""
+    pending: list[Outgoing] = list(messages)
+    for _ in range(rounds):
+        to_edge = [(m.topic, m.payload) for m in pending
+                   if m.topic in (T.log, T.snapshot, T.book, T.replay_response("alice"))]
+        to_seq = [(m.topic, m.payload) for m in pending if "/replay/request/" in m.topic]
+        pending = edge_node.on_messages(to_edge) if to_edge else []
+        pending += seq.on_messages(to_seq) if to_seq else []
+        if not pending:
+            return
+
+
+def test_a_replica_rejects_a_forged_log_entry(tmp_path: Path) -> None:
+    """The ACL is the protection; the hash chain is a second line: an entry whose hash does not match
+    the replica's own post-state is never kept, and even a forger who computes the right hash for his
+    entry (the hash is not a MAC: anyone with the log can compute it) is caught by the sequencer's next
+    genuine entry, which chains from the genuine state. Either way the replica resyncs to the
+    sequencer's state and the forged order is gone."""
+    from fastbook.edge import EdgeConfig, EdgeNode
+    from fastbook.market import MarketSpec
+    from fastbook.sequencer import SequencerConfig, SequencerNode
+    from fastbook.wire import decode_log_message, encode_entry, encode_log_message
+
+    spec = MarketSpec(MARKET)
+    seq = SequencerNode(SequencerConfig(spec, tmp_path / "real"))
+    shadow = SequencerNode(SequencerConfig(spec, tmp_path / "forger"))  # the forger's copy of the state
+    alice = EdgeNode(EdgeConfig("alice", MARKET))
+    resyncs: list[dict[str, Any]] = []
+    alice.add_listener(lambda kind, data: resyncs.append(data) if kind == "resync" else None)
+    alice.on_connected()
+    _pump(seq, alice, seq.on_connected())
+    genuine = {"op": "new", "id": "a1", "side": "sell", "price": "100.00", "qty": "1"}
+    for node in (seq, shadow):
+        out = node.on_messages([(T.orders("alice"), json.dumps(genuine).encode())])
+    _pump(seq, alice, out)
+    assert (alice.version, alice.state_hash) == (seq.version, seq.state_hash) == (1, shadow.state_hash)
+
+    # 1. A forged entry "bob buys" with a made-up hash: refused, replica resyncs to the sequencer.
+    # (bob's buy would fill alice's resting sell at 100.00)
+    forged_order = b'{"op":"new","id":"f1","side":"buy","price":"100.00","qty":"1"}'
+    forged_out = shadow.on_messages([(T.orders("bob"), forged_order)])
+    forged_entry = next(e for o in forged_out if o.topic == T.log
+                        for e in decode_log_message(o.payload).entries)
+    wrong = forged_entry._replace(hash=forged_entry.hash ^ 0x5A5A)
+    _pump(seq, alice, [Outgoing(T.log, encode_log_message(MARKET, 2, [encode_entry(wrong)]))])
+    assert resyncs, "the replica must notice the forged entry"
+    assert (alice.version, alice.state_hash) == (seq.version, seq.state_hash)
+    assert alice.version == 1 and [level[0] for level in alice.depth(5)["asks"]] == ["100.00"]
+
+    # 2. The same entry with its correct hash is applied for a moment, but the sequencer's genuine
+    #    entry 2 (another command) chains from the genuine state: mismatch, resync, forged order gone.
+    before = len(resyncs)
+    _pump(seq, alice, [Outgoing(T.log, encode_log_message(MARKET, 2, [encode_entry(forged_entry)]))])
+    assert alice.version == 2 and alice.depth(5)["asks"] == []  # applied: its hash is right for it
+    genuine2 = {"op": "new", "id": "a2", "side": "sell", "price": "101.00", "qty": "1"}
+    _pump(seq, alice, seq.on_messages([(T.orders("alice"), json.dumps(genuine2).encode())]))
+    genuine3 = {"op": "new", "id": "a3", "side": "sell", "price": "102.00", "qty": "1"}
+    _pump(seq, alice, seq.on_messages([(T.orders("alice"), json.dumps(genuine3).encode())]))
+    assert len(resyncs) > before
+    assert (alice.version, alice.state_hash) == (seq.version, seq.state_hash)
+    # bob's forged buy did not fill alice's sell: all three of her orders rest in the replica's book
+    assert [level[0] for level in alice.depth(5)["asks"]] == ["100.00", "101.00", "102.00"]
+    seq.close()
+    shadow.close()
