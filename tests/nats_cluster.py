@@ -10,6 +10,7 @@ a connection. Nodes are killed by pid (never the system nats-server on 4222).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import urllib.request
@@ -211,6 +212,63 @@ def mqtt_round_trip(
             client.loop_stop()
 
 
+def start_shipped_cluster(conf_dir: Path, workdir: Path, timeout: float = 30.0) -> NatsCluster:
+    """Start the example configs `conf_dir/n1.conf..n3.conf` as shipped, except that every
+    127.0.0.1 port moves to a free one (the same mapping in every file, so routes still point at
+    the right node) and each store_dir into `workdir`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    texts = {p.stem: p.read_text() for p in sorted(conf_dir.glob("n*.conf"))}
+    ports = sorted({int(m) for text in texts.values() for m in re.findall(r"127\.0\.0\.1:(\d+)", text)})
+    moved = {port: free_port() for port in ports}
+
+    def move(match: re.Match[str]) -> str:
+        return f"127.0.0.1:{moved[int(match.group(1))]}"
+
+    nodes = []
+    for name, text in texts.items():
+        text = re.sub(r"127\.0\.0\.1:(\d+)", move, text)
+        text = re.sub(r'store_dir: "[^"]*"', f'store_dir: "{workdir / (name + "-jetstream")}"', text)
+
+        def port_of(block: str, text: str = text, name: str = name) -> int:
+            found = re.search(block + r"127\.0\.0\.1:(\d+)", text, re.S)
+            assert found is not None, f"{name}: no {block!r} address"
+            return int(found.group(1))
+
+        node = NatsNode(name, port_of(r"\nlisten: "), port_of(r"cluster \{[^}]*?listen: "),
+                        port_of(r"mqtt \{[^}]*?listen: "), port_of(r"\nhttp: "), workdir)
+        node.conf_path.write_text(text)
+        nodes.append(node)
+    cluster = NatsCluster(nodes)
+    try:
+        for node in nodes:
+            node.start()
+        _wait_formed(cluster, timeout)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _wait_formed(cluster: NatsCluster, timeout: float) -> None:
+    nodes = cluster.nodes
+
+    def formed() -> bool:
+        for node in nodes:
+            if not node.alive():
+                raise RuntimeError(f"nats-server {node.name} exited:\n{node.output()[-3000:]}")
+        return cluster.formed()
+
+    wait_for(formed, timeout, "the NATS cluster to form (routes, JetStream leader, MQTT listeners)",
+             interval=0.1)
+    attempt = iter(range(1_000_000))
+
+    def mqtt_ready() -> bool:
+        token = f"ready-{next(attempt)}"
+        return all(mqtt_round_trip(nodes[0], node, token) for node in nodes)
+
+    wait_for(mqtt_ready, timeout, "MQTT to carry a retained message across every node", interval=0.2)
+
+
 def start_nats_cluster(
     workdir: Path, size: int = 3, timeout: float = 30.0, mqtt_options: dict[str, str] | None = None
 ) -> NatsCluster:
@@ -230,21 +288,7 @@ def start_nats_cluster(
         for node in nodes:
             node.start()
 
-        def formed() -> bool:
-            for node in nodes:
-                if not node.alive():
-                    raise RuntimeError(f"nats-server {node.name} exited:\n{node.output()[-3000:]}")
-            return cluster.formed()
-
-        wait_for(formed, timeout, "the NATS cluster to form (routes, JetStream leader, MQTT listeners)",
-                 interval=0.1)
-        attempt = iter(range(1_000_000))
-
-        def mqtt_ready() -> bool:
-            token = f"ready-{next(attempt)}"
-            return all(mqtt_round_trip(nodes[0], node, token) for node in nodes)
-
-        wait_for(mqtt_ready, timeout, "MQTT to carry a retained message across every node", interval=0.2)
+        _wait_formed(cluster, timeout)
     except BaseException:
         cluster.stop()
         raise

@@ -29,7 +29,7 @@ from fastbook.topics import Topics
 from fastbook.wire import DUPLICATE_CLIENT_ORDER_ID, decode_entry
 from tests.brokers import Proc, start_edge, start_sequencer, wait_for
 from tests.cluster import MARKET, Traffic
-from tests.nats_cluster import NatsCluster, mqtt_round_trip, start_nats_cluster
+from tests.nats_cluster import NatsCluster, mqtt_round_trip, start_nats_cluster, start_shipped_cluster
 from tests.test_integration_cluster import check_accounting, random_flow, resting_orders
 
 pytestmark = pytest.mark.broker
@@ -295,3 +295,19 @@ def test_a_refused_subscription_is_not_a_connection(tmp_path: Path) -> None:
     finally:
         runner.stop()
         single.stop()
+
+
+
+def test_shipped_example_configs_form_a_cluster(tmp_path: Path) -> None:
+    """edge/nats-cluster/n1..n3.conf as documented in docs/brokers.md (ports moved to free ones)."""
+    shipped = Path(__file__).resolve().parent.parent / "edge" / "nats-cluster"
+    cluster = start_shipped_cluster(shipped, tmp_path / "shipped")
+    try:
+        assert [n.name for n in cluster.nodes] == ["n1", "n2", "n3"]
+        for node in cluster.nodes:
+            assert node.conf_path.read_text().count("stream_replicas: 3") == 1
+            routez = node.monitor("routez")
+            assert routez is not None and routez["num_routes"] >= 2, routez
+        assert mqtt_round_trip(cluster.nodes[1], cluster.nodes[2], "shipped")
+    finally:
+        cluster.stop()
