@@ -553,3 +553,36 @@ def test_a_replica_rejects_a_forged_log_entry(tmp_path: Path) -> None:
     assert [level[0] for level in alice.depth(5)["asks"]] == ["100.00", "101.00", "102.00"]
     seq.close()
     shadow.close()
+
+
+def test_tls_listener_with_credentials(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    users = UsersFile(tmp_path / "users.json")
+    users.set("carol", PASSWORDS["carol"])
+    users.save()
+    broker, proc = start_fastbook_broker(tmp_path, [MARKET], extra_args=[
+        "--users", str(users.path), "--tls-cert", str(cert), "--tls-key", str(key)])
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="carol",
+                         protocol=MQTTProtocolVersion.MQTTv311)
+    try:
+        assert "mqtts://127.0.0.1" in proc.output()
+        books: list[bytes] = []
+        client.username_pw_set("carol", PASSWORDS["carol"])
+        client.tls_set(ca_certs=str(cert))
+        client.on_message = lambda _c, _u, msg: books.append(bytes(msg.payload))
+        client.on_connect = lambda c, *_a: c.subscribe(T.book, qos=1)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        # The retained book comes from the in-process sequencer (on the plain loopback listener).
+        wait_for(lambda: books, 15, "the retained book over TLS")
+        assert json.loads(books[0])["market"] == MARKET
+        plain = Probe(broker.port, "carol", PASSWORDS["carol"])  # no TLS: no MQTT session at all
+        assert not plain.accepted
+        plain.close()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        broker.stop()

@@ -228,12 +228,20 @@ def broker_config(
     users_file: Path | None = None,
     internal_credentials: dict[str, str] | None = None,
     tls: tuple[Path, Path] | None = None,
+    local_port: int | None = None,
 ) -> dict[str, Any]:
     """amqtt's configuration. With `users_file` every connection authenticates and the ACL applies;
-    without it the broker is open (AllowAllAuthPlugin). `tls` = (certificate, key) PEM files."""
+    without it the broker is open (AllowAllAuthPlugin). `tls` = (certificate, key) PEM files.
+    `local_port`: an extra plain listener on 127.0.0.1 (same authentication) for in-process clients
+    when the main listener speaks TLS."""
     listener: dict[str, Any] = {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}
     if tls is not None:
         listener.update({"ssl": True, "certfile": str(tls[0]), "keyfile": str(tls[1])})
+    listeners: dict[str, Any] = {"default": listener}
+    if local_port is not None:
+        # amqtt fills every other listener's unset fields from "default": the plain one is "default".
+        listeners = {"default": {"type": "tcp", "bind": f"127.0.0.1:{local_port}", "max_connections": 0},
+                     "main": listener}
     plugins: dict[str, Any]
     if users_file is None:
         plugins = {_plugin_name(AllowAllAuthPlugin): {}}
@@ -244,7 +252,7 @@ def broker_config(
             _plugin_name(FastbookAclPlugin): {},
         }
     return {
-        "listeners": {"default": listener},
+        "listeners": listeners,
         # Keep persistent sessions (the sequencer's) for a day; anonymous ones never get here.
         "session_expiry_interval": 24 * 3600,
         "plugins": plugins,
@@ -311,8 +319,10 @@ class EmbeddedBroker:
         users_file: Path | None = None,
         internal_credentials: dict[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
+        local_port: int | None = None,
     ) -> None:
         self.host = host
+        self.local_port = local_port
         self.port = port
         self.users_file = users_file
         self.internal_credentials = dict(internal_credentials or {})
@@ -333,7 +343,14 @@ class EmbeddedBroker:
         loop.set_exception_handler(_ignore_cancelled_connections)
         if self.users_file is not None:
             UsersFile.load(self.users_file)  # a missing or malformed file: UsersFileError, before listening
-        config = broker_config(self.host, self.port, self.users_file, self.internal_credentials, self.tls)
+        if self.tls is not None:
+            for pem in self.tls:
+                if not Path(pem).is_file():
+                    raise BrokerStartError(f"TLS: {pem} is not a readable file")
+        if self.local_port is not None:
+            check_port_free("127.0.0.1", self.local_port)
+        config = broker_config(self.host, self.port, self.users_file, self.internal_credentials, self.tls,
+                               self.local_port)
         self._broker = FastbookAmqttBroker(config, loop=loop)
         self._broker.secured = self.users_file is not None
         try:

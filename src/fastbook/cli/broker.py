@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fastbook.broker import BrokerStartError, EmbeddedBroker, is_loopback
+from fastbook.broker import BrokerStartError, EmbeddedBroker, free_port, is_loopback
 from fastbook.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -72,8 +72,11 @@ async def serve(args: argparse.Namespace, markets: list[MarketSpec]) -> int:
     # (user = their fixed client id, a name `fastbook users` refuses to create), role sequencer.
     internal = {sequencer_client_id(args.prefix, m): secrets.token_urlsafe(32) for m in markets}
     tls = (args.tls_cert, args.tls_key) if args.tls_cert is not None else None
+    # With TLS the in-process sequencers use a plain listener on loopback (same credentials).
+    local_port = free_port() if tls is not None else None
     broker = EmbeddedBroker(args.host, args.port, users_file=args.users,
-                            internal_credentials=internal if args.users is not None else None, tls=tls)
+                            internal_credentials=internal if args.users is not None else None, tls=tls,
+                            local_port=local_port)
     try:
         await broker.start()
     except (BrokerStartError, ValueError) as exc:
@@ -87,6 +90,8 @@ async def serve(args: argparse.Namespace, markets: list[MarketSpec]) -> int:
     elif args.host == "::":
         local_url = f"mqtt://[::1]:{args.port}"
 
+    if local_port is not None:
+        local_url = f"mqtt://127.0.0.1:{local_port}"
     runners: list[NodeRunner] = []
     code = EXIT_OK
     try:
