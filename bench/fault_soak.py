@@ -59,7 +59,7 @@ def main() -> int:
         assert run.invariants is not None
         kinds_seen: dict[str, int] = {}
         for fault in run.faults:
-            key = " ".join(fault.split()[:2])
+            key = " ".join(fault.split(",")[0].split()[:2])
             kinds_seen[key] = kinds_seen.get(key, 0) + 1
         mix = ", ".join(f"{k} x{n}" for k, n in sorted(kinds_seen.items()))
         summary.append(

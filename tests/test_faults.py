@@ -668,6 +668,21 @@ def test_journal_write_error_stops_accepting_and_publishes_nothing_undurable(
         # Nothing beyond the durable journal was published: the book, the edge and the file agree.
         cluster.wait_converged(["edge-a"], 30, version=before)
         assert cluster.journal_path().stat().st_size == journal_size
+        # Still so after the broker restarts and the failed sequencer republishes its retained book:
+        # that book must be the durable one, not the in-memory state of the batch that failed.
+        restart_mosquitto(cluster)
+        wait_for(
+            lambda: "connected" in cluster.sequencer.output().rsplit("File too large", 1)[-1],
+            30,
+            "the sequencer reconnected",
+        )
+        with StatusWatcher(cluster.url, MARKET, client_id="test-status-fresh") as fresh:
+            wait_for(lambda: fresh.snapshot().book_version == before, 30, "the retained book republished")
+            wait_for(lambda: "edge-a" in fresh.snapshot().replicas, 30, "edge-a's status republished")
+            republished = fresh.snapshot()
+        durable_hash = republished.replicas["edge-a"].hash  # the edge applied only durable entries
+        assert republished.replicas["edge-a"].version == before
+        assert republished.book_hash == durable_hash, "the book republished non-durable state"
         # A restart (the disk has room again) resumes from the journal and accepts again.
         cluster.kill_sequencer()
         facts = read_journal(cluster.journal_path().parent)
