@@ -125,6 +125,7 @@ class SequencerNode:
             self.last_trade: dict[str, Any] | None = None
             self.replica, self.seen = self._recover()
             self.failed: str | None = None
+            self._durable_book: Outgoing | None = None  # the last book built from durable state
             self._published_snapshot = b""
             self._published_snapshot_version = -1
             self._snapshot_time: float | None = None
@@ -523,9 +524,14 @@ class SequencerNode:
         ]
 
     def _book_message(self) -> Outgoing:
+        if self.failed is not None and self._durable_book is not None:
+            # After a failed commit the in-memory book holds commands that are not durable: a
+            # reconnect republishes the last book that was, never that state.
+            return self._durable_book
         depth = self.replica.book.depth(self.cfg.book_depth)  # type: ignore[attr-defined]
         payload = encode_book(self.market, self.journal.last_seq, self.state_hash, depth, self.last_trade)
-        return Outgoing(self.topics.book, payload, retain=True)
+        self._durable_book = Outgoing(self.topics.book, payload, retain=True)
+        return self._durable_book
 
     def _take_snapshot(self, now: float) -> list[Outgoing]:
         """Write <version>.snap (with the dedupe set) and publish it retained (without)."""
