@@ -586,3 +586,24 @@ def test_tls_listener_with_credentials(tmp_path: Path) -> None:
         client.disconnect()
         client.loop_stop()
         broker.stop()
+
+
+def test_edge_and_status_programs_with_credentials(secure: Deployment, tmp_path: Path) -> None:
+    env = dict(os.environ, FASTBOOK_PASSWORD=PASSWORDS["alice"], PYTHONUNBUFFERED="1")
+    edge_proc = Proc([program("fastbook-edge"), "--username", "alice", "--broker", secure.url,
+                      "--market", MARKET], tmp_path / "edge-alice.log", env=env, stdin_pipe=True)
+    try:
+        wait_for(lambda: "in sync" in edge_proc.output() or not edge_proc.alive(), 20, "the edge in sync")
+        edge_proc.send_lines(["buy 0.001 @ 4.00 id=cli-1"])
+        wait_for(lambda: '"type":"accepted","id":"cli-1"' in edge_proc.output(), 15, "the accepted report")
+    finally:
+        assert edge_proc.stop() == 0, edge_proc.output()
+    pw = tmp_path / "carol.pw"
+    pw.write_text(PASSWORDS["carol"] + "\n")
+    ok = run(program("fastbook"), "status", "--broker", secure.url, "--username", "carol",
+             "--password-file", str(pw), "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert any(r["client_id"] == "alice" for r in json.loads(ok.stdout)["replicas"])
+    refused = run(program("fastbook"), "status", "--broker", secure.url, "--username", "carol",
+                  "--timeout", "2", env={"FASTBOOK_PASSWORD": "wrong"})
+    assert refused.returncode == 1 and "refused" in refused.stderr
