@@ -194,7 +194,10 @@ def test_sequencer_on_n1_edges_on_n2_n3_survive_killing_n2_under_load(
             assert len(results[name]) == len(flow)
 
         status = watcher.snapshot()
-        wait_for(converged, 60, "every replica at the sequencer's version and hash", interval=0.2)
+        try:
+            wait_for(converged, 60, "every replica at the sequencer's version and hash", interval=0.2)
+        except AssertionError:
+            raise AssertionError(f"not converged: {watcher.snapshot().to_json()}") from None
         status = watcher.snapshot()
         assert status.book_version is not None and status.book_hash is not None
         for name, edge in api.items():
