@@ -582,6 +582,16 @@ def test_tls_listener_with_credentials(tmp_path: Path) -> None:
         plain = Probe(broker.port, "carol", PASSWORDS["carol"])  # no TLS: no MQTT session at all
         assert not plain.accepted
         plain.close()
+        client.disconnect()  # same user: the Edge below would take this session over anyway
+        with Edge("carol", broker.url, MARKET, username="carol", password=PASSWORDS["carol"],
+                  tls_ca=str(cert)) as carol:
+            assert carol.wait_synced(15)
+            order = {"op": "new", "id": "tls-1", "side": "buy", "price": "1.00", "qty": "0.001"}
+            assert carol.submit(order).result(15)["type"] == "accepted"
+        status = run(program("fastbook"), "status", "--broker", broker.url, "--username", "carol",
+                     "--tls-ca", str(cert), "--json", env={"FASTBOOK_PASSWORD": PASSWORDS["carol"]})
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["sequencer"]["version"] >= 1
     finally:
         client.disconnect()
         client.loop_stop()

@@ -55,6 +55,7 @@ class Edge:
         mqtt_client_id: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        tls_ca: str | None = None,
     ) -> None:
         """With `username` (and its `password`, e.g. from os.environ["FASTBOOK_PASSWORD"]) the
         broker authenticates the connection; its ACL then requires client_id == username."""
@@ -67,7 +68,8 @@ class Edge:
         self.node = EdgeNode(EdgeConfig(client_id=client_id, market=market, prefix=prefix))
         self.runner = NodeRunner(self.node, broker,
                                  mqtt_client_id or username or f"fastbook-api-{client_id}"[:128],
-                                 name=f"edge-{client_id}", username=username, password=password)
+                                 name=f"edge-{client_id}", username=username, password=password,
+                                 tls_ca=tls_ca)
         self.retry_after = retry_after
         self.max_attempts = max_attempts
         # (op, client order id) -> commands awaiting their answer, oldest first. A cancel or amend

@@ -133,6 +133,7 @@ class NodeRunner:
         name: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        tls_ca: str | None = None,
     ) -> None:
         if not client_id or len(client_id.encode()) > 65535:
             raise ValueError("client id must be a non-empty string")
@@ -174,6 +175,9 @@ class NodeRunner:
         self._client.max_inflight_messages_set(max_inflight)
         if username is not None:
             self._client.username_pw_set(username, password)
+        if tls_ca is not None:
+            # TLS to every broker URL, verifying the broker's certificate (and host name) against tls_ca.
+            self._client.tls_set(ca_certs=tls_ca)
         self._client.max_queued_messages_set(0)  # 0 = unbounded: the worker never drops its own output
         will = node.will()
         if will is not None:

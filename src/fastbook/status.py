@@ -147,12 +147,12 @@ class StatusWatcher:
 
     def __init__(self, broker: str | Sequence[str], market: str, prefix: str = DEFAULT_PREFIX,
                  client_id: str | None = None, *, username: str | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, tls_ca: str | None = None) -> None:
         self._collector = _StatusCollector(Topics(market, prefix))
         # With credentials the MQTT client id must be the user name (the broker's ACL rule).
         self.runner = NodeRunner(self._collector, broker,
                                  client_id or username or f"fastbook-status-{time.monotonic_ns() % 10**9}",
-                                 username=username, password=password)
+                                 username=username, password=password, tls_ca=tls_ca)
 
     def __enter__(self) -> StatusWatcher:
         self.runner.start()
@@ -184,10 +184,11 @@ class StatusWatcher:
 
 def read_status(broker: str | Sequence[str], market: str, prefix: str = DEFAULT_PREFIX,
                 timeout: float = 5.0, *, username: str | None = None,
-                password: str | None = None) -> MarketStatus:
+                password: str | None = None, tls_ca: str | None = None) -> MarketStatus:
     """Connect, collect the retained messages, disconnect. TimeoutError if the broker is unreachable
     or refuses the credentials."""
-    with StatusWatcher(broker, market, prefix, username=username, password=password) as watcher:
+    with StatusWatcher(broker, market, prefix, username=username, password=password,
+                       tls_ca=tls_ca) as watcher:
         if not watcher.runner.wait_connected(timeout) or not watcher.wait_settled(timeout):
             refusal = watcher.runner.refusal
             if refusal is not None:

@@ -72,6 +72,8 @@ def add_credentials_arguments(parser: argparse.ArgumentParser) -> None:
                         f"--password-file or the environment variable {PASSWORD_ENV}")
     parser.add_argument("--password-file", type=Path, metavar="FILE",
                         help="file whose first line is the MQTT password (keep it mode 0600)")
+    parser.add_argument("--tls-ca", type=Path, metavar="PEM",
+                        help="connect with TLS, trusting the broker certificates signed by this CA file")
 
 
 def read_password_file(path: Path) -> str:

@@ -91,7 +91,8 @@ class EdgeProgram:
         # With credentials the MQTT client id must be the user name (the broker's ACL rule).
         self.runner = NodeRunner(self.node, args.broker, username or f"fastbook-edge-{args.client_id}"[:128],
                                  clean_session=True, name=f"edge-{args.client_id}",
-                                 username=username, password=password)
+                                 username=username, password=password,
+                                 tls_ca=str(args.tls_ca) if args.tls_ca else None)
         self.events: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self.node.add_listener(self._on_event)
         self.recent: deque[str] = deque(maxlen=12)

@@ -133,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return fail(str(exc), EXIT_USAGE)
         try:
             status = read_status(args.broker, args.market, args.prefix, args.timeout,
-                                 username=username, password=password)
+                                 username=username, password=password,
+                                 tls_ca=str(args.tls_ca) if args.tls_ca else None)
         except TimeoutError as exc:
             return fail(str(exc))
         if args.json:

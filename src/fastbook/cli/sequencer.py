@@ -88,6 +88,7 @@ def build_sequencer_runner(
     return NodeRunner(
         node, broker, username or sequencer_client_id(args.prefix, market), clean_session=False,
         name=f"sequencer-{market.name}", username=username, password=password,
+        tls_ca=str(args.tls_ca) if getattr(args, "tls_ca", None) else None,
     )
 
 
