@@ -1002,44 +1002,72 @@ cdef extern from *:
 
 cdef extern from *:
     """
-    /* Book.new's vectorcall entry. The Cython-generated method parses keywords and defaults in
-       general; this replaces it in the type's dict with a METH_FASTCALL method that hands plain
-       positional calls (5..9 arguments, the common case) to a C function over the caller's argument
-       array, and passes everything else to the generic method unchanged. */
-    typedef PyObject* (*fb_new_fn)(PyObject* self, PyObject** args, Py_ssize_t nargs);
-    static fb_new_fn fb_new_impl = NULL;
-    static PyObject* fb_new_generic = NULL;     /* the original method descriptor */
+    /* Vectorcall entries for the command methods. The Cython-generated methods parse keywords and
+       defaults in general; fb_install_fastcall replaces one in the type's dict with a METH_FASTCALL
+       method that hands plain positional calls (min..max arguments, the common case) to a C function
+       over the caller's argument array, and passes everything else to the generic method unchanged
+       (same results, same TypeErrors). */
+    typedef PyObject* (*fb_fast_fn)(PyObject* self, PyObject** args, Py_ssize_t nargs);
+    typedef struct {
+        fb_fast_fn impl;
+        PyObject* generic;        /* the original method descriptor */
+        Py_ssize_t min_args, max_args;
+        PyMethodDef def;
+    } fb_fast_method;
+    #define FB_FAST_METHODS 4
+    static fb_fast_method fb_fast[FB_FAST_METHODS];
+    static int fb_fast_count = 0;
 
-    static PyObject* fb_new_fastcall(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
-                                     PyObject* kwnames) {
-        if (kwnames == NULL && nargs >= 5 && nargs <= 9)
-            return fb_new_impl(self, (PyObject**)args, nargs);
-        PyObject* bound = Py_TYPE(fb_new_generic)->tp_descr_get(fb_new_generic, self,
-                                                                 (PyObject*)Py_TYPE(self));
+    static PyObject* fb_fast_dispatch(int k, PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                                      PyObject* kwnames) {
+        fb_fast_method* m = &fb_fast[k];
+        if (kwnames == NULL && nargs >= m->min_args && nargs <= m->max_args)
+            return m->impl(self, (PyObject**)args, nargs);
+        PyObject* bound = Py_TYPE(m->generic)->tp_descr_get(m->generic, self, (PyObject*)Py_TYPE(self));
         if (bound == NULL) return NULL;
         PyObject* result = PyObject_Vectorcall(bound, args, (size_t)nargs, kwnames);
         Py_DECREF(bound);
         return result;
     }
+    #define FB_FAST_ENTRY(k) \
+        static PyObject* fb_fast_entry_##k(PyObject* self, PyObject* const* args, Py_ssize_t nargs, \
+                                           PyObject* kwnames) { \
+            return fb_fast_dispatch(k, self, args, nargs, kwnames); \
+        }
+    FB_FAST_ENTRY(0)
+    FB_FAST_ENTRY(1)
+    FB_FAST_ENTRY(2)
+    FB_FAST_ENTRY(3)
+    typedef PyObject* (*fb_fast_entry)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
+    static fb_fast_entry fb_fast_entries[FB_FAST_METHODS] = {
+        fb_fast_entry_0, fb_fast_entry_1, fb_fast_entry_2, fb_fast_entry_3};
 
-    static PyMethodDef fb_new_def = {
-        "new", (PyCFunction)(void (*)(void))fb_new_fastcall, METH_FASTCALL | METH_KEYWORDS,
-        "Submit a new order; returns its events (docs/engine.md)."
-    };
-
-    static int fb_install_fast_new(PyObject* type, fb_new_fn impl) {
+    static int fb_install_fastcall(PyObject* type, const char* name, fb_fast_fn impl,
+                                   Py_ssize_t min_args, Py_ssize_t max_args) {
         PyTypeObject* tp = (PyTypeObject*)type;
-        PyObject* generic = PyDict_GetItemString(tp->tp_dict, "new");
-        if (generic == NULL || Py_TYPE(generic)->tp_descr_get == NULL) {
-            PyErr_SetString(PyExc_RuntimeError, "Book.new is not a method descriptor");
+        if (fb_fast_count == FB_FAST_METHODS) {
+            PyErr_SetString(PyExc_RuntimeError, "too many fast methods");
             return -1;
         }
-        PyObject* fast = PyDescr_NewMethod(tp, &fb_new_def);
+        PyObject* generic = PyDict_GetItemString(tp->tp_dict, name);
+        if (generic == NULL || Py_TYPE(generic)->tp_descr_get == NULL) {
+            PyErr_Format(PyExc_RuntimeError, "%s is not a method descriptor", name);
+            return -1;
+        }
+        fb_fast_method* m = &fb_fast[fb_fast_count];
+        m->def.ml_name = name;
+        m->def.ml_meth = (PyCFunction)(void (*)(void))fb_fast_entries[fb_fast_count];
+        m->def.ml_flags = METH_FASTCALL | METH_KEYWORDS;
+        m->def.ml_doc = "A book command; returns its events (docs/engine.md).";
+        PyObject* fast = PyDescr_NewMethod(tp, &m->def);
         if (fast == NULL) return -1;
         Py_INCREF(generic);
-        fb_new_generic = generic;
-        fb_new_impl = impl;
-        int rc = PyDict_SetItemString(tp->tp_dict, "new", fast);
+        m->generic = generic;
+        m->impl = impl;
+        m->min_args = min_args;
+        m->max_args = max_args;
+        fb_fast_count++;
+        int rc = PyDict_SetItemString(tp->tp_dict, name, fast);
         Py_DECREF(fast);
         PyType_Modified(tp);
         return rc;
@@ -1047,8 +1075,9 @@ cdef extern from *:
 
     static inline int fb_exact_int(PyObject* o) { return PyLong_CheckExact(o); }
     """
-    ctypedef object (*new_fn "fb_new_fn")(object, PyObject**, Py_ssize_t)
-    int install_fast_new "fb_install_fast_new"(object type, new_fn impl) except -1
+    ctypedef object (*fast_fn "fb_fast_fn")(object, PyObject**, Py_ssize_t)
+    int install_fastcall "fb_install_fastcall"(object type, const char* name, fast_fn impl,
+                                               Py_ssize_t min_args, Py_ssize_t max_args) except -1
     bint exact_int "fb_exact_int"(PyObject* o) noexcept
 
 
@@ -1308,11 +1337,17 @@ cdef class Book:
 
     @cython.binding(False)
     def cancel(self, order_id, owner):
+        cdef PyObject* args[2]
+        args[0] = <PyObject*>order_id
+        args[1] = <PyObject*>owner
+        return self._cancel(args, 2)
+
+    cdef list _cancel(self, PyObject** args, Py_ssize_t nargs):
         cdef ArgInts a
-        a.id_val = as_i64(order_id, "order_id")
-        a.owner_val = as_i64(owner, "owner")
-        a.id_obj = exact(order_id)
-        a.owner_obj = exact(owner)
+        a.id_val = raw_as_i64(args[0], "order_id")
+        a.owner_val = raw_as_i64(args[1], "owner")
+        a.id_obj = raw_exact(args[0])
+        a.owner_obj = raw_exact(args[1])
         a.price_obj = NULL
         a.qty_obj = NULL
         if a.owner_val < 0 or a.owner_val > MAX_OWNER:
@@ -1323,15 +1358,24 @@ cdef class Book:
 
     @cython.binding(False)
     def amend(self, order_id, owner, price=0, qty=0):
+        cdef PyObject* args[4]
+        args[0] = <PyObject*>order_id
+        args[1] = <PyObject*>owner
+        args[2] = <PyObject*>price
+        args[3] = <PyObject*>qty
+        return self._amend(args, 4)
+
+    cdef list _amend(self, PyObject** args, Py_ssize_t nargs):
+        # amend() on 2..4 borrowed positional arguments; price and qty default to 0 (keep).
         cdef ArgInts a
-        a.id_val = as_i64(order_id, "order_id")
-        a.owner_val = as_i64(owner, "owner")
-        a.price_val = as_i64(price, "price")
-        a.qty_val = as_i64(qty, "qty")
-        a.id_obj = exact(order_id)
-        a.owner_obj = exact(owner)
-        a.price_obj = exact(price)
-        a.qty_obj = exact(qty)
+        a.id_val = raw_as_i64(args[0], "order_id")
+        a.owner_val = raw_as_i64(args[1], "owner")
+        a.price_val = raw_as_i64(args[2], "price") if nargs > 2 else 0
+        a.qty_val = raw_as_i64(args[3], "qty") if nargs > 3 else 0
+        a.id_obj = raw_exact(args[0])
+        a.owner_obj = raw_exact(args[1])
+        a.price_obj = raw_exact(args[2]) if nargs > 2 else NULL
+        a.qty_obj = raw_exact(args[3]) if nargs > 3 else NULL
         if a.owner_val < 0 or a.owner_val > MAX_OWNER:
             return rejected(a.id_val, a.owner_val, 0, a.price_val, a.qty_val, INVALID_OWNER, &a)
         self._enter()
@@ -1672,15 +1716,25 @@ cdef class Book:
         return (_restore_book, (type(self), self.snapshot()))
 
 
+# Book.new / cancel / amend with positional arguments only, called straight from the vectorcall (no
+# argument tuple, no per-argument references): these are the hot calls of the per-command API.
+# Keywords and wrong argument counts still go through the generic methods, with their errors.
+
 cdef object new_positional(object book, PyObject** args, Py_ssize_t nargs):
-    # Book.new with 5..9 positional arguments and no keywords, called straight from the vectorcall
-    # (no argument tuple, no per-argument references).
     return (<Book>book)._new(args, nargs)
 
 
-# book.new(...) is the hot call of the per-command API: route positional calls past the generic
-# argument parser (keywords and wrong argument counts still go through it, with its errors).
-install_fast_new(Book, new_positional)
+cdef object cancel_positional(object book, PyObject** args, Py_ssize_t nargs):
+    return (<Book>book)._cancel(args, nargs)
+
+
+cdef object amend_positional(object book, PyObject** args, Py_ssize_t nargs):
+    return (<Book>book)._amend(args, nargs)
+
+
+install_fastcall(Book, "new", new_positional, 5, 9)
+install_fastcall(Book, "cancel", cancel_positional, 2, 2)
+install_fastcall(Book, "amend", amend_positional, 2, 4)
 
 
 def _restore_book(cls, data):
