@@ -18,15 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hypothesis.strategies as st
 import paho.mqtt.client as paho
 import pytest
+from hypothesis import HealthCheck, given, settings
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from fastbook.client import Edge
 from fastbook.node import Outgoing
 from fastbook.status import read_status
 from fastbook.topics import Topics
-from fastbook.users import UsersFile, may_publish, may_subscribe
+from fastbook.users import UsersFile, UsersFileError, may_publish, may_subscribe
 from tests.brokers import (
     MOSQUITTO,
     Broker,
@@ -617,3 +619,46 @@ def test_edge_and_status_programs_with_credentials(secure: Deployment, tmp_path:
     refused = run(program("fastbook"), "status", "--broker", secure.url, "--username", "carol",
                   "--timeout", "2", env={"FASTBOOK_PASSWORD": "wrong"})
     assert refused.returncode == 1 and "refused" in refused.stderr
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                 lambda inner: st.lists(inner, max_size=4)
+                 | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                 max_leaves=20).map(lambda doc: json.dumps({"version": 1, "users": doc}).encode()),
+))
+def test_a_hostile_credentials_file_is_a_clear_error(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "users.json"
+    path.write_bytes(data)
+    try:
+        users = UsersFile.load(path)
+    except UsersFileError as exc:
+        assert str(path) in str(exc)
+        return
+    for user in users.users.values():  # whatever loaded is well-formed and checkable
+        assert user.role in ("trader", "sequencer")
+        assert users.check(user.name, "not the password") is None
+
+
+def test_missing_or_malformed_users_file_stops_the_broker(tmp_path: Path) -> None:
+    missing = run(program("fastbook-broker"), "--port", str(free_port()), "--data-dir", str(tmp_path / "d"),
+                  "--users", str(tmp_path / "nope.json"))
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text("alice:plaintext\n")
+    malformed = run(program("fastbook-broker"), "--port", str(free_port()), "--data-dir", str(tmp_path / "d"),
+                    "--users", str(bad))
+    assert malformed.returncode == 1 and "not valid JSON" in malformed.stderr
+
+
+def test_password_hash_parameters_are_bounded() -> None:
+    from fastbook.users import hash_password, verify_password
+
+    encoded = hash_password("pw")
+    assert verify_password("pw", encoded) and not verify_password("pW", encoded)
+    assert not verify_password("pw", encoded.replace("scrypt$16384$", "scrypt$1048576$"))  # 1 GiB: refused
+    assert not verify_password("pw", encoded.replace("$8$1$", "$8$99$"))
+    assert not verify_password("pw", "plain") and not verify_password(None, encoded)
+    assert encoded != hash_password("pw")  # a fresh salt every time

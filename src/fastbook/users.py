@@ -82,8 +82,10 @@ def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
     if len(parts) != 6 or parts[0] != "scrypt":
         raise ValueError("not a scrypt$n$r$p$salt$key hash")
     n, r, p = (int(x) for x in parts[1:4])
-    # Bounds keep a hostile file from making each check take minutes or gigabytes.
-    if not (2 <= n <= 1 << 20 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
+    # Bounds keep a hostile file from making each check take seconds or gigabytes (scrypt needs
+    # 128 * r * n bytes: at most 64 MiB here).
+    if not (2 <= n <= 1 << 17 and n & (n - 1) == 0 and 1 <= r <= 16 and 1 <= p <= 4
+            and 128 * r * n <= 64 << 20):
         raise ValueError("scrypt parameters out of range")
     salt = base64.b64decode(parts[4], validate=True)
     key = base64.b64decode(parts[5], validate=True)
@@ -102,7 +104,7 @@ def verify_password(password: str | bytes | None, encoded: str) -> bool:
     try:
         n, r, p, salt, key = _parse_hash(encoded)
         candidate = hashlib.scrypt(raw, salt=salt, n=n, r=r, p=p, dklen=len(key),
-                                   maxmem=256 * n * r * p + (1 << 20))
+                                   maxmem=128 * r * (n + p + 2) + (1 << 20))
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(candidate, key)
