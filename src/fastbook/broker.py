@@ -2,8 +2,10 @@
 
 amqtt's default AnonymousAuthPlugin flags every session anonymous, and amqtt drops anonymous sessions
 (with their offline queues) about a second after they disconnect. fastbook's sequencer asks for a
-persistent session, so the broker authenticates everyone with `AllowAllAuthPlugin`, which accepts
-without the anonymous flag. Retained messages (book, snapshot, replica status) live in memory: after a
+persistent session, so an open broker (no `--users`) authenticates everyone with
+`AllowAllAuthPlugin`, which accepts without the anonymous flag. With a credentials file,
+`FastbookAuthPlugin` and `FastbookAclPlugin` enforce docs/security.md.
+Retained messages (book, snapshot, replica status) live in memory: after a
 broker restart the sequencer republishes book and snapshot on reconnect, edges their status.
 
 Known amqtt 0.12.1 defects and what fastbook does about them:
