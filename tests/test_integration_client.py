@@ -47,6 +47,10 @@ def test_submit_resolves_each_op_to_its_answer(cluster: Cluster) -> None:
         assert rejected["type"] == "rejected" and rejected["code"] == "UNKNOWN_ORDER"
         misaligned = alice.submit(op="new", side="buy", price="99.505", qty="1").result(10)
         assert misaligned["type"] == "rejected" and misaligned["code"] == "INVALID_PRICE"
+        implicit_new = alice.submit(side="buy", price="99.00", qty="1").result(10)  # op defaults to new
+        assert implicit_new["type"] == "accepted"
+        bad_op = alice.submit(op="bogus", side="buy").result(10)  # answered, not left to time out
+        assert (bad_op["type"], bad_op["code"], bad_op["op"]) == ("rejected", "INVALID_OP", None)
         everyone = alice.submit(op="cancel_all").result(10)
         assert everyone["type"] == "cancelled_all"
         assert alice.wait_synced(10, everyone["seq"]) and bob.wait_synced(10, everyone["seq"])

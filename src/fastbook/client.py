@@ -31,6 +31,8 @@ from fastbook.topics import DEFAULT_PREFIX
 ANSWERED_OP = {"accepted": "new", "amended": "amend", "cancelled_all": "cancel_all"}
 
 
+_OPS = frozenset({"new", "cancel", "amend", "cancel_all"})
+
 @dataclass
 class _Pending:
     future: Future[dict[str, Any]]
@@ -106,13 +108,16 @@ class Edge:
 
     def submit(self, order: dict[str, Any] | None = None, **fields: Any) -> Future[dict[str, Any]]:
         """Send one order (a wire-contract dict, or keyword fields); the future resolves to its
-        accepted/rejected report. The client order id is assigned if missing."""
+        accepted/rejected report. "op" defaults to "new" and the client order id is assigned if
+        missing."""
         body = dict(order or {}, **fields)
+        body.setdefault("op", "new")
+        # A rejected report names the op only when it was a valid one; match it the same way.
+        op = body["op"] if body["op"] in _OPS else ""
         future: Future[dict[str, Any]] = Future()
 
         def send() -> tuple[str, list[Outgoing]]:
             client_order_id, messages = self.node.submit(body)
-            op = str(body.get("op", "new"))
             pending = _Pending(future, list(messages), time.monotonic())
             self._pending.setdefault((op, client_order_id), deque()).append(pending)
             return client_order_id, messages
