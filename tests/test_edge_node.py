@@ -121,6 +121,21 @@ def test_bad_messages_are_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     assert edge.version == 0 and "ignoring bad message" in caplog.text
 
 
+def test_log_of_another_market_is_refused_aloud(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("ETH-USD"), tmp_path / "d"))
+    edge, _ = make_edge()
+    edge.on_connected()
+    edge.on_tick(1.5)  # no snapshot: an empty replica at version 0
+    _, messages = edge.submit({"op": "new", "id": "s1", "side": "sell", "price": "100", "qty": "2"})
+    out = seq.on_messages([(m.topic.replace("BTC-USD", "ETH-USD"), m.payload) for m in messages])
+    foreign_log = [o.payload for o in out if o.topic == Topics("ETH-USD").log]
+    assert foreign_log
+    edge.on_messages([(T.log, payload) for payload in foreign_log])
+    assert edge.version == 0
+    assert "log of market 'ETH-USD'" in caplog.text  # not silently dropped: the log says why
+    seq.close()
+
+
 def test_replay_request_when_no_snapshot_arrives() -> None:
     edge, _ = make_edge()
     edge.on_connected()

@@ -174,8 +174,9 @@ class EdgeNode:
                         requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
                         continue
                     msg = decode_log_message(payload)
-                    if msg.market == self.cfg.market:
-                        requests += self.follower.on_entries(msg.entries, msg.head, now)
+                    if msg.market != self.cfg.market:  # said aloud: a replica stuck at 0 must say why
+                        raise ValueError(f"log of market {msg.market!r:.70}")
+                    requests += self.follower.on_entries(msg.entries, msg.head, now)
                 elif topic == t.snapshot:
                     if payload:  # an empty retained message clears the topic
                         requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
