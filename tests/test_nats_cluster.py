@@ -1,10 +1,11 @@
 """fastbook on a 3-node NATS cluster with MQTT (issue 4, "Clustered broker").
 
-The sequencer is on node 1; replicas (two `fastbook-edge` processes) and three API clients
-(`fastbook.client.Edge`, each also a replica) connect to nodes 2 and 3, each with a failover list of
-broker URLs. Under load node 2 is SIGKILLed: its clients fail over to node 3, and at the end every
-accepted order is accounted for (journal and reports), nothing ran twice, and every replica has the
-sequencer's version and hash.
+The sequencer is on n1; four API clients (`fastbook.client.Edge`, each a replica, with persistent
+sessions) connect to n2 and n3, and two `fastbook-edge` processes to the edge-side node that stays up,
+each with a failover list of broker URLs. Under load the other edge-side node is SIGKILLed: its
+clients fail over, and at the end every accepted order is accounted for (journal and reports),
+nothing ran twice, and every replica has the sequencer's version and hash. Findings and NATS limits:
+docs/brokers.md.
 """
 
 from __future__ import annotations
