@@ -288,7 +288,11 @@ class NodeRunner:
         self._pending_subscribe = None
         failed = [r for r in reasons if r.is_failure]
         if failed:
-            log.error("%s: broker refused subscriptions: %s", self.name, failed)
+            # A node without its subscriptions (log, reports) would wait forever: treat it as a failed
+            # connection, so the network loop reconnects (next broker URL, with backoff) and retries.
+            log.error("%s: broker refused subscriptions: %s; reconnecting", self.name, failed)
+            self._client.disconnect()
+            return
         self._mark_connected()
 
     def _mark_connected(self) -> None:
