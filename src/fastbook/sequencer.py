@@ -21,18 +21,16 @@ from fastbook.journal import Journal, JournalError
 from fastbook.market import MarketSpec
 from fastbook.node import Incoming, Outgoing
 from fastbook.replica import HashMismatch, Replica
+from fastbook.reports import command_reports, public_trade
 from fastbook.snapshot import SnapshotStore
 from fastbook.topics import DEFAULT_PREFIX, Topics
 from fastbook.types import EventType, Op, Reject
 from fastbook.wire import (
-    CANCEL_REASON_TEXT,
     DUPLICATE_CLIENT_ORDER_ID,
     INVALID_CLIENT_ID,
     JOURNAL_UNAVAILABLE,
     OP_TEXT,
     REPLAY_MAX_ENTRIES,
-    SIDE_TEXT,
-    TYPE_TEXT,
     UNKNOWN_ORDER,
     LogEntry,
     OrderCommand,
@@ -56,13 +54,7 @@ log = logging.getLogger(__name__)
 LOG_CHUNK = 2000  # entries per log / replay message
 MARKET_FILE = "market.json"
 
-_ACCEPTED, _TRADE, _CANCELLED, _DONE, _AMENDED = (
-    int(EventType.ACCEPTED),
-    int(EventType.TRADE),
-    int(EventType.CANCELLED),
-    int(EventType.DONE),
-    int(EventType.AMENDED),
-)
+_TRADE = int(EventType.TRADE)
 _REJECTED = int(EventType.REJECTED)
 _NEW = int(Op.NEW)
 
@@ -375,119 +367,16 @@ class SequencerNode:
         self._event_reports(seq, client, cmd, events, batch)
 
     def _event_reports(self, seq: int, client: str, cmd: OrderCommand, events: list, batch: _Batch) -> None:
-        replica = self.replica
-        tp, lq = self.market.ticks_to_price, self.market.lots_to_qty
-        reports = batch.reports
-        trade_number = 0
-        cancelled = 0
-        for event in events:
-            kind = event[0]
-            if kind == _TRADE:
-                trade_number += 1
-                public = self._public_trade(seq, trade_number, event)
-                batch.trades.append(public)
-                self.last_trade = public
-                taker_owner, taker_coid = replica.describe(event[1])  # type: ignore[misc]
-                maker_owner, maker_coid = replica.describe(event[7])  # type: ignore[misc]
-                common = {
-                    "seq": seq,
-                    "trade_id": public["trade_id"],
-                    "price": public["price"],
-                    "qty": public["qty"],
-                }
-                reports.append(
-                    (
-                        replica.clients[taker_owner],
-                        {
-                            "type": "trade",
-                            "id": taker_coid,
-                            **common,
-                            "side": SIDE_TEXT[event[3]],
-                            "liquidity": "taker",
-                            "remaining": lq(event[6]),
-                        },
-                        seq,
-                    )
-                )
-                reports.append(
-                    (
-                        replica.clients[maker_owner],
-                        {
-                            "type": "trade",
-                            "id": maker_coid,
-                            **common,
-                            "side": SIDE_TEXT[3 - event[3]],
-                            "liquidity": "maker",
-                            "remaining": lq(event[9]),
-                        },
-                        seq,
-                    )
-                )
-                continue
-            who = replica.describe(event[1])
-            if who is None:
-                continue
-            owner_client, order_coid = replica.clients[who[0]], who[1]
-            if kind == _ACCEPTED:
-                reports.append(
-                    (
-                        owner_client,
-                        {
-                            "type": "accepted",
-                            "id": order_coid,
-                            "seq": seq,
-                            "side": SIDE_TEXT[event[3]],
-                            "order_type": TYPE_TEXT[cmd.order_type],
-                            "price": tp(event[4]) if event[4] else None,
-                            "qty": lq(event[5]),
-                        },
-                        seq,
-                    )
-                )
-            elif kind == _CANCELLED:
-                cancelled += 1
-                reports.append(
-                    (
-                        owner_client,
-                        {
-                            "type": "cancelled",
-                            "id": order_coid,
-                            "seq": seq,
-                            "qty": lq(event[5]),
-                            "reason": CANCEL_REASON_TEXT.get(event[10], str(event[10])),
-                        },
-                        seq,
-                    )
-                )
-            elif kind == _DONE:
-                reports.append((owner_client, {"type": "done", "id": order_coid, "seq": seq}, seq))
-            elif kind == _AMENDED:
-                reports.append(
-                    (
-                        owner_client,
-                        {
-                            "type": "amended",
-                            "id": order_coid,
-                            "seq": seq,
-                            "price": tp(event[4]),
-                            "qty": lq(event[5]),
-                            "priority": "kept" if event[10] == 1 else "lost",
-                        },
-                        seq,
-                    )
-                )
-        if cmd.op == Op.CANCEL_ALL:
-            report = {"type": "cancelled_all", "id": cmd.client_order_id, "seq": seq, "count": cancelled}
-            reports.append((client, report, seq))
+        reports, trades = command_reports(
+            self.market, self.replica, seq, client, cmd.op, cmd.order_type, cmd.client_order_id, events
+        )
+        batch.reports.extend((owner_client, report, seq) for owner_client, report in reports)
+        if trades:
+            batch.trades.extend(trades)
+            self.last_trade = trades[-1]
 
     def _public_trade(self, seq: int, number: int, event: Any) -> dict[str, Any]:
-        return {
-            "trade_id": f"{seq}-{number}",
-            "seq": seq,
-            "price": self.market.ticks_to_price(event[4]),
-            "qty": self.market.lots_to_qty(event[5]),
-            "taker_side": SIDE_TEXT[event[3]],
-        }
+        return public_trade(self.market, seq, number, event)
 
     # -- commit and publish ----------------------------------------------------------------
 
