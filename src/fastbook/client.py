@@ -9,7 +9,10 @@
 `submit` returns a Future resolving to the command's answer (a report dict): "rejected", or
 "accepted" for new orders, "amended", "cancelled", "cancelled_all" for the other ops. If
 no answer comes within `retry_after` seconds the same message (same client order id) is sent again;
-that is safe because the sequencer never executes a client order id twice.
+that is safe because the sequencer never executes a client order id twice. When the first copy of a
+new order was accepted but its report was lost (the sequencer died between journaling and
+publishing), the retry resolves to "rejected" with code DUPLICATE_CLIENT_ORDER_ID and a message
+"... already accepted at seq N": the order was accepted, once, at seq N.
 """
 
 from __future__ import annotations
