@@ -19,10 +19,13 @@ from typing import Any
 from fastbook.market import NAME_RE
 from fastbook.node import Incoming, Outgoing
 from fastbook.replica import Follower
+from fastbook.reports import command_reports
 from fastbook.topics import DEFAULT_PREFIX, Topics
+from fastbook.types import EventType
 from fastbook.wire import (
     MAX_SEQ,
     SIDE_TEXT,
+    LogEntry,
     ReplayRequest,
     decode_log_message,
     decode_snapshot,
@@ -37,6 +40,11 @@ from fastbook.wire import (
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str, dict[str, Any]], None]
+
+_TRADE = int(EventType.TRADE)
+# Keys of delivered reports are kept for seqs above the applied version minus this window: a copy
+# of a report arriving later than that (a very late broker redelivery) would be delivered again.
+REPORT_DEDUPE_WINDOW = 100_000
 
 
 @dataclass
@@ -59,7 +67,15 @@ class EdgeNode:
         self.cfg = cfg
         self.client_id = cfg.client_id
         self.topics = Topics(cfg.market, cfg.prefix)
-        self.follower = Follower(cfg.market, cfg.replay_timeout, on_resync=self._on_resync)
+        self.follower = Follower(
+            cfg.market, cfg.replay_timeout, on_resync=self._on_resync, on_applied=self._on_applied
+        )
+        # Reports are derived from the log once the replica has caught up the first time: entries
+        # applied before that are history from before this edge was connected.
+        self._reports_live = False
+        # seq -> keys of the reports of that seq already delivered (from the log or reports/<client>)
+        self._delivered: dict[int, set[tuple[str, ...]]] = {}
+        self._delivered_swept_at = 0
         self._listeners: list[Listener] = []
         # Client order ids must never repeat for this client, across restarts too (the sequencer
         # remembers every id): a millisecond clock plus random bits per session, then a counter.
@@ -179,7 +195,14 @@ class EdgeNode:
                     requests += self.follower.on_entries(msg.entries, msg.head, now)
                 elif topic == t.snapshot:
                     if payload:  # an empty retained message clears the topic
-                        requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
+                        snap = decode_snapshot(bytes(payload))
+                        follows = self._reports_live and self.follower.replica is not None
+                        if follows and snap.version > self.version and snap.market.name == self.cfg.market:
+                            # Jumping ahead would skip entries whose reports this client may still
+                            # need: replay them instead (a resync still restores a snapshot).
+                            requests += self.follower.on_head(snap.version, now)
+                        else:
+                            requests += self.follower.on_snapshot(snap, now)
                 elif topic == t.book:
                     if payload:
                         book = json.loads(payload)
@@ -195,14 +218,16 @@ class EdgeNode:
                         self._emit("trade", trade)
                 elif topic == t.reports(self.client_id):
                     for report in json.loads(payload):
-                        self._emit("report", report)
+                        self._deliver_report(report)
             except (ValueError, AttributeError, TypeError, KeyError, RecursionError) as exc:
                 log.warning("edge %s: ignoring bad message on %s: %s", self.client_id, topic, exc)
+        self._check_reports_live()
         out = [Outgoing(t.replay_request(self.client_id), encode_replay_request(r)) for r in requests]
         return out + self._status(now)
 
     def on_tick(self, now: float) -> list[Outgoing]:
         requests = self.follower.on_tick(now)
+        self._check_reports_live()
         out = [
             Outgoing(self.topics.replay_request(self.client_id), encode_replay_request(r)) for r in requests
         ]
@@ -219,6 +244,75 @@ class EdgeNode:
                 fn(kind, data)
             except Exception:  # a broken listener must not stop the replica
                 log.exception("edge %s: listener failed on %s", self.client_id, kind)
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def _check_reports_live(self) -> None:
+        if not self._reports_live and self.follower.in_sync:
+            self._reports_live = True
+
+    def _on_applied(self, entry: LogEntry, events: list) -> None:
+        """Derive this client's reports of an entry the replica just applied, exactly as the
+        sequencer built them: a report lost on reports/<client> is still delivered."""
+        if not self._reports_live:
+            return
+        replica = self.follower.replica
+        assert replica is not None
+        mine = replica.owners.get(self.client_id)
+        if mine is None:
+            return
+        if entry.owner != mine:  # only a trade with our resting order concerns us then
+            ours = False
+            for event in events:
+                if event[0] == _TRADE:
+                    maker = replica.describe(event[7])
+                    if maker is not None and maker[0] == mine:
+                        ours = True
+                        break
+            if not ours:
+                return
+        reports, _trades = command_reports(
+            replica.market,
+            replica,
+            entry.seq,
+            entry.client_id,
+            entry.op,
+            entry.order_type,
+            entry.client_order_id,
+            events,
+        )
+        for client, report in reports:
+            if client == self.client_id:
+                self._deliver_report(report)
+
+    def _deliver_report(self, report: dict[str, Any]) -> None:
+        """Emit a report unless the same one (same type, order, seq, trade) was already emitted:
+        it can arrive both from the log and on reports/<client>, and a broker can redeliver.
+        Reports without a seq (rejections, a cancel_all with nothing to cancel) are never
+        sequenced and are always emitted."""
+        if not isinstance(report, dict):
+            raise ValueError(f"a report must be an object, got {type(report).__name__}")
+        seq = report.get("seq")
+        if type(seq) is int:
+            if seq <= self.version - REPORT_DEDUPE_WINDOW:
+                self._emit("report", report)  # older than the window: no longer remembered
+                return
+            key = tuple(str(report.get(name)) for name in ("type", "id", "trade_id", "liquidity"))
+            keys = self._delivered.setdefault(seq, set())
+            if key in keys:
+                return
+            keys.add(key)
+            self._sweep_delivered()
+        self._emit("report", report)
+
+    def _sweep_delivered(self) -> None:
+        """Forget keys of seqs below the window (amortised: only when the map has grown)."""
+        if len(self._delivered) < 2 * self._delivered_swept_at + 1024:
+            return
+        floor = self.version - REPORT_DEDUPE_WINDOW
+        for seq in [s for s in self._delivered if s <= floor]:
+            del self._delivered[seq]
+        self._delivered_swept_at = len(self._delivered)
 
     def _on_resync(self, reason: str) -> None:
         self._emit(
