@@ -158,12 +158,9 @@ def test_sequencer_on_n1_edges_on_n2_n3_survive_killing_an_edge_node_under_load(
         for name in EDGE_PROCESSES:
             edges[name] = start_edge(tmp_path, failover["kept"], name, MARKET)
         for name, where in API_CLIENTS.items():
-            edge = Edge(name, failover[where], MARKET, retry_after=2.0, max_attempts=40)
             # A persistent session: after a failover NATS resumes it (its JetStream consumers already
             # exist) instead of creating new consumers, which time out while a node is down.
-            # fastbook.client.Edge has no option for it yet (see the report): replace its runner.
-            edge.runner = NodeRunner(edge.node, failover[where], edge.runner.client_id,
-                                     clean_session=False, name=edge.runner.name)
+            edge = Edge(name, failover[where], MARKET, retry_after=2.0, max_attempts=40, clean_session=False)
             api[name] = edge.start()
         replicas = [*EDGE_PROCESSES, *API_CLIENTS]
 

@@ -61,9 +61,13 @@ class Edge:
         username: str | None = None,
         password: str | None = None,
         tls_ca: str | None = None,
+        clean_session: bool = True,
     ) -> None:
         """With `username` (and its `password`, e.g. from os.environ["FASTBOOK_PASSWORD"]) the
-        broker authenticates the connection; its ACL then requires client_id == username."""
+        broker authenticates the connection; its ACL then requires client_id == username.
+        `clean_session=False` asks the broker to keep this client's MQTT session (subscriptions,
+        queued QoS1 messages) across disconnects: what lets a client fail over between the nodes
+        of a NATS cluster (docs/brokers.md). Its MQTT client id must then be stable and unique."""
         from fastbook.edge import EdgeConfig, EdgeNode
 
         if username is not None and client_id != username:
@@ -74,7 +78,7 @@ class Edge:
         self.runner = NodeRunner(self.node, broker,
                                  mqtt_client_id or username or f"fastbook-api-{client_id}"[:128],
                                  name=f"edge-{client_id}", username=username, password=password,
-                                 tls_ca=tls_ca)
+                                 tls_ca=tls_ca, clean_session=clean_session)
         self.retry_after = retry_after
         self.max_attempts = max_attempts
         # (op, client order id) -> commands awaiting their answer, oldest first. A cancel or amend

@@ -74,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--market", type=market_name, default="BTC-USD", help="market name (default BTC-USD)")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
     p.add_argument("--no-tty", action="store_true", help="log lines even on a terminal")
+    p.add_argument("--persistent-session", action="store_true",
+                   help="ask the broker to keep this edge's MQTT session (subscriptions, queued messages) "
+                   "across disconnects; needed to fail over between NATS cluster nodes (docs/brokers.md)")
     add_logging_arguments(p)
     return p
 
@@ -90,7 +93,7 @@ class EdgeProgram:
         username, password = credentials(args)
         # With credentials the MQTT client id must be the user name (the broker's ACL rule).
         self.runner = NodeRunner(self.node, args.broker, username or f"fastbook-edge-{args.client_id}"[:128],
-                                 clean_session=True, name=f"edge-{args.client_id}",
+                                 clean_session=not args.persistent_session, name=f"edge-{args.client_id}",
                                  username=username, password=password,
                                  tls_ca=str(args.tls_ca) if args.tls_ca else None)
         self.events: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
