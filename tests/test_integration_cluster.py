@@ -92,12 +92,19 @@ def check_accounting(
     traffic: Traffic, flows: dict[str, list[dict[str, Any]]], resting: dict[tuple[str, str], Decimal]
 ) -> int:
     """Every accepted order is fully accounted for by its reports: filled + cancelled + resting = qty.
-    Returns the number of accepted orders checked."""
+    Each distinct report counts once: a QoS1 message can be delivered twice (the broker resends it
+    when the ack was lost), which is not an order executed twice. Returns the number of accepted
+    orders checked."""
     checked = 0
     for client, orders in flows.items():
-        reports = traffic.reports_of(client)
         by_id: dict[str, list[dict[str, Any]]] = {}
-        for r in reports:
+        distinct: set[tuple[Any, ...]] = set()
+        for r in traffic.reports_of(client):
+            if r.get("seq") is not None:  # sequenced: identified by what it reports on
+                key = (r.get("type"), r.get("id"), r["seq"], r.get("trade_id"), r.get("liquidity"))
+                if key in distinct:
+                    continue
+                distinct.add(key)
             by_id.setdefault(str(r.get("id")), []).append(r)
         for order in orders:
             if order["op"] != "new":
