@@ -136,3 +136,34 @@ def test_a_report_received_twice_by_the_node_is_emitted_once() -> None:
     edge.on_messages([(TOPICS.reports("dave"), payload), (TOPICS.reports("dave"), payload)])
     # The sequenced reports once each; a reject is never sequenced and is not deduplicated.
     assert seen == [fill, maker_side, done, reject, reject]
+
+
+def test_client_edge_future_resolves_from_a_log_derived_accepted(tmp_path: Path) -> None:
+    """The sequencer's reports never reach the Python API client; its replica's log still answers."""
+    from concurrent.futures import Future
+
+    from fastbook.client import Edge
+    from fastbook.node import Outgoing
+
+    seq = make_sequencer(tmp_path)
+    api = Edge("erin", "mqtt://127.0.0.1:1", "BTC-USD")  # never started: driven by hand below
+    sent: list[Outgoing] = []
+
+    def call_here(fn: Any) -> Future[Any]:  # the runner's worker thread, inline
+        value, messages = fn()
+        sent.extend(messages)
+        done: Future[Any] = Future()
+        done.set_result(value)
+        return done
+
+    api.runner.call_with_result = call_here  # type: ignore[method-assign]
+    node = api.node
+    node.on_messages([(TOPICS.snapshot, seq.on_connected()[1].payload)])
+    assert node.in_sync
+    future = api.submit(side="buy", price="100.00", qty="1")
+    assert not future.done()
+    out = seq.on_messages([(m.topic, m.payload) for m in sent])
+    assert any(m.topic == TOPICS.reports("erin") for m in out)
+    node.on_messages([(m.topic, m.payload) for m in out if m.topic == TOPICS.log])  # reports dropped
+    answer = future.result(0)
+    assert (answer["type"], answer["seq"], answer["qty"]) == ("accepted", 1, "1.000")
