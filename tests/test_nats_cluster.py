@@ -51,13 +51,20 @@ def nats(tmp_path: Path) -> Iterator[NatsCluster]:
         cluster.stop()
 
 
+def round_trips(publish_node: Any, read_node: Any, token: str, **kwargs: Any) -> None:
+    """A retained QoS1 round trip succeeds before a deadline (right after start, or on a loaded
+    machine, JetStream may still be settling: one try of a few seconds is not a verdict)."""
+    wait_for(lambda: mqtt_round_trip(publish_node, read_node, token, **kwargs), 45,
+             f"a retained round trip {publish_node.name} -> {read_node.name}")
+
+
 def test_cluster_forms_and_carries_retained_messages_across_nodes(nats: NatsCluster) -> None:
     assert [n.name for n in nats.nodes] == ["n1", "n2", "n3"]
     for node in nats.nodes:
         routez = node.monitor("routez")
         assert routez is not None and routez["num_routes"] >= 2, routez
         assert nats.meta_leader(node) in {"n1", "n2", "n3"}
-    assert mqtt_round_trip(nats.nodes[2], nats.nodes[1], "from-n3")
+    round_trips(nats.nodes[2], nats.nodes[1], "from-n3")
     assert nats.urls(1, 2, 0) == f"{nats.nodes[1].url},{nats.nodes[2].url},{nats.nodes[0].url}"
 
 
@@ -68,7 +75,7 @@ def test_nats_refuses_a_topic_with_a_dot(nats: NatsCluster) -> None:
     node = nats.nodes[0]
     assert not mqtt_round_trip(node, node, "dotted", timeout=2.0, topic="fastbook/BTC.USD/book")
     assert "not supported for MQTT topics" in node.output()
-    assert mqtt_round_trip(node, node, "plain", timeout=5.0, topic="fastbook/BTC-USD/book")
+    round_trips(node, node, "plain", topic="fastbook/BTC-USD/book")
 
 
 def submit_all(edge: Edge, orders: list[dict[str, Any]], results: dict[str, Any], pace: int = 20) -> None:
@@ -335,6 +342,6 @@ def test_shipped_example_configs_form_a_cluster(tmp_path: Path) -> None:
             assert node.conf_path.read_text().count("stream_replicas: 3") == 1
             routez = node.monitor("routez")
             assert routez is not None and routez["num_routes"] >= 2, routez
-        assert mqtt_round_trip(cluster.nodes[1], cluster.nodes[2], "shipped")
+        round_trips(cluster.nodes[1], cluster.nodes[2], "shipped")
     finally:
         cluster.stop()
