@@ -200,7 +200,10 @@ def start_sequencer(workdir: Path, broker_url: str, data_dir: Path, market: str)
     return Proc(args, workdir / f"sequencer-{market.split(':')[0]}-{time.monotonic_ns()}.log")
 
 
-def start_edge(workdir: Path, broker_url: str, client_id: str, market: str = "BTC-USD") -> Proc:
+def start_edge(
+    workdir: Path, broker_url: str, client_id: str, market: str = "BTC-USD", *extra: str
+) -> Proc:
     """A fastbook-edge process whose stdin is a pipe (typed commands via Proc.send_lines)."""
-    args = [program("fastbook-edge"), "--client-id", client_id, "--broker", broker_url, "--market", market]
+    args = [program("fastbook-edge"), "--client-id", client_id, "--broker", broker_url, "--market", market,
+            *extra]
     return Proc(args, workdir / f"edge-{client_id}-{time.monotonic_ns()}.log", stdin_pipe=True)
