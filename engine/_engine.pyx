@@ -31,7 +31,7 @@ from bigbuf cimport buf_free, buf_resize
 from book cimport BookState, EventBuffer, Taker
 from contract cimport *
 from level cimport HeapEntry, Level, LevelIndex, LevelPool, SideBook
-from order cimport NIL, IndexSlot, Order, OrderIndex, OrderPool
+from order cimport NIL, IndexSlot, Order, OrderIndex, OrderPool, SlotTable
 from statehash cimport mix64, order_hash, order_hash_delta, order_hash_from
 from pyint cimport new_byte_int, new_int, new_int_hint, small_int_value
 
@@ -225,7 +225,9 @@ cdef inline void level_free(LevelPool* p, uint32_t i) noexcept nogil:
 # Level index: side-aware key -> level index (linear probing, backward-shift delete)
 # ---------------------------------------------------------------------------------------------
 
-cdef int level_index_resize(LevelIndex* ix, Level* levels, size_t capacity) noexcept nogil:
+cdef int slot_table_resize(SlotTable* ix, size_t capacity) noexcept nogil:
+    # Rehash into a table of `capacity` slots (a power of two). A slot's tag alone gives its home
+    # slot, so neither the pool nor the levels are touched.
     cdef IndexSlot* slots = <IndexSlot*>buf_resize(NULL, 0, capacity * sizeof(IndexSlot))
     cdef size_t i
     cdef uint32_t mask = <uint32_t>(capacity - 1)
@@ -245,6 +247,17 @@ cdef int level_index_resize(LevelIndex* ix, Level* levels, size_t capacity) noex
     ix.slots = slots
     ix.mask = mask
     return 0
+
+
+cdef inline void slot_table_insert(SlotTable* ix, uint64_t key_mix, uint32_t idx) noexcept nogil:
+    # The key (key_mix = mix64(key)) is absent and there is room (reserve()).
+    cdef uint32_t tag = <uint32_t>(key_mix >> 32)
+    cdef uint32_t i = tag & ix.mask
+    while ix.slots[i].idx != NIL:
+        i = (i + 1) & ix.mask
+    ix.slots[i].idx = idx
+    ix.slots[i].tag = tag
+    ix.count += 1
 
 
 cdef inline uint32_t level_index_find_slot(LevelIndex* ix, Level* levels, int64_t key) noexcept nogil:
@@ -260,41 +273,9 @@ cdef inline uint32_t level_index_find_slot(LevelIndex* ix, Level* levels, int64_
         i = (i + 1) & ix.mask
 
 
-cdef inline void level_index_insert(LevelIndex* ix, int64_t key, uint32_t idx) noexcept nogil:
-    cdef uint32_t tag = <uint32_t>(mix64(<uint64_t>key) >> 32)
-    cdef uint32_t i = tag & ix.mask
-    while ix.slots[i].idx != NIL:
-        i = (i + 1) & ix.mask
-    ix.slots[i].idx = idx
-    ix.slots[i].tag = tag
-    ix.count += 1
-
-
 # ---------------------------------------------------------------------------------------------
 # Order index: id -> pool index (linear probing, backward-shift delete)
 # ---------------------------------------------------------------------------------------------
-
-cdef int index_resize(OrderIndex* ix, Order* orders, size_t capacity) noexcept nogil:
-    cdef IndexSlot* slots = <IndexSlot*>buf_resize(NULL, 0, capacity * sizeof(IndexSlot))
-    cdef size_t i
-    cdef uint32_t mask = <uint32_t>(capacity - 1)
-    cdef uint32_t j
-    if slots == NULL:
-        return -1
-    for i in range(capacity):
-        slots[i].idx = NIL
-    if ix.slots != NULL:
-        for i in range(<size_t>ix.mask + 1):
-            if ix.slots[i].idx != NIL:
-                j = ix.slots[i].tag & mask
-                while slots[j].idx != NIL:
-                    j = (j + 1) & mask
-                slots[j] = ix.slots[i]
-        buf_free(ix.slots, (<size_t>ix.mask + 1) * sizeof(IndexSlot))
-    ix.slots = slots
-    ix.mask = mask
-    return 0
-
 
 cdef inline uint32_t index_find_slot(OrderIndex* ix, Order* orders, int64_t order_id,
                                      uint64_t id_mix) noexcept nogil:
@@ -318,17 +299,6 @@ cdef inline uint32_t index_find(BookState* b, int64_t order_id) noexcept nogil:
 cdef inline uint32_t index_find_mixed(BookState* b, int64_t order_id, uint64_t id_mix) noexcept nogil:
     cdef uint32_t slot = index_find_slot(&b.index, b.pool.items, order_id, id_mix)
     return NIL if slot == NIL else b.index.slots[slot].idx
-
-
-cdef inline void index_insert(OrderIndex* ix, uint64_t id_mix, uint32_t idx) noexcept nogil:
-    # The id (id_mix = mix64(id)) is absent and there is room (reserve()).
-    cdef uint32_t tag = <uint32_t>(id_mix >> 32)
-    cdef uint32_t i = tag & ix.mask
-    while ix.slots[i].idx != NIL:
-        i = (i + 1) & ix.mask
-    ix.slots[i].idx = idx
-    ix.slots[i].tag = tag
-    ix.count += 1
 
 
 cdef inline void delete_slot(IndexSlot* slots, uint32_t mask, uint32_t i) noexcept nogil:
@@ -389,12 +359,12 @@ cdef int reserve_slow(BookState* b) noexcept nogil:
     if b.sides[SELL].size == b.sides[SELL].capacity and grow_heap(&b.sides[SELL]) < 0:
         return -1
     if (<size_t>b.level_index.count + 1) * 2 > <size_t>b.level_index.mask + 1:
-        if level_index_resize(&b.level_index, b.levels.items, (<size_t>b.level_index.mask + 1) * 2) < 0:
+        if slot_table_resize(&b.level_index, (<size_t>b.level_index.mask + 1) * 2) < 0:
             return -1
     if (<size_t>b.index.count + 1) * 4 > (<size_t>b.index.mask + 1) * 3:
         if <size_t>b.index.mask + 1 >= (<size_t>1 << 32):
             return -1
-        if index_resize(&b.index, b.pool.items, (<size_t>b.index.mask + 1) * 2) < 0:
+        if slot_table_resize(&b.index, (<size_t>b.index.mask + 1) * 2) < 0:
             return -1
     return 0
 
@@ -526,7 +496,7 @@ cdef uint32_t level_for(BookState* b, uint32_t side, int64_t price) noexcept nog
     lvl.head = NIL
     lvl.tail = NIL
     lvl.side = side
-    level_index_insert(&b.level_index, key, li)
+    slot_table_insert(&b.level_index, mix64(<uint64_t>key), li)
     heap_push(sb, b.levels.items, key, li)
     return li
 
@@ -606,7 +576,7 @@ cdef void rest(BookState* b, Taker* t) noexcept nogil:
     o.post_only = t.post_only
     o._pad = 0
     enqueue(b, li, oi)
-    index_insert(&b.index, t.id_mix, oi)
+    slot_table_insert(&b.index, t.id_mix, oi)
     b.orders_hash ^= order_hash_from(t.id_mix, t.owner, t.price, t.remaining, o.stamp,
                                      order_flags(t.side, t.stp, t.post_only))
 
@@ -1243,8 +1213,8 @@ cdef class Book:
         for side in range(3):
             self.st.sides[side].best = NIL
         if (grow_pool(&self.st.pool) < 0 or grow_levels(&self.st.levels) < 0
-                or index_resize(&self.st.index, self.st.pool.items, INITIAL_CAPACITY * 2) < 0
-                or level_index_resize(&self.st.level_index, self.st.levels.items, INITIAL_CAPACITY * 2) < 0
+                or slot_table_resize(&self.st.index, INITIAL_CAPACITY * 2) < 0
+                or slot_table_resize(&self.st.level_index, INITIAL_CAPACITY * 2) < 0
                 or grow_heap(&self.st.sides[BUY]) < 0 or grow_heap(&self.st.sides[SELL]) < 0
                 or grow_events(&self.st.ev) < 0):
             raise MemoryError()
@@ -1484,7 +1454,7 @@ cdef class Book:
         while (<size_t>wanted + 1) * 4 > slots * 3:
             slots *= 2
         if slots > <size_t>self.st.index.mask + 1:
-            if index_resize(&self.st.index, self.st.pool.items, slots) < 0:
+            if slot_table_resize(&self.st.index, slots) < 0:
                 raise MemoryError("order book allocation failed")
 
     # -- queries -------------------------------------------------------------------------------
@@ -1691,7 +1661,7 @@ cdef class Book:
             o.post_only = <uint8_t>post_only
             o._pad = 0
             enqueue(b, li, oi)
-            index_insert(&b.index, mix64(order_id), oi)
+            slot_table_insert(&b.index, mix64(order_id), oi)
             b.orders_hash ^= hash_of(b, o)
             stamps.push_back(stamp)
             prev_side = side

@@ -10,7 +10,7 @@
 # loop serves both sides.
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
-from order cimport IndexSlot
+from order cimport IndexSlot, SlotTable
 
 cdef struct Level:
     int64_t price
@@ -32,10 +32,7 @@ cdef struct LevelPool:
 # O(1) way to find the level an order joins. The std::maps below only keep levels in price order and
 # are touched when a level appears or disappears. Same scheme as the order index (tag = high 32 bits
 # of mix64(key), load <= 1/2).
-cdef struct LevelIndex:
-    IndexSlot* slots
-    uint32_t mask
-    uint32_t count
+ctypedef SlotTable LevelIndex
 
 cdef struct HeapEntry:
     int64_t key               # side-aware key, copied here so sifting does not touch the levels

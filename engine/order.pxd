@@ -31,7 +31,10 @@ cdef struct IndexSlot:
     uint32_t idx              # pool index, NIL when empty
     uint32_t tag              # high 32 bits of mix64(id); home slot = tag & mask
 
-cdef struct OrderIndex:
+cdef struct SlotTable:
     IndexSlot* slots
     uint32_t mask             # capacity - 1
     uint32_t count
+
+# The id -> order table; the level index (level.pxd) is a SlotTable too and shares its resize/insert.
+ctypedef SlotTable OrderIndex
