@@ -399,7 +399,11 @@ def run_snapshot(data: bytes) -> None:
     )
     if snap.seen is not None:
         require(
-            all(isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in snap.seen.values()),
+            all(
+                isinstance(ids, dict)
+                and all(isinstance(i, str) and type(seq) is int for i, seq in ids.items())
+                for ids in snap.seen.values()
+            ),
             "seen map",
         )
     replica = Replica.from_snapshot(snap)  # ValueError is the documented failure
