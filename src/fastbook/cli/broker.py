@@ -20,6 +20,7 @@ from fastbook.cli.common import (
     fail,
     market_spec,
     setup_logging,
+    tune_gc_for_throughput,
 )
 from fastbook.cli.sequencer import add_sequencer_arguments, build_sequencer_runner, sequencer_client_id
 from fastbook.market import MarketSpec
@@ -129,6 +130,7 @@ async def serve(args: argparse.Namespace, markets: list[MarketSpec]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args)
+    tune_gc_for_throughput()
     markets: list[MarketSpec] = [] if args.no_sequencer else (args.market or [MarketSpec(DEFAULT_MARKET)])
     if len({m.name for m in markets}) != len(markets):
         return fail("the same market is given twice", 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -125,6 +126,15 @@ def setup_logging(args: argparse.Namespace, stream: object = None) -> None:
     if not args.verbose:
         for noisy in ("amqtt", "transitions"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def tune_gc_for_throughput() -> None:
+    """For the long-running programs: the sequencer and replicas allocate many short-lived objects
+    but few reference cycles, while the collector keeps rescanning the long-lived id maps. Freezing
+    what start-up built and collecting less often gained 6-12% sequencer throughput here
+    (bench/journal_bench.py's sequencer section); cycles are still collected."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def stop_on_signals(on_stop: Callable[[], None] | None = None) -> threading.Event:

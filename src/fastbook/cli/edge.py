@@ -33,6 +33,7 @@ from fastbook.cli.common import (
     market_name,
     setup_logging,
     stop_on_signals,
+    tune_gc_for_throughput,
 )
 from fastbook.mqtt import NodeRunner
 from fastbook.topics import DEFAULT_PREFIX
@@ -300,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Logs would scribble over the view: keep them quiet unless asked.
         args.quiet = args.quiet or not args.verbose
     setup_logging(args)
+    tune_gc_for_throughput()
     stop = stop_on_signals()
     try:
         program = EdgeProgram(args, sys.stdout)

@@ -21,6 +21,7 @@ from fastbook.cli.common import (
     market_spec,
     setup_logging,
     stop_on_signals,
+    tune_gc_for_throughput,
 )
 from fastbook.market import MarketSpec
 from fastbook.mqtt import NodeRunner
@@ -111,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args)
+    tune_gc_for_throughput()
     try:
         username, password = credentials(args)
     except CredentialsError as exc:
