@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from fastbook.dedupe import DedupeWindow
 from fastbook.journal import Journal, JournalError
 from fastbook.market import MarketSpec
 from fastbook.node import Incoming, Outgoing
@@ -87,6 +88,9 @@ class SequencerConfig:
     max_payload: int = 1 << 20  # bytes; larger order messages are rejected
     snapshot_keep: int = 5  # snapshot files kept in data_dir/snapshots (older ones are deleted)
     heartbeat_interval: float = 1.0  # seconds without log traffic before an empty log message (head only)
+    # A `new`'s client order id is refused for reuse for at least this many versions after it was
+    # accepted (and for as long as its order is open); older ids are forgotten (docs/wire.md).
+    dedupe_window: int = 1_000_000
 
 
 class _Batch:
@@ -108,14 +112,14 @@ class SequencerNode:
         self._orders_prefix = f"{self.topics.base}/orders/"
         self._replay_prefix = f"{self.topics.base}/replay/request/"
         self.data_dir = Path(cfg.data_dir)
-        if cfg.snapshot_every < 1 or cfg.book_depth < 1 or cfg.max_payload < 1:
-            raise ValueError("snapshot_every, book_depth and max_payload must be positive")
+        if cfg.snapshot_every < 1 or cfg.book_depth < 1 or cfg.max_payload < 1 or cfg.dedupe_window < 1:
+            raise ValueError("snapshot_every, book_depth, max_payload and dedupe_window must be positive")
         self.journal = Journal(self.data_dir)
         try:
             self._check_market_file()
             self.snapshots = SnapshotStore(self.data_dir / "snapshots")
             self.last_trade: dict[str, Any] | None = None
-            self.replica, self.seen = self._recover()
+            self.replica, self.dedupe = self._recover()
             self.failed: str | None = None
             self._durable_book: Outgoing | None = None  # the last book built from durable state
             self._published_snapshot = b""
@@ -150,16 +154,16 @@ class SequencerNode:
             raise ValueError("snapshot file lacks the dedupe set")
         return Replica.from_snapshot(snap)
 
-    def _recover(self) -> tuple[Replica, dict[str, dict[str, int]]]:
+    def _recover(self) -> tuple[Replica, DedupeWindow]:
         """Latest valid snapshot file + replay of the journal after it (hash-checked)."""
         loaded = self.snapshots.load_latest(self._restore)
         if loaded is not None:
             snap, restored = loaded
             assert isinstance(restored, Replica) and snap.seen is not None
             replica = restored
-            seen = {client: dict(ids) for client, ids in snap.seen.items()}
+            dedupe = DedupeWindow.restore(self.cfg.dedupe_window, snap.seen, replica.version)
         else:
-            replica, seen = Replica(self.market), {}
+            replica, dedupe = Replica(self.market), DedupeWindow(self.cfg.dedupe_window)
         journal = self.journal
         if journal.last_seq < replica.version:
             raise JournalError(
@@ -187,7 +191,8 @@ class SequencerNode:
                         f"journal replay diverged ({exc}); was it written by a different engine?"
                     ) from exc
                 if entry.op == Op.NEW:
-                    seen.setdefault(entry.client_id, {})[entry.client_order_id] = entry.seq  # type: ignore[index]
+                    dedupe.accept(entry.seq, entry.client_id, entry.client_order_id)  # type: ignore[arg-type]
+                dedupe.advance(entry.seq)
                 trades = [event for event in events if event[0] == _TRADE]
                 if trades:
                     self.last_trade = self._public_trade(entry.seq, len(trades), trades[-1])
@@ -198,9 +203,14 @@ class SequencerNode:
             start,
             replica.version - start,
         )
-        return replica, seen
+        return replica, dedupe
 
     # -- Node ------------------------------------------------------------------------------
+
+    @property
+    def seen(self) -> dict[str, dict[str, int]]:
+        """client -> {client order id: seq} of the ids in the dedupe window (read only)."""
+        return self.dedupe.seen
 
     @property
     def version(self) -> int:
@@ -303,11 +313,16 @@ class SequencerNode:
         order_id = 0
         if op == Op.NEW:
             assert coid is not None
-            seen = self.seen.get(client)
-            if seen is not None and coid in seen:
-                original = seen[coid]  # 0: accepted before seqs were kept with the ids
+            original = self.dedupe.accepted_at(client, coid)
+            if original is not None:  # 0: accepted before seqs were kept with the ids
                 where = f" at seq {original}" if original else ""
                 message = f"client order id {coid!r} was already accepted{where}; this copy was not executed"
+                report = reject_report(coid, "new", DUPLICATE_CLIENT_ORDER_ID, message)
+                batch.reports.append((client, report, 0))
+                return
+            if owner is not None and replica.resting_id(owner, coid) is not None:
+                # Accepted before the dedupe window but still open: the id cannot name two orders.
+                message = f"client order id {coid!r} names an open order; this copy was not executed"
                 report = reject_report(coid, "new", DUPLICATE_CLIENT_ORDER_ID, message)
                 batch.reports.append((client, report, 0))
                 return
@@ -363,7 +378,8 @@ class SequencerNode:
         batch.entries.append(entry)
         batch.raw.append(encode_entry(entry))
         if op == Op.NEW:
-            self.seen.setdefault(client, {})[coid] = seq  # type: ignore[index]
+            self.dedupe.accept(seq, client, coid)  # type: ignore[arg-type]
+        self.dedupe.advance(seq)
         self._event_reports(seq, client, cmd, events, batch)
 
     def _event_reports(self, seq: int, client: str, cmd: OrderCommand, events: list, batch: _Batch) -> None:
@@ -424,8 +440,7 @@ class SequencerNode:
 
     def _take_snapshot(self, now: float) -> list[Outgoing]:
         """Write <version>.snap (with the dedupe set) and publish it retained (without)."""
-        seen = {client: dict(ids) for client, ids in self.seen.items()}
-        full = self.replica.snapshot_data(seen)
+        full = self.replica.snapshot_data(self.dedupe.snapshot())
         try:
             self.snapshots.write(full)
             self.snapshots.prune(self.cfg.snapshot_keep)

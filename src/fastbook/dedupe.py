@@ -1,0 +1,65 @@
+"""The sequencer's bounded dedupe window: which client order ids a retried `new` must not reuse.
+
+A client order id accepted by a `new` at seq s is remembered while the version is below
+s + window (the last `window` versions). Orders still open are refused separately by the
+sequencer (the replica's id maps hold them), so an id outside the window is free again only once
+its order is gone. Pruning is a function of the version alone, so the state at version V is the
+same whether it was reached live, by replaying the journal, or from a snapshot plus the journal.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class DedupeWindow:
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError("dedupe_window must be positive")
+        self.window = window
+        self.seen: dict[str, dict[str, int]] = {}  # client -> {client order id: seq that accepted it}
+        # (seq, client, client order id) in acceptance order: the oldest is pruned first, O(1) each.
+        self._accepted: deque[tuple[int, str, str]] = deque()
+
+    @classmethod
+    def restore(cls, window: int, seen: dict[str, dict[str, int]], version: int) -> DedupeWindow:
+        """From a snapshot's dedupe map at `version` (seq 0 = accepted before seqs were kept)."""
+        dedupe = cls(window)
+        accepted = sorted((seq, client, coid) for client, ids in seen.items() for coid, seq in ids.items())
+        for seq, client, coid in accepted:
+            dedupe.seen.setdefault(client, {})[coid] = seq
+        dedupe._accepted.extend(accepted)
+        dedupe.advance(version)
+        return dedupe
+
+    def __len__(self) -> int:
+        return len(self._accepted)
+
+    def accepted_at(self, client: str, client_order_id: str) -> int | None:
+        ids = self.seen.get(client)
+        return None if ids is None else ids.get(client_order_id)
+
+    def accept(self, seq: int, client: str, client_order_id: str) -> None:
+        self.seen.setdefault(client, {})[client_order_id] = seq
+        self._accepted.append((seq, client, client_order_id))
+
+    def advance(self, version: int) -> None:
+        """Forget every id accepted at a seq <= version - window."""
+        accepted = self._accepted
+        oldest_kept = version - self.window
+        while accepted and accepted[0][0] <= oldest_kept:
+            seq, client, coid = accepted.popleft()
+            ids = self.seen.get(client)
+            if ids is not None and ids.get(coid) == seq:
+                del ids[coid]
+                if not ids:
+                    del self.seen[client]
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """A copy in acceptance order (clients by their oldest id in the window): deterministic bytes."""
+        out: dict[str, dict[str, int]] = {}
+        seen = self.seen
+        for seq, client, coid in self._accepted:
+            if seen.get(client, {}).get(coid) == seq:
+                out.setdefault(client, {})[coid] = seq
+        return out

@@ -1,0 +1,190 @@
+"""The sequencer's dedupe map is bounded: ids are kept for `dedupe_window` versions or while open."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastbook.dedupe import DedupeWindow
+from fastbook.market import MarketSpec
+from fastbook.node import Outgoing
+from fastbook.sequencer import SequencerConfig, SequencerNode
+from fastbook.topics import Topics
+from fastbook.wire import decode_log_message
+
+SPEC = MarketSpec.parse("BTC-USD")
+T = Topics("BTC-USD")
+WINDOW = 50
+
+
+@pytest.fixture(params=["reference", "native"], autouse=True)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("FASTBOOK_ENGINE", request.param)
+    return str(request.param)
+
+
+def config(data_dir: Path, **extra: Any) -> SequencerConfig:
+    return SequencerConfig(SPEC, data_dir, dedupe_window=WINDOW, **extra)
+
+
+def send(node: SequencerNode, client: str, *orders: dict[str, Any]) -> list[Outgoing]:
+    return node.on_messages([(T.orders(client), json.dumps(list(orders)).encode())])
+
+
+def reports(out: list[Outgoing], client: str) -> list[dict[str, Any]]:
+    return [r for o in out if o.topic == T.reports(client) for r in json.loads(o.payload)]
+
+
+def sequenced(out: list[Outgoing]) -> list[int]:
+    return [e.seq for o in out if o.topic == T.log for e in decode_log_message(o.payload).entries]
+
+
+def new(coid: str, side: str, price: str, qty: str = "1", **extra: Any) -> dict[str, Any]:
+    return {"op": "new", "id": coid, "side": side, "price": price, "qty": qty, **extra}
+
+
+def ioc(coid: str) -> dict[str, Any]:
+    """Dies at once on an empty bid side: sequenced, never open."""
+    return new(coid, "sell", "99.00", tif="ioc")
+
+
+def fill_versions(node: SequencerNode, count: int, tag: str) -> None:
+    send(node, "filler", *[ioc(f"{tag}{i}") for i in range(count)])
+
+
+def test_retry_inside_the_window_is_a_duplicate_outside_it_executes(tmp_path: Path) -> None:
+    node = SequencerNode(config(tmp_path / "d"))
+    try:
+        assert sequenced(send(node, "alice", ioc("r1"), new("live", "buy", "10.00"))) == [1, 2]
+        fill_versions(node, WINDOW - 2, "f")  # version 50: seq 1 is still inside the window
+        (report,) = reports(send(node, "alice", ioc("r1")), "alice")
+        assert report["code"] == "DUPLICATE_CLIENT_ORDER_ID" and "at seq 1;" in report["message"]
+        fill_versions(node, 1, "g")  # version 51: seq 1 has left the window, the order is dead
+        out = send(node, "alice", ioc("r1"))
+        assert sequenced(out) == [52] and reports(out, "alice")[0]["type"] == "accepted"
+        fill_versions(node, WINDOW + 5, "h")  # "live" (seq 2) is outside the window but still open
+        assert node.dedupe.accepted_at("alice", "live") is None
+        (report,) = reports(send(node, "alice", new("live", "buy", "11.00")), "alice")
+        assert report["code"] == "DUPLICATE_CLIENT_ORDER_ID" and "open order" in report["message"]
+        assert sequenced(send(node, "alice", {"op": "cancel", "id": "live"})) == [node.version]
+        out = send(node, "alice", new("live", "buy", "11.00"))  # gone and forgotten: a new order
+        assert reports(out, "alice")[0]["type"] == "accepted" and sequenced(out) == [node.version]
+    finally:
+        node.close()
+
+
+def random_commands(rng: random.Random, count: int) -> list[tuple[str, dict[str, Any]]]:
+    """Retries of recent and old ids, resting orders, cancels: a mix that exercises every path."""
+    commands: list[tuple[str, dict[str, Any]]] = []
+    for i in range(count):
+        client = f"c{rng.randrange(4)}"
+        roll = rng.random()
+        coid = f"o{rng.randrange(max(1, i - 3 * WINDOW), i + 1)}" if roll < 0.3 else f"o{i}"
+        if roll < 0.6:
+            side = rng.choice(["buy", "sell"])
+            price = f"{rng.randrange(95, 106)}.00"
+            commands.append((client, new(coid, side, price, tif=rng.choice(["gtc", "ioc"]))))
+        elif roll < 0.9:
+            commands.append((client, {"op": "cancel", "id": coid}))
+        else:
+            commands.append((client, ioc(coid)))
+    return commands
+
+
+def run(node: SequencerNode, commands: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    outcomes = []
+    for client, order in commands:
+        out = send(node, client, order)
+        outcomes.append([(r["type"], r.get("code")) for r in reports(out, client)] + sequenced(out))
+    return outcomes
+
+
+def test_map_stays_within_window_plus_open_orders(tmp_path: Path) -> None:
+    node = SequencerNode(config(tmp_path / "d", snapshot_every=1_000_000))
+    commands = random_commands(random.Random(7), 10_000)
+    try:
+        duplicates = 0
+        for start in range(0, len(commands), 25):  # 25 messages per batch: one fsync each
+            chunk = commands[start : start + 25]
+            out = node.on_messages(
+                [(T.orders(client), json.dumps(order).encode()) for client, order in chunk]
+            )
+            duplicates += sum(
+                r.get("code") == "DUPLICATE_CLIENT_ORDER_ID"
+                for c in {c for c, _ in chunk}
+                for r in reports(out, c)
+            )
+            kept = sum(len(ids) for ids in node.seen.values())
+            # The map holds the window only; open orders older than it are refused via the replica's maps.
+            assert kept == len(node.dedupe) <= WINDOW
+            assert all(seq > node.version - WINDOW for ids in node.seen.values() for seq in ids.values())
+        assert duplicates > 0 and node.version > 5 * WINDOW
+    finally:
+        node.close()
+
+
+@pytest.mark.parametrize("snapshot_between", [False, True])
+def test_restart_reproduces_dedupe_decisions_and_snapshot_bytes(
+    tmp_path: Path, snapshot_between: bool
+) -> None:
+    commands = random_commands(random.Random(11), 600)
+    first, second = commands[:300], commands[300:]
+    # Reference: one sequencer runs everything.
+    reference = SequencerNode(config(tmp_path / "ref", snapshot_every=1_000_000))
+    try:
+        run(reference, first)
+        reference._take_snapshot(0.0)
+        split_bytes = (tmp_path / "ref" / "snapshots" / f"{reference.version}.snap").read_bytes()
+        expected = run(reference, second)
+        reference_seen = reference.dedupe.snapshot()
+        reference._take_snapshot(0.0)
+        reference_bytes = (tmp_path / "ref" / "snapshots" / f"{reference.version}.snap").read_bytes()
+    finally:
+        reference.close()
+    # Restarted: the first half, a restart (from a snapshot taken there, or journal replay only), the rest.
+    every = 1 if snapshot_between else 1_000_000
+    node = SequencerNode(config(tmp_path / "d", snapshot_every=every))
+    try:
+        run(node, first)
+    finally:
+        node.close()
+    node = SequencerNode(config(tmp_path / "d", snapshot_every=1_000_000))
+    try:
+        snaps = sorted(int(p.stem) for p in (tmp_path / "d" / "snapshots").glob("*.snap"))
+        if snapshot_between:  # restored from the first run's last snapshot (+ the journal after it)
+            assert len(snaps) == 5 and snaps[-1] == node.version
+        else:  # only version 0 existed: the restart replayed the whole journal
+            assert snaps == [0, node.version]
+        # Recovery rebuilt the pruned map of that version: its restart snapshot is the reference's.
+        assert (tmp_path / "d" / "snapshots" / f"{node.version}.snap").read_bytes() == split_bytes
+        assert run(node, second) == expected
+        assert node.dedupe.snapshot() == reference_seen
+        assert list(node.dedupe.snapshot().items()) == list(reference_seen.items())
+        node._take_snapshot(0.0)
+        assert (tmp_path / "d" / "snapshots" / f"{node.version}.snap").read_bytes() == reference_bytes
+    finally:
+        node.close()
+    # A third start from that final snapshot holds exactly the same pruned state.
+    node = SequencerNode(config(tmp_path / "d"))
+    try:
+        assert node.seen == reference_seen and len(node.dedupe) == sum(map(len, reference_seen.values()))
+    finally:
+        node.close()
+
+
+def test_window_unit() -> None:
+    dedupe = DedupeWindow(3)
+    for seq, coid in ((1, "a"), (2, "b"), (4, "c")):
+        dedupe.accept(seq, "x", coid)
+        dedupe.advance(seq)
+    assert dedupe.seen == {"x": {"b": 2, "c": 4}}  # 1 <= 4 - 3
+    dedupe.advance(5)
+    assert dedupe.snapshot() == {"x": {"c": 4}} and len(dedupe) == 1
+    restored = DedupeWindow.restore(3, {"y": {"q": 6}, "x": {"c": 4, "old": 0}}, 6)
+    assert list(restored.snapshot().items()) == [("x", {"c": 4}), ("y", {"q": 6})]
+    with pytest.raises(ValueError):
+        DedupeWindow(0)
