@@ -8,8 +8,9 @@ One file, `<data_dir>/journal.log`:
 Records are gap-free in seq. `append` writes a whole batch with one write() and one fdatasync()
 (group commit) and only returns once the batch is durable. Opening scans the file, verifies every
 record and truncates a torn or corrupt tail (logged at WARNING): a crash mid-write loses at most the
-batch that was never acknowledged. The scan builds an in-memory seq -> file offset index, so replay
-requests seek straight to the first wanted record.
+batch that was never acknowledged. The scan builds a sparse in-memory index (the file offset of
+every INDEX_STRIDE-th record, 8 bytes per 64 seqs, so a long-running sequencer's memory stays flat),
+so a replay request seeks to at most 63 records before the first wanted one.
 
 A lock file (`flock`) keeps two sequencers from writing one journal.
 """
@@ -31,6 +32,7 @@ FILE_MAGIC = b"FBJOURN1"
 RECORD_HEAD = struct.Struct("<IIQ")
 _SEQ = struct.Struct("<Q")
 MAX_RECORD = 1 << 24  # a record larger than this is corruption, not data
+INDEX_STRIDE = 64  # the index keeps the offset of the records first_seq, first_seq + 64, ...
 
 
 class JournalError(Exception):
@@ -56,7 +58,8 @@ class Journal:
         self.last_seq = 0  # seq of the last durable record; 0 while empty
         self.dropped_bytes = 0  # torn/corrupt tail removed by the last open
         self.failed: str | None = None  # set after a write error: the journal refuses further appends
-        self._offsets = array("q")  # offsets[seq - first_seq] = file offset of that record
+        # _index[k] = file offset of the record with seq first_seq + k * INDEX_STRIDE
+        self._index = array("q")
         self._size = 0
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +127,8 @@ class Journal:
                     break
                 if not expected:
                     self.first_seq = seq
-                self._offsets.append(offset)
+                if (seq - self.first_seq) % INDEX_STRIDE == 0:
+                    self._index.append(offset)
                 self.last_seq = seq
                 expected = seq + 1
                 offset += RECORD_HEAD.size + length
@@ -142,7 +146,11 @@ class Journal:
             self.dropped_bytes = size - offset
             log.warning(
                 "journal %s: %s; dropping %d bytes from offset %d (last good seq %d)",
-                self.path, problem, self.dropped_bytes, offset, self.last_seq,
+                self.path,
+                problem,
+                self.dropped_bytes,
+                offset,
+                self.last_seq,
             )
             os.ftruncate(self._fd, offset)
             os.fsync(self._fd)
@@ -167,7 +175,7 @@ class Journal:
         return None
 
     def __len__(self) -> int:
-        return len(self._offsets)
+        return self.last_seq - self.first_seq + 1 if self.last_seq else 0
 
     def append(self, records: Sequence[tuple[int, bytes]]) -> None:
         """Append (seq, payload) records that continue the sequence; durable when this returns.
@@ -177,8 +185,9 @@ class Journal:
         if not records:
             return
         expected = self.last_seq + 1 if self.last_seq else records[0][0]
+        first_seq = self.first_seq or records[0][0]
         chunks = []
-        offsets = []
+        indexed = []
         offset = self._size
         for seq, payload in records:
             if seq != expected:
@@ -187,7 +196,8 @@ class Journal:
                 raise JournalError(f"journal record for seq {seq} too large ({len(payload)} bytes)")
             record = encode_record(seq, payload)
             chunks.append(record)
-            offsets.append(offset)
+            if (seq - first_seq) % INDEX_STRIDE == 0:
+                indexed.append(offset)
             offset += len(record)
             expected += 1
         data = b"".join(chunks)
@@ -205,28 +215,36 @@ class Journal:
             except OSError:
                 pass
             raise JournalError(self.failed) from exc
-        if not self.first_seq:
-            self.first_seq = records[0][0]
-        self._offsets.extend(offsets)
+        self.first_seq = first_seq
+        self._index.extend(indexed)
         self.last_seq = records[-1][0]
         self._size = offset
 
     def read(self, first: int, last: int | None = None, limit: int = 1 << 30) -> list[tuple[int, bytes]]:
         """Durable records first..last (inclusive, clipped to what exists), at most `limit` of them."""
-        if not self._offsets:
+        if not self.last_seq:
             return []
         first = max(first, self.first_seq)
         last = self.last_seq if last is None else min(last, self.last_seq)
         last = min(last, first + limit - 1)
         if first > last:
             return []
-        self._reader.seek(self._offsets[first - self.first_seq])
+        reader = self._reader
+        k = (first - self.first_seq) // INDEX_STRIDE
+        reader.seek(self._index[k])
         out = []
-        for expected in range(first, last + 1):
-            head = self._reader.read(RECORD_HEAD.size)
+        for expected in range(self.first_seq + k * INDEX_STRIDE, last + 1):
+            head = reader.read(RECORD_HEAD.size)
+            if len(head) < RECORD_HEAD.size:
+                raise JournalError(f"journal record {expected} unreadable (file shrank?)")
             length, crc, seq = RECORD_HEAD.unpack(head)
-            payload = self._reader.read(length)
-            if seq != expected or _crc(seq, payload) != crc:
+            if seq != expected or length > MAX_RECORD:
+                raise JournalError(f"journal record {expected} unreadable (disk corruption?)")
+            if expected < first:  # between the indexed record and the first wanted one: skip it
+                reader.seek(length, os.SEEK_CUR)
+                continue
+            payload = reader.read(length)
+            if _crc(seq, payload) != crc:
                 raise JournalError(f"journal record {expected} unreadable (disk corruption?)")
             out.append((seq, payload))
         return out
