@@ -187,7 +187,9 @@ def start_fastbook_broker(
     return Broker("amqtt", port, [proc]), proc
 
 
-def start_sequencer(workdir: Path, broker_url: str, data_dir: Path, market: str) -> Proc:
+def start_sequencer(
+    workdir: Path, broker_url: str, data_dir: Path, market: str, extra_args: Sequence[str] = ()
+) -> Proc:
     args = [
         program("fastbook-sequencer"),
         "--broker",
@@ -196,6 +198,7 @@ def start_sequencer(workdir: Path, broker_url: str, data_dir: Path, market: str)
         str(data_dir),
         "--market",
         market,
+        *extra_args,
     ]
     return Proc(args, workdir / f"sequencer-{market.split(':')[0]}-{time.monotonic_ns()}.log")
 

@@ -121,8 +121,10 @@ class Traffic:
 
 
 class Cluster:
-    def __init__(self, kind: str, workdir: Path) -> None:
+    def __init__(self, kind: str, workdir: Path, sequencer_args: Sequence[str] = ()) -> None:
+        """sequencer_args: extra options for the sequencer (fastbook-broker's on amqtt)."""
         self.kind = kind
+        self.sequencer_args = list(sequencer_args)
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.topics = Topics(MARKET)
@@ -130,10 +132,14 @@ class Cluster:
         self.broker: Broker
         self.sequencer: Proc
         if kind == "amqtt":
-            self.broker, self.sequencer = start_fastbook_broker(workdir, [MARKET], self.data_dir)
+            self.broker, self.sequencer = start_fastbook_broker(
+                workdir, [MARKET], self.data_dir, extra_args=self.sequencer_args
+            )
         else:
             self.broker = start_mosquitto(workdir)
-            self.sequencer = start_sequencer(workdir, self.broker.url, self.data_dir, MARKET)
+            self.sequencer = start_sequencer(
+                workdir, self.broker.url, self.data_dir, MARKET, self.sequencer_args
+            )
         self.url = self.broker.url
         self.watcher = StatusWatcher(self.url, MARKET, client_id=f"test-status-{self.broker.port}")
         self.watcher.__enter__()
@@ -154,11 +160,13 @@ class Cluster:
         if self.kind == "amqtt":
             wait_for(lambda: not port_open(self.broker.port), 10, "old broker gone")
             broker, self.sequencer = start_fastbook_broker(
-                self.workdir, [MARKET], self.data_dir, port=self.broker.port
+                self.workdir, [MARKET], self.data_dir, port=self.broker.port, extra_args=self.sequencer_args
             )
             self.broker.procs = broker.procs
         else:
-            self.sequencer = start_sequencer(self.workdir, self.url, self.data_dir, MARKET)
+            self.sequencer = start_sequencer(
+                self.workdir, self.url, self.data_dir, MARKET, self.sequencer_args
+            )
 
     def journal_path(self) -> Path:
         return self.data_dir / MARKET / "journal.log"

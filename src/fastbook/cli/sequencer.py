@@ -45,6 +45,12 @@ def add_sequencer_arguments(parser: argparse.ArgumentParser) -> None:
         "--snapshot-interval", type=positive_float, default=30.0, metavar="SECONDS",
         help="... or after this many seconds if the version moved (default 30)",
     )
+    parser.add_argument(
+        "--dedupe-window", type=positive_int, default=1_000_000, metavar="N",
+        help="refuse a reused client order id for at least N versions after it was accepted, and while "
+        "its order is open (default 1000000; about 200 bytes of memory per version: lower it on small "
+        "devices)",
+    )
 
 
 def positive_int(text: str) -> int:
@@ -81,6 +87,7 @@ def build_sequencer_runner(
         prefix=args.prefix,
         snapshot_every=args.snapshot_every,
         snapshot_interval=args.snapshot_interval,
+        dedupe_window=args.dedupe_window,
     )
     node = SequencerNode(cfg)
     log.info("%s: journal at %s, version %d", market.name, cfg.data_dir, node.version)
