@@ -47,6 +47,7 @@ from fastbook.topics import Topics
 
 MARKET = "BTC-USD"
 REPLICAS = 3
+SEQUENCER_ARGS: list[str] = []  # extra options for fastbook-broker / fastbook-sequencer (--batch-window)
 BIN = Path(sys.executable).parent
 
 
@@ -177,7 +178,7 @@ class System:
         data = workdir / "data"
         if kind == "amqtt":
             self._spawn("broker", [str(BIN / "fastbook-broker"), "--port", str(self.port), "--data-dir",
-                                   str(data), "--market", MARKET, "-q"])
+                                   str(data), "--market", MARKET, "-q", *SEQUENCER_ARGS])
         else:
             conf = workdir / "mosquitto.conf"
             conf.write_text(
@@ -187,7 +188,7 @@ class System:
             self._spawn("mosquitto", [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)])
             wait_until(lambda: port_open(self.port), 10, "mosquitto")
             self._spawn("sequencer", [str(BIN / "fastbook-sequencer"), "--broker", self.url, "--data-dir",
-                                      str(data), "--market", MARKET, "-q"])
+                                      str(data), "--market", MARKET, "-q", *SEQUENCER_ARGS])
         wait_until(lambda: port_open(self.port), 30, "broker")
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -360,7 +361,9 @@ def order_payload_sizes() -> tuple[bytes, int]:
     return one, len(one)
 
 
-def bench_broker(kind: str, single: int, bulk: int, bulk_size: int, raw_count: int) -> dict[str, Any]:
+def bench_broker(
+    kind: str, single: int, bulk: int, bulk_size: int, raw_count: int, paced_rate: int = 0
+) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"fastbook-e2e-{kind}-"))
     system = System(kind, workdir)
     result: dict[str, Any] = {"broker": kind}
@@ -374,7 +377,7 @@ def bench_broker(kind: str, single: int, bulk: int, bulk_size: int, raw_count: i
         result["raw_orders_per_second_bulk_payload"] = round(bulk_msgs * bulk_size)
         result["one_order_per_message"] = run_e2e(system, single, 1, "single")
         result["bulk"] = run_e2e(system, bulk, bulk_size, "bulk")
-        paced = 200 if kind == "amqtt" else 1000
+        paced = paced_rate or (200 if kind == "amqtt" else 1000)
         result["latency_paced"] = run_e2e(system, paced * 3, 1, "paced", rate=paced)
         single_rate = result["one_order_per_message"]["orders_per_second_applied_everywhere"]
         result["single_vs_raw"] = round(single_rate / result["raw_msgs_per_second_one_order_payload"], 3)
@@ -393,12 +396,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bulk", type=int, default=0, help="orders sent in bulk messages (default per broker)")
     p.add_argument("--bulk-size", type=int, default=500, help="orders per bulk message")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--paced-rate", type=int, default=0, metavar="N",
+                   help="messages/s of the paced latency run (default 200 on amqtt, 1000 on mosquitto)")
+    p.add_argument("--batch-window", type=float, default=None, metavar="MS",
+                   help="the sequencer's --batch-window (default: the program's default)")
     args = p.parse_args(argv)
+    if args.batch_window is not None:
+        SEQUENCER_ARGS[:] = ["--batch-window", str(args.batch_window)]
     defaults = {"amqtt": (2000, 30000, 2000), "mosquitto": (20000, 200000, 20000)}
     results = []
     for kind in args.brokers.split(","):
         single, bulk, raw = defaults[kind]
-        result = bench_broker(kind, args.single or single, args.bulk or bulk, args.bulk_size, raw)
+        result = bench_broker(
+            kind, args.single or single, args.bulk or bulk, args.bulk_size, raw, args.paced_rate
+        )
         results.append(result)
         print(json.dumps(result, indent=2), flush=True)
     print(f"\nload average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")

@@ -49,6 +49,8 @@ def test_help(prog: str) -> None:
         (["fastbook-sequencer", "--broker", "mqtt://h", "--data-dir", "/tmp/x", "--market", "X",
           "--dedupe-window", "0"], "positive integer"),
         (["fastbook-broker", "--dedupe-window", "-5"], "positive integer"),
+        (["fastbook-broker", "--batch-window", "-1"], "milliseconds between 0 and 1000"),
+        (["fastbook-broker", "--batch-window", "nan"], "milliseconds between 0 and 1000"),
         (["fastbook-edge"], "--client-id"),
         (["fastbook-edge", "--client-id", "a/b"], "client id"),
         (["fastbook-edge", "--client-id", "ok", "--broker", "mqtt://h:0"], "port"),

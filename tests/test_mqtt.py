@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -67,6 +68,7 @@ class Recorder:
         self._will = will
         self.messages: list[Incoming] = []
         self.batches: list[int] = []
+        self.batch_starts: list[float] = []
         self.connects = 0
         self.ticks = 0
         self.closed = False
@@ -89,6 +91,7 @@ class Recorder:
 
     def on_messages(self, messages: Sequence[Incoming]) -> list[Outgoing]:
         self._seen()
+        self.batch_starts.append(time.monotonic())
         if self.fail_on is not None and any(p == self.fail_on for _, p in messages):
             raise RuntimeError("node bug")
         self.messages.extend(messages)
@@ -132,6 +135,44 @@ def test_runner_delivers_in_order_on_one_thread(mosquitto: Broker) -> None:
     assert max(echo.batches) > 1  # the worker drained the inbox in batches
     assert echo.closed and sink.closed
     assert len(echo.threads) == 1 and len(sink.threads) == 1  # one worker thread owns each node
+
+
+def test_batch_window_collects_bursts(mosquitto: Broker) -> None:
+    """Under load (a batch held more than one message) the next batch starts no sooner than the
+    window after the previous one, so a burst arrives in few, large batches."""
+    window = 0.2
+    node = Recorder(["test/win/+"])
+    sender = Recorder([])
+    with (
+        NodeRunner(sender, mosquitto.url, "win-sender") as send,
+        NodeRunner(node, mosquitto.url, "win-node", batch_window=window) as runner,
+    ):
+        wait_for(lambda: node.connects == 1 and sender.connects == 1, 10, "both nodes connected")
+        count = 3000
+        send.call(lambda: [Outgoing("test/win/a", b"%d" % i) for i in range(count)]).result(10)
+        wait_for(lambda: len(node.messages) == count, 20, "the burst")
+        assert [p for _t, p in node.messages] == [b"%d" % i for i in range(count)]
+        assert runner.batches == len(node.batches) and runner.received == count
+    starts = node.batch_starts
+    gaps = [b - a for a, b, size in zip(starts[:-1], starts[1:], node.batches[:-1], strict=True) if size > 1]
+    assert gaps, node.batches  # the burst did not arrive as single messages only
+    assert min(gaps) >= window * 0.9, (gaps, node.batches)
+
+
+def test_batch_window_never_delays_a_lone_message(mosquitto: Broker) -> None:
+    """A batch of one message means nothing is queueing: the next message is not held back, however
+    large the window (5 s here; each message must arrive well within 2 s)."""
+    node = Recorder(["test/lone/+"])
+    sender = Recorder([])
+    with (
+        NodeRunner(sender, mosquitto.url, "lone-sender") as send,
+        NodeRunner(node, mosquitto.url, "lone-node", batch_window=1.0) as runner,
+    ):
+        wait_for(lambda: node.connects == 1 and sender.connects == 1, 10, "both nodes connected")
+        for i in range(5):
+            send.call(lambda i=i: [Outgoing("test/lone/a", b"%d" % i)]).result(5)
+            wait_for(lambda i=i: len(node.messages) == i + 1, 0.5, f"message {i} (not held by the window)")
+        assert node.batches == [1] * 5 and runner.batches == 5
 
 
 def test_call_returns_values_and_errors(mosquitto: Broker) -> None:
@@ -217,3 +258,5 @@ def test_runner_rejects_bad_arguments() -> None:
         NodeRunner(Recorder([]), "localhost:1883", "x")
     with pytest.raises(ValueError, match="client id"):
         NodeRunner(Recorder([]), "mqtt://localhost", "")
+    with pytest.raises(ValueError, match="batch_window"):
+        NodeRunner(Recorder([]), "mqtt://localhost", "x", batch_window=-0.1)

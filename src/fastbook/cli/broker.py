@@ -58,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
                    "and the topic ACL applies. Without it the broker is open and listens on loopback only")
     p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve MQTT over TLS with this certificate")
     p.add_argument("--tls-key", type=Path, metavar="PEM", help="... and this private key")
-    add_sequencer_arguments(p)
+    # amqtt spends most of its time per delivered message: batching under load pays (bench/README.md)
+    add_sequencer_arguments(p, batch_window_ms=10.0)
     add_logging_arguments(p)
     return p
 

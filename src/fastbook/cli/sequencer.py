@@ -35,7 +35,8 @@ def sequencer_client_id(prefix: str, market: MarketSpec) -> str:
     return f"fastbook-sequencer-{prefix}-{market.name}"[:128]
 
 
-def add_sequencer_arguments(parser: argparse.ArgumentParser) -> None:
+def add_sequencer_arguments(parser: argparse.ArgumentParser, batch_window_ms: float = 0.0) -> None:
+    """The sequencer's options; `batch_window_ms` is the program's --batch-window default."""
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
     parser.add_argument(
         "--snapshot-every", type=positive_int, default=10_000, metavar="N",
@@ -44,6 +45,12 @@ def add_sequencer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--snapshot-interval", type=positive_float, default=30.0, metavar="SECONDS",
         help="... or after this many seconds if the version moved (default 30)",
+    )
+    parser.add_argument(
+        "--batch-window", type=non_negative_ms, default=batch_window_ms / 1000.0, metavar="MS",
+        help="group commit under load: once orders arrive faster than batches complete, start a batch "
+        "at most every MS milliseconds, so that one fsync, log message and book serve more orders; a "
+        f"lone order is never delayed (0 = off; default {batch_window_ms:g})",
     )
     parser.add_argument(
         "--dedupe-window", type=positive_int, default=1_000_000, metavar="N",
@@ -61,6 +68,17 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def non_negative_ms(text: str) -> float:
+    """Milliseconds (0-1000) on the command line, seconds inside."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds between 0 and 1000, got {text!r}") from None
+    if not 0.0 <= value <= 1000.0:
+        raise argparse.ArgumentTypeError(f"expected milliseconds between 0 and 1000, got {text!r}")
+    return value / 1000.0
 
 
 def positive_float(text: str) -> float:
@@ -95,6 +113,7 @@ def build_sequencer_runner(
     # With credentials the client id is the user name (the broker's ACL rule): one user per sequencer.
     return NodeRunner(
         node, broker, username or sequencer_client_id(args.prefix, market), clean_session=False,
+        batch_window=args.batch_window,
         name=f"sequencer-{market.name}", username=username, password=password,
         tls_ca=str(args.tls_ca) if getattr(args, "tls_ca", None) else None,
     )
