@@ -45,6 +45,7 @@ from hypothesis import strategies as st
 
 from fastbook import wire
 from fastbook.cli import broker as cli_broker
+from fastbook.cli import common as cli_common
 from fastbook.cli import edge as cli_edge
 from fastbook.cli import main as cli_main
 from fastbook.cli import sequencer as cli_sequencer
@@ -964,9 +965,10 @@ def test_parse_command_is_command_or_command_error(line: str) -> None:
 
 
 ARG_TYPES: list[tuple[str, Callable[[str], Any]]] = [
-    ("positive_int", cli_sequencer.positive_int),
-    ("positive_float", cli_sequencer.positive_float),
-    ("port_number", cli_broker.port_number),
+    ("positive_int", cli_common.positive_int),
+    ("positive_float", cli_common.positive_float),
+    ("port_number", cli_common.port_number),
+    ("milliseconds", cli_common.milliseconds),
     ("market_spec", market_spec),
     ("market_name", market_name),
     ("broker_urls", broker_urls),
@@ -1010,9 +1012,17 @@ def test_argument_types_raise_argument_type_error(
 
 @pytest.mark.parametrize("value", ["nan", "inf", "1e400", "-0", "0", "-1", "9" * 5000, "x", ""])
 def test_positive_numbers_refuse_hostile_values(value: str) -> None:
-    for convert in (cli_sequencer.positive_int, cli_sequencer.positive_float, cli_broker.port_number):
+    for convert in (cli_common.positive_int, cli_common.positive_float, cli_common.port_number):
         with pytest.raises(argparse.ArgumentTypeError):
             convert(value)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400", "-1", "1000.5", "9" * 5000, "x", ""])
+def test_milliseconds_refuse_hostile_values(value: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="milliseconds between 0 and 1000"):
+        cli_common.milliseconds(value)
+    assert cli_common.milliseconds("0") == 0.0 and cli_common.milliseconds("-0") == 0.0
+    assert cli_common.milliseconds("12.5") == 12.5
 
 
 @FUZZ

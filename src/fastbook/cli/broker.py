@@ -19,6 +19,7 @@ from fastbook.cli.common import (
     add_logging_arguments,
     fail,
     market_spec,
+    port_number,
     setup_logging,
     tune_gc_for_throughput,
 )
@@ -28,16 +29,6 @@ from fastbook.mqtt import NodeRunner
 
 log = logging.getLogger("fastbook.broker")
 DEFAULT_MARKET = "BTC-USD"
-
-
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535, got {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535, got {text!r}")
-    return port
 
 
 def parser() -> argparse.ArgumentParser:

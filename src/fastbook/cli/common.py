@@ -12,13 +12,39 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from fastbook.market import MarketSpec
 from fastbook.mqtt import DEFAULT_BROKER, parse_broker_urls
 
+T = TypeVar("T")
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # argparse's own code for bad arguments
+
+
+def checked_number(
+    convert: Callable[[str], T], valid: Callable[[T], bool], expected: str
+) -> Callable[[str], T]:
+    """An argparse type: `convert` the text, then `valid` must hold; else 'EXPECTED, got TEXT'."""
+
+    def parse(text: str) -> T:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"{expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = checked_number(int, lambda v: v > 0, "expected a positive integer")
+positive_float = checked_number(float, lambda v: 0 < v < float("inf"), "expected a positive number")
+port_number = checked_number(int, lambda v: 1 <= v <= 65535, "port must be a number from 1 to 65535")
+milliseconds = checked_number(float, lambda v: 0 <= v <= 1000, "expected milliseconds between 0 and 1000")
 
 
 def market_spec(text: str) -> MarketSpec:

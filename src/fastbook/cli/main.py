@@ -23,9 +23,10 @@ from fastbook.cli.common import (
     credentials,
     fail,
     market_name,
+    positive_float,
+    positive_int,
     read_password_file,
 )
-from fastbook.cli.sequencer import positive_float, positive_int
 from fastbook.topics import DEFAULT_PREFIX
 
 

@@ -19,6 +19,9 @@ from fastbook.cli.common import (
     credentials,
     fail,
     market_spec,
+    milliseconds,
+    positive_float,
+    positive_int,
     setup_logging,
     stop_on_signals,
     tune_gc_for_throughput,
@@ -47,7 +50,7 @@ def add_sequencer_arguments(parser: argparse.ArgumentParser, batch_window_ms: fl
         help="... or after this many seconds if the version moved (default 30)",
     )
     parser.add_argument(
-        "--batch-window", type=non_negative_ms, default=batch_window_ms / 1000.0, metavar="MS",
+        "--batch-window", type=milliseconds, default=batch_window_ms, metavar="MS",
         help="group commit under load: once orders arrive faster than batches complete, start a batch "
         "at most every MS milliseconds, so that one fsync, log message and book serve more orders; a "
         f"lone order is never delayed (0 = off; default {batch_window_ms:g})",
@@ -58,37 +61,6 @@ def add_sequencer_arguments(parser: argparse.ArgumentParser, batch_window_ms: fl
         "its order is open (default 1000000; about 200 bytes of memory per version: lower it on small "
         "devices)",
     )
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def non_negative_ms(text: str) -> float:
-    """Milliseconds (0-1000) on the command line, seconds inside."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected milliseconds between 0 and 1000, got {text!r}") from None
-    if not 0.0 <= value <= 1000.0:
-        raise argparse.ArgumentTypeError(f"expected milliseconds between 0 and 1000, got {text!r}")
-    return value / 1000.0
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def build_sequencer_runner(
@@ -113,7 +85,7 @@ def build_sequencer_runner(
     # With credentials the client id is the user name (the broker's ACL rule): one user per sequencer.
     return NodeRunner(
         node, broker, username or sequencer_client_id(args.prefix, market), clean_session=False,
-        batch_window=args.batch_window,
+        batch_window=args.batch_window / 1000.0,
         name=f"sequencer-{market.name}", username=username, password=password,
         tls_ca=str(args.tls_ca) if getattr(args, "tls_ca", None) else None,
     )
