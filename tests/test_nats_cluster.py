@@ -165,12 +165,17 @@ def test_sequencer_on_n1_edges_on_n2_n3_survive_killing_an_edge_node_under_load(
         # to resubscribe (new consumers time out), so they use persistent sessions too.
         for name in EDGE_PROCESSES:
             edges[name] = start_edge(tmp_path, failover["kept"], name, MARKET, "--persistent-session")
-        for name, where in API_CLIENTS.items():
+        def start_api(name: str) -> None:
             # A persistent session: after a failover NATS resumes it (its JetStream consumers already
             # exist) instead of creating new consumers, which time out while a node is down.
-            edge = Edge(name, failover[where], MARKET, retry_after=2.0, max_attempts=40, clean_session=False)
+            where = failover[API_CLIENTS[name]]
+            edge = Edge(name, where, MARKET, retry_after=2.0, max_attempts=40, clean_session=False)
             api[name] = edge.start()
+
+        for name in API_CLIENTS:
+            start_api(name)
         replicas = [*EDGE_PROCESSES, *API_CLIENTS]
+        killed = nats.nodes[killed_index]
 
         def alive() -> None:
             assert sequencer.alive(), f"sequencer died:\n{sequencer.output()[-3000:]}"
@@ -182,11 +187,30 @@ def test_sequencer_on_n1_edges_on_n2_n3_survive_killing_an_edge_node_under_load(
             alive()
             return watcher.snapshot().converged(replicas)
 
-        wait_for(converged, 30, "every replica online at the sequencer's version", interval=0.2)
-        killed = nats.nodes[killed_index]
-        for name, edge in api.items():
-            assert edge.runner.current_broker is not None
-            assert (edge.runner.current_broker.port == killed.mqtt_port) == (API_CLIENTS[name] == "killed")
+        def misplaced() -> list[str]:
+            """API clients not on the node their failover list starts with."""
+            wrong = []
+            for name, edge in api.items():
+                broker = edge.runner.current_broker
+                on_killed = broker is not None and broker.port == killed.mqtt_port
+                if not edge.runner.connected.is_set() or on_killed != (API_CLIENTS[name] == "killed"):
+                    wrong.append(name)
+            return wrong
+
+        # Under load, NATS 2.9 closes an MQTT connection whose JetStream request (storing a retained
+        # status, creating a session's consumers) exceeds its fixed 4 s timeout, and the client then
+        # fails over to the next URL of its list. Before the kill each group must sit on its node, or
+        # the kill would not test what it should: start a misplaced client again (a few times at most).
+        for attempt in range(4):
+            wait_for(converged, 60, "every replica online at the sequencer's version", interval=0.2)
+            wrong = misplaced()
+            if not wrong:
+                break
+            assert attempt < 3, {n: str(e.runner.current_broker) for n, e in api.items()}
+            print(f"misplaced after start-up turbulence, starting again: {wrong}")
+            for name in wrong:
+                api.pop(name).close()
+                start_api(name)
 
         flows = {name: random_flow(rng, name, ORDERS_PER_CLIENT) for name in API_CLIENTS}
         senders = [
