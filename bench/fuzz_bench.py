@@ -144,11 +144,10 @@ def build_seeds(rng: random.Random, directory: Path) -> Seeds:
     seeds.orders.append(json.dumps([json.loads(p) for p in seeds.orders[:20]]).encode())
     node._take_snapshot(0.0)
     for path in sorted((directory / "seq" / "snapshots").glob("*.snap"))[-3:]:
-        # The dedupe lists come from sets (their order depends on PYTHONHASHSEED): sort them so a
-        # seed gives the same inputs in every process.
-        snap = wire.decode_snapshot(path.read_bytes())
-        seen = {client: sorted(ids) for client, ids in (snap.seen or {}).items()}
-        seeds.snapshots.append(wire.encode_snapshot(replace(snap, seen=seen)))
+        seeds.snapshots.append(path.read_bytes())
+    # Files of older sequencers carried the dedupe window ("seen"); the decoder still reads them.
+    newest = wire.decode_snapshot(seeds.snapshots[-1])
+    seeds.snapshots.append(wire.encode_snapshot(replace(newest, seen=node.dedupe.snapshot())))
     seeds.snapshots.append(node._published_snapshot)
     seeds.replay = [b'{"from":1,"to":null}', b'{"from":3,"to":7,"snapshot":true}', b'{"from":10}']
     node.close()

@@ -159,7 +159,7 @@ def test_restart_reproduces_dedupe_decisions_and_snapshot_bytes(
             assert len(snaps) == 5 and snaps[-1] == node.version
         else:  # only version 0 existed: the restart replayed the whole journal
             assert snaps == [0, node.version]
-        # Recovery rebuilt the pruned map of that version: its restart snapshot is the reference's.
+        # The restart snapshot (the book and id maps of that version) is the reference's.
         assert (tmp_path / "d" / "snapshots" / f"{node.version}.snap").read_bytes() == split_bytes
         assert run(node, second) == expected
         assert node.dedupe.snapshot() == reference_seen
@@ -168,7 +168,7 @@ def test_restart_reproduces_dedupe_decisions_and_snapshot_bytes(
         assert (tmp_path / "d" / "snapshots" / f"{node.version}.snap").read_bytes() == reference_bytes
     finally:
         node.close()
-    # A third start from that final snapshot holds exactly the same pruned state.
+    # A third start from that final snapshot rebuilds, from the journal, exactly the same pruned map.
     node = SequencerNode(config(tmp_path / "d"))
     try:
         assert node.seen == reference_seen and len(node.dedupe) == sum(map(len, reference_seen.values()))
@@ -184,7 +184,8 @@ def test_window_unit() -> None:
     assert dedupe.seen == {"x": {"b": 2, "c": 4}}  # 1 <= 4 - 3
     dedupe.advance(5)
     assert dedupe.snapshot() == {"x": {"c": 4}} and len(dedupe) == 1
-    restored = DedupeWindow.restore(3, {"y": {"q": 6}, "x": {"c": 4, "old": 0}}, 6)
-    assert list(restored.snapshot().items()) == [("x", {"c": 4}), ("y", {"q": 6})]
+    dedupe.accept(6, "y", "q")
+    dedupe.accept(7, "x", "d")
+    assert list(dedupe.snapshot().items()) == [("x", {"c": 4, "d": 7}), ("y", {"q": 6})]
     with pytest.raises(ValueError):
         DedupeWindow(0)

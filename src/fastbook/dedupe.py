@@ -4,7 +4,8 @@ A client order id accepted by a `new` at seq s is remembered while the version i
 s + window (the last `window` versions). Orders still open are refused separately by the
 sequencer (the replica's id maps hold them), so an id outside the window is free again only once
 its order is gone. Pruning is a function of the version alone, so the state at version V is the
-same whether it was reached live, by replaying the journal, or from a snapshot plus the journal.
+same whether it was reached live or rebuilt from the journal at start-up (the sequencer reads the
+window's records before its snapshot's version, then replays the rest).
 """
 
 from __future__ import annotations
@@ -20,17 +21,6 @@ class DedupeWindow:
         self.seen: dict[str, dict[str, int]] = {}  # client -> {client order id: seq that accepted it}
         # (seq, client, client order id) in acceptance order: the oldest is pruned first, O(1) each.
         self._accepted: deque[tuple[int, str, str]] = deque()
-
-    @classmethod
-    def restore(cls, window: int, seen: dict[str, dict[str, int]], version: int) -> DedupeWindow:
-        """From a snapshot's dedupe map at `version` (seq 0 = accepted before seqs were kept)."""
-        dedupe = cls(window)
-        accepted = sorted((seq, client, coid) for client, ids in seen.items() for coid, seq in ids.items())
-        for seq, client, coid in accepted:
-            dedupe.seen.setdefault(client, {})[coid] = seq
-        dedupe._accepted.extend(accepted)
-        dedupe.advance(version)
-        return dedupe
 
     def __len__(self) -> int:
         return len(self._accepted)
@@ -56,7 +46,7 @@ class DedupeWindow:
                     del self.seen[client]
 
     def snapshot(self) -> dict[str, dict[str, int]]:
-        """A copy in acceptance order (clients by their oldest id in the window): deterministic bytes."""
+        """A copy in acceptance order (clients by their oldest id in the window, ids by seq)."""
         out: dict[str, dict[str, int]] = {}
         seen = self.seen
         for seq, client, coid in self._accepted:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ MARKET_FILE = "market.json"
 _TRADE = int(EventType.TRADE)
 _REJECTED = int(EventType.REJECTED)
 _NEW = int(Op.NEW)
+_ENTRY_FIELDS = len(LogEntry._fields)  # a log entry is a JSON array of its fields, in order
 
 ENGINE_REJECT_MESSAGES = {
     Reject.INVALID_ORDER_ID: "order id out of range",
@@ -150,20 +151,21 @@ class SequencerNode:
     def _restore(self, snap: SnapshotData) -> Replica:
         if snap.market != self.market:
             raise ValueError(f"snapshot is for market {snap.market}, not {self.market}")
-        if snap.seen is None:
-            raise ValueError("snapshot file lacks the dedupe set")
         return Replica.from_snapshot(snap)
 
     def _recover(self) -> tuple[Replica, DedupeWindow]:
-        """Latest valid snapshot file + replay of the journal after it (hash-checked)."""
+        """Latest valid snapshot file + replay of the journal after it (hash-checked). The dedupe
+        window is rebuilt from the journal: the `new`s of the last `dedupe_window` versions before
+        the snapshot, then those replayed after it (snapshot files do not carry it: writing it with
+        every snapshot cost O(window) each time, most of the sequencer's time at the default window)."""
         loaded = self.snapshots.load_latest(self._restore)
         if loaded is not None:
-            snap, restored = loaded
-            assert isinstance(restored, Replica) and snap.seen is not None
+            restored = loaded[1]
+            assert isinstance(restored, Replica)
             replica = restored
-            dedupe = DedupeWindow.restore(self.cfg.dedupe_window, snap.seen, replica.version)
         else:
-            replica, dedupe = Replica(self.market), DedupeWindow(self.cfg.dedupe_window)
+            replica = Replica(self.market)
+        dedupe = DedupeWindow(self.cfg.dedupe_window)
         journal = self.journal
         if journal.last_seq < replica.version:
             raise JournalError(
@@ -176,34 +178,72 @@ class SequencerNode:
                 f"{replica.version}: seqs in between are missing"
             )
         start = replica.version
-        while replica.version < journal.last_seq:
-            for _seq, raw in journal.read(replica.version + 1, None, limit=50_000):
-                try:
-                    entry = decode_entry(json.loads(raw))
-                except (ValueError, RecursionError) as exc:
-                    raise JournalError(
-                        f"journal record {_seq} is not a valid log entry ({str(exc)[:200]})"
-                    ) from None
-                try:
-                    events = replica.apply(entry)
-                except HashMismatch as exc:
-                    raise JournalError(
-                        f"journal replay diverged ({exc}); was it written by a different engine?"
-                    ) from exc
-                if entry.op == Op.NEW:
-                    dedupe.accept(entry.seq, entry.client_id, entry.client_order_id)  # type: ignore[arg-type]
-                dedupe.advance(entry.seq)
-                trades = [event for event in events if event[0] == _TRADE]
-                if trades:
-                    self.last_trade = self._public_trade(entry.seq, len(trades), trades[-1])
+        # The ids of the news in the window before the snapshot (already applied to it) ...
+        # (A journal that starts later than the window holds fewer: only the ids it has.)
+        window_start = max(1, journal.first_seq, start - self.cfg.dedupe_window + 1)
+        for seq, client, coid in self._journaled_news(window_start, start):
+            dedupe.accept(seq, client, coid)
+        dedupe.advance(start)
+        # ... then the journal after the snapshot, applied and checked entry by entry.
+        for entry in self._journal_entries(start + 1, journal.last_seq):
+            try:
+                events = replica.apply(entry)
+            except HashMismatch as exc:
+                raise JournalError(
+                    f"journal replay diverged ({exc}); was it written by a different engine?"
+                ) from exc
+            if entry.op == Op.NEW:
+                dedupe.accept(entry.seq, entry.client_id, entry.client_order_id)  # type: ignore[arg-type]
+            dedupe.advance(entry.seq)
+            trades = [event for event in events if event[0] == _TRADE]
+            if trades:
+                self.last_trade = self._public_trade(entry.seq, len(trades), trades[-1])
         log.info(
-            "sequencer %s: recovered version %d (snapshot %d + %d journal entries)",
+            "sequencer %s: recovered version %d (snapshot %d + %d journal entries; dedupe window %d ids)",
             self.market.name,
             replica.version,
             start,
             replica.version - start,
+            len(dedupe),
         )
         return replica, dedupe
+
+    def _journal_records(self, first: int, last: int) -> Iterator[tuple[int, bytes]]:
+        """Journal records first..last, read in chunks; JournalError if one is missing."""
+        seq = first
+        while seq <= last:
+            records = self.journal.read(seq, last, limit=50_000)
+            if not records or records[0][0] != seq:
+                held = f"{self.journal.first_seq}..{self.journal.last_seq}"
+                raise JournalError(f"journal record {seq} is missing (the journal holds {held})")
+            yield from records
+            seq = records[-1][0] + 1
+
+    def _journal_entries(self, first: int, last: int) -> Iterator[LogEntry]:
+        """The decoded journal entries first..last; JournalError if one is not a log entry."""
+        for seq, raw in self._journal_records(first, last):
+            try:
+                yield decode_entry(json.loads(raw))
+            except (ValueError, RecursionError) as exc:
+                problem = str(exc)[:200]
+                raise JournalError(f"journal record {seq} is not a valid log entry ({problem})") from None
+
+    def _journaled_news(self, first: int, last: int) -> Iterator[tuple[int, str, str]]:
+        """(seq, client, client order id) of the `new`s among the journal records first..last. Only
+        the fields the dedupe window needs are read (the records are CRC-checked and were applied
+        to the snapshot already): up to `dedupe_window` records are read at every start."""
+        for seq, raw in self._journal_records(first, last):
+            try:
+                row = json.loads(raw)
+            except (ValueError, RecursionError):
+                row = None
+            if not (type(row) is list and len(row) == _ENTRY_FIELDS and row[0] == seq):
+                raise JournalError(f"journal record {seq} is not a valid log entry")
+            if row[4] == _NEW:
+                client, coid = row[2], row[3]
+                if type(client) is not str or type(coid) is not str:
+                    raise JournalError(f"journal record {seq}: a new without client and order ids")
+                yield seq, client, coid
 
     # -- Node ------------------------------------------------------------------------------
 
@@ -439,15 +479,16 @@ class SequencerNode:
         return self._durable_book
 
     def _take_snapshot(self, now: float) -> list[Outgoing]:
-        """Write <version>.snap (with the dedupe set) and publish it retained (without)."""
-        full = self.replica.snapshot_data(self.dedupe.snapshot())
+        """Write <version>.snap and publish the same bytes retained."""
+        snap = self.replica.snapshot_data()
+        data = encode_snapshot(snap)
         try:
-            self.snapshots.write(full)
+            self.snapshots.write(snap, data)
             self.snapshots.prune(self.cfg.snapshot_keep)
         except OSError as exc:
-            log.error("sequencer %s: cannot write snapshot %d: %s", self.market.name, full.version, exc)
-        self._published_snapshot = encode_snapshot(replace(full, seen=None))
-        self._published_snapshot_version = full.version
+            log.error("sequencer %s: cannot write snapshot %d: %s", self.market.name, snap.version, exc)
+        self._published_snapshot = data
+        self._published_snapshot_version = snap.version
         self._snapshot_time = now
         return [Outgoing(self.topics.snapshot, self._published_snapshot, retain=True)]
 

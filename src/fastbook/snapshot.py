@@ -38,12 +38,14 @@ class SnapshotStore:
                 found.append(int(stem))
         return sorted(found, reverse=True)
 
-    def write(self, snap: SnapshotData) -> Path:
-        """Durably write the snapshot for snap.version; an existing file for that version is kept."""
+    def write(self, snap: SnapshotData, data: bytes | None = None) -> Path:
+        """Durably write the snapshot for snap.version (`data`: its encoding, if the caller has it);
+        an existing file for that version is kept."""
         final = self.path_for(snap.version)
         if final.exists():
             return final
-        data = encode_snapshot(snap)
+        if data is None:
+            data = encode_snapshot(snap)
         temp = self.directory / f".{snap.version}{SUFFIX}.tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
