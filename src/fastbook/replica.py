@@ -134,7 +134,8 @@ class Replica:
     # -- snapshots -------------------------------------------------------------------------
 
     def snapshot_data(self, seen: dict[str, dict[str, int]] | None = None) -> SnapshotData:
-        orders = sorted((order_id, owner, coid) for order_id, (owner, coid) in self.orders.items())
+        orders = [(order_id, owner, coid) for order_id, (owner, coid) in self.orders.items()]
+        orders.sort()  # ids are assigned increasing and dicts keep insertion order: usually sorted already
         return SnapshotData(
             self.market,
             self.version,

@@ -527,7 +527,7 @@ def encode_snapshot(snap: SnapshotData) -> bytes:
         "hash": hash_hex(snap.state_hash),
         "next_order_id": snap.next_order_id,
         "owners": snap.owners,
-        "orders": [list(o) for o in snap.orders],
+        "orders": snap.orders,  # tuples encode as JSON arrays
     }
     flags = 0
     if snap.seen is not None:
