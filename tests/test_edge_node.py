@@ -13,6 +13,7 @@ from fastbook.topics import Topics
 from fastbook.wire import decode_replay_request
 
 T = Topics("BTC-USD")
+SPEC_HALF = MarketSpec.parse("BTC-USD:tick=0.5")
 
 
 @pytest.fixture(params=["reference", "native"], autouse=True)
@@ -101,6 +102,36 @@ def test_follows_sequencer_and_reports_to_listeners(tmp_path: Path) -> None:
     assert [(r["type"], r["id"]) for r in reports[:2]] == [("accepted", "s1"), ("accepted", "b1")]
     assert edge.depth(5) == {"bids": [], "asks": [["100.5", "1.500", 1]]}  # market tick from the snapshot
     assert edge.own_orders() == [{"id": "s1", "side": "sell", "price": "100.5", "qty": "1.500"}]
+    seq.close()
+
+
+def test_following_edge_skips_retained_snapshots_but_a_resync_uses_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Following the log, a retained snapshot brings nothing new (it is never ahead of the head) and
+    is not decoded, even if it is garbage; after a divergence the edge restores the next one."""
+    seq = SequencerNode(SequencerConfig(SPEC_HALF, tmp_path / "d", snapshot_every=2))
+    edge, _ = make_edge()
+    edge.on_connected()
+    edge.on_messages([(o.topic, o.payload) for o in seq.on_connected()])
+    assert edge.synced_once and edge.version == 0
+    out = []
+    for i in range(4):
+        _, messages = edge.submit({"op": "new", "id": f"s{i}", "side": "sell", "price": "100.5", "qty": "1"})
+        out += seq.on_messages([(m.topic, m.payload) for m in messages])
+    snapshots = [o for o in out if o.topic == T.snapshot]
+    assert snapshots  # one every 2 versions
+    edge.on_messages([(o.topic, o.payload) for o in out if o.topic in dict(edge.subscriptions())])
+    assert edge.version == seq.version == 4
+    restored = edge.follower.resyncs
+    edge.on_messages([(T.snapshot, b"FBSS-garbage-never-decoded")])
+    assert edge.version == 4 and edge.follower.mismatch is None
+    assert "ignoring bad message" not in caplog.text  # not decoded at all
+    # A divergence drops the replica: the next snapshot is restored, not skipped.
+    edge.follower._diverged("forced by the test")
+    assert edge.follower.replica is None and edge.follower.resyncs == restored + 1
+    edge.on_messages([(T.snapshot, snapshots[-1].payload)])
+    assert (edge.version, edge.state_hash) == (seq.version, seq.state_hash)
     seq.close()
 
 

@@ -194,15 +194,17 @@ class EdgeNode:
                         raise ValueError(f"log of market {msg.market!r:.70}")
                     requests += self.follower.on_entries(msg.entries, msg.head, now)
                 elif topic == t.snapshot:
-                    if payload:  # an empty retained message clears the topic
-                        snap = decode_snapshot(bytes(payload))
-                        follows = self._reports_live and self.follower.replica is not None
-                        if follows and snap.version > self.version and snap.market.name == self.cfg.market:
-                            # Jumping ahead would skip entries whose reports this client may still
-                            # need: replay them instead (a resync still restores a snapshot).
-                            requests += self.follower.on_head(snap.version, now)
-                        else:
-                            requests += self.follower.on_snapshot(snap, now)
+                    # Empty: the retained message was cleared. Following the log: a snapshot is
+                    # never ahead of the log's head (it is published after the entries it holds,
+                    # and the book and heartbeats carry the head too), and jumping ahead would skip
+                    # entries whose reports this client may still need, so it is not even decoded
+                    # (it holds the whole book: decoding each was a tenth of a busy edge's time).
+                    # A resync still restores one (it asks for it with its replay request), and a
+                    # replica started without one still learns the market's tick and lot from it.
+                    follower = self.follower
+                    following = self._reports_live and follower.replica is not None and follower.market_known
+                    if payload and not following:
+                        requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
                 elif topic == t.book:
                     if payload:
                         book = json.loads(payload)

@@ -223,6 +223,8 @@ class Follower:
         self.synced_once = False
         self.resyncs = 0
         self.mismatch: str | None = None  # reason of the last divergence, until resynced
+        # False while the replica's tick/lot are the default guess (started without a snapshot)
+        self.market_known = False
         self.on_resync = on_resync
         self.on_applied = on_applied
 
@@ -287,6 +289,7 @@ class Follower:
         if replica is not None and snap.version <= replica.version:
             # A replica started without a snapshot guessed the default tick/lot for display.
             replica.market = snap.market
+            self.market_known = True
             if snap.version == replica.version and snap.state_hash != replica.state_hash:
                 theirs, ours = hash_hex(snap.state_hash), hash_hex(replica.state_hash)
                 self._diverged(f"snapshot {snap.version} hash {theirs} != ours {ours}")
@@ -298,6 +301,7 @@ class Follower:
             log.error("snapshot %d unusable: %s", snap.version, exc)
             return []
         self.replica = restored
+        self.market_known = True
         self.mismatch = None
         self.waiting_since = None
         self.synced_once = True
@@ -325,6 +329,7 @@ class Follower:
                 # No retained snapshot: start from the empty book and replay the whole journal.
                 log.warning("no snapshot within %.1fs; replaying the log from seq 1", self.snapshot_timeout)
                 self.replica = Replica(MarketSpec(self.market_name))
+                self.market_known = False
                 self.waiting_since = None
                 self.synced_once = True
                 self.last_progress = now
