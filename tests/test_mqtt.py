@@ -159,6 +159,23 @@ def test_batch_window_collects_bursts(mosquitto: Broker) -> None:
     assert min(gaps) >= window * 0.9, (gaps, node.batches)
 
 
+def test_batches_are_cut_by_payload_bytes(mosquitto: Broker) -> None:
+    """A backlog of big messages is handed to the node in slices of about max_batch_bytes (at least
+    one message each), so its first results go out before the whole backlog is processed."""
+    node = Recorder(["test/big/+"])
+    sender = Recorder([])
+    with (
+        NodeRunner(sender, mosquitto.url, "big-sender") as send,
+        NodeRunner(node, mosquitto.url, "big-node", max_batch_bytes=2500, batch_window=0.2),
+    ):
+        wait_for(lambda: node.connects == 1 and sender.connects == 1, 10, "both nodes connected")
+        count = 40
+        send.call(lambda: [Outgoing("test/big/a", b"%04d" % i + b"x" * 996) for i in range(count)]).result(10)
+        wait_for(lambda: len(node.messages) == count, 20, "the backlog")
+    assert [p[:4] for _t, p in node.messages] == [b"%04d" % i for i in range(count)]
+    assert max(node.batches) == 3  # 2 x 1000 bytes < 2500 <= 3 x 1000: the third message ends a slice
+
+
 def test_batch_window_never_delays_a_lone_message(mosquitto: Broker) -> None:
     """A batch of one message means nothing is queueing: the next message is not held back, however
     large the window (5 s here; each message must arrive well within 2 s)."""
@@ -260,3 +277,5 @@ def test_runner_rejects_bad_arguments() -> None:
         NodeRunner(Recorder([]), "mqtt://localhost", "")
     with pytest.raises(ValueError, match="batch_window"):
         NodeRunner(Recorder([]), "mqtt://localhost", "x", batch_window=-0.1)
+    with pytest.raises(ValueError, match="max_batch_bytes"):
+        NodeRunner(Recorder([]), "mqtt://localhost", "x", max_batch_bytes=0)

@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 1883
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 TICK_INTERVAL = 0.1
-MAX_BATCH = 2000
+MAX_BATCH = 2000  # messages per on_messages call at most
+# ... and payload bytes (at least one message): a backlog of bulk messages is worked off in slices,
+# so the first results are published (and replicas start applying) while the rest is processed.
+MAX_BATCH_BYTES = 256 * 1024
 
 T = TypeVar("T")
 
@@ -133,6 +136,7 @@ class NodeRunner:
         keepalive: int = 15,
         tick_interval: float = TICK_INTERVAL,
         max_batch: int = MAX_BATCH,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
         reconnect_min: float = 0.1,
         reconnect_max: float = 5.0,
         max_inflight: int = 1000,
@@ -146,6 +150,8 @@ class NodeRunner:
             raise ValueError("client id must be a non-empty string")
         if not 0.0 <= batch_window <= 1.0:
             raise ValueError("batch_window must be between 0 and 1 second")
+        if max_batch < 1 or max_batch_bytes < 1:
+            raise ValueError("max_batch and max_batch_bytes must be positive")
         self.node = node
         self.brokers = parse_broker_urls(broker_urls)
         self.client_id = client_id
@@ -153,6 +159,7 @@ class NodeRunner:
         self.keepalive = keepalive
         self.tick_interval = tick_interval
         self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
         self.batch_window = batch_window
         self.batches = 0  # on_messages calls so far (with `received`: the mean batch size)
         self.reconnect_min = reconnect_min
@@ -393,6 +400,7 @@ class NodeRunner:
         node = self.node
         next_tick = time.monotonic() + self.tick_interval
         window = self.batch_window
+        max_batch_bytes = self.max_batch_bytes
         last_start = 0.0  # when the last batch started
         last_size = 0  # messages in the last batch
         try:
@@ -407,10 +415,12 @@ class NodeRunner:
                     if wait > 0:
                         self._stopping.wait(wait)
                 batch: list[Incoming] = []
-                while inbox and len(batch) < self.max_batch:
+                batch_bytes = 0
+                while inbox and len(batch) < self.max_batch and batch_bytes < max_batch_bytes:
                     item = inbox[0]
                     if isinstance(item, tuple):
                         batch.append(inbox.popleft())
+                        batch_bytes += len(item[1])
                         continue
                     if batch:
                         break  # flush the messages that arrived before this marker first
