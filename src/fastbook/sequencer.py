@@ -83,7 +83,7 @@ class SequencerConfig:
     market: MarketSpec
     data_dir: Path
     prefix: str = DEFAULT_PREFIX
-    snapshot_every: int = 10_000  # versions
+    snapshot_every: int = 10_000  # versions (at least half as many as there are resting orders)
     snapshot_interval: float = 30.0  # seconds (only if the version moved)
     book_depth: int = 20
     max_payload: int = 1 << 20  # bytes; larger order messages are rejected
@@ -313,7 +313,12 @@ class SequencerNode:
             out.append(Outgoing(self.topics.trades, encode_trades(self.market, batch.trades)))
         if committed and self.version != start_version:
             out.append(self._book_message())
-            if self.version - self._published_snapshot_version >= self.cfg.snapshot_every:
+            # A snapshot costs O(resting orders): spacing them at least half that many versions
+            # apart keeps their cost O(1) per command however deep the book (even a book that
+            # grows by one order per command then gets a snapshot whenever the version doubles),
+            # and a late joiner replays at most about half as many entries as the snapshot holds.
+            spacing = max(self.cfg.snapshot_every, len(self.replica.orders) // 2)
+            if self.version - self._published_snapshot_version >= spacing:
                 out.extend(self._take_snapshot(self.clock()))
         for requester, payload in replays:
             out.extend(self._serve_replay(requester, payload))
