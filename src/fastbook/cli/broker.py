@@ -123,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args)
     tune_gc_for_throughput()
+    # The amqtt event loop and each sequencer's paho threads hand the GIL to each other for every
+    # message: the default 5 ms switch interval left the ready one waiting (bench/README.md:
+    # one order per message +25% at 1 ms).
+    sys.setswitchinterval(0.001)
     markets: list[MarketSpec] = [] if args.no_sequencer else (args.market or [MarketSpec(DEFAULT_MARKET)])
     if len({m.name for m in markets}) != len(markets):
         return fail("the same market is given twice", 2)
