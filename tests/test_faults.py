@@ -401,7 +401,12 @@ def run_fault_loop(
         base = driver.total_answered()
         wait_for(lambda: driver.total_answered() >= base + 10, 120, "load making progress after the faults")
         driver.stop()
-        status = cluster.wait_converged(edge_names, 120)
+        # Every command is answered now, so the highest version an API client's replica holds is
+        # the final one (the client of the last command applied it before its answer resolved).
+        # Waiting for the book at exactly that version rules out a momentary "converged" one batch
+        # early, before the last batch's book reached the watcher.
+        final = max(edge.state()[0] for edge in driver.edges)
+        status = cluster.wait_converged(edge_names, 120, version=final)
         version = status.book_version
         assert version is not None
         for edge in driver.edges:

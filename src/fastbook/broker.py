@@ -1,12 +1,18 @@
 """The embedded MQTT broker (amqtt, MQTT 3.1.1) used by `fastbook-broker` and `fastbook demo`.
 
 amqtt's default AnonymousAuthPlugin flags every session anonymous, and amqtt drops anonymous sessions
-(with their offline queues) about a second after they disconnect. fastbook's sequencer asks for a
-persistent session, so an open broker (no `--users`) authenticates everyone with
-`AllowAllAuthPlugin`, which accepts without the anonymous flag. With a credentials file,
-`FastbookAuthPlugin` and `FastbookAclPlugin` enforce docs/security.md.
-Retained messages (book, snapshot, replica status) live in memory: after a
-broker restart the sequencer republishes book and snapshot on reconnect, edges their status.
+(with their offline queues) about a second after they disconnect. Edges may ask for persistent
+sessions, so an open broker (no `--users`) authenticates everyone with `AllowAllAuthPlugin`, which
+accepts without the anonymous flag. With a credentials file, `FastbookAuthPlugin` and
+`FastbookAclPlugin` enforce docs/security.md.
+
+The broker's own sequencers are not MQTT clients (`InProcessRunner`): `FastbookAmqttBroker` hands
+them the client messages on their subscriptions as it broadcasts them (after the publish ACL, in
+order) and broadcasts their output itself. Through a loopback MQTT client each order cost amqtt a
+delivery with its PUBACK round trip and each output a second parse; without it fastbook-broker
+carries about twice the orders per second (bench/README.md).
+Retained messages (book, snapshot, replica status) live in memory: after a broker restart the
+sequencer republishes book and snapshot when it starts, edges their status on reconnect.
 
 Known amqtt 0.12.1 defects and what fastbook does about them:
 - a connecting client is sent the retained messages of every topic *anyone* subscribed to, not just
@@ -21,12 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hmac
 import ipaddress
 import logging
 import os
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +44,9 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
+from paho.mqtt.client import topic_matches_sub
 
+from fastbook.mqtt import InProcessRunner
 from fastbook.users import UsersFile, UsersFileError, may_publish, may_receive, may_subscribe
 
 log = logging.getLogger(__name__)
@@ -60,14 +68,13 @@ ROLE_ATTRIBUTE = "fastbook_role"  # set on an amqtt Session by FastbookAuthPlugi
 
 
 class FastbookAuthPlugin(BaseAuthPlugin):
-    """Authenticates against a `fastbook users` credentials file (re-read when it changes) and the
-    broker's in-memory internal credentials (its in-process sequencers). The MQTT client id must be
-    the user name, and a last will may only go to a topic the user may publish to."""
+    """Authenticates against a `fastbook users` credentials file (re-read when it changes). The MQTT
+    client id must be the user name, and a last will may only go to a topic the user may publish
+    to. (The broker's own sequencers are not MQTT clients: see InProcessRunner.)"""
 
     @dataclass
     class Config:
         users_file: str = ""
-        internal: dict[str, str] = field(default_factory=dict)  # user -> secret, role sequencer
 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
@@ -93,14 +100,9 @@ class FastbookAuthPlugin(BaseAuthPlugin):
         if user is None or password is None:
             log.warning("refused an anonymous connection (client id %r)", session.client_id)
             return False
-        secret = self.config.internal.get(user)
-        if secret is not None:
-            if hmac.compare_digest(str(password).encode(), secret.encode()):
-                role = "sequencer"
-        else:
-            users = self._current_users()
-            found = await asyncio.get_running_loop().run_in_executor(None, users.check, user, password)
-            role = found.role if found is not None else None
+        users = self._current_users()
+        found = await asyncio.get_running_loop().run_in_executor(None, users.check, user, password)
+        role = found.role if found is not None else None
         if role is None:
             log.warning("refused %r: wrong user name or password", user)
             return False
@@ -204,6 +206,33 @@ class FastbookAmqttBroker(Broker):
             return getattr(session, ROLE_ATTRIBUTE, None) is not None
         return await super()._authenticate(session, listener)
 
+    # -- in-process nodes (the sequencers of fastbook-broker) ------------------------------------
+
+    def add_ingress(self, filters: list[str], deliver: Callable[[str, bytes], None]) -> None:
+        """Hand every client message on one of `filters` to `deliver` (on the event loop, in the
+        order the broker takes them, after the publish ACL): an in-process node's subscription."""
+        self._fastbook_ingress = [*getattr(self, "_fastbook_ingress", []), (filters, deliver)]
+
+    def remove_ingress(self, deliver: Callable[[str, bytes], None]) -> None:
+        self._fastbook_ingress = [(f, d) for f, d in getattr(self, "_fastbook_ingress", []) if d != deliver]
+
+    async def _broadcast_message(
+        self, session: Session | None, topic: str | None, data: bytes | bytearray | None,
+        force_qos: int | None = None,
+    ) -> None:
+        if session is not None and topic is not None and data is not None:
+            for filters, deliver in getattr(self, "_fastbook_ingress", ()):
+                if any(topic_matches_sub(f, topic) for f in filters):
+                    deliver(topic, bytes(data))
+        await super()._broadcast_message(session, topic, data, force_qos)
+
+    async def publish_from_node(self, messages: list[Any]) -> None:
+        """An in-process node's output, as if published by a client the ACL trusts."""
+        for m in messages:
+            await super()._broadcast_message(None, m.topic, m.payload, None)
+            if m.retain:
+                await self.retain_message(None, m.topic, m.payload, m.qos)
+
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
     ) -> None:
@@ -228,29 +257,20 @@ def broker_config(
     host: str,
     port: int,
     users_file: Path | None = None,
-    internal_credentials: dict[str, str] | None = None,
     tls: tuple[Path, Path] | None = None,
-    local_port: int | None = None,
 ) -> dict[str, Any]:
     """amqtt's configuration. With `users_file` every connection authenticates and the ACL applies;
-    without it the broker is open (AllowAllAuthPlugin). `tls` = (certificate, key) PEM files.
-    `local_port`: an extra plain listener on 127.0.0.1 (same authentication) for in-process clients
-    when the main listener speaks TLS."""
+    without it the broker is open (AllowAllAuthPlugin). `tls` = (certificate, key) PEM files."""
     listener: dict[str, Any] = {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}
     if tls is not None:
         listener.update({"ssl": True, "certfile": str(tls[0]), "keyfile": str(tls[1])})
     listeners: dict[str, Any] = {"default": listener}
-    if local_port is not None:
-        # amqtt fills every other listener's unset fields from "default": the plain one is "default".
-        listeners = {"default": {"type": "tcp", "bind": f"127.0.0.1:{local_port}", "max_connections": 0},
-                     "main": listener}
     plugins: dict[str, Any]
     if users_file is None:
         plugins = {_plugin_name(AllowAllAuthPlugin): {}}
     else:
         plugins = {
-            _plugin_name(FastbookAuthPlugin): {"users_file": str(users_file),
-                                               "internal": dict(internal_credentials or {})},
+            _plugin_name(FastbookAuthPlugin): {"users_file": str(users_file)},
             _plugin_name(FastbookAclPlugin): {},
         }
     return {
@@ -319,15 +339,11 @@ class EmbeddedBroker:
         port: int = 1883,
         *,
         users_file: Path | None = None,
-        internal_credentials: dict[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
-        local_port: int | None = None,
     ) -> None:
         self.host = host
-        self.local_port = local_port
         self.port = port
         self.users_file = users_file
-        self.internal_credentials = dict(internal_credentials or {})
         self.tls = tls
         self._broker: FastbookAmqttBroker | None = None
 
@@ -349,10 +365,7 @@ class EmbeddedBroker:
             for pem in self.tls:
                 if not Path(pem).is_file():
                     raise BrokerStartError(f"TLS: {pem} is not a readable file")
-        if self.local_port is not None:
-            check_port_free("127.0.0.1", self.local_port)
-        config = broker_config(self.host, self.port, self.users_file, self.internal_credentials, self.tls,
-                               self.local_port)
+        config = broker_config(self.host, self.port, self.users_file, self.tls)
         self._broker = FastbookAmqttBroker(config, loop=loop)
         self._broker.secured = self.users_file is not None
         try:
@@ -360,6 +373,12 @@ class EmbeddedBroker:
         except Exception as exc:
             raise BrokerStartError(f"cannot start the MQTT broker on {self.url}: {exc}") from None
         log.info("MQTT broker listening on %s", self.url)
+
+    def in_process_runner(self, node: Any, name: str, batch_window: float = 0.0) -> InProcessRunner:
+        """A runner for `node` inside this broker (started broker only): see InProcessRunner."""
+        assert self._broker is not None, "start the broker first"
+        loop = asyncio.get_running_loop()
+        return InProcessRunner(node, self._broker, loop, name=name, batch_window=batch_window)
 
     async def stop(self) -> None:
         if self._broker is not None:

@@ -8,6 +8,7 @@ which keeps incoming messages, "connected" markers and `call()` requests in arri
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -508,3 +509,59 @@ class NodeRunner:
             item = self._inbox.popleft()
             if isinstance(item, _Call) and not item.future.done():
                 item.future.set_exception(RunnerError(f"runner {self.name} stopped"))
+
+
+class InProcessRunner(NodeRunner):
+    """Runs a node inside the embedded broker's process, without an MQTT client: messages on the
+    node's subscriptions come straight from the broker (after its publish ACL, in the order it takes
+    them) and the node's output goes straight into the broker. Same worker loop as NodeRunner."""
+
+    def __init__(
+        self,
+        node: Node,
+        broker: Any,  # fastbook.broker.FastbookAmqttBroker
+        loop: Any,  # the broker's asyncio loop
+        *,
+        name: str,
+        batch_window: float = 0.0,
+    ) -> None:
+        # The base class's paho client is created but never connected.
+        super().__init__(node, "mqtt://127.0.0.1:1", f"in-process-{name}", name=name,
+                         batch_window=batch_window)
+        self._broker = broker
+        self._loop = loop
+        self._filters = [topic_filter for topic_filter, _qos in node.subscriptions()]
+
+    def start(self) -> InProcessRunner:
+        if self._started:
+            raise RunnerError("runner already started")
+        self._started = True
+        self._broker.add_ingress(self._filters, self._deliver)
+        self.connected.set()
+        self._put(_CONNECTED)
+        self._worker_thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if not self._started or self._stopping.is_set():
+            self._stopped.wait(timeout)
+            return
+        self._stopping.set()
+        self._put(_STOP)
+        self._worker_thread.join(timeout)
+
+    def _deliver(self, topic: str, payload: bytes) -> None:
+        self._put((topic, payload))
+
+    def _publish(self, messages: list[Outgoing]) -> list[paho.MQTTMessageInfo]:
+        if messages:
+            asyncio.run_coroutine_threadsafe(self._broker.publish_from_node(list(messages)), self._loop)
+            self.published += len(messages)
+        return []
+
+    def _disconnect(self) -> None:
+        self._broker.remove_ingress(self._deliver)
+        self._net_done.set()
+
+    def _drop_connection(self) -> None:
+        self._disconnect()

@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import secrets
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fastbook.broker import BrokerStartError, EmbeddedBroker, free_port, is_loopback
+from fastbook.broker import BrokerStartError, EmbeddedBroker, is_loopback
 from fastbook.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -23,7 +22,7 @@ from fastbook.cli.common import (
     setup_logging,
     tune_gc_for_throughput,
 )
-from fastbook.cli.sequencer import add_sequencer_arguments, build_sequencer_runner, sequencer_client_id
+from fastbook.cli.sequencer import add_sequencer_arguments, open_sequencer
 from fastbook.market import MarketSpec
 from fastbook.mqtt import NodeRunner
 
@@ -61,15 +60,8 @@ async def serve(args: argparse.Namespace, markets: list[MarketSpec]) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    # The in-process sequencers authenticate with a random secret that exists only in this process
-    # (user = their fixed client id, a name `fastbook users` refuses to create), role sequencer.
-    internal = {sequencer_client_id(args.prefix, m): secrets.token_urlsafe(32) for m in markets}
     tls = (args.tls_cert, args.tls_key) if args.tls_cert is not None else None
-    # With TLS the in-process sequencers use a plain listener on loopback (same credentials).
-    local_port = free_port() if tls is not None else None
-    broker = EmbeddedBroker(args.host, args.port, users_file=args.users,
-                            internal_credentials=internal if args.users is not None else None, tls=tls,
-                            local_port=local_port)
+    broker = EmbeddedBroker(args.host, args.port, users_file=args.users, tls=tls)
     try:
         await broker.start()
     except (BrokerStartError, ValueError) as exc:
@@ -77,22 +69,16 @@ async def serve(args: argparse.Namespace, markets: list[MarketSpec]) -> int:
     if args.users is None:
         log.warning("NO AUTHENTICATION: the broker is open to anyone who can reach %s "
                     "(loopback only); use --users FILE to require credentials", broker.url)
-    local_url = f"mqtt://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}"
-    if ":" in args.host and args.host != "::":
-        local_url = f"mqtt://[{args.host}]:{args.port}"
-    elif args.host == "::":
-        local_url = f"mqtt://[::1]:{args.port}"
-
-    if local_port is not None:
-        local_url = f"mqtt://127.0.0.1:{local_port}"
     runners: list[NodeRunner] = []
     code = EXIT_OK
     try:
         for market in markets:
             try:
-                user = sequencer_client_id(args.prefix, market) if args.users is not None else None
-                runners.append(build_sequencer_runner(market, args.data_dir, local_url, args,
-                                                      user, internal[user] if user else None))
+                # In this process the sequencer needs no MQTT client: the broker hands it the
+                # orders it accepted (after the ACL) and takes its output directly.
+                node = open_sequencer(market, args.data_dir, args)
+                runners.append(broker.in_process_runner(node, f"sequencer-{market.name}",
+                                                        args.batch_window / 1000.0))
             except Exception as exc:  # bad data dir, corrupt journal: say which and stop
                 code = fail(f"cannot open the sequencer for {market.name}: {exc}")
                 return code
@@ -123,10 +109,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args)
     tune_gc_for_throughput()
-    # The amqtt event loop and each sequencer's paho threads hand the GIL to each other for every
-    # message: the default 5 ms switch interval left the ready one waiting (bench/README.md:
-    # one order per message +25% at 1 ms).
-    sys.setswitchinterval(0.001)
     markets: list[MarketSpec] = [] if args.no_sequencer else (args.market or [MarketSpec(DEFAULT_MARKET)])
     if len({m.name for m in markets}) != len(markets):
         return fail("the same market is given twice", 2)

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastbook.cli.common import (
     EXIT_FAILURE,
@@ -29,6 +30,9 @@ from fastbook.cli.common import (
 from fastbook.market import MarketSpec
 from fastbook.mqtt import NodeRunner
 from fastbook.topics import DEFAULT_PREFIX
+
+if TYPE_CHECKING:
+    from fastbook.sequencer import SequencerNode
 
 log = logging.getLogger("fastbook.sequencer")
 
@@ -63,12 +67,9 @@ def add_sequencer_arguments(parser: argparse.ArgumentParser, batch_window_ms: fl
     )
 
 
-def build_sequencer_runner(
-    market: MarketSpec, data_dir: Path, broker: str, args: argparse.Namespace,
-    username: str | None = None, password: str | None = None,
-) -> NodeRunner:
-    """Open (recover) the market's journal under DATA_DIR/<market> and wrap the node in a runner.
-    Raises ValueError/OSError (and the journal's errors) with a message on a bad data dir."""
+def open_sequencer(market: MarketSpec, data_dir: Path, args: argparse.Namespace) -> SequencerNode:
+    """Open (recover) the market's journal under DATA_DIR/<market>. Raises ValueError/OSError (and
+    the journal's errors) with a message on a bad data dir."""
     from fastbook.sequencer import SequencerConfig, SequencerNode  # heavy imports only when running
 
     cfg = SequencerConfig(
@@ -81,6 +82,15 @@ def build_sequencer_runner(
     )
     node = SequencerNode(cfg)
     log.info("%s: journal at %s, version %d", market.name, cfg.data_dir, node.version)
+    return node
+
+
+def build_sequencer_runner(
+    market: MarketSpec, data_dir: Path, broker: str, args: argparse.Namespace,
+    username: str | None = None, password: str | None = None,
+) -> NodeRunner:
+    """The market's sequencer (open_sequencer) wrapped in a runner on the broker at `broker`."""
+    node = open_sequencer(market, data_dir, args)
     # Persistent session: the broker keeps our subscriptions and queues orders while we restart.
     # With credentials the client id is the user name (the broker's ACL rule): one user per sequencer.
     return NodeRunner(
