@@ -555,9 +555,16 @@ class InProcessRunner(NodeRunner):
 
     def _publish(self, messages: list[Outgoing]) -> list[paho.MQTTMessageInfo]:
         if messages:
-            asyncio.run_coroutine_threadsafe(self._broker.publish_from_node(list(messages)), self._loop)
+            # Scheduled in call order on the broker's loop, so the output keeps its order.
+            publish = self._broker.publish_from_node(list(messages))
+            done = asyncio.run_coroutine_threadsafe(publish, self._loop)
+            done.add_done_callback(self._published)
             self.published += len(messages)
         return []
+
+    def _published(self, done: Future[None]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.error("%s: the broker could not take the node's output: %s", self.name, done.exception())
 
     def _disconnect(self) -> None:
         self._broker.remove_ingress(self._deliver)
