@@ -578,7 +578,7 @@ def test_tls_listener_with_credentials(tmp_path: Path) -> None:
         client.on_connect = lambda c, *_a: c.subscribe(T.book, qos=1)
         client.connect("127.0.0.1", broker.port)
         client.loop_start()
-        # The retained book comes from the in-process sequencer (on the plain loopback listener).
+        # The retained book comes from the in-process sequencer (no MQTT client of its own).
         wait_for(lambda: books, 15, "the retained book over TLS")
         assert json.loads(books[0])["market"] == MARKET
         plain = Probe(broker.port, "carol", PASSWORDS["carol"])  # no TLS: no MQTT session at all

@@ -37,7 +37,7 @@ USER_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # (reports/log) would make a filter like +/+/+/log match a private topic.
 RESERVED_NAMES = frozenset({"book", "trades", "snapshot", "log", "orders", "reports", "replicas",
                             "replay", "request", "response"})
-# Client ids of the embedded broker's in-process sequencers (see fastbook.broker).
+# The client ids fastbook-sequencer uses when it runs without credentials (cli/sequencer.py).
 INTERNAL_PREFIX = "fastbook-sequencer-"
 SCRYPT_N, SCRYPT_R, SCRYPT_P, KEY_BYTES, SALT_BYTES = 1 << 14, 8, 1, 32, 16
 MAX_FILE_BYTES = 8 << 20
