@@ -147,6 +147,8 @@ class FastbookAmqttBroker(Broker):
     and (with credentials) to authenticate a connection before it can touch an existing session."""
 
     secured = False  # set by EmbeddedBroker when a FastbookAuthPlugin is configured
+    # In-process nodes' subscriptions: (topic filters, deliver). Replaced, never mutated in place.
+    _ingress: tuple[tuple[list[str], Callable[[str, bytes], None]], ...] = ()
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
@@ -211,17 +213,17 @@ class FastbookAmqttBroker(Broker):
     def add_ingress(self, filters: list[str], deliver: Callable[[str, bytes], None]) -> None:
         """Hand every client message on one of `filters` to `deliver` (on the event loop, in the
         order the broker takes them, after the publish ACL): an in-process node's subscription."""
-        self._fastbook_ingress = [*getattr(self, "_fastbook_ingress", []), (filters, deliver)]
+        self._ingress = (*self._ingress, (filters, deliver))
 
     def remove_ingress(self, deliver: Callable[[str, bytes], None]) -> None:
-        self._fastbook_ingress = [(f, d) for f, d in getattr(self, "_fastbook_ingress", []) if d != deliver]
+        self._ingress = tuple((f, d) for f, d in self._ingress if d != deliver)
 
     async def _broadcast_message(
         self, session: Session | None, topic: str | None, data: bytes | bytearray | None,
         force_qos: int | None = None,
     ) -> None:
         if session is not None and topic is not None and data is not None:
-            for filters, deliver in getattr(self, "_fastbook_ingress", ()):
+            for filters, deliver in self._ingress:
                 if any(topic_matches_sub(f, topic) for f in filters):
                     deliver(topic, bytes(data))
         await super()._broadcast_message(session, topic, data, force_qos)

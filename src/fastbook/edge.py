@@ -204,7 +204,7 @@ class EdgeNode:
                     follower = self.follower
                     following = self._reports_live and follower.replica is not None and follower.market_known
                     if payload and not following:
-                        requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
+                        requests += follower.on_snapshot(decode_snapshot(bytes(payload)), now)
                 elif topic == t.book:
                     if payload:
                         book = json.loads(payload)

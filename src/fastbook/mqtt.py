@@ -251,7 +251,8 @@ class NodeRunner:
         self._stopping.set()
         self._put(_STOP)
         self._worker_thread.join(timeout)
-        self._net_thread.join(timeout)
+        if self._net_thread.is_alive():  # (an InProcessRunner never starts one)
+            self._net_thread.join(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the runner stopped; True if it stopped without a node error."""
@@ -541,14 +542,6 @@ class InProcessRunner(NodeRunner):
         self._put(_CONNECTED)
         self._worker_thread.start()
         return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if not self._started or self._stopping.is_set():
-            self._stopped.wait(timeout)
-            return
-        self._stopping.set()
-        self._put(_STOP)
-        self._worker_thread.join(timeout)
 
     def _deliver(self, topic: str, payload: bytes) -> None:
         self._put((topic, payload))
