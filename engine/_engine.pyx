@@ -35,11 +35,13 @@ from order cimport NIL, IndexSlot, Order, OrderIndex, OrderPool, SlotTable
 from statehash cimport mix64, order_hash, order_hash_delta, order_hash_from
 from pyint cimport new_byte_int, new_int, new_int_hint, small_int_value
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from fastbook.types import COMMAND_DTYPE, EVENT_DTYPE
 
-__all__ = ["Book", "SNAPSHOT_MAGIC", "SNAPSHOT_VERSION"]
+__all__ = ["Book", "Events", "SNAPSHOT_MAGIC", "SNAPSHOT_VERSION"]
 
 SNAPSHOT_MAGIC = b"FBSN"
 SNAPSHOT_VERSION = 1
@@ -1101,8 +1103,111 @@ cdef PyObject* event_tuple(const EventRec* e, const ArgInts* a) noexcept:
     return t
 
 
-cdef list rejected(int64_t order_id, int64_t owner, int64_t side, int64_t price, int64_t qty, int code,
-                   const ArgInts* a):
+# ---------------------------------------------------------------------------------------------
+# The events of one per-command call
+# ---------------------------------------------------------------------------------------------
+
+cdef enum:
+    EVENTS_INLINE = 4   # records held inside the Events object (a command rarely has more)
+
+
+@cython.final
+@cython.no_gc          # holds a list of int tuples and a bytes: it can never be part of a cycle
+@cython.freelist(8)
+cdef class Events:
+    """The events of one command (docs/engine.md): a read-only sequence of 11-tuples that compares
+    equal to the list of the same tuples. The records are copied out of the book when the command
+    returns and become tuples only when first read: a caller that ignores them, or only asks for
+    len(), pays no tuple building (most of what a command cost before)."""
+
+    cdef EventRec inline_items[EVENTS_INLINE]
+    cdef EventRec* items  # inline_items, or the buffer of `spill`
+    cdef Py_ssize_t n
+    cdef bytes spill      # the records of a command with more than EVENTS_INLINE events
+    cdef list tuples      # built on first read, then the answer to every read
+
+    cdef list _tuples(self):
+        cdef ArgInts none
+        cdef Py_ssize_t i
+        if self.tuples is None:
+            none.id_obj = NULL
+            none.owner_obj = NULL
+            none.price_obj = NULL
+            none.qty_obj = NULL
+            out = list_unfilled(self.n)
+            for i in range(self.n):
+                list_put(out, i, event_tuple(&self.items[i], &none))   # NULL slots are allowed
+            if err_occurred() != NULL:
+                raise MemoryError()
+            self.tuples = out
+        return self.tuples
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, index):
+        return self._tuples()[index]
+
+    def __iter__(self):
+        return iter(self._tuples())
+
+    def __reversed__(self):
+        return reversed(self._tuples())
+
+    def __contains__(self, item):
+        return item in self._tuples()
+
+    def __eq__(self, other):
+        if isinstance(other, Events):
+            other = (<Events>other)._tuples()
+        elif not isinstance(other, list):
+            return NotImplemented
+        return self._tuples() == other
+
+    def __ne__(self, other):
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    __hash__ = None   # a list's equal: unhashable like one
+
+    def index(self, item, *args):
+        return self._tuples().index(item, *args)
+
+    def count(self, item):
+        return self._tuples().count(item)
+
+    def tolist(self):
+        """The events as a new list of 11-tuples."""
+        return list(self._tuples())
+
+    def __repr__(self):
+        return f"Events({self._tuples()!r})"
+
+    def __reduce__(self):
+        return (list, (self._tuples(),))
+
+
+Sequence.register(Events)
+
+
+cdef Events take_events(EventBuffer* ev):
+    # The events the last command left in `ev`, copied into a new Events.
+    if ev.failed:
+        raise MemoryError("event buffer allocation failed")
+    cdef Events out = Events.__new__(Events)
+    cdef size_t n = ev.count
+    if n <= EVENTS_INLINE:
+        out.items = out.inline_items
+        memcpy(out.items, ev.items, n * sizeof(EventRec))
+    else:   # a bytes object, so that freeing needs no __dealloc__ (which costs every command)
+        out.spill = PyBytes_FromStringAndSize(<const char*>ev.items, <Py_ssize_t>(n * sizeof(EventRec)))
+        out.items = <EventRec*>PyBytes_AS_STRING(out.spill)
+    out.n = <Py_ssize_t>n
+    return out
+
+
+cdef Events rejected(int64_t order_id, int64_t owner, int64_t side, int64_t price, int64_t qty, int code,
+                     const ArgInts* a):
     # The one-event answer of a command rejected before it reached the book (fields as given).
     cdef PyObject* t = raw_tuple_new(11)
     cdef bint failed = False
@@ -1122,8 +1227,14 @@ cdef list rejected(int64_t order_id, int64_t owner, int64_t side, int64_t price,
     if failed:
         raw_decref(t)
         raise MemoryError()
-    cdef list out = list_unfilled(1)
-    list_put(out, 0, t)
+    # Its fields are echoed as given (an owner or side out of range too), which an EventRec cannot
+    # hold: the Events carries the tuple already built.
+    cdef list tuples = list_unfilled(1)
+    list_put(tuples, 0, t)
+    cdef Events out = Events.__new__(Events)
+    out.items = out.inline_items
+    out.n = 1
+    out.tuples = tuples
     return out
 
 
@@ -1247,18 +1358,12 @@ cdef class Book:
         self.st.ev.failed = False
         return 0
 
-    cdef list _drain(self, const ArgInts* a):
-        # The events as 11-tuples, in a list of exactly their number.
-        cdef EventBuffer* ev = &self.st.ev
-        cdef size_t i
-        if ev.failed:
-            raise MemoryError("event buffer allocation failed")
-        cdef list out = list_unfilled(<Py_ssize_t>ev.count)
-        for i in range(ev.count):
-            list_put(out, <Py_ssize_t>i, event_tuple(&ev.items[i], a))   # NULL slots are allowed
-        if err_occurred() != NULL:
-            raise MemoryError()
-        return out
+    cdef inline Events _drain(self):
+        # The caller's own work until the next command is time the cache can use: start loading
+        # what a next taker most likely touches (the batch loop does the same between commands).
+        prefetch_makers(&self.st, BUY)
+        prefetch_makers(&self.st, SELL)
+        return take_events(&self.st.ev)
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -1279,7 +1384,7 @@ cdef class Book:
         args[8] = <PyObject*>stp
         return self._new(args, 9)
 
-    cdef list _new(self, PyObject** args, Py_ssize_t nargs):
+    cdef Events _new(self, PyObject** args, Py_ssize_t nargs):
         # new() on 5..9 borrowed positional arguments; missing trailing ones take their defaults.
         cdef ArgInts a
         a.id_val = raw_as_i64(args[0], "order_id")
@@ -1303,7 +1408,11 @@ cdef class Book:
             raise MemoryError("order book allocation failed")
         cmd_new_checked(&self.st, a.id_val, <uint32_t>a.owner_val, <uint8_t>sd, <uint8_t>ty, <uint8_t>tf,
                         <uint8_t>sp, a.qty_val, a.price_val, po)
-        return self._drain(&a)
+        # Ids usually come in sequence (the sequencer assigns them so): start loading the index slot
+        # the next id will check, a cache miss in a big book otherwise. A wrong guess costs nothing.
+        if a.id_val < MAX_ORDER_ID:
+            prefetch_slot(&self.st, a.id_val + 1)
+        return self._drain()
 
     @cython.binding(False)
     def cancel(self, order_id, owner):
@@ -1312,7 +1421,7 @@ cdef class Book:
         args[1] = <PyObject*>owner
         return self._cancel(args, 2)
 
-    cdef list _cancel(self, PyObject** args, Py_ssize_t nargs):
+    cdef Events _cancel(self, PyObject** args, Py_ssize_t nargs):
         cdef ArgInts a
         a.id_val = raw_as_i64(args[0], "order_id")
         a.owner_val = raw_as_i64(args[1], "owner")
@@ -1324,7 +1433,7 @@ cdef class Book:
             return rejected(a.id_val, a.owner_val, 0, 0, 0, INVALID_OWNER, &a)
         self._enter()
         cmd_cancel(&self.st, a.id_val, <uint32_t>a.owner_val)
-        return self._drain(&a)
+        return self._drain()
 
     @cython.binding(False)
     def amend(self, order_id, owner, price=0, qty=0):
@@ -1335,7 +1444,7 @@ cdef class Book:
         args[3] = <PyObject*>qty
         return self._amend(args, 4)
 
-    cdef list _amend(self, PyObject** args, Py_ssize_t nargs):
+    cdef Events _amend(self, PyObject** args, Py_ssize_t nargs):
         # amend() on 2..4 borrowed positional arguments; price and qty default to 0 (keep).
         cdef ArgInts a
         a.id_val = raw_as_i64(args[0], "order_id")
@@ -1352,7 +1461,7 @@ cdef class Book:
         if reserve(&self.st) < 0:
             raise MemoryError("order book allocation failed")
         cmd_amend(&self.st, a.id_val, <uint32_t>a.owner_val, a.price_val, a.qty_val)
-        return self._drain(&a)
+        return self._drain()
 
     @cython.binding(False)
     def cancel_all(self, owner):
@@ -1366,7 +1475,7 @@ cdef class Book:
             return rejected(0, a.owner_val, 0, 0, 0, INVALID_OWNER, &a)
         self._enter()
         cmd_cancel_all(&self.st, <uint32_t>a.owner_val)
-        return self._drain(&a)
+        return self._drain()
 
     def apply_batch(self, commands):
         """Run a numpy array of COMMAND_DTYPE through the book with the GIL released; returns the
