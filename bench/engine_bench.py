@@ -204,9 +204,14 @@ def time_per_command(book_cls: type[Any], flow: Flow, calls: list[Call], reps: i
 
 
 def time_per_command_inserts(
-    book_cls: type[Any], flow: Flow, args: list[tuple[int, int, int, int, int]], reps: int
+    book_cls: type[Any],
+    flow: Flow,
+    args: list[tuple[int, int, int, int, int]],
+    reps: int,
+    read_events: bool = False,
 ) -> tuple[float, int]:
-    """Best seconds for `book.new(*args)` over an insert-only flow (the peers' loop shape)."""
+    """Best seconds for `book.new(*args)` over an insert-only flow (the peers' loop shape); with
+    `read_events`, every event of every command is also read (its tuple built)."""
     best = float("inf")
     state_hash = 0
     for _ in range(reps):
@@ -217,7 +222,12 @@ def time_per_command_inserts(
             for call_args in args:  # new(*args) is the fastest loop shape (vs unpacking the tuple)
                 new(*call_args)
 
-        best = min(best, peers.timed(loop)[0])
+        def loop_reading(new: Callable[..., Any] = new) -> None:
+            for call_args in args:
+                for _event in new(*call_args):
+                    pass
+
+        best = min(best, peers.timed(loop_reading if read_events else loop)[0])
         state_hash = book.state_hash()
     return best, state_hash
 
@@ -284,6 +294,22 @@ def bench_flow_a(book_cls: type[Any], engine: str, sizes: Sizes, seed: int) -> d
         )
     )
     checks["per_command_hash_equals_batch_hash"] = per_command_hash == batch_hash
+
+    # Events are built into tuples when first read: the same loop reading every event.
+    progress(f"flow a: fastbook per-command, every event read x{sizes.reps}")
+    seconds, _ = time_per_command_inserts(book_cls, flow, args, sizes.reps, read_events=True)
+    results.append(
+        Result(
+            flow.name,
+            f"fastbook[{engine}]",
+            "per-command, events read",
+            len(args),
+            seconds,
+            sizes.reps,
+            fastbook_fills,
+            "each event's tuple built and iterated",
+        )
+    )
 
     # The same loop with every order rejected (side 0) costs the call, argument checks and one event,
     # but no book work: the floor under the per-command figure.

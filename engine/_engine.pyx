@@ -1308,6 +1308,7 @@ cdef class EventStore:
 # The Python class
 # ---------------------------------------------------------------------------------------------
 
+@cython.final   # direct calls to the cdef methods (no vtable): the per-command path is that hot
 cdef class Book:
     """A limit order book for one market (docs/engine.md). Not thread-safe; apply_batch releases the
     GIL, and any other call on the same book while a batch runs raises RuntimeError."""
@@ -1396,12 +1397,12 @@ cdef class Book:
         cdef int64_t tf = raw_as_i64(args[6], "tif") if nargs > 6 else GTC
         cdef bint po = (raw_as_i64(args[7], "post_only") != 0) if nargs > 7 else False
         cdef int64_t sp = raw_as_i64(args[8], "stp") if nargs > 8 else STP_NONE
-        a.id_obj = raw_exact(args[0])
-        a.owner_obj = raw_exact(args[1])
-        a.price_obj = raw_exact(args[3])
-        a.qty_obj = raw_exact(args[4])
         cdef uint8_t code = check_new(a.id_val, a.owner_val, sd, ty, tf, sp, a.qty_val, a.price_val, po)
         if code != REJ_NONE:
+            a.id_obj = raw_exact(args[0])
+            a.owner_obj = raw_exact(args[1])
+            a.price_obj = raw_exact(args[3])
+            a.qty_obj = raw_exact(args[4])
             return rejected(a.id_val, a.owner_val, sd, a.price_val, a.qty_val, code, &a)
         self._enter()
         if reserve(&self.st) < 0:
