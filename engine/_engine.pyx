@@ -1054,8 +1054,8 @@ cdef extern from *:
 
 
 cdef struct ArgInts:
-    # The caller's int objects (borrowed; NULL when not an exact int) with their values: event fields
-    # that repeat a command argument reuse its object.
+    # The caller's int objects (borrowed; NULL when not an exact int) with their values: the event of
+    # a rejection echoes the arguments and reuses their objects.
     PyObject* id_obj
     int64_t id_val
     PyObject* owner_obj
@@ -1072,7 +1072,7 @@ cdef inline void tuple_put(PyObject* t, Py_ssize_t i, PyObject* item, bint* fail
         failed[0] = True
 
 
-cdef PyObject* event_tuple(const EventRec* e, const ArgInts* a) noexcept:
+cdef PyObject* event_tuple(const EventRec* e) noexcept:
     # One event as an 11-tuple (new reference), or NULL. An int that could not be allocated leaves
     # a NULL slot (a tuple allows it) and an exception set: the caller checks PyErr_Occurred once.
     cdef PyObject* t = raw_tuple_new(11)
@@ -1080,12 +1080,12 @@ cdef PyObject* event_tuple(const EventRec* e, const ArgInts* a) noexcept:
     if t == NULL:
         return NULL
     raw_tuple_set(t, 0, new_byte_int(e.type))
-    raw_tuple_set(t, 1, new_int_hint(e.order_id, a.id_obj, a.id_val))
-    raw_tuple_set(t, 2, new_int_hint(e.owner, a.owner_obj, a.owner_val))
+    raw_tuple_set(t, 1, new_int(e.order_id))
+    raw_tuple_set(t, 2, new_int(e.owner))
     raw_tuple_set(t, 3, new_byte_int(e.side))
-    raw_tuple_set(t, 4, new_int_hint(e.price, a.price_obj, a.price_val))
-    raw_tuple_set(t, 5, new_int_hint(e.qty, a.qty_obj, a.qty_val))
-    raw_tuple_set(t, 6, new_int_hint(e.remaining, a.qty_obj, a.qty_val))
+    raw_tuple_set(t, 4, new_int(e.price))
+    raw_tuple_set(t, 5, new_int(e.qty))
+    raw_tuple_set(t, 6, new_int(e.remaining))
     if e.other_id == 0 and e.other_owner == 0 and e.other_remaining == 0:
         # every event but TRADE: one zero object for the three
         zero = new_byte_int(0)
@@ -1118,7 +1118,7 @@ cdef class Events:
     """The events of one command (docs/engine.md): a read-only sequence of 11-tuples that compares
     equal to the list of the same tuples. The records are copied out of the book when the command
     returns and become tuples only when first read: a caller that ignores them, or only asks for
-    len(), pays no tuple building (most of what a command cost before)."""
+    len(), pays for no tuples and no ints."""
 
     cdef EventRec inline_items[EVENTS_INLINE]
     cdef EventRec* items  # inline_items, or the buffer of `spill`
@@ -1127,16 +1127,11 @@ cdef class Events:
     cdef list tuples      # built on first read, then the answer to every read
 
     cdef list _tuples(self):
-        cdef ArgInts none
         cdef Py_ssize_t i
         if self.tuples is None:
-            none.id_obj = NULL
-            none.owner_obj = NULL
-            none.price_obj = NULL
-            none.qty_obj = NULL
             out = list_unfilled(self.n)
             for i in range(self.n):
-                list_put(out, i, event_tuple(&self.items[i], &none))   # NULL slots are allowed
+                list_put(out, i, event_tuple(&self.items[i]))   # NULL slots are allowed
             if err_occurred() != NULL:
                 raise MemoryError()
             self.tuples = out

@@ -71,7 +71,7 @@ def test_events_are_copies_unaffected_by_later_commands() -> None:
     kept_reference = [reference.new(200 + i, 3, BUY, 100 + i, 3) for i in range(6)]
     native.cancel_all(1)
     reference.cancel_all(1)
-    native.apply_batch(batch_of_one_cancel_all(3))  # the batch reuses the book's event buffer too
+    native.apply_batch(batch_of_one_cancel_all(3))  # and a batch, with its own event buffer
     assert kept_native == kept_reference  # read only now, after the book moved on
 
 
