@@ -19,7 +19,7 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.object cimport PyObject
 from cython.operator cimport dereference as deref
 from cython.operator cimport preincrement as inc
-from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 from libcpp.algorithm cimport pop_heap, push_heap
@@ -31,7 +31,7 @@ from bigbuf cimport buf_free, buf_resize
 from book cimport BookState, EventBuffer, Taker
 from contract cimport *
 from level cimport HeapEntry, Level, LevelIndex, LevelPool, SideBook
-from order cimport NIL, IndexSlot, Order, OrderIndex, OrderPool, SlotTable
+from order cimport NIL, IdWindow, IndexSlot, Order, OrderIndex, OrderPool, SlotTable
 from statehash cimport mix64, order_hash, order_hash_delta, order_hash_from
 from pyint cimport new_byte_int, new_int, new_int_hint, small_int_value
 
@@ -54,6 +54,8 @@ cdef enum:
     MAX_POOL_CAPACITY = 0x80000000   # 2^31 orders / levels (indices stay below NIL)
     PREFETCH_SLOT = 16               # batch look-ahead distances (commands)
     PREFETCH_ORDER = 8
+    MIN_WINDOW = 64                  # id window slots (a power of two) when it starts or empties
+    MAX_WINDOW = 0x80000000          # 2^31: the window does not grow past this many slots
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,6 +336,181 @@ cdef inline void index_delete(BookState* b, int64_t order_id, uint32_t idx) noex
 
 
 # ---------------------------------------------------------------------------------------------
+# Id window (order.pxd): ids in sequence map straight to pool indices; the hash table above holds
+# the rest. Lookups try the window, then the hash table only if the id lies in its bounds.
+# ---------------------------------------------------------------------------------------------
+
+cdef inline bint in_window(IdWindow* w, int64_t order_id) noexcept nogil:
+    # Unsigned difference: ids below base wrap to huge values, and no signed overflow can occur.
+    return <uint64_t>order_id - <uint64_t>w.base < w.cap
+
+
+cdef inline uint32_t* window_slot(IdWindow* w, int64_t order_id) noexcept nogil:
+    return &w.slots[<uint64_t>order_id & (w.cap - 1)]
+
+
+cdef inline uint32_t window_find(IdWindow* w, int64_t order_id) noexcept nogil:
+    return window_slot(w, order_id)[0] if in_window(w, order_id) else NIL
+
+
+cdef inline bint in_hash_bounds(IdWindow* w, int64_t order_id) noexcept nogil:
+    return w.hash_lo <= order_id <= w.hash_hi
+
+
+cdef inline uint32_t id_find_mixed(BookState* b, int64_t order_id, uint64_t id_mix) noexcept nogil:
+    # Pool index of the resting order with this id (id_mix = mix64(order_id)), or NIL.
+    cdef uint32_t oi = window_find(&b.window, order_id)
+    if oi != NIL or not in_hash_bounds(&b.window, order_id):
+        return oi
+    return index_find_mixed(b, order_id, id_mix)
+
+
+cdef inline uint32_t id_find(BookState* b, int64_t order_id) noexcept nogil:
+    cdef uint32_t oi = window_find(&b.window, order_id)
+    if oi != NIL or not in_hash_bounds(&b.window, order_id):
+        return oi
+    return index_find(b, order_id)
+
+
+cdef inline void hash_insert(BookState* b, int64_t order_id, uint64_t id_mix, uint32_t oi) noexcept nogil:
+    slot_table_insert(&b.index, id_mix, oi)
+    if order_id < b.window.hash_lo:
+        b.window.hash_lo = order_id
+    if order_id > b.window.hash_hi:
+        b.window.hash_hi = order_id
+
+
+cdef inline void id_insert(BookState* b, int64_t order_id, uint64_t id_mix, uint32_t oi) noexcept nogil:
+    # The id is absent and there is room (reserve(), and reserve_id() for a new id).
+    cdef IdWindow* w = &b.window
+    if in_window(w, order_id):
+        window_slot(w, order_id)[0] = oi
+        w.live += 1
+    else:
+        hash_insert(b, order_id, id_mix, oi)
+
+
+cdef inline void id_delete(BookState* b, int64_t order_id, uint32_t oi) noexcept nogil:
+    cdef IdWindow* w = &b.window
+    cdef uint32_t* slot
+    if in_window(w, order_id):
+        slot = window_slot(w, order_id)
+        if slot[0] == oi:
+            slot[0] = NIL
+            w.live -= 1
+            return
+    index_delete(b, order_id, oi)
+    if b.index.count == 0:
+        w.hash_lo = INT64_MAX
+        w.hash_hi = INT64_MIN
+
+
+cdef int hash_room(BookState* b, size_t extra) noexcept nogil:
+    # Grow the hash table (load <= 3/4) so that `extra` more ids fit without a resize.
+    cdef size_t slots = <size_t>b.index.mask + 1
+    while (<size_t>b.index.count + extra) * 4 > slots * 3:
+        slots *= 2
+    if slots == <size_t>b.index.mask + 1:
+        return 0
+    if slots > (<size_t>1 << 32):
+        return -1
+    return slot_table_resize(&b.index, slots)
+
+
+cdef int window_place(BookState* b, int64_t base, size_t cap) noexcept nogil:
+    # A new, empty window [base, base + cap) (cap a power of two); the old one must hold no order.
+    cdef IdWindow* w = &b.window
+    cdef uint32_t* slots = w.slots
+    cdef size_t i
+    if cap != w.cap:
+        slots = <uint32_t*>buf_resize(NULL, 0, cap * sizeof(uint32_t))
+        if slots == NULL:
+            return -1
+        buf_free(w.slots, <size_t>w.cap * sizeof(uint32_t))
+    for i in range(cap):
+        slots[i] = NIL
+    w.slots = slots
+    w.cap = <uint32_t>cap
+    w.base = base
+    w.live = 0
+    return 0
+
+
+cdef int window_grow(BookState* b) noexcept nogil:
+    # Double the window over the same base; every order moves to its slot under the new mask.
+    cdef IdWindow* w = &b.window
+    cdef size_t cap = <size_t>w.cap * 2
+    cdef uint32_t* slots = <uint32_t*>buf_resize(NULL, 0, cap * sizeof(uint32_t))
+    cdef size_t i
+    cdef uint32_t oi
+    if slots == NULL:
+        return -1
+    for i in range(cap):
+        slots[i] = NIL
+    for i in range(w.cap):
+        oi = w.slots[i]
+        if oi != NIL:
+            slots[<uint64_t>b.pool.items[oi].id & (cap - 1)] = oi
+    buf_free(w.slots, <size_t>w.cap * sizeof(uint32_t))
+    w.slots = slots
+    w.cap = <uint32_t>cap
+    return 0
+
+
+cdef int window_slide(BookState* b, int64_t new_base) noexcept nogil:
+    # Move the window up to start at new_base (> base); the orders whose ids it leaves behind move
+    # to the hash table. Every id is left behind at most once, so this is O(1) per order overall.
+    cdef IdWindow* w = &b.window
+    cdef uint64_t shift = <uint64_t>new_base - <uint64_t>w.base
+    cdef uint64_t span = shift if shift < w.cap else w.cap
+    cdef uint64_t k
+    cdef uint32_t moving = 0
+    cdef uint32_t* slot
+    cdef int64_t order_id
+    if w.live:
+        for k in range(span):
+            if window_slot(w, <int64_t>(<uint64_t>w.base + k))[0] != NIL:
+                moving += 1
+        if moving:
+            if hash_room(b, moving + 1) < 0:
+                return -1
+            for k in range(span):
+                order_id = <int64_t>(<uint64_t>w.base + k)
+                slot = window_slot(w, order_id)
+                if slot[0] != NIL:
+                    hash_insert(b, order_id, mix64(<uint64_t>order_id), slot[0])
+                    slot[0] = NIL
+            w.live -= moving
+    w.base = new_base
+    if w.live == 0 and w.cap > MIN_WINDOW:
+        return window_place(b, new_base, MIN_WINDOW)   # emptied: give the memory back
+    return 0
+
+
+cdef int window_make_room(BookState* b, int64_t order_id) noexcept nogil:
+    # reserve_id() for an id outside the window: start, grow or slide the window so that it holds
+    # the id; an id behind the window goes to the hash table (reserve() left room for one).
+    cdef IdWindow* w = &b.window
+    if w.cap == 0:
+        return window_place(b, order_id, MIN_WINDOW)
+    if order_id < w.base:
+        return 0
+    if (<uint64_t>order_id - <uint64_t>w.base < 2 * <uint64_t>w.cap and w.live * 4 >= w.cap
+            and w.cap < MAX_WINDOW):
+        return window_grow(b)       # dense and just past the end: keep everything
+    # Sparse, or far ahead: the id lands three quarters of the way in, leaving room for the next.
+    return window_slide(b, <int64_t>(<uint64_t>order_id - (w.cap - w.cap // 4) + 1))
+
+
+cdef inline int reserve_id(BookState* b, int64_t order_id) noexcept nogil:
+    # Before a `new`: the window change its id may call for (allocations happen here, before the
+    # command changes anything). An id inside the window is the common case.
+    if in_window(&b.window, order_id):
+        return 0
+    return window_make_room(b, order_id)
+
+
+# ---------------------------------------------------------------------------------------------
 # Capacity: every command that may add an order reserves one order, one level and one index slot
 # first, so nothing reallocates (and no pointer moves) while a command runs.
 # ---------------------------------------------------------------------------------------------
@@ -535,7 +712,7 @@ cdef void remove_order(BookState* b, uint32_t oi, bint hash_out) noexcept nogil:
     # Take a resting order out of its level, the index and the pool (and, if asked, out of the hash).
     if hash_out:
         b.orders_hash ^= hash_of(b, &b.pool.items[oi])
-    index_delete(b, b.pool.items[oi].id, oi)
+    id_delete(b, b.pool.items[oi].id, oi)
     unlink_order(b, oi)
     pool_free(&b.pool, oi)
 
@@ -578,14 +755,14 @@ cdef void rest(BookState* b, Taker* t) noexcept nogil:
     o.post_only = t.post_only
     o._pad = 0
     enqueue(b, li, oi)
-    slot_table_insert(&b.index, t.id_mix, oi)
+    id_insert(b, t.id, t.id_mix, oi)
     b.orders_hash ^= order_hash_from(t.id_mix, t.owner, t.price, t.remaining, o.stamp,
                                      order_flags(t.side, t.stp, t.post_only))
 
 
 cdef inline void release(BookState* b, uint32_t oi) noexcept nogil:
     # An amended order that did not rest again: out of the index and the pool.
-    index_delete(b, b.pool.items[oi].id, oi)
+    id_delete(b, b.pool.items[oi].id, oi)
     pool_free(&b.pool, oi)
 
 
@@ -726,7 +903,7 @@ cdef void cmd_new_checked(BookState* b, int64_t order_id, uint32_t owner, uint8_
     # A `new` whose arguments passed check_new; the caller has reserved capacity.
     cdef Taker t
     t.id_mix = mix64(<uint64_t>order_id)
-    if index_find_mixed(b, order_id, t.id_mix) != NIL:
+    if id_find_mixed(b, order_id, t.id_mix) != NIL:
         emit(b, EV_REJECTED, order_id, owner, side, price, qty, 0, 0, 0, 0, DUPLICATE_ORDER_ID)
         return
     t.id = order_id
@@ -755,7 +932,7 @@ cdef void cmd_new_checked(BookState* b, int64_t order_id, uint32_t owner, uint8_
 
 cdef void cmd_cancel(BookState* b, int64_t order_id, uint32_t owner) noexcept nogil:
     # owner is already known valid.
-    cdef uint32_t oi = index_find(b, order_id)
+    cdef uint32_t oi = id_find(b, order_id)
     cdef Order* o
     cdef Level* lvl
     if oi == NIL or b.pool.items[oi].owner != owner:
@@ -769,7 +946,7 @@ cdef void cmd_cancel(BookState* b, int64_t order_id, uint32_t owner) noexcept no
 
 cdef void cmd_amend(BookState* b, int64_t order_id, uint32_t owner, int64_t price, int64_t qty) noexcept nogil:
     # owner is already known valid; the caller has reserved capacity.
-    cdef uint32_t oi = index_find(b, order_id)
+    cdef uint32_t oi = id_find(b, order_id)
     cdef uint8_t code = REJ_NONE
     if oi == NIL or b.pool.items[oi].owner != owner:
         code = UNKNOWN_ORDER
@@ -847,17 +1024,29 @@ cdef void cmd_cancel_all(BookState* b, uint32_t owner) noexcept nogil:
 
 
 cdef inline void prefetch_slot(BookState* b, int64_t order_id) noexcept nogil:
-    # Batch look-ahead, stage 1: pull the id's home index slot into cache.
-    cdef uint32_t tag = <uint32_t>(mix64(<uint64_t>order_id) >> 32)
-    prefetch(&b.index.slots[tag & b.index.mask])
+    # Batch look-ahead, stage 1: pull the id's window slot or home index slot into cache.
+    cdef uint32_t tag
+    if in_window(&b.window, order_id):
+        prefetch(window_slot(&b.window, order_id))
+    elif in_hash_bounds(&b.window, order_id):
+        tag = <uint32_t>(mix64(<uint64_t>order_id) >> 32)
+        prefetch(&b.index.slots[tag & b.index.mask])
 
 
 cdef inline void prefetch_order(BookState* b, int64_t order_id) noexcept nogil:
-    # Stage 2, a few commands later: the slot is cached now; if it holds this id's tag, pull the order.
-    cdef uint32_t tag = <uint32_t>(mix64(<uint64_t>order_id) >> 32)
-    cdef IndexSlot* s = &b.index.slots[tag & b.index.mask]
-    if s.idx != NIL and s.tag == tag:
-        prefetch(&b.pool.items[s.idx])
+    # Stage 2, a few commands later: the slot is cached now; if it holds this id, pull the order.
+    cdef uint32_t tag
+    cdef uint32_t oi
+    cdef IndexSlot* s
+    if in_window(&b.window, order_id):
+        oi = window_slot(&b.window, order_id)[0]
+        if oi != NIL:
+            prefetch(&b.pool.items[oi])
+    elif in_hash_bounds(&b.window, order_id):
+        tag = <uint32_t>(mix64(<uint64_t>order_id) >> 32)
+        s = &b.index.slots[tag & b.index.mask]
+        if s.idx != NIL and s.tag == tag:
+            prefetch(&b.pool.items[s.idx])
 
 
 cdef inline void prefetch_makers(BookState* b, uint32_t side) noexcept nogil:
@@ -867,7 +1056,10 @@ cdef inline void prefetch_makers(BookState* b, uint32_t side) noexcept nogil:
     cdef Order* head
     if li != NIL:
         head = &b.pool.items[b.levels.items[li].head]
-        prefetch(&b.index.slots[<uint32_t>(mix64(<uint64_t>head.id) >> 32) & b.index.mask])
+        if in_window(&b.window, head.id):
+            prefetch(window_slot(&b.window, head.id))
+        else:
+            prefetch(&b.index.slots[<uint32_t>(mix64(<uint64_t>head.id) >> 32) & b.index.mask])
         if head.next != NIL:
             prefetch(&b.pool.items[head.next])
 
@@ -882,7 +1074,7 @@ cdef int apply_command(BookState* b, const CommandRec* rec) noexcept nogil:
         if code != REJ_NONE:
             emit(b, EV_REJECTED, c.order_id, c.owner, c.side, c.price, c.qty, 0, 0, 0, 0, code)
             return 0
-        if reserve(b) < 0:
+        if reserve(b) < 0 or reserve_id(b, c.order_id) < 0:
             return -1
         cmd_new_checked(b, c.order_id, c.owner, c.side, c.type, c.tif, c.stp, c.qty, c.price, post_only)
     elif c.op == OP_CANCEL:
@@ -1316,6 +1508,8 @@ cdef class Book:
         self.st.pool.free_head = NIL
         self.st.levels.free_head = NIL
         self.st.next_stamp = 1
+        self.st.window.hash_lo = INT64_MAX
+        self.st.window.hash_hi = INT64_MIN
         cdef int side
         for side in range(3):
             self.st.sides[side].best = NIL
@@ -1335,6 +1529,7 @@ cdef class Book:
             buf_free(self.st.level_index.slots, (<size_t>self.st.level_index.mask + 1) * sizeof(IndexSlot))
         if self.st.index.slots != NULL:
             buf_free(self.st.index.slots, (<size_t>self.st.index.mask + 1) * sizeof(IndexSlot))
+        buf_free(self.st.window.slots, <size_t>self.st.window.cap * sizeof(uint32_t))
         buf_free(self.st.ev.items, self.st.ev.capacity * sizeof(EventRec))
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -1400,7 +1595,7 @@ cdef class Book:
             a.qty_obj = raw_exact(args[4])
             return rejected(a.id_val, a.owner_val, sd, a.price_val, a.qty_val, code, &a)
         self._enter()
-        if reserve(&self.st) < 0:
+        if reserve(&self.st) < 0 or reserve_id(&self.st, a.id_val) < 0:
             raise MemoryError("order book allocation failed")
         cmd_new_checked(&self.st, a.id_val, <uint32_t>a.owner_val, <uint8_t>sd, <uint8_t>ty, <uint8_t>tf,
                         <uint8_t>sp, a.qty_val, a.price_val, po)
@@ -1545,9 +1740,10 @@ cdef class Book:
         return np.frombuffer(store, dtype=EVENT_DTYPE)
 
     def reserve(self, orders):
-        """Pre-size the order pool and the id index for `orders` resting orders (like a container's
-        reserve): a book known to grow that big skips the growth steps on the way (index rehashes,
-        page faults). Never shrinks; state and events are unaffected. restore() uses it."""
+        """Pre-size the order pool and the id hash table for `orders` resting orders (like a
+        container's reserve): a book known to grow that big skips the growth steps on the way (pool
+        growth, rehashes, page faults). Ids in sequence do not need the hash table (the id window
+        grows by itself). Never shrinks; state and events are unaffected."""
         cdef int64_t wanted = as_i64(orders, "orders")
         self._idle()
         if wanted < 0 or wanted >= MAX_POOL_CAPACITY:
@@ -1598,7 +1794,7 @@ cdef class Book:
     def order(self, order_id):
         cdef int64_t oid = as_i64(order_id, "order_id")
         self._idle()
-        cdef uint32_t oi = index_find(&self.st, oid)
+        cdef uint32_t oi = id_find(&self.st, oid)
         if oi == NIL:
             return None
         cdef Order* o = &self.st.pool.items[oi]
@@ -1620,12 +1816,13 @@ cdef class Book:
         return mix64(self.st.next_stamp) ^ self.st.orders_hash
 
     def memory_usage(self):
-        """Bytes held by the book's C structures (allocated capacity): order pool, id index, level
-        pool, level index, the two level heaps and the per-command event scratch buffer. A batch's
-        events belong to the array apply_batch returns (plus at most one spare buffer module-wide)."""
+        """Bytes held by the book's C structures (allocated capacity): order pool, id window, id
+        index, level pool, level index, the two level heaps and the per-command event scratch
+        buffer. A batch's events belong to the array apply_batch returns (plus at most one spare buffer module-wide)."""
         cdef size_t total = sizeof(BookState)
         total += <size_t>self.st.pool.capacity * sizeof(Order)
         total += (<size_t>self.st.index.mask + 1) * sizeof(IndexSlot)
+        total += <size_t>self.st.window.cap * sizeof(uint32_t)
         total += <size_t>self.st.levels.capacity * sizeof(Level)
         total += (<size_t>self.st.level_index.mask + 1) * sizeof(IndexSlot)
         total += (<size_t>self.st.sides[BUY].capacity + self.st.sides[SELL].capacity) * sizeof(HeapEntry)
@@ -1722,7 +1919,27 @@ cdef class Book:
         cdef Order* o
         cdef vector[uint64_t] stamps
         stamps.reserve(count)
-        book.reserve(count)
+        if count > b.pool.capacity and reserve_pool(&b.pool, <uint32_t>count) < 0:
+            raise MemoryError("order book allocation failed")
+        # The id window: over the snapshot's ids if they are dense enough (the book a sequencer
+        # builds), else starting just past them (the hash table takes them).
+        cdef uint64_t min_id = MAX_ORDER_ID
+        cdef uint64_t max_id = 0
+        cdef size_t cap = MIN_WINDOW
+        for i in range(count):
+            order_id = get_u64(p + HEADER_SIZE + RECORD_SIZE * i)
+            if 1 <= order_id <= <uint64_t>MAX_ORDER_ID:
+                min_id = min(min_id, order_id)
+                max_id = max(max_id, order_id)
+        if count and max_id - min_id < 4 * count and max_id - min_id < MAX_WINDOW // 2:
+            while cap <= max_id - min_id + 1:
+                cap *= 2
+            if window_place(b, <int64_t>min_id, cap) < 0:
+                raise MemoryError("order book allocation failed")
+        elif count:
+            if (window_place(b, <int64_t>max_id + (1 if max_id < <uint64_t>MAX_ORDER_ID else 0), cap) < 0
+                    or hash_room(b, count) < 0):
+                raise MemoryError("order book allocation failed")
         for i in range(count):
             r = p + HEADER_SIZE + RECORD_SIZE * i
             order_id = get_u64(r)
@@ -1751,7 +1968,7 @@ cdef class Book:
                     raise ValueError(f"snapshot record {i}: a bid after the asks")
                 if side == prev_side and (key < prev_key or (key == prev_key and stamp <= prev_stamp)):
                     raise ValueError(f"snapshot record {i}: orders out of canonical order")
-            if index_find(b, <int64_t>order_id) != NIL:
+            if id_find(b, <int64_t>order_id) != NIL:
                 raise ValueError(f"snapshot record {i}: duplicate order id {order_id}")
             if reserve(b) < 0:
                 raise MemoryError("order book allocation failed")
@@ -1766,7 +1983,7 @@ cdef class Book:
             o.post_only = <uint8_t>post_only
             o._pad = 0
             enqueue(b, li, oi)
-            slot_table_insert(&b.index, mix64(order_id), oi)
+            id_insert(b, <int64_t>order_id, mix64(order_id), oi)
             b.orders_hash ^= hash_of(b, o)
             stamps.push_back(stamp)
             prev_side = side

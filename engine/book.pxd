@@ -3,7 +3,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 from contract cimport EventRec
 from level cimport LevelIndex, LevelPool, SideBook
-from order cimport OrderIndex, OrderPool
+from order cimport IdWindow, OrderIndex, OrderPool
 
 cdef struct EventBuffer:
     EventRec* items
@@ -28,7 +28,8 @@ cdef struct Taker:
 
 cdef struct BookState:
     OrderPool pool
-    OrderIndex index
+    OrderIndex index          # ids outside the window
+    IdWindow window           # ids in sequence
     LevelPool levels
     LevelIndex level_index
     SideBook sides[3]         # indexed by side: sides[BUY], sides[SELL]; [0] unused

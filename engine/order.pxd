@@ -36,5 +36,19 @@ cdef struct SlotTable:
     uint32_t mask             # capacity - 1
     uint32_t count
 
-# The id -> order table; the level index (level.pxd) is a SlotTable too and shares its resize/insert.
+# The id -> order table for ids outside the IdWindow; the level index (level.pxd) is a SlotTable too
+# and shares its resize/insert.
 ctypedef SlotTable OrderIndex
+
+# Order ids in a sliding window [base, base + cap) map straight to pool indices: the slot of id is
+# id & (cap - 1), so no hashing, no probing and no unpredictable branch. Our sequencer hands ids out
+# in sequence, so nearly every id lands here; ids outside it (older ones left behind when the window
+# slides, ids far ahead, arbitrary ids from the API) live in the OrderIndex hash table, and every id
+# there lies in [hash_lo, hash_hi], so a new id past hash_hi needs no hash probe at all.
+cdef struct IdWindow:
+    uint32_t* slots           # pool index, NIL when empty
+    int64_t base
+    uint32_t cap              # power of two, 0 before the first order
+    uint32_t live             # slots in use
+    int64_t hash_lo           # bounds of the ids in the hash table (lo > hi when it is empty)
+    int64_t hash_hi
