@@ -1,9 +1,12 @@
 """Execution reports of one sequenced command, built from the engine events it produced.
 
-One function, used by both sides of the log: the sequencer publishes these reports on
-reports/<client> after the journal commit, and every edge derives the reports of its own client
-from the log entries its replica applies (so a report lost in transit is still delivered). Both
-must build byte-identical reports, hence one implementation.
+Used by both sides of the log: the sequencer publishes these reports on reports/<client> after
+the journal commit, and every edge derives the reports of its own client from the log entries its
+replica applies (so a report lost in transit is still delivered). Both must build identical
+reports: edges call `command_reports` (report dicts, for the Python API); the sequencer calls
+`command_reports_json`, which writes the same reports straight as compact JSON text (building and
+encoding the dicts was ~40% of the sequencer's time). The two are byte-for-byte equal
+(`dumps(report)` of the first is the text of the second): tests/test_reports_json.py checks it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 from fastbook.market import MarketSpec
 from fastbook.replica import Replica
 from fastbook.types import EventType, Op
-from fastbook.wire import CANCEL_REASON_TEXT, SIDE_TEXT, TYPE_TEXT
+from fastbook.wire import CANCEL_REASON_TEXT, SIDE_TEXT, TYPE_TEXT, json_string
 
 _ACCEPTED, _TRADE, _CANCELLED, _DONE, _AMENDED = (
     int(EventType.ACCEPTED),
@@ -112,3 +115,69 @@ def command_reports(
         summary = {"type": "cancelled_all", "id": client_order_id, "seq": seq, "count": cancelled}
         reports.append((client, summary))
     return reports, trades
+
+
+def command_reports_json(
+    market: MarketSpec, replica: Replica, seq: int, client: str, op: int, order_type: int,
+    client_order_id: str | None, events: list,
+) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:  # fmt: skip
+    """`command_reports` with every report as its compact JSON text (`wire.dumps(report)`, decoded).
+
+    Only client order ids are client text (escaped as json.dumps does, ASCII-only); prices and
+    quantities are decimal strings of digits and a point, the rest fixed vocabulary."""
+    tp, lq = market.ticks_to_price, market.lots_to_qty
+    reports: list[tuple[str, str]] = []
+    trades: list[dict[str, Any]] = []
+    cancelled = 0
+    clients = replica.clients
+    describe = replica.describe
+    for event in events:
+        kind = event[0]
+        if kind == _TRADE:
+            public = public_trade(market, seq, len(trades) + 1, event)
+            trades.append(public)
+            taker_owner, taker_coid = describe(event[1])  # type: ignore[misc]
+            maker_owner, maker_coid = describe(event[7])  # type: ignore[misc]
+            trade_id, price, qty = public["trade_id"], public["price"], public["qty"]
+            common = f'"seq":{seq},"trade_id":"{trade_id}","price":"{price}","qty":"{qty}"'
+            side = event[3]
+            taker = (
+                f'{{"type":"trade","id":{json_string(taker_coid)},{common},"side":"{SIDE_TEXT[side]}",'
+                f'"liquidity":"taker","remaining":"{lq(event[6])}"}}'
+            )
+            maker = (
+                f'{{"type":"trade","id":{json_string(maker_coid)},{common},"side":"{SIDE_TEXT[3 - side]}",'
+                f'"liquidity":"maker","remaining":"{lq(event[9])}"}}'
+            )
+            reports.append((clients[taker_owner], taker))
+            reports.append((clients[maker_owner], maker))
+            continue
+        who = describe(event[1])
+        if who is None:
+            continue
+        head = f'{{"type":"{_KIND_TEXT.get(kind, "")}","id":{json_string(who[1])},"seq":{seq}'
+        if kind == _ACCEPTED:
+            price = f'"{tp(event[4])}"' if event[4] else "null"
+            text = (
+                f'{head},"side":"{SIDE_TEXT[event[3]]}","order_type":"{TYPE_TEXT[order_type]}",'
+                f'"price":{price},"qty":"{lq(event[5])}"}}'
+            )
+        elif kind == _CANCELLED:
+            cancelled += 1
+            reason = CANCEL_REASON_TEXT.get(event[10], str(event[10]))
+            text = f'{head},"qty":"{lq(event[5])}","reason":"{reason}"}}'
+        elif kind == _DONE:
+            text = head + "}"
+        elif kind == _AMENDED:
+            priority = "kept" if event[10] == 1 else "lost"
+            text = f'{head},"price":"{tp(event[4])}","qty":"{lq(event[5])}","priority":"{priority}"}}'
+        else:
+            continue
+        reports.append((clients[who[0]], text))
+    if op == _CANCEL_ALL:
+        coid = "null" if client_order_id is None else json_string(client_order_id)
+        reports.append((client, f'{{"type":"cancelled_all","id":{coid},"seq":{seq},"count":{cancelled}}}'))
+    return reports, trades
+
+
+_KIND_TEXT = {_ACCEPTED: "accepted", _CANCELLED: "cancelled", _DONE: "done", _AMENDED: "amended"}

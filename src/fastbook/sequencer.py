@@ -22,7 +22,7 @@ from fastbook.journal import Journal, JournalError
 from fastbook.market import MarketSpec
 from fastbook.node import Incoming, Outgoing
 from fastbook.replica import HashMismatch, Replica
-from fastbook.reports import command_reports, public_trade
+from fastbook.reports import command_reports_json, public_trade
 from fastbook.snapshot import SnapshotStore
 from fastbook.topics import DEFAULT_PREFIX, Topics
 from fastbook.types import EventType, Op, Reject
@@ -40,10 +40,10 @@ from fastbook.wire import (
     decode_entry,
     decode_orders,
     decode_replay_request,
+    dumps,
     encode_book,
     encode_entry,
     encode_log_message,
-    encode_reports,
     encode_snapshot,
     encode_trades,
     reject_report,
@@ -100,8 +100,9 @@ class _Batch:
     def __init__(self) -> None:
         self.entries: list[LogEntry] = []
         self.raw: list[bytes] = []
-        # (client, report, seq): seq 0 = not sequenced (a rejection), published even if the commit fails
-        self.reports: list[tuple[str, dict[str, Any], int]] = []
+        # (client, report, seq): seq 0 = not sequenced (a rejection), published even if the commit fails.
+        # A report is a dict (rejections) or its compact JSON text already (execution reports).
+        self.reports: list[tuple[str, dict[str, Any] | str, int]] = []
         self.trades: list[dict[str, Any]] = []
 
 
@@ -428,7 +429,7 @@ class SequencerNode:
         self._event_reports(seq, client, cmd, events, batch)
 
     def _event_reports(self, seq: int, client: str, cmd: OrderCommand, events: list, batch: _Batch) -> None:
-        reports, trades = command_reports(
+        reports, trades = command_reports_json(
             self.market, self.replica, seq, client, cmd.op, cmd.order_type, cmd.client_order_id, events
         )
         batch.reports.extend((owner_client, report, seq) for owner_client, report in reports)
@@ -463,14 +464,16 @@ class SequencerNode:
             return False
 
     def _report_messages(self, batch: _Batch, committed: bool) -> list[Outgoing]:
-        by_client: dict[str, list[dict[str, Any]]] = {}
+        by_client: dict[str, list[str]] = {}
         for client, report, seq in batch.reports:
             if seq and not committed:
                 continue
-            by_client.setdefault(client, []).append(report)
+            text = report if type(report) is str else dumps(report).decode()
+            by_client.setdefault(client, []).append(text)
+        # encode_reports (one JSON array) of the same reports, spliced from their texts
         return [
-            Outgoing(self.topics.reports(client), encode_reports(reports))
-            for client, reports in by_client.items()
+            Outgoing(self.topics.reports(client), f"[{','.join(texts)}]".encode())
+            for client, texts in by_client.items()
         ]
 
     def _book_message(self) -> Outgoing:

@@ -13,7 +13,7 @@ import json
 import re
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -378,6 +378,8 @@ class LogEntry(NamedTuple):
 
 
 _json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+# A string as json.dumps writes it (quoted, escaped, ASCII-only), for JSON formatted by hand.
+json_string: Callable[[str], str] = _json_str
 
 
 def encode_entry(entry: LogEntry) -> bytes:
