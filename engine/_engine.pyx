@@ -498,6 +498,15 @@ cdef int window_make_room(BookState* b, int64_t order_id) noexcept nogil:
     if (<uint64_t>order_id - <uint64_t>w.base < 2 * <uint64_t>w.cap and w.live * 4 >= w.cap
             and w.cap < MAX_WINDOW):
         return window_grow(b)       # dense and just past the end: keep everything
+    if w.live * 16 < w.cap and w.cap > MIN_WINDOW:
+        # Nearly empty: move its few orders to the hash table, which shrinks it to MIN_WINDOW.
+        # Otherwise ids arriving in big strides would make a big, nearly empty window slide (and
+        # be scanned) on every insert; this way each slot scanned was paid for by an insert or a
+        # removal since the window grew.
+        if window_slide(b, <int64_t>(<uint64_t>w.base + w.cap)) < 0:
+            return -1
+        if in_window(w, order_id):
+            return 0
     # Sparse, or far ahead: the id lands three quarters of the way in, leaving room for the next.
     return window_slide(b, <int64_t>(<uint64_t>order_id - (w.cap - w.cap // 4) + 1))
 

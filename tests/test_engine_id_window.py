@@ -196,3 +196,33 @@ def test_memory_comes_back_when_the_window_empties() -> None:
     emptied = book.memory_usage()  # (the cancel_all's events grew the per-command event buffer)
     book.new(10**9, 1, 1, 50, 1)  # far ahead: the empty window moves there and shrinks
     assert book.memory_usage() < emptied - 100_000 * 4
+
+
+def test_a_nearly_empty_window_shrinks_and_big_strides_stay_correct() -> None:
+    """A dense phase grows the window; cancelling nearly everything and moving on in big id strides
+    must empty it into the hash table and shrink it (instead of sliding a big, nearly empty window
+    on every insert), and stay exactly the reference book all the way."""
+    native = book_class("native")()
+    reference = ReferenceBook()
+
+    def both(op: str, **fields: int) -> None:
+        assert apply(native, (op, fields)) == apply(reference, (op, fields)), (op, fields)
+
+    for order_id in range(1, 20_001):
+        side = 1 + order_id % 2  # bids at 90, asks at 110: nothing trades
+        both("new", order_id=order_id, owner=1, side=side, price=90 if side == 1 else 110, qty=1)
+    for order_id in range(1, 20_001):
+        if order_id % 50:
+            both("cancel", order_id=order_id, owner=1)
+    assert len(native) == 400
+    grown = native.memory_usage()  # a window of 32k slots (128 KiB) by now
+    for step in range(2_000):
+        order_id = 20_001 + (step + 1) * 5_000
+        side = 1 + step % 2
+        both("new", order_id=order_id, owner=2, side=side, price=89 if side == 1 else 111, qty=1)
+    # The window emptied into the hash table and shrank to 64 slots: -128 KiB, while the hash table
+    # grew by ~32 KiB for the 2,400 orders now in it.
+    assert native.memory_usage() <= grown - 64_000
+    assert native.snapshot() == reference.snapshot()
+    for order_id in [*range(50, 20_001, 50), 20_001, 20_001 + 5_000 * 1_000, 20_001 + 5_000 * 2_000]:
+        assert native.order(order_id) == reference.order(order_id)
