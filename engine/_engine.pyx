@@ -495,10 +495,10 @@ cdef int window_make_room(BookState* b, int64_t order_id) noexcept nogil:
         return window_place(b, order_id, MIN_WINDOW)
     if order_id < w.base:
         return 0
-    if (<uint64_t>order_id - <uint64_t>w.base < 2 * <uint64_t>w.cap and w.live * 4 >= w.cap
+    if (<uint64_t>order_id - <uint64_t>w.base < 2 * <uint64_t>w.cap and <uint64_t>w.live * 4 >= w.cap
             and w.cap < MAX_WINDOW):
         return window_grow(b)       # dense and just past the end: keep everything
-    if w.live * 16 < w.cap and w.cap > MIN_WINDOW:
+    if <uint64_t>w.live * 16 < w.cap and w.cap > MIN_WINDOW:
         # Nearly empty: move its few orders to the hash table, which shrinks it to MIN_WINDOW.
         # Otherwise ids arriving in big strides would make a big, nearly empty window slide (and
         # be scanned) on every insert; this way each slot scanned was paid for by an insert or a
@@ -1827,7 +1827,8 @@ cdef class Book:
     def memory_usage(self):
         """Bytes held by the book's C structures (allocated capacity): order pool, id window, id
         index, level pool, level index, the two level heaps and the per-command event scratch
-        buffer. A batch's events belong to the array apply_batch returns (plus at most one spare buffer module-wide)."""
+        buffer. A batch's events belong to the array apply_batch returns (plus at most one spare
+        buffer module-wide)."""
         cdef size_t total = sizeof(BookState)
         total += <size_t>self.st.pool.capacity * sizeof(Order)
         total += (<size_t>self.st.index.mask + 1) * sizeof(IndexSlot)
