@@ -29,7 +29,7 @@ from fastbook.status import StatusWatcher
 from fastbook.topics import Topics
 from fastbook.wire import DUPLICATE_CLIENT_ORDER_ID, decode_entry
 from tests.brokers import Proc, start_edge, start_sequencer, wait_for
-from tests.cluster import MARKET, Traffic
+from tests.cluster import ANSWER_TYPES, MARKET, Traffic
 from tests.nats_cluster import NatsCluster, mqtt_round_trip, start_nats_cluster, start_shipped_cluster
 from tests.test_integration_cluster import check_accounting, random_flow, resting_orders
 
@@ -98,14 +98,51 @@ def submit_all(edge: Edge, orders: list[dict[str, Any]], results: dict[str, Any]
         settle(item)
 
 
-class DistinctReports:
-    """The reports a Traffic recorder saw, each sequenced report once. MQTT QoS1 is at least once: when
-    NATS times out storing a message it closes the publisher's connection, and the sequencer's client
-    resends the unacknowledged messages on reconnect, some of which NATS had stored after all, so a
-    subscriber can get the same report twice (same seq, same trade id). Rejects carry no seq and
-    are kept as they come (each retry of a command gets its own)."""
+class ReportSources:
+    """Every report a client got, by either way fastbook delivers it: published by the sequencer on
+    reports/<client> (as a subscriber on n1 saw them) or derived by the client's own edge from the
+    log (what a client relies on: a report the broker loses is still delivered). Killing a node
+    can make NATS lose QoS1 messages in flight (seen: every report of one order missing on n1 while
+    its client was answered), so the broker's copy alone is not the record of what was reported."""
 
     def __init__(self, traffic: Traffic) -> None:
+        self.traffic = traffic
+        self.lock = threading.Lock()
+        self.delivered: dict[str, list[dict[str, Any]]] = {}
+
+    def recorder(self, client: str) -> Any:
+        """A listener for the client's Edge that records the reports it delivers."""
+        with self.lock:
+            self.delivered.setdefault(client, [])
+
+        def record(kind: str, data: dict[str, Any]) -> None:
+            if kind == "report":
+                with self.lock:
+                    self.delivered[client].append(dict(data))
+
+        return record
+
+    def reports_of(self, client: str) -> list[dict[str, Any]]:
+        with self.lock:
+            delivered = list(self.delivered.get(client, []))
+        return self.traffic.reports_of(client) + delivered
+
+    def answers(self, client: str) -> int:
+        return sum(
+            1
+            for r in self.reports_of(client)
+            if r.get("type") in ANSWER_TYPES or (r.get("type") == "cancelled" and r.get("reason") == "user")
+        )
+
+
+class DistinctReports:
+    """The reports of ReportSources, each sequenced report once. MQTT QoS1 is at least once: when
+    NATS times out storing a message it closes the publisher's connection, and the sequencer's client
+    resends the unacknowledged messages on reconnect, some of which NATS had stored after all, so a
+    subscriber can get the same report twice (same seq, same trade id); and a report usually comes
+    both ways. Rejects carry no seq and are kept as they come (each retry of a command gets its own)."""
+
+    def __init__(self, traffic: ReportSources) -> None:
         self.traffic = traffic
         self.repeats = 0
 
@@ -156,6 +193,7 @@ def test_sequencer_on_n1_edges_on_n2_n3_survive_killing_an_edge_node_under_load(
     results: dict[str, dict[str, Any]] = {name: {} for name in API_CLIENTS}  # client -> key -> answer
     watcher = StatusWatcher(nats.urls(0), MARKET, client_id="test-status")
     traffic = Traffic(nats.urls(0), topics, "test-traffic")  # every report, as n1 delivers them
+    sources = ReportSources(traffic)
     try:
         watcher.__enter__()
         wait_for(lambda: watcher.snapshot().book_version is not None, 30, "the sequencer's retained book")
@@ -170,6 +208,7 @@ def test_sequencer_on_n1_edges_on_n2_n3_survive_killing_an_edge_node_under_load(
             # exist) instead of creating new consumers, which time out while a node is down.
             where = failover[API_CLIENTS[name]]
             edge = Edge(name, where, MARKET, retry_after=2.0, max_attempts=40, clean_session=False)
+            edge.add_listener(sources.recorder(name))
             api[name] = edge.start()
 
         for name in API_CLIENTS:
@@ -278,13 +317,11 @@ def test_sequencer_on_n1_edges_on_n2_n3_survive_killing_an_edge_node_under_load(
                 accepted_total += accepted
         assert accepted_total > 400
 
-        # Reports per order, as delivered by n1 to a subscriber on reports/+: every accepted
-        # order's quantity is filled + cancelled + still resting on the book.
+        # Reports per order, as published on n1 or derived by the client's edge (ReportSources):
+        # every accepted order's quantity is filled + cancelled + still resting on the book.
         observer = api["api-1"]  # its replica is the book to compare with (all replicas agree)
-        wait_for(
-            lambda: all(traffic.answers(n) >= len(flows[n]) for n in flows), 30, "all answers seen on n1"
-        )
-        distinct = DistinctReports(traffic)
+        wait_for(lambda: all(sources.answers(n) >= len(flows[n]) for n in flows), 30, "all answers seen")
+        distinct = DistinctReports(sources)
         checked = check_accounting(distinct, flows, resting_orders(observer))  # type: ignore[arg-type]
         print(f"{accepted_total} accepted orders accounted for; {distinct.repeats} reports delivered twice")
         assert checked == accepted_total
