@@ -165,6 +165,47 @@ def raw_rate(port: int, payload: bytes, count: int) -> float:
     return count / (last_received - first_sent)
 
 
+# ---- where the CPU goes ---------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux /proc), or None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds each process of a run used between start() and stop() (every order applied
+    everywhere), per role: in microseconds per order, and as a share of a core over the seconds
+    to applied-everywhere. On a 2-core machine every process (the bench's own publisher and report
+    reader included) competes for the same cores, so this is where an end-to-end figure's time
+    goes. /proc counts in 10 ms ticks: figures for runs of a few thousand orders are coarse."""
+
+    def __init__(self, roles: dict[str, int]) -> None:
+        self.roles = roles  # role -> pid
+        self.start_cpu: dict[str, float | None] = {}
+        self.used: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.start_cpu = {role: cpu_seconds(pid) for role, pid in self.roles.items()}
+
+    def stop(self) -> None:
+        for role, pid in self.roles.items():
+            before, after = self.start_cpu.get(role), cpu_seconds(pid)
+            if before is not None and after is not None:
+                self.used[role] = after - before
+
+    def report(self, orders: int, seconds: float) -> dict[str, Any]:
+        used = self.used.items()
+        return {
+            "cpu_us_per_order": {role: round(1e6 * cpu / max(orders, 1), 2) for role, cpu in used},
+            "percent_of_a_core": {role: round(100 * cpu / seconds, 1) for role, cpu in used},
+        }
+
+
 # ---- the system under test -----------------------------------------------------------------------
 
 
@@ -175,20 +216,26 @@ class System:
         self.port = free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.roles: dict[str, int] = {}  # role -> pid of the broker and sequencer processes
         data = workdir / "data"
         if kind == "amqtt":
-            self._spawn("broker", [str(BIN / "fastbook-broker"), "--port", str(self.port), "--data-dir",
-                                   str(data), "--market", MARKET, "-q", *SEQUENCER_ARGS])
+            broker = self._spawn("broker", [str(BIN / "fastbook-broker"), "--port", str(self.port),
+                                            "--data-dir", str(data), "--market", MARKET, "-q",
+                                            *SEQUENCER_ARGS])
+            self.roles["broker + sequencer"] = broker.pid
         else:
             conf = workdir / "mosquitto.conf"
             conf.write_text(
                 f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
                 "max_queued_messages 0\nmax_inflight_messages 1000\nset_tcp_nodelay true\nlog_type error\n"
             )
-            self._spawn("mosquitto", [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)])
+            mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+            broker = self._spawn("mosquitto", [mosquitto, "-c", str(conf)])
             wait_until(lambda: port_open(self.port), 10, "mosquitto")
-            self._spawn("sequencer", [str(BIN / "fastbook-sequencer"), "--broker", self.url, "--data-dir",
-                                      str(data), "--market", MARKET, "-q", *SEQUENCER_ARGS])
+            sequencer = self._spawn("sequencer", [str(BIN / "fastbook-sequencer"), "--broker", self.url,
+                                                  "--data-dir", str(data), "--market", MARKET, "-q",
+                                                  *SEQUENCER_ARGS])
+            self.roles |= {"mosquitto": broker.pid, "sequencer": sequencer.pid}
         wait_until(lambda: port_open(self.port), 30, "broker")
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -305,6 +352,11 @@ def run_e2e(
                 client.publish(msg.topic, msg.payload, qos=1)
             return []
 
+        roles = dict(system.roles)
+        roles |= {f"replica {i}": proc.pid for i, (proc, _trace) in enumerate(replicas)}
+        roles["bench (publisher, report reader)"] = os.getpid()
+        meter = CpuMeter(roles)
+        meter.start()
         t0 = time.monotonic()
         if rate is None:
             submitter.runner.call(lambda: publish(messages)).result(600)
@@ -318,6 +370,9 @@ def run_e2e(
         wait_until(lambda: submitter.answers >= n, 600, f"{n} answers")
         answered_seconds = time.monotonic() - t0  # the sequencer's side: every order journaled + answered
         last_seq = max(submitter.seq_of.values())
+        with StatusWatcher(system.url, MARKET) as watcher:  # (the traces are written at exit)
+            wait_until(lambda: watcher.snapshot().converged(names), 600, "every replica at the last seq")
+        meter.stop()
         time.sleep(0.5)
     finally:
         submitter.runner.stop()
@@ -353,6 +408,7 @@ def run_e2e(
         "orders_per_second_applied_everywhere": round(accepted / elapsed),
         "latency_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
         "latency_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+        "cpu": meter.report(accepted, elapsed),
     }
 
 
