@@ -182,7 +182,9 @@ class CpuMeter:
     everywhere), per role: in microseconds per order, and as a share of a core over the seconds
     to applied-everywhere. On a 2-core machine every process (the bench's own publisher and report
     reader included) competes for the same cores, so this is where an end-to-end figure's time
-    goes. /proc counts in 10 ms ticks: figures for runs of a few thousand orders are coarse."""
+    goes. /proc counts in 10 ms ticks: figures for runs of a few thousand orders are coarse. (The
+    count stops when the bench has seen every replica's status at the last seq, a little after the
+    last one applied it, so the share of a core can read slightly high.)"""
 
     def __init__(self, roles: dict[str, int]) -> None:
         self.roles = roles  # role -> pid

@@ -549,12 +549,7 @@ cdef int reserve_slow(BookState* b) noexcept nogil:
     if (<size_t>b.level_index.count + 1) * 2 > <size_t>b.level_index.mask + 1:
         if slot_table_resize(&b.level_index, (<size_t>b.level_index.mask + 1) * 2) < 0:
             return -1
-    if (<size_t>b.index.count + 1) * 4 > (<size_t>b.index.mask + 1) * 3:
-        if <size_t>b.index.mask + 1 >= (<size_t>1 << 32):
-            return -1
-        if slot_table_resize(&b.index, (<size_t>b.index.mask + 1) * 2) < 0:
-            return -1
-    return 0
+    return hash_room(b, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1760,12 +1755,9 @@ cdef class Book:
         if <uint64_t>wanted > self.st.pool.capacity:
             if reserve_pool(&self.st.pool, <uint32_t>wanted) < 0:
                 raise MemoryError("order book allocation failed")
-        cdef size_t slots = <size_t>self.st.index.mask + 1
-        while (<size_t>wanted + 1) * 4 > slots * 3:
-            slots *= 2
-        if slots > <size_t>self.st.index.mask + 1:
-            if slot_table_resize(&self.st.index, slots) < 0:
-                raise MemoryError("order book allocation failed")
+        if <size_t>wanted + 1 > self.st.index.count and \
+                hash_room(&self.st, <size_t>wanted + 1 - self.st.index.count) < 0:
+            raise MemoryError("order book allocation failed")
 
     # -- queries -------------------------------------------------------------------------------
 

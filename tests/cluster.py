@@ -35,6 +35,15 @@ MARKET = "BTC-USD"
 ANSWER_TYPES = frozenset({"accepted", "amended", "rejected", "cancelled_all"})
 
 
+def count_answers(reports: Sequence[dict[str, Any]]) -> int:
+    """How many commands these reports answer (one answer per command, see ANSWER_TYPES)."""
+    return sum(
+        1
+        for r in reports
+        if r.get("type") in ANSWER_TYPES or (r.get("type") == "cancelled" and r.get("reason") == "user")
+    )
+
+
 class TrafficNode:
     """Records reports (per client), public trades, replay requests; publishes what the test asks."""
 
@@ -109,11 +118,7 @@ class Traffic:
 
     def answers(self, client: str) -> int:
         """Commands of `client` answered so far (one answer per command, see ANSWER_TYPES)."""
-        return sum(
-            1
-            for r in self.reports_of(client)
-            if r.get("type") in ANSWER_TYPES or (r.get("type") == "cancelled" and r.get("reason") == "user")
-        )
+        return count_answers(self.reports_of(client))
 
     def requests_from(self, client: str) -> list[dict[str, Any]]:
         with self.node.lock:

@@ -29,7 +29,7 @@ from fastbook.status import StatusWatcher
 from fastbook.topics import Topics
 from fastbook.wire import DUPLICATE_CLIENT_ORDER_ID, decode_entry
 from tests.brokers import Proc, start_edge, start_sequencer, wait_for
-from tests.cluster import ANSWER_TYPES, MARKET, Traffic
+from tests.cluster import MARKET, Traffic, count_answers
 from tests.nats_cluster import NatsCluster, mqtt_round_trip, start_nats_cluster, start_shipped_cluster
 from tests.test_integration_cluster import check_accounting, random_flow, resting_orders
 
@@ -137,11 +137,7 @@ class ReportSources:
         return self.traffic.reports_of(client) + delivered
 
     def answers(self, client: str) -> int:
-        return sum(
-            1
-            for r in self.reports_of(client)
-            if r.get("type") in ANSWER_TYPES or (r.get("type") == "cancelled" and r.get("reason") == "user")
-        )
+        return count_answers(self.reports_of(client))
 
 
 class DistinctReports:

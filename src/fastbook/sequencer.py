@@ -44,6 +44,7 @@ from fastbook.wire import (
     encode_book,
     encode_entry,
     encode_log_message,
+    encode_report_texts,
     encode_snapshot,
     encode_trades,
     reject_report,
@@ -470,11 +471,8 @@ class SequencerNode:
                 continue
             text = report if type(report) is str else dumps(report).decode()
             by_client.setdefault(client, []).append(text)
-        # encode_reports (one JSON array) of the same reports, spliced from their texts
-        return [
-            Outgoing(self.topics.reports(client), f"[{','.join(texts)}]".encode())
-            for client, texts in by_client.items()
-        ]
+        reports = self.topics.reports
+        return [Outgoing(reports(client), encode_report_texts(texts)) for client, texts in by_client.items()]
 
     def _book_message(self) -> Outgoing:
         if self.failed is not None and self._durable_book is not None:

@@ -320,6 +320,11 @@ def encode_reports(reports: Sequence[dict[str, Any]]) -> bytes:
     return dumps(list(reports))
 
 
+def encode_report_texts(texts: Sequence[str]) -> bytes:
+    """encode_reports of reports already written as compact JSON (`dumps(report).decode()` each)."""
+    return f"[{','.join(texts)}]".encode()
+
+
 def encode_book(
     market: MarketSpec,
     version: int,
@@ -377,18 +382,17 @@ class LogEntry(NamedTuple):
     qty: int
 
 
-_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 # A string as json.dumps writes it (quoted, escaped, ASCII-only), for JSON formatted by hand.
-json_string: Callable[[str], str] = _json_str
+json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 def encode_entry(entry: LogEntry) -> bytes:
     """Compact JSON array; the journal stores exactly these bytes and log messages splice them in.
     Formatted by hand (the hot path of the sequencer); equal to dumps([seq, hash_hex(hash), ...])."""
     seq, state_hash, client, coid, op, order_id, owner, side, otype, tif, stp, post_only, price, qty = entry
-    coid_json = "null" if coid is None else _json_str(coid)
+    coid_json = "null" if coid is None else json_string(coid)
     return (
-        f'[{seq},"{state_hash:016x}",{_json_str(client)},{coid_json},{op},{order_id},{owner},{side},'
+        f'[{seq},"{state_hash:016x}",{json_string(client)},{coid_json},{op},{order_id},{owner},{side},'
         f"{otype},{tif},{stp},{post_only},{price},{qty}]"
     ).encode()
 
