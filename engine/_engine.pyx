@@ -1672,9 +1672,11 @@ cdef class Book:
         cmd_cancel_all(&self.st, <uint32_t>a.owner_val)
         return self._drain()
 
-    def apply_batch(self, commands):
+    def apply_batch(self, commands, hashes=None):
         """Run a numpy array of COMMAND_DTYPE through the book with the GIL released; returns the
-        events as a numpy array of EVENT_DTYPE (field `cmd` = index of the producing command)."""
+        events as a numpy array of EVENT_DTYPE (field `cmd` = index of the producing command).
+        `hashes`, if given (a writable uint64 array, one per command), receives the state hash
+        after each command: a replica checks a sequenced log entry by entry in one call."""
         global spare_events, spare_capacity
         if not isinstance(commands, np.ndarray) or commands.dtype != COMMAND_DTYPE:
             raise ValueError("commands must be a numpy array of fastbook.types.COMMAND_DTYPE")
@@ -1682,6 +1684,14 @@ cdef class Book:
             raise ValueError("commands must be a one-dimensional array")
         if len(commands) >= 0xFFFFFFFF:
             raise ValueError("too many commands in one batch (the event cmd field is 32-bit)")
+        cdef uint64_t[::1] post_hashes = None
+        if hashes is not None:
+            if not isinstance(hashes, np.ndarray) or hashes.dtype != np.uint64 or hashes.ndim != 1 \
+                    or len(hashes) != len(commands):
+                raise ValueError("hashes must be a one-dimensional uint64 array, one per command")
+            post_hashes = hashes  # ValueError unless contiguous and writable
+        cdef bint want_hashes = post_hashes is not None
+        cdef uint64_t* hash_out = &post_hashes[0] if want_hashes and len(commands) else NULL
         cdef object arr = np.ascontiguousarray(commands)
         cdef const uint8_t[::1] raw = arr.view(np.uint8).reshape(-1)
         cdef size_t n = <size_t>arr.shape[0]
@@ -1726,6 +1736,8 @@ cdef class Book:
                     rc = apply_command(b, &cmds[i])
                     if rc < 0:
                         break
+                    if hash_out != NULL:
+                        hash_out[i] = mix64(b.next_stamp) ^ b.orders_hash
             if rc < 0 or b.ev.failed:
                 raise MemoryError(f"order book allocation failed at command {b.ev.cmd}")
             store = EventStore.__new__(EventStore)

@@ -132,3 +132,24 @@ def test_batch_rejects_wrong_input_with_value_error(book_cls: type[Any], bad: ob
     with pytest.raises(ValueError):
         book.apply_batch(bad)
     assert book.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [0, 0],
+        np.zeros(2, dtype=np.int64),
+        np.zeros(3, dtype=np.uint64),
+        np.zeros((2, 1), dtype=np.uint64),
+        np.zeros(4, dtype=np.uint64)[::2],
+        np.frombuffer(bytes(16), dtype=np.uint64),
+    ],
+    ids=["list", "int64", "wrong length", "2-D", "strided", "read-only"],
+)
+def test_batch_rejects_a_bad_hashes_array_before_running(book_cls: type[Any], bad: object) -> None:
+    book = book_cls()
+    book.new(1, 1, BUY, 100, 10)
+    before = book.snapshot()
+    with pytest.raises(ValueError):
+        book.apply_batch(commands(new(2, 2, SELL, 100, 5), new(3, 2, SELL, 101, 5)), bad)
+    assert book.snapshot() == before

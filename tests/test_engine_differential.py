@@ -270,6 +270,7 @@ def test_apply_batch_equals_per_command_api(commands: list[Command], unknown_ops
     per_command = ReferenceBook()
     expected: list[tuple[int, ...]] = []
     expected_cmd: list[int] = []
+    expected_hashes: list[int] = []
     for index, row in enumerate(array):
         command = batch_command_to_api(row)
         if command is None:
@@ -279,11 +280,14 @@ def test_apply_batch_equals_per_command_api(commands: list[Command], unknown_ops
             events = apply(per_command, command)
         expected += events
         expected_cmd += [index] * len(events)
+        expected_hashes.append(per_command.state_hash())
     for book in (native_batch, reference_batch):
-        out = book.apply_batch(array)
+        hashes = np.zeros(len(array), dtype=np.uint64)
+        out = book.apply_batch(array, hashes)
         assert out.dtype == EVENT_DTYPE
         assert event_rows_to_tuples(out) == expected
         assert out["cmd"].tolist() == expected_cmd
+        assert hashes.tolist() == expected_hashes  # the post-state hash of every command
         assert book.state_hash() == per_command.state_hash()
         assert book.snapshot() == per_command.snapshot()
 

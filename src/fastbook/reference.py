@@ -566,15 +566,27 @@ class ReferenceBook:
 
     # ------------------------------------------------------------------------------- batch API
 
-    def apply_batch(self, commands: np.ndarray) -> np.ndarray:
-        """The batch API's output, one slow Python call per command."""
+    def apply_batch(self, commands: np.ndarray, hashes: np.ndarray | None = None) -> np.ndarray:
+        """The batch API's output, one slow Python call per command (`hashes`: the state hash
+        after each command, as the native engine writes it)."""
         if not isinstance(commands, np.ndarray) or commands.dtype != COMMAND_DTYPE or commands.ndim != 1:
             raise ValueError("commands must be a 1-D numpy array of COMMAND_DTYPE")
+        if hashes is not None and (
+            not isinstance(hashes, np.ndarray)
+            or hashes.dtype != np.uint64
+            or hashes.ndim != 1
+            or len(hashes) != len(commands)
+            or not hashes.flags.c_contiguous
+            or not hashes.flags.writeable
+        ):
+            raise ValueError("hashes must be a one-dimensional uint64 array, one per command")
         rows: list[tuple[int, Event]] = []
         for index, cmd in enumerate(commands.tolist()):
             fields = dict(zip(COMMAND_DTYPE.names, cmd, strict=True))
             for event in self._apply_command(fields):
                 rows.append((index, event))
+            if hashes is not None:
+                hashes[index] = self.state_hash()
         out = np.zeros(len(rows), dtype=EVENT_DTYPE)
         if rows:
             out["cmd"] = [index for index, _ in rows]
