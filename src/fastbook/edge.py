@@ -34,6 +34,7 @@ from fastbook.wire import (
     encode_status,
     hash_hex,
     is_snapshot_payload,
+    read_log_batch,
     valid_client_id,
 )
 
@@ -68,7 +69,11 @@ class EdgeNode:
         self.client_id = cfg.client_id
         self.topics = Topics(cfg.market, cfg.prefix)
         self.follower = Follower(
-            cfg.market, cfg.replay_timeout, on_resync=self._on_resync, on_applied=self._on_applied
+            cfg.market,
+            cfg.replay_timeout,
+            on_resync=self._on_resync,
+            on_applied=self._on_applied,
+            interest=self._report_owner,
         )
         # Reports are derived from the log once the replica has caught up the first time: entries
         # applied before that are history from before this edge was connected.
@@ -189,6 +194,12 @@ class EdgeNode:
                     if is_snapshot_payload(payload):
                         requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
                         continue
+                    batch = read_log_batch(payload)  # native, for messages as the sequencer writes them
+                    if batch is not None:
+                        if batch.market != self.cfg.market:
+                            raise ValueError(f"log of market {batch.market!r:.70}")
+                        requests += self.follower.on_batch(batch, now)
+                        continue
                     msg = decode_log_message(payload)
                     if msg.market != self.cfg.market:  # said aloud: a replica stuck at 0 must say why
                         raise ValueError(f"log of market {msg.market!r:.70}")
@@ -252,6 +263,13 @@ class EdgeNode:
     def _check_reports_live(self) -> None:
         if not self._reports_live and self.follower.in_sync:
             self._reports_live = True
+
+    def _report_owner(self) -> int | None:
+        """The owner whose log entries _on_applied needs (None: no entry needs it now)."""
+        replica = self.follower.replica
+        if not self._reports_live or replica is None:
+            return None
+        return replica.owners.get(self.client_id)
 
     def _on_applied(self, entry: LogEntry, events: list) -> None:
         """Derive this client's reports of an entry the replica just applied, exactly as the

@@ -13,14 +13,17 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
 from fastbook.engine import new_book, restore_book
 from fastbook.market import MarketSpec
-from fastbook.types import EventType, Op
-from fastbook.wire import REPLAY_MAX_ENTRIES, LogEntry, ReplayRequest, SnapshotData, hash_hex
+from fastbook.types import EventType, Op, event_rows_to_tuples
+from fastbook.wire import REPLAY_MAX_ENTRIES, LogBatch, LogEntry, ReplayRequest, SnapshotData, hash_hex
 
 log = logging.getLogger(__name__)
 
 _REJECTED = int(EventType.REJECTED)
+_TRADE = int(EventType.TRADE)
 _CANCELLED = int(EventType.CANCELLED)
 _DONE = int(EventType.DONE)
 _NEW, _CANCEL, _AMEND, _CANCEL_ALL = int(Op.NEW), int(Op.CANCEL), int(Op.AMEND), int(Op.CANCEL_ALL)
@@ -131,6 +134,98 @@ class Replica:
             raise HashMismatch(f"seq {entry.seq}: post-state hash {ours} != sequencer's {theirs}")
         return events
 
+    def apply_batch(
+        self,
+        batch: LogBatch,
+        on_applied: Callable[[LogEntry, list], None] | None = None,
+        interest: Callable[[], int | None] | None = None,
+    ) -> None:
+        """Apply a whole log message with one `Book.apply_batch` call; the same result, entry by
+        entry, as `apply` on each (state, maps, hash checks, `on_applied` calls).
+
+        `batch` must start at version + 1 with consecutive seqs. `on_applied(entry, events)` is
+        called for every entry, or, with `interest`, only for the entries that may concern the
+        owner it returns (checked once the batch's clients are known): that owner's own commands
+        and trades against its orders (None: no entry). Raises HashMismatch at the first entry that
+        is rejected or hashes differently; the entries before it are applied and reported, version
+        and maps are left as `apply` leaves them, the book has run the whole batch, and the
+        replica, like after a failed `apply`, must then be replaced (resync)."""
+        n = len(batch)
+        seqs = batch.seqs
+        if n == 0:
+            return
+        if int(seqs[0]) != self.version + 1 or not batch.consecutive():
+            raise ValueError(f"entries {int(seqs[0])}..{int(seqs[-1])} applied at version {self.version}")
+        commands = batch.commands
+        post = np.empty(n, dtype=np.uint64)
+        events = self.book.apply_batch(commands, post)  # type: ignore[attr-defined]
+        kinds = events["type"]
+        # The first entry that diverged: a different post-state hash, or rejected by the engine.
+        failed = n
+        differ = np.flatnonzero(post != batch.hashes)
+        if len(differ):
+            failed = int(differ[0])
+        rejected = np.flatnonzero(kinds == _REJECTED)
+        refused = len(rejected) > 0 and int(events["cmd"][rejected[0]]) <= failed
+        if refused:
+            failed = int(events["cmd"][rejected[0]])
+        # As `apply`: an entry the engine refused changed nothing; one that hashed differently was
+        # applied (maps and version included) before the check failed.
+        applied = failed if refused or failed == n else failed + 1
+        # Clients seen for the first time get their owner numbers (first entry wins, as in execute).
+        clients = batch.client_ids[:applied] if applied < n else batch.client_ids
+        new_clients = set(clients).difference(self.owners)
+        if new_clients:
+            owners_col = commands["owner"]
+            for client in sorted(new_clients, key=clients.index):
+                owner = int(owners_col[clients.index(client)])
+                self.owners[client] = owner
+                self.clients[owner] = client
+        # Map changes in entry order: news join the maps, DONE/CANCELLED orders leave them.
+        news = np.flatnonzero(commands["op"][:applied] == _NEW)
+        gone = np.flatnonzero(((kinds == _DONE) | (kinds == _CANCELLED)) & (events["cmd"] < applied))
+        maps = _MapChanges(
+            self,
+            news.tolist(),
+            commands["order_id"][news].tolist(),
+            commands["owner"][news].tolist(),
+            batch.client_order_ids,
+            events["cmd"][gone].tolist(),
+            events["order_id"][gone].tolist(),
+        )
+        if on_applied is not None:
+            mine = interest() if interest is not None else -1
+            if mine is None:
+                stops: list[int] = []
+            elif mine == -1:
+                stops = list(range(failed))
+            else:
+                trades = (kinds == _TRADE) & (events["other_owner"] == mine) & (events["cmd"] < failed)
+                concerned = np.union1d(
+                    np.flatnonzero(commands["owner"][:failed] == mine), events["cmd"][trades]
+                )
+                stops = concerned.tolist()
+            if stops:
+                cmd_col = events["cmd"]
+                for i in stops:
+                    removed = maps.advance(i)
+                    lo, hi = np.searchsorted(cmd_col, [i, i + 1])
+                    self.removed = removed
+                    on_applied(batch.entry(i), event_rows_to_tuples(events[lo:hi]))
+        self.removed = maps.advance(applied - 1) if applied else {}
+        if len(news):
+            self.next_order_id = int(commands["order_id"][news[-1]]) + 1
+        if applied:
+            self.version = int(seqs[applied - 1])
+            self.state_hash = int(post[applied - 1])
+        if failed < n:
+            seq = int(seqs[failed])
+            if refused:
+                reason = int(events["reason"][rejected[0]])
+                raise HashMismatch(f"seq {seq}: the engine rejected a sequenced command (reason {reason})")
+            ours, theirs = hash_hex(int(post[failed])), hash_hex(int(batch.hashes[failed]))
+            raise HashMismatch(f"seq {seq}: post-state hash {ours} != sequencer's {theirs}")
+
     # -- snapshots -------------------------------------------------------------------------
 
     def snapshot_data(self, seen: dict[str, dict[str, int]] | None = None) -> SnapshotData:
@@ -185,6 +280,60 @@ class Replica:
         return replica
 
 
+class _MapChanges:
+    """The id-map changes of a batch (Replica.apply_batch), made in entry order up to a given
+    entry: an entry's `new` joins the maps before the orders its events finish leave them, as in
+    Replica.execute."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        new_at: list[int],
+        new_ids: list[int],
+        new_owners: list[int],
+        client_order_ids: list[str | None],
+        gone_at: list[int],
+        gone_ids: list[int],
+    ) -> None:
+        self.replica = replica
+        self.new_at, self.new_ids, self.new_owners = new_at, new_ids, new_owners
+        self.client_order_ids = client_order_ids
+        self.gone_at, self.gone_ids = gone_at, gone_ids
+        self.next_new = 0
+        self.next_gone = 0
+
+    def advance(self, upto: int) -> dict[int, tuple[int, str]]:
+        """Make the changes of the entries up to index `upto`; returns the orders that entry
+        `upto` took out of the maps (what `Replica.removed` holds after executing it)."""
+        orders, by_owner = self.replica.orders, self.replica.by_owner
+        new_at, new_ids, new_owners, coids = self.new_at, self.new_ids, self.new_owners, self.client_order_ids
+        gone_at, gone_ids = self.gone_at, self.gone_ids
+        k, j = self.next_new, self.next_gone
+        nk, nj = len(new_at), len(gone_at)
+        removed: dict[int, tuple[int, str]] = {}
+        while True:
+            if k < nk and new_at[k] <= upto and (j >= nj or new_at[k] <= gone_at[j]):
+                order_id, owner, coid = new_ids[k], new_owners[k], coids[new_at[k]]
+                orders[order_id] = (owner, coid)  # type: ignore[assignment]
+                by_id = by_owner.get(owner)
+                if by_id is None:
+                    by_owner[owner] = by_id = {}
+                by_id[coid] = order_id  # type: ignore[index]
+                k += 1
+            elif j < nj and gone_at[j] <= upto:
+                order_id = gone_ids[j]
+                gone = orders.pop(order_id, None)
+                if gone is not None:
+                    del by_owner[gone[0]][gone[1]]
+                    if gone_at[j] == upto:
+                        removed[order_id] = gone
+                j += 1
+            else:
+                break
+        self.next_new, self.next_gone = k, j
+        return removed
+
+
 @dataclass
 class _Pending:
     request: ReplayRequest
@@ -208,6 +357,7 @@ class Follower:
         snapshot_timeout: float | None = None,
         on_resync: Callable[[str], None] | None = None,
         on_applied: Callable[[LogEntry, list], None] | None = None,
+        interest: Callable[[], int | None] | None = None,
     ) -> None:
         self.market_name = market_name
         self.replay_timeout = replay_timeout
@@ -227,6 +377,8 @@ class Follower:
         self.market_known = False
         self.on_resync = on_resync
         self.on_applied = on_applied
+        # For whole-message applies: the owner whose entries on_applied wants (Replica.apply_batch)
+        self.interest = interest
 
     # -- state -----------------------------------------------------------------------------
 
@@ -278,6 +430,28 @@ class Follower:
         if self.replica is not None:
             if not self._drain(now):
                 return self._resync_request(now)
+        return self._maybe_request(now)
+
+    def on_batch(self, batch: LogBatch, now: float) -> list[ReplayRequest]:
+        """`on_entries` for a log message read as columns: the usual case (the next entries, in
+        order, nothing buffered) is applied in one `Replica.apply_batch` call; anything else
+        (gaps, no replica yet, a buffer to merge) goes entry by entry through `on_entries`."""
+        replica = self.replica
+        n = len(batch)
+        if n == 0 or replica is None or self.buffer or not batch.consecutive():
+            return self.on_entries(batch.entries(), batch.head, now)
+        first, last = int(batch.seqs[0]), int(batch.seqs[-1])
+        if first > replica.version + 1:  # a gap: buffered and filled by a replay
+            return self.on_entries(batch.entries(), batch.head, now)
+        self._see_head(max(batch.head, last), now)
+        skip = replica.version + 1 - first  # duplicates at the start (a replay overlapping the log)
+        if skip < n:
+            try:
+                replica.apply_batch(batch.tail(skip) if skip else batch, self.on_applied, self.interest)
+            except (HashMismatch, ValueError) as exc:
+                self._diverged(str(exc))
+                return self._resync_request(now)
+            self.last_progress = now
         return self._maybe_request(now)
 
     def on_snapshot(self, snap: SnapshotData, now: float) -> list[ReplayRequest]:

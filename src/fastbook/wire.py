@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
+
+from fastbook._logparse import parse_log_message
 from fastbook.market import MarketSpec
 from fastbook.types import MAX_ORDER_ID, MAX_OWNER, MAX_PRICE, MAX_QTY, Op, OrderType, Side, Stp, Tif
 
@@ -467,6 +470,61 @@ def decode_log_message(payload: bytes) -> LogMessage:
     ):
         raise ValueError("log message needs market (string), head (integer 0..2^63-1) and entries (array)")
     return LogMessage(market, head, bool(doc.get("replay", False)), [decode_entry(e) for e in entries])
+
+
+@dataclass(slots=True)
+class LogBatch:
+    """A log message as columns, from the native reader (`read_log_batch`): what a replica applies
+    in one `Book.apply_batch` call. Row i is the entry with seq `seqs[i]`."""
+
+    market: str
+    head: int
+    replay: bool
+    seqs: np.ndarray  # int64
+    hashes: np.ndarray  # uint64: the post-state hash the sequencer computed after each entry
+    commands: np.ndarray  # COMMAND_DTYPE: the entries' engine commands
+    client_ids: list[str]
+    client_order_ids: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def consecutive(self) -> bool:
+        """Seqs strictly one apart (what a sequencer publishes: one batch, in order)."""
+        seqs = self.seqs
+        n = len(seqs)
+        return n < 2 or (int(seqs[-1]) - int(seqs[0]) == n - 1 and bool(np.all(np.diff(seqs) == 1)))
+
+    def tail(self, start: int) -> LogBatch:
+        return LogBatch(
+            self.market,
+            self.head,
+            self.replay,
+            self.seqs[start:],
+            self.hashes[start:],
+            self.commands[start:],
+            self.client_ids[start:],
+            self.client_order_ids[start:],
+        )
+
+    def entry(self, i: int) -> LogEntry:
+        c = self.commands[i]
+        return LogEntry(
+            int(self.seqs[i]), int(self.hashes[i]), self.client_ids[i], self.client_order_ids[i],
+            int(c["op"]), int(c["order_id"]), int(c["owner"]), int(c["side"]), int(c["type"]),
+            int(c["tif"]), int(c["stp"]), int(c["post_only"]), int(c["price"]), int(c["qty"]),
+        )  # fmt: skip
+
+    def entries(self) -> list[LogEntry]:
+        return [self.entry(i) for i in range(len(self))]
+
+
+def read_log_batch(payload: bytes) -> LogBatch | None:
+    """The native reader (engine/_logparse.pyx): a LogBatch if the payload is a log message exactly
+    as `encode_log_message` writes it, else None (then `decode_log_message` decodes it, or names
+    what is wrong). Every entry it accepts passes `decode_entry`'s checks."""
+    parsed = parse_log_message(payload)
+    return None if parsed is None else LogBatch(*parsed)
 
 
 @dataclass(frozen=True, slots=True)
