@@ -1,4 +1,4 @@
-"""Typed surface of the native log reader (engine/_logparse.pyx); used through fastbook.wire.read_log_batch."""
+"""Typed surface of the native log reader (engine/_logparse.pyx), used by wire.read_log_batch."""
 
 import numpy as np
 import numpy.typing as npt
