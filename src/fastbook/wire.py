@@ -238,8 +238,8 @@ def decode_order(obj: dict[str, Any], market: MarketSpec) -> OrderCommand | Wire
             got = describe(raw_op)
             raise _BadOrder(INVALID_OP, f"op must be new, cancel, amend or cancel_all, got {got}")
         op = OP_NAMES[op_text]
-        unknown = obj.keys() - FIELDS_BY_OP[op]
-        if unknown:
+        if not obj.keys() <= FIELDS_BY_OP[op]:
+            unknown = obj.keys() - FIELDS_BY_OP[op]
             names = ", ".join(json.dumps(name[:40]) for name in sorted(unknown)[:5])
             raise _BadOrder(UNKNOWN_FIELD, f"unknown field(s) for {op_text}: {names}")
         if "market" in obj and obj["market"] != market.name:
