@@ -1690,8 +1690,7 @@ cdef class Book:
                     or len(hashes) != len(commands):
                 raise ValueError("hashes must be a one-dimensional uint64 array, one per command")
             post_hashes = hashes  # ValueError unless contiguous and writable
-        cdef bint want_hashes = post_hashes is not None
-        cdef uint64_t* hash_out = &post_hashes[0] if want_hashes and len(commands) else NULL
+        cdef uint64_t* hash_out = &post_hashes[0] if post_hashes is not None and len(commands) else NULL
         cdef object arr = np.ascontiguousarray(commands)
         cdef const uint8_t[::1] raw = arr.view(np.uint8).reshape(-1)
         cdef size_t n = <size_t>arr.shape[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastbook import wire
+from fastbook.market import MarketSpec
+from fastbook.sequencer import SequencerConfig, SequencerNode
+from fastbook.topics import Topics
 from fastbook.types import COMMAND_DTYPE, MAX_ORDER_ID, MAX_OWNER, MAX_PRICE, MAX_QTY
 from fastbook.wire import LogEntry, decode_log_message, encode_entry, encode_log_message, read_log_batch
 
@@ -167,15 +171,9 @@ def test_the_hash_may_be_upper_case_and_escapes_are_read() -> None:
     assert batch.hashes.tolist() == [255] and batch.client_order_ids == ['a"b\\c']
 
 
-def test_a_real_sequencer_log_is_read_natively(tmp_path: object) -> None:
-    from pathlib import Path
-
-    from fastbook.market import MarketSpec
-    from fastbook.sequencer import SequencerConfig, SequencerNode
-    from fastbook.topics import Topics
-
+def test_a_real_sequencer_log_is_read_natively(tmp_path: Path) -> None:
     topics = Topics("BTC-USD")
-    node = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD"), Path(str(tmp_path)) / "d"))
+    node = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD"), tmp_path / "d"))
     rng = random.Random(3)
     orders = [
         {"op": "new", "id": f"o{i}", "side": rng.choice(["buy", "sell"]), "price": f"{rng.randint(95, 105)}",

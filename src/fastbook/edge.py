@@ -25,7 +25,9 @@ from fastbook.types import EventType
 from fastbook.wire import (
     MAX_SEQ,
     SIDE_TEXT,
+    LogBatch,
     LogEntry,
+    LogMessage,
     ReplayRequest,
     decode_log_message,
     decode_snapshot,
@@ -194,16 +196,17 @@ class EdgeNode:
                     if is_snapshot_payload(payload):
                         requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
                         continue
-                    batch = read_log_batch(payload)  # native, for messages as the sequencer writes them
-                    if batch is not None:
-                        if batch.market != self.cfg.market:
-                            raise ValueError(f"log of market {batch.market!r:.70}")
-                        requests += self.follower.on_batch(batch, now)
-                        continue
-                    msg = decode_log_message(payload)
+                    # The native reader takes messages as the sequencer writes them; the Python
+                    # decoder any other form (or names what is wrong).
+                    msg: LogBatch | LogMessage | None = read_log_batch(payload)
+                    if msg is None:  # (an empty LogBatch, a heartbeat, is falsy: compare with None)
+                        msg = decode_log_message(payload)
                     if msg.market != self.cfg.market:  # said aloud: a replica stuck at 0 must say why
                         raise ValueError(f"log of market {msg.market!r:.70}")
-                    requests += self.follower.on_entries(msg.entries, msg.head, now)
+                    if isinstance(msg, LogBatch):
+                        requests += self.follower.on_batch(msg, now)
+                    else:
+                        requests += self.follower.on_entries(msg.entries, msg.head, now)
                 elif topic == t.snapshot:
                     # Empty: the retained message was cleared. Following the log: a snapshot is
                     # never ahead of the log's head (it is published after the entries it holds,

@@ -176,11 +176,10 @@ class Replica:
         clients = batch.client_ids[:applied] if applied < n else batch.client_ids
         new_clients = set(clients).difference(self.owners)
         if new_clients:
-            owners_col = commands["owner"]
-            for client in sorted(new_clients, key=clients.index):
-                owner = int(owners_col[clients.index(client)])
-                self.owners[client] = owner
-                self.clients[owner] = client
+            firsts = sorted(clients.index(client) for client in new_clients)
+            for i, owner in zip(firsts, commands["owner"][firsts].tolist(), strict=True):
+                self.owners[clients[i]] = owner
+                self.clients[owner] = clients[i]
         # Map changes in entry order: news join the maps, DONE/CANCELLED orders leave them.
         news = np.flatnonzero(commands["op"][:applied] == _NEW)
         gone = np.flatnonzero(((kinds == _DONE) | (kinds == _CANCELLED)) & (events["cmd"] < applied))
@@ -193,25 +192,21 @@ class Replica:
             events["cmd"][gone].tolist(),
             events["order_id"][gone].tolist(),
         )
+        stops: list[int] = []  # the entries on_applied is called for
         if on_applied is not None:
-            mine = interest() if interest is not None else -1
-            if mine is None:
-                stops: list[int] = []
-            elif mine == -1:
+            mine = None if interest is None else interest()
+            if interest is None:
                 stops = list(range(failed))
-            else:
+            elif mine is not None:
                 trades = (kinds == _TRADE) & (events["other_owner"] == mine) & (events["cmd"] < failed)
                 concerned = np.union1d(
                     np.flatnonzero(commands["owner"][:failed] == mine), events["cmd"][trades]
                 )
                 stops = concerned.tolist()
-            if stops:
-                cmd_col = events["cmd"]
-                for i in stops:
-                    removed = maps.advance(i)
-                    lo, hi = np.searchsorted(cmd_col, [i, i + 1])
-                    self.removed = removed
-                    on_applied(batch.entry(i), event_rows_to_tuples(events[lo:hi]))
+        for i in stops:
+            self.removed = maps.advance(i)
+            lo, hi = np.searchsorted(events["cmd"], [i, i + 1])
+            on_applied(batch.entry(i), event_rows_to_tuples(events[lo:hi]))  # type: ignore[misc]
         self.removed = maps.advance(applied - 1) if applied else {}
         if len(news):
             self.next_order_id = int(commands["order_id"][news[-1]]) + 1
@@ -438,12 +433,17 @@ class Follower:
         (gaps, no replica yet, a buffer to merge) goes entry by entry through `on_entries`."""
         replica = self.replica
         n = len(batch)
-        if n == 0 or replica is None or self.buffer or not batch.consecutive():
+        # (a first seq past version + 1 is a gap: buffered and filled by a replay)
+        if (
+            n == 0
+            or replica is None
+            or self.buffer
+            or int(batch.seqs[0]) > replica.version + 1
+            or not batch.consecutive()
+        ):
             return self.on_entries(batch.entries(), batch.head, now)
-        first, last = int(batch.seqs[0]), int(batch.seqs[-1])
-        if first > replica.version + 1:  # a gap: buffered and filled by a replay
-            return self.on_entries(batch.entries(), batch.head, now)
-        self._see_head(max(batch.head, last), now)
+        first = int(batch.seqs[0])
+        self._see_head(max(batch.head, int(batch.seqs[-1])), now)
         skip = replica.version + 1 - first  # duplicates at the start (a replay overlapping the log)
         if skip < n:
             try:

@@ -508,15 +508,18 @@ class LogBatch:
         )
 
     def entry(self, i: int) -> LogEntry:
-        c = self.commands[i]
-        return LogEntry(
-            int(self.seqs[i]), int(self.hashes[i]), self.client_ids[i], self.client_order_ids[i],
-            int(c["op"]), int(c["order_id"]), int(c["owner"]), int(c["side"]), int(c["type"]),
-            int(c["tif"]), int(c["stp"]), int(c["post_only"]), int(c["price"]), int(c["qty"]),
-        )  # fmt: skip
+        return self._entry(int(self.seqs[i]), int(self.hashes[i]), i, self.commands[i].tolist())
 
     def entries(self) -> list[LogEntry]:
-        return [self.entry(i) for i in range(len(self))]
+        rows = zip(self.seqs.tolist(), self.hashes.tolist(), self.commands.tolist(), strict=True)
+        return [self._entry(seq, state_hash, i, row) for i, (seq, state_hash, row) in enumerate(rows)]
+
+    def _entry(self, seq: int, state_hash: int, i: int, row: tuple[int, ...]) -> LogEntry:
+        op, side, otype, tif, stp, post_only, _pad, owner, _pad2, order_id, price, qty = row
+        client, coid = self.client_ids[i], self.client_order_ids[i]
+        return LogEntry(
+            seq, state_hash, client, coid, op, order_id, owner, side, otype, tif, stp, post_only, price, qty
+        )
 
 
 def read_log_batch(payload: bytes) -> LogBatch | None:
