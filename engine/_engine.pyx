@@ -1672,11 +1672,15 @@ cdef class Book:
         cmd_cancel_all(&self.st, <uint32_t>a.owner_val)
         return self._drain()
 
-    def apply_batch(self, commands, hashes=None):
+    def apply_batch(self, commands, hashes=None, next_order_id=None):
         """Run a numpy array of COMMAND_DTYPE through the book with the GIL released; returns the
         events as a numpy array of EVENT_DTYPE (field `cmd` = index of the producing command).
         `hashes`, if given (a writable uint64 array, one per command), receives the state hash
-        after each command: a replica checks a sequenced log entry by entry in one call."""
+        after each command: a replica checks a sequenced log entry by entry in one call.
+        `next_order_id`, if given, numbers the news as a sequencer does: each new's `order_id` is
+        written into `commands` (then a writable contiguous array) before it runs, starting at
+        `next_order_id` and advancing only past a new the book did not reject (a rejected new's
+        row keeps the id it tried, which the next new reuses)."""
         global spare_events, spare_capacity
         if not isinstance(commands, np.ndarray) or commands.dtype != COMMAND_DTYPE:
             raise ValueError("commands must be a numpy array of fastbook.types.COMMAND_DTYPE")
@@ -1691,10 +1695,21 @@ cdef class Book:
                 raise ValueError("hashes must be a one-dimensional uint64 array, one per command")
             post_hashes = hashes  # ValueError unless contiguous and writable
         cdef uint64_t* hash_out = &post_hashes[0] if post_hashes is not None and len(commands) else NULL
-        cdef object arr = np.ascontiguousarray(commands)
+        cdef bint assign = next_order_id is not None
+        cdef int64_t next_id = as_i64(next_order_id, "next_order_id") if assign else 0
+        cdef uint8_t[::1] writable
+        if assign:
+            if not commands.flags.c_contiguous or not commands.flags.writeable:
+                raise ValueError("with next_order_id, commands must be a writable contiguous array")
+        cdef object arr = commands if assign else np.ascontiguousarray(commands)
         cdef const uint8_t[::1] raw = arr.view(np.uint8).reshape(-1)
         cdef size_t n = <size_t>arr.shape[0]
         cdef const CommandRec* cmds = <const CommandRec*>&raw[0] if n else NULL
+        cdef CommandRec* numbered = NULL
+        if assign and n:
+            writable = arr.view(np.uint8).reshape(-1)
+            numbered = <CommandRec*>&writable[0]
+        cdef size_t before
         cdef size_t i
         cdef int rc = 0
         cdef BookState* b = &self.st
@@ -1732,9 +1747,18 @@ cdef class Book:
                     prefetch_makers(b, BUY)
                     prefetch_makers(b, SELL)
                     b.ev.cmd = <uint32_t>i
-                    rc = apply_command(b, &cmds[i])
-                    if rc < 0:
-                        break
+                    if numbered != NULL and cmds[i].op == OP_NEW:
+                        numbered[i].order_id = next_id
+                        before = b.ev.count
+                        rc = apply_command(b, &cmds[i])
+                        if rc < 0:
+                            break
+                        if not (b.ev.count == before + 1 and b.ev.items[before].type == EV_REJECTED):
+                            next_id += 1
+                    else:
+                        rc = apply_command(b, &cmds[i])
+                        if rc < 0:
+                            break
                     if hash_out != NULL:
                         hash_out[i] = mix64(b.next_stamp) ^ b.orders_hash
             if rc < 0 or b.ev.failed:

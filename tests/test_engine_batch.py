@@ -153,3 +153,67 @@ def test_batch_rejects_a_bad_hashes_array_before_running(book_cls: type[Any], ba
     with pytest.raises(ValueError):
         book.apply_batch(commands(new(2, 2, SELL, 100, 5), new(3, 2, SELL, 101, 5)), bad)
     assert book.snapshot() == before
+
+
+# News numbered by the book (next_order_id): the rows' order_id fields are overwritten. Rejected
+# news: post-only that would take (row 3), zero qty (row 5); the cancel and amend name ids the
+# numbering gives (an accepted new takes the next id, a rejected one gives it to the next new).
+NUMBERED = [
+    new(0, 1, BUY, 100, 10),  # id 50
+    new(0, 2, SELL, 103, 7),  # id 51
+    new(0, 2, SELL, 100, 4, post_only=1),  # rejected: would take (tries id 52)
+    new(0, 2, SELL, 101, 2),  # id 52
+    new(0, 3, BUY, 100, 0),  # rejected: qty 0 (tries id 53)
+    dict(op=Op.AMEND, order_id=51, owner=2, price=102, qty=0),
+    new(0, 3, BUY, 102, 9, tif=Tif.IOC),  # id 53: takes 52 and 51, rest cancelled
+    dict(op=Op.CANCEL, order_id=50, owner=1),
+    new(0, 1, SELL, 0, 1, type=OrderType.MARKET, tif=Tif.IOC),  # id 54, nothing to take
+]
+
+
+def test_batch_numbers_news_past_the_accepted_ones(book_cls: type[Any]) -> None:
+    rows = commands(*NUMBERED)
+    batched = book_cls()
+    hashes = np.zeros(len(rows), dtype=np.uint64)
+    out = batched.apply_batch(rows, hashes, next_order_id=50)
+    assert rows["order_id"].tolist() == [50, 51, 52, 52, 53, 51, 53, 50, 54]
+    one_by_one = book_cls()
+    expected: list[tuple[int, ...]] = []
+    expected_hashes = []
+    for index, row in enumerate(NUMBERED):
+        numbered = dict(row, order_id=int(rows["order_id"][index]))
+        expected += per_command(one_by_one, numbered)
+        expected_hashes.append(one_by_one.state_hash())
+    assert event_rows_to_tuples(out) == expected
+    assert hashes.tolist() == expected_hashes
+    assert batched.snapshot() == one_by_one.snapshot()
+    rejected = out["cmd"][out["type"] == 2].tolist()
+    assert rejected == [2, 4]
+
+
+def test_batch_numbering_is_the_same_in_any_split(book_cls: type[Any]) -> None:
+    whole = commands(*NUMBERED)
+    book_cls().apply_batch(whole, next_order_id=50)
+    split_book = book_cls()
+    first, second = commands(*NUMBERED[:4]), commands(*NUMBERED[4:])
+    split_book.apply_batch(first, next_order_id=50)
+    split_book.apply_batch(second, next_order_id=53)  # the first part accepted ids 50, 51, 52
+    assert first["order_id"].tolist() + second["order_id"].tolist() == whole["order_id"].tolist()
+
+
+@pytest.mark.parametrize("how", ["read-only", "strided", "float id"])
+def test_batch_numbering_needs_a_writable_array_and_an_int(book_cls: type[Any], how: str) -> None:
+    book = book_cls()
+    book.new(1, 1, BUY, 100, 10)
+    before = book.snapshot()
+    rows = commands(new(0, 2, SELL, 101, 5), new(0, 2, SELL, 102, 5))
+    next_id: object = 2
+    if how == "read-only":
+        rows.flags.writeable = False
+    elif how == "strided":
+        rows = commands(*[new(0, 2, SELL, 101 + i, 5) for i in range(4)])[::2]
+    else:
+        next_id = 2.0
+    with pytest.raises(ValueError):
+        book.apply_batch(rows, next_order_id=next_id)
+    assert book.snapshot() == before

@@ -47,10 +47,14 @@ class Book:
     def amend(self, order_id: int, owner: int, price: int = 0, qty: int = 0) -> Events: ...
     def cancel_all(self, owner: int) -> Events: ...
     def apply_batch(
-        self, commands: npt.NDArray[np.void], hashes: npt.NDArray[np.uint64] | None = None
+        self,
+        commands: npt.NDArray[np.void],
+        hashes: npt.NDArray[np.uint64] | None = None,
+        next_order_id: int | None = None,
     ) -> npt.NDArray[np.void]:
         """COMMAND_DTYPE rows in, EVENT_DTYPE rows out; runs with the GIL released. `hashes` (one
-        uint64 per command) receives the state hash after each command."""
+        uint64 per command) receives the state hash after each command. `next_order_id` numbers
+        the news (written into `commands`), advancing only past the ones not rejected."""
         ...
     def best_bid(self) -> LevelTuple | None: ...
     def best_ask(self) -> LevelTuple | None: ...

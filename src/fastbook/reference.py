@@ -566,9 +566,12 @@ class ReferenceBook:
 
     # ------------------------------------------------------------------------------- batch API
 
-    def apply_batch(self, commands: np.ndarray, hashes: np.ndarray | None = None) -> np.ndarray:
+    def apply_batch(
+        self, commands: np.ndarray, hashes: np.ndarray | None = None, next_order_id: int | None = None
+    ) -> np.ndarray:
         """The batch API's output, one slow Python call per command (`hashes`: the state hash
-        after each command, as the native engine writes it)."""
+        after each command, as the native engine writes it; `next_order_id`: news numbered as the
+        native engine numbers them, written into `commands`)."""
         if not isinstance(commands, np.ndarray) or commands.dtype != COMMAND_DTYPE or commands.ndim != 1:
             raise ValueError("commands must be a 1-D numpy array of COMMAND_DTYPE")
         if hashes is not None and (
@@ -580,10 +583,22 @@ class ReferenceBook:
             or not hashes.flags.writeable
         ):
             raise ValueError("hashes must be a one-dimensional uint64 array, one per command")
+        if next_order_id is not None:
+            if type(next_order_id) is not int:
+                raise ValueError("next_order_id must be an int")
+            if not commands.flags.c_contiguous or not commands.flags.writeable:
+                raise ValueError("with next_order_id, commands must be a writable contiguous array")
         rows: list[tuple[int, Event]] = []
         for index, cmd in enumerate(commands.tolist()):
             fields = dict(zip(COMMAND_DTYPE.names, cmd, strict=True))
-            for event in self._apply_command(fields):
+            numbered = next_order_id is not None and fields["op"] == Op.NEW
+            if numbered:
+                fields["order_id"] = next_order_id
+                commands["order_id"][index] = next_order_id
+            events = self._apply_command(fields)
+            if numbered and not (len(events) == 1 and events[0].type == EventType.REJECTED):
+                next_order_id += 1  # type: ignore[operator]
+            for event in events:
                 rows.append((index, event))
             if hashes is not None:
                 hashes[index] = self.state_hash()
