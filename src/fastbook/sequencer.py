@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fastbook.dedupe import DedupeWindow
 from fastbook.journal import Journal, JournalError
 from fastbook.market import MarketSpec
 from fastbook.node import Incoming, Outgoing
 from fastbook.replica import HashMismatch, Replica
 from fastbook.reports import command_reports_json, public_trade
+from fastbook.runwriter import write_news_run
 from fastbook.snapshot import SnapshotStore
 from fastbook.topics import DEFAULT_PREFIX, Topics
 from fastbook.types import EventType, Op, Reject
@@ -47,6 +50,7 @@ from fastbook.wire import (
     encode_report_texts,
     encode_snapshot,
     encode_trades,
+    order_rows,
     reject_report,
     valid_client_id,
 )
@@ -79,6 +83,12 @@ ENGINE_REJECT_MESSAGES = {
 }
 
 
+def _engine_reject(client_order_id: str | None, op: int, reason: int) -> dict[str, Any]:
+    """The rejected report of a command the engine refused (it changed nothing)."""
+    code = Reject(reason)
+    return reject_report(client_order_id, OP_TEXT[op], code.name, ENGINE_REJECT_MESSAGES[code])
+
+
 @dataclass
 class SequencerConfig:
     market: MarketSpec
@@ -99,8 +109,8 @@ class _Batch:
     """What one on_messages call produces before the journal commit decides its fate."""
 
     def __init__(self) -> None:
-        self.entries: list[LogEntry] = []
-        self.raw: list[bytes] = []
+        self.records: list[tuple[int, bytes]] = []  # (seq, encoded log entry): journal and log
+        self.sequenced: list[tuple[str, str | None, int]] = []  # (client, client order id, op) of each
         # (client, report, seq): seq 0 = not sequenced (a rejection), published even if the commit fails.
         # A report is a dict (rejections) or its compact JSON text already (execution reports).
         self.reports: list[tuple[str, dict[str, Any] | str, int]] = []
@@ -131,12 +141,22 @@ class SequencerNode:
             self._log_time: float | None = None  # last log publish (for the idle heartbeat)
             # Time source for on_messages (on_tick gets its time from the runner); tests replace it.
             self.clock: Callable[[], float] = time.monotonic
+            # Reads an order message into (COMMAND_DTYPE rows, client order ids) when every order
+            # in it is valid, else None (then decode_orders names what is wrong); None: always
+            # the per-command path. Tests replace it.
+            self.read_orders: Callable[[bytes], tuple[np.ndarray, list[str | None]] | None] | None = (
+                self._reader()
+            )
             self._take_snapshot(self.clock())
         except BaseException:
             self.journal.close()
             raise
 
     # -- startup ---------------------------------------------------------------------------
+
+    def _reader(self) -> Callable[[bytes], tuple[np.ndarray, list[str | None]] | None]:
+        market = self.market
+        return lambda payload: order_rows(payload, market)
 
     def _check_market_file(self) -> None:
         path = self.data_dir / MARKET_FILE
@@ -304,10 +324,11 @@ class SequencerNode:
                 replays.append((topic[len(self._replay_prefix) :], bytes(payload)))
         out: list[Outgoing] = []
         committed = self._commit(batch)
-        if committed and batch.entries:
+        if committed and batch.records:
             head = self.journal.last_seq
-            for i in range(0, len(batch.raw), LOG_CHUNK):
-                payload = encode_log_message(self.market.name, head, batch.raw[i : i + LOG_CHUNK])
+            raw = [entry for _seq, entry in batch.records]
+            for i in range(0, len(raw), LOG_CHUNK):
+                payload = encode_log_message(self.market.name, head, raw[i : i + LOG_CHUNK])
                 out.append(Outgoing(self.topics.log, payload))
             self._log_time = self.clock()
         out.extend(self._report_messages(batch, committed))
@@ -343,6 +364,11 @@ class SequencerNode:
                 )
             )
             return
+        if self.failed is None and self.read_orders is not None and len(payload) <= self.cfg.max_payload:
+            parsed = self.read_orders(payload)
+            if parsed is not None:
+                self._execute_rows(client, parsed[0], parsed[1], batch)
+                return
         for item in decode_orders(payload, self.market, self.cfg.max_payload):
             if isinstance(item, WireReject):
                 batch.reports.append((client, item.report(), 0))
@@ -352,6 +378,89 @@ class SequencerNode:
                 batch.reports.append((client, report, 0))
             else:
                 self._execute(client, item, batch)
+
+    def _execute_rows(self, client: str, rows: np.ndarray, coids: list[str | None], batch: _Batch) -> None:
+        """A message read natively (`read_orders`): COMMAND_DTYPE rows, all valid. Runs of news the
+        book alone decides (see `_news_run`) go through the engine in one call; every other
+        command takes the per-command path. The outcome is the same either way."""
+        ops = rows["op"].tolist()
+        n = len(ops)
+        i = 0
+        while i < n:
+            if ops[i] == _NEW:
+                end = self._news_run(client, ops, coids, i)
+                if end > i:
+                    self._execute_news(client, rows[i:end], coids[i:end], batch)
+                    i = end
+                    continue
+            op, side, otype, tif, stp, post_only, _p, _o, _p2, _id, price, qty = rows[i].tolist()
+            cmd = OrderCommand(op, coids[i], side, otype, tif, stp, bool(post_only), price, qty)
+            self._execute(client, cmd, batch)
+            i += 1
+
+    def _news_run(self, client: str, ops: list[int], coids: list[str | None], start: int) -> int:
+        """The end of the run of news from `start` whose client order ids are not in the dedupe
+        window, not open and not repeated in the run: for these, only the book decides (accept or
+        reject), so the run can execute in one engine call. A repeated id ends the run: it is
+        checked, after the run, against what the run left."""
+        seen = self.dedupe.seen.get(client) or {}
+        owner = self.replica.owners.get(client)
+        resting = self.replica.by_owner.get(owner, {}) if owner is not None else {}
+        taken: set[str | None] = set()
+        end, n = start, len(ops)
+        while end < n and ops[end] == _NEW:
+            coid = coids[end]
+            if coid in seen or coid in resting or coid in taken:
+                break
+            taken.add(coid)
+            end += 1
+        return end
+
+    def _execute_news(self, client: str, rows: np.ndarray, coids: list[str | None], batch: _Batch) -> None:
+        """`_execute` of each row (news that pass the id checks) with one `Book.apply_batch`: the
+        book numbers the orders as `_execute` would (an id is used only by an accepted new)."""
+        replica = self.replica
+        owner = replica.owners.get(client)
+        new_owner = owner is None
+        if owner is None:
+            owner = replica.next_owner()
+            replica.owners[client] = owner
+            replica.clients[owner] = client
+        rows["owner"] = owner
+        hashes = np.empty(len(rows), dtype=np.uint64)
+        events = replica.book.apply_batch(rows, hashes, next_order_id=replica.next_order_id)  # type: ignore[attr-defined]
+        run = write_news_run(
+            self.market, client, replica.version, rows, coids, hashes, events, replica.orders,
+            replica.clients, _engine_reject,
+        )  # fmt: skip
+        if not run.records:
+            batch.reports.extend(run.reports)
+            if new_owner:
+                del replica.owners[client]
+                del replica.clients[owner]
+            return
+        batch.records.extend(run.records)
+        batch.sequenced.extend((client, coid, _NEW) for coid in run.accepted_coids)
+        batch.reports.extend(run.reports)
+        if run.trades:
+            batch.trades.extend(run.trades)
+            self.last_trade = run.trades[-1]
+        replica.version = run.last_seq
+        replica.state_hash = run.last_hash
+        replica.next_order_id = run.accepted_ids[-1] + 1
+        orders = replica.orders
+        resting = replica.by_owner.setdefault(owner, {})
+        for order_id, coid in zip(run.accepted_ids, run.accepted_coids, strict=True):
+            orders[order_id] = (owner, coid)  # type: ignore[assignment]
+            resting[coid] = order_id  # type: ignore[index]
+        for order_id in run.gone:
+            gone_owner, gone_coid = orders.pop(order_id)
+            del replica.by_owner[gone_owner][gone_coid]
+        replica.removed = {}
+        dedupe = self.dedupe
+        for seq, coid in zip(run.accepted_seqs, run.accepted_coids, strict=True):
+            dedupe.accept(seq, client, coid)  # type: ignore[arg-type]
+        dedupe.advance(run.last_seq)
 
     def _execute(self, client: str, cmd: OrderCommand, batch: _Batch) -> None:
         replica = self.replica
@@ -406,9 +515,7 @@ class SequencerNode:
                 batch.reports.append((client, report, 0))
                 return
         if len(events) == 1 and events[0][0] == _REJECTED:
-            reason = Reject(events[0][10])
-            report = reject_report(coid, OP_TEXT[op], reason.name, ENGINE_REJECT_MESSAGES[reason])
-            batch.reports.append((client, report, 0))
+            batch.reports.append((client, _engine_reject(coid, op, events[0][10]), 0))
             return
         seq = replica.version + 1
         replica.version = seq
@@ -422,8 +529,8 @@ class SequencerNode:
         else:  # only a new carries order attributes; cancel/amend/cancel_all entries keep them 0
             price, qty = cmd.price, cmd.qty
             entry = LogEntry(seq, state_hash, client, coid, op, order_id, owner, 0, 0, 0, 0, 0, price, qty)
-        batch.entries.append(entry)
-        batch.raw.append(encode_entry(entry))
+        batch.records.append((seq, encode_entry(entry)))
+        batch.sequenced.append((client, coid, op))
         if op == Op.NEW:
             self.dedupe.accept(seq, client, coid)  # type: ignore[arg-type]
         self.dedupe.advance(seq)
@@ -444,12 +551,10 @@ class SequencerNode:
     # -- commit and publish ----------------------------------------------------------------
 
     def _commit(self, batch: _Batch) -> bool:
-        if not batch.entries:
+        if not batch.records:
             return True
         try:
-            self.journal.append(
-                [(entry.seq, raw) for entry, raw in zip(batch.entries, batch.raw, strict=True)]
-            )
+            self.journal.append(batch.records)
             return True
         except JournalError as exc:
             # The in-memory replica now holds changes that are not durable: never publish them and
@@ -457,11 +562,9 @@ class SequencerNode:
             self.failed = str(exc)
             log.error("sequencer %s: %s; rejecting every order until restarted", self.market.name, exc)
             message = f"not executed: {exc}"
-            for entry in batch.entries:
-                report = reject_report(
-                    entry.client_order_id, OP_TEXT[Op(entry.op)], JOURNAL_UNAVAILABLE, message
-                )
-                batch.reports.append((entry.client_id, report, 0))
+            for client, coid, op in batch.sequenced:
+                report = reject_report(coid, OP_TEXT[op], JOURNAL_UNAVAILABLE, message)
+                batch.reports.append((client, report, 0))
             return False
 
     def _report_messages(self, batch: _Batch, committed: bool) -> list[Outgoing]:

@@ -21,7 +21,18 @@ import numpy as np
 
 from fastbook._logparse import parse_log_message
 from fastbook.market import MarketSpec
-from fastbook.types import MAX_ORDER_ID, MAX_OWNER, MAX_PRICE, MAX_QTY, Op, OrderType, Side, Stp, Tif
+from fastbook.types import (
+    COMMAND_DTYPE,
+    MAX_ORDER_ID,
+    MAX_OWNER,
+    MAX_PRICE,
+    MAX_QTY,
+    Op,
+    OrderType,
+    Side,
+    Stp,
+    Tif,
+)
 
 WIRE_VERSION = 1
 MAX_ORDERS_PER_MESSAGE = 10_000
@@ -211,6 +222,25 @@ def decode_orders(
         ]
     message = "an order message must be a JSON object or an array of objects"
     return [WireReject(None, None, INVALID_MESSAGE, message)]
+
+
+def order_rows(payload: bytes, market: MarketSpec) -> tuple[np.ndarray, list[str | None]] | None:
+    """`decode_orders` as COMMAND_DTYPE rows (owner and order_id 0) and client order ids, or None
+    unless every order in the message is valid. Only a new carries order attributes in its row
+    (as in a log entry); an amend's price and qty are 0 where not given."""
+    items = decode_orders(payload, market)
+    rows = np.zeros(len(items), dtype=COMMAND_DTYPE)
+    coids: list[str | None] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, OrderCommand):
+            return None
+        row = rows[index : index + 1]
+        row["op"], row["price"], row["qty"] = item.op, item.price, item.qty
+        if item.op == _OP_NEW:
+            row["side"], row["type"], row["tif"] = item.side, item.order_type, item.tif
+            row["stp"], row["post_only"] = item.stp, int(item.post_only)
+        coids.append(item.client_order_id)
+    return rows, coids
 
 
 def _enum_field(obj: dict[str, Any], name: str, names: dict[str, Any], default: Any) -> Any:
