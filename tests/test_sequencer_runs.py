@@ -30,7 +30,7 @@ def random_order(rng: random.Random, i: int, recent: list[str], spec: MarketSpec
     if roll < 0.08 and recent:
         return {"op": "cancel", "id": rng.choice(recent)}
     if roll < 0.13 and recent:
-        return {"op": "amend", "id": rng.choice(recent), "qty": str(rng.randint(1, 6) * spec.lot)}
+        return {"op": "amend", "id": rng.choice(recent), "qty": spec.lots_to_qty(rng.randint(1, 6))}
     if roll < 0.15:
         return {"op": "cancel_all"}
     if roll < 0.17:  # invalid: the whole message goes the per-command path (and is rejected in part)
@@ -40,8 +40,8 @@ def random_order(rng: random.Random, i: int, recent: list[str], spec: MarketSpec
         # few distinct ids: they repeat inside a message, in the dedupe window and while open
         "id": f"o{rng.randint(0, 30)}" if rng.random() < 0.3 else f"n{i}",
         "side": rng.choice(["buy", "sell"]),
-        "price": str(rng.randint(95, 105) * spec.tick),
-        "qty": str(rng.randint(1, 5) * spec.lot),
+        "price": spec.ticks_to_price(rng.randint(95, 105)),
+        "qty": spec.lots_to_qty(rng.randint(1, 5)),
     }
     kind = rng.random()
     if kind < 0.08:

@@ -2,7 +2,8 @@
 
 The sequencer executes a run of `new` commands whose client order ids need no check against the
 book (`SequencerNode._news_run`) with one `Book.apply_batch(rows, hashes, next_order_id)`: the book
-numbers the orders as the per-command path would. `write_news_run` turns the run's rows, post-state
+numbers the orders as the per-command path would. `write_news_run` (native; `write_news_run_reference` is the
+same in Python) turns the run's rows, post-state
 hashes and events into what the per-command path (`SequencerNode._execute`) produces for the same
 commands: the log records (`wire.encode_entry` bytes), the reports in command order (rejections as
 dicts, execution reports as the JSON text `reports.command_reports_json` writes) and the public
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from fastbook import _runwriter
 from fastbook.market import MarketSpec
 from fastbook.types import EventType
 from fastbook.wire import CANCEL_REASON_TEXT, SIDE_TEXT, TYPE_TEXT, LogEntry, encode_entry, json_string
@@ -48,7 +50,13 @@ class NewsRun:
     last_hash: int = 0
 
 
-def write_news_run(
+def write_news_run(*args: Any) -> NewsRun:
+    """`write_news_run_reference(*args)` written natively (engine/_runwriter.pyx, typed in its
+    .pyi): the same output."""
+    return NewsRun(*_runwriter.write_news_run(*args))
+
+
+def write_news_run_reference(
     market: MarketSpec,
     client: str,
     version: int,

@@ -1,0 +1,32 @@
+"""Typed surface of the native run writer (engine/_runwriter.pyx), used by runwriter.write_news_run."""
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fastbook.market import MarketSpec
+
+def write_news_run(
+    market: MarketSpec,
+    client: str,
+    version: int,
+    rows: npt.NDArray[np.void],  # COMMAND_DTYPE, numbered by Book.apply_batch
+    coids: list[str | None],
+    hashes: npt.NDArray[np.uint64],
+    events: npt.NDArray[np.void],  # EVENT_DTYPE
+    orders: dict[int, tuple[int, str]],
+    clients: dict[int, str],
+    reject: Callable[[str | None, int, int], dict[str, Any]],
+) -> tuple[
+    list[tuple[int, bytes]],  # records
+    list[tuple[str, dict[str, Any] | str, int]],  # reports
+    list[dict[str, Any]],  # trades
+    list[int],  # accepted ids
+    list[str],  # accepted client order ids
+    list[int],  # accepted seqs
+    list[int],  # gone order ids
+    int,  # last seq
+    int,  # last hash
+]: ...
