@@ -14,6 +14,7 @@ sequencer's ~15 µs per order.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -23,10 +24,12 @@ from contract cimport CommandRec, EventRec, EV_ACCEPTED, EV_REJECTED, EV_TRADE, 
 import numpy as np
 
 from fastbook.types import COMMAND_DTYPE, EVENT_DTYPE
-from fastbook.wire import json_string
+from json.encoder import encode_basestring_ascii as json_string  # = wire.json_string (no import cycle)
 
 cdef enum:
     TEXT_MAX = 1024  # every entry and report fits (ids <= 64 characters, numbers <= 20 digits)
+    STR_MAX = 300  # the longest text put_str copies (an escaped id, a decimal from Python)
+    ROW_MAX = STR_MAX + 64  # a snapshot order row: two numbers, the id, punctuation
 
 
 cdef struct Out:
@@ -91,7 +94,7 @@ cdef inline int put_str(Out* o, str text) except -1:
     """An ASCII str's characters as they are."""
     cdef Py_ssize_t n
     cdef const char* data = PyUnicode_AsUTF8AndSize(text, &n)
-    if n > 300:
+    if n > STR_MAX:
         raise ValueError("text too long for a report")
     put(o, data, n)
     return 0
@@ -365,3 +368,47 @@ def write_news_run(market, str client, int64_t version, rows, list coids, hashes
                 put(&o, b"}", 1)
             reports.append((client if ev.owner == cmd.owner else clients[ev.owner], text_of(buf, &o), seq_obj))
     return records, reports, trades, accepted_ids, accepted_coids, accepted_seqs, gone, seq, last_hash
+
+
+def orders_json(list orders):
+    """`wire.dumps(orders)` of a snapshot's resting orders, [(engine id, owner, client order id),
+    ...]: the largest part of a snapshot, written in C (json.dumps of it was about a third of
+    the sequencer's time on a deep book)."""
+    cdef Py_ssize_t n = len(orders), i, used
+    cdef Py_ssize_t capacity = 4096 + 64 * n
+    cdef char* buf = <char*>PyMem_Malloc(capacity)
+    cdef char* grown
+    cdef Out o
+    cdef object row
+    cdef int64_t order_id, owner
+    if buf == NULL:
+        raise MemoryError()
+    try:
+        o.p = buf
+        put(&o, b"[", 1)
+        for i in range(n):
+            used = o.p - buf
+            if capacity - used < ROW_MAX:
+                capacity *= 2
+                grown = <char*>PyMem_Realloc(buf, capacity)
+                if grown == NULL:
+                    raise MemoryError()
+                buf = grown
+                o.p = buf + used
+            row = orders[i]
+            order_id, owner = row[0], row[1]
+            if order_id < 0 or owner < 0:
+                raise ValueError("order ids and owners are not negative")
+            if i:
+                put(&o, b",", 1)
+            put(&o, b"[", 1)
+            put_u64(&o, <uint64_t>order_id)
+            put(&o, b",", 1)
+            put_u64(&o, <uint64_t>owner)
+            put(&o, b",", 1)
+            put_json_string(&o, row[2])
+            put(&o, b"]", 1)
+        put(&o, b"]", 1)
+        return PyBytes_FromStringAndSize(buf, o.p - buf)
+    finally:
+        PyMem_Free(buf)

@@ -12,14 +12,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_sequencer_runs import CLIENTS, random_order
 
 from fastbook import sequencer
+from fastbook._runwriter import orders_json
 from fastbook.market import MarketSpec
 from fastbook.runwriter import NewsRun, write_news_run, write_news_run_reference
 from fastbook.sequencer import SequencerConfig, SequencerNode
 from fastbook.topics import Topics
 from fastbook.types import COMMAND_DTYPE, EVENT_DTYPE
+from fastbook.wire import SnapshotData, decode_snapshot, dumps, encode_snapshot, hash_hex
 
 
 @pytest.fixture(params=["reference", "native"], autouse=True)
@@ -80,3 +84,43 @@ def test_native_run_writer_refuses_wrong_arrays() -> None:
     with pytest.raises(ValueError):
         wrong = np.zeros(1, dtype=COMMAND_DTYPE)
         write_news_run(spec, "a", 0, rows, ["x", "y"], hashes, wrong, {}, {}, print)
+
+
+@settings(deadline=None, max_examples=200, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2**63 - 1),
+            st.integers(0, 2**32 - 1),
+            st.text(st.characters(min_codepoint=1, max_codepoint=0x2FF), min_size=1, max_size=64),
+        ),
+        max_size=50,
+    )
+)
+def test_snapshot_orders_json_equals_json_dumps(rows: list[tuple[int, int, str]]) -> None:
+    assert orders_json(rows) == dumps(rows)
+
+
+def test_snapshot_orders_json_grows_and_refuses_what_it_cannot_write() -> None:
+    rng = random.Random(5)
+    rows = [(i, rng.randrange(2**32), '"\\' * 32 if i % 1000 == 0 else f"id-{i}") for i in range(100_000)]
+    assert orders_json(rows) == dumps(rows)  # the buffer grows past its first guess
+    with pytest.raises(ValueError):
+        orders_json([(1, 1, '"' * 200)])  # 400 escaped characters: not an order id
+    with pytest.raises(ValueError):
+        orders_json([(-1, 1, "a")])
+    with pytest.raises(TypeError):
+        orders_json([(1, 1, 5)])
+
+
+def test_snapshot_meta_is_the_json_of_every_field() -> None:
+    spec = MarketSpec.parse("BTC-USD")
+    for seen in (None, {"a": {"x": 3}}):
+        snap = SnapshotData(spec, 7, 99, b"engine", 12, {"a": 1, "b": 2}, [(3, 1, 'q"'), (9, 2, "z")], seen)
+        data = encode_snapshot(snap)
+        meta = {"market": spec.to_json(), "version": 7, "hash": hash_hex(99), "next_order_id": 12,
+                "owners": {"a": 1, "b": 2}, "orders": [[3, 1, 'q"'], [9, 2, "z"]]}  # fmt: skip
+        if seen is not None:
+            meta["seen"] = seen
+        assert dumps(meta) in data
+        assert decode_snapshot(data) == snap

@@ -30,3 +30,6 @@ def write_news_run(
     int,  # last seq
     int,  # last hash
 ]: ...
+def orders_json(orders: list[tuple[int, int, str]]) -> bytes:
+    """wire.dumps(orders) of a snapshot's resting orders."""
+    ...

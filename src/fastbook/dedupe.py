@@ -11,6 +11,7 @@ window's records before its snapshot's version, then replays the rest).
 from __future__ import annotations
 
 from collections import deque
+from itertools import repeat
 
 
 class DedupeWindow:
@@ -32,6 +33,11 @@ class DedupeWindow:
     def accept(self, seq: int, client: str, client_order_id: str) -> None:
         self.seen.setdefault(client, {})[client_order_id] = seq
         self._accepted.append((seq, client, client_order_id))
+
+    def accept_many(self, client: str, seqs: list[int], client_order_ids: list[str]) -> None:
+        """`accept` of each (seq, id) pair, in order, for one client."""
+        self.seen.setdefault(client, {}).update(zip(client_order_ids, seqs, strict=True))
+        self._accepted.extend(zip(seqs, repeat(client), client_order_ids))
 
     def advance(self, version: int) -> None:
         """Forget every id accepted at a seq <= version - window."""

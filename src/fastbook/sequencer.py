@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -448,19 +449,17 @@ class SequencerNode:
         replica.version = run.last_seq
         replica.state_hash = run.last_hash
         replica.next_order_id = run.accepted_ids[-1] + 1
+        # The maps as after the commands one by one: the news join, then what left goes (ids are
+        # unique, so the order does not matter).
         orders = replica.orders
-        resting = replica.by_owner.setdefault(owner, {})
-        for order_id, coid in zip(run.accepted_ids, run.accepted_coids, strict=True):
-            orders[order_id] = (owner, coid)  # type: ignore[assignment]
-            resting[coid] = order_id  # type: ignore[index]
+        orders.update(zip(run.accepted_ids, zip(repeat(owner), run.accepted_coids), strict=True))
+        replica.by_owner.setdefault(owner, {}).update(zip(run.accepted_coids, run.accepted_ids, strict=True))
         for order_id in run.gone:
             gone_owner, gone_coid = orders.pop(order_id)
             del replica.by_owner[gone_owner][gone_coid]
         replica.removed = {}
-        dedupe = self.dedupe
-        for seq, coid in zip(run.accepted_seqs, run.accepted_coids, strict=True):
-            dedupe.accept(seq, client, coid)  # type: ignore[arg-type]
-        dedupe.advance(run.last_seq)
+        self.dedupe.accept_many(client, run.accepted_seqs, run.accepted_coids)
+        self.dedupe.advance(run.last_seq)
 
     def _execute(self, client: str, cmd: OrderCommand, batch: _Batch) -> None:
         replica = self.replica

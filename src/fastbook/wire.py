@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fastbook._logparse import parse_log_message
+from fastbook._runwriter import orders_json
 from fastbook.market import MarketSpec
 from fastbook.types import (
     COMMAND_DTYPE,
@@ -624,13 +625,15 @@ def encode_snapshot(snap: SnapshotData) -> bytes:
         "hash": hash_hex(snap.state_hash),
         "next_order_id": snap.next_order_id,
         "owners": snap.owners,
-        "orders": snap.orders,  # tuples encode as JSON arrays
     }
+    # The same bytes as dumps(meta) with "orders" (then "seen") added: the orders, a JSON array
+    # of [engine id, owner, client order id] arrays, written natively (there can be millions).
+    parts = [dumps(meta)[:-1], b',"orders":', orders_json(snap.orders)]
     flags = 0
     if snap.seen is not None:
-        meta["seen"] = snap.seen
+        parts += [b',"seen":', dumps(snap.seen)]
         flags |= _SNAP_FLAG_DEDUPE
-    meta_bytes = dumps(meta)
+    meta_bytes = b"".join(parts) + b"}"
     body = b"".join(
         [
             _SNAP_HEAD.pack(SNAPSHOT_MAGIC, SNAPSHOT_FORMAT, flags, len(meta_bytes)),
