@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import zlib
 from pathlib import Path
 
 import pytest
 
 from fastbook import journal as journal_mod
+from fastbook._journalcodec import crc32, encode_records
 from fastbook.journal import Journal, JournalError
 
 
@@ -155,3 +158,27 @@ def test_fsync_failure_refuses_and_leaves_no_partial_batch(
     j = Journal(tmp_path)
     assert (j.last_seq, j.dropped_bytes) == (3, 0)
     j.close()
+
+
+def test_native_record_encoding_equals_the_format(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    records = [(seq, rng.randbytes(rng.choice([0, 1, 5, 90, 4000]))) for seq in range(40, 240)]
+    data, indexed, end = encode_records(records, 40, 8, 100, 64, journal_mod.MAX_RECORD)
+    assert data == b"".join(journal_mod.encode_record(seq, payload) for seq, payload in records)
+    assert end == 100 + len(data)
+    offsets = [100]
+    for _seq, payload in records[:-1]:
+        offsets.append(offsets[-1] + 16 + len(payload))
+    assert indexed == [offsets[i] for i, (seq, _) in enumerate(records) if (seq - 8) % 64 == 0]
+    for start in (0, 0xFFFFFFFF, rng.randrange(2**32)):
+        payload = rng.randbytes(333)
+        assert crc32(payload, start) == zlib.crc32(payload, start)
+
+
+def test_native_record_encoding_refuses_gaps_and_oversized_records() -> None:
+    with pytest.raises(ValueError, match="out of sequence: seq 7, expected 6"):
+        encode_records([(5, b"a"), (7, b"b")], 5, 1, 0, 64, 100)
+    with pytest.raises(ValueError, match="seq 6 too large"):
+        encode_records([(5, b"a"), (6, bytes(101))], 5, 1, 0, 64, 100)
+    with pytest.raises(TypeError):
+        encode_records([(5, "text")], 5, 1, 0, 64, 100)

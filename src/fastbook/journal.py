@@ -26,6 +26,8 @@ from array import array
 from collections.abc import Sequence
 from pathlib import Path
 
+from fastbook._journalcodec import encode_records
+
 log = logging.getLogger(__name__)
 
 FILE_MAGIC = b"FBJOURN1"
@@ -186,21 +188,12 @@ class Journal:
             return
         expected = self.last_seq + 1 if self.last_seq else records[0][0]
         first_seq = self.first_seq or records[0][0]
-        chunks = []
-        indexed = []
-        offset = self._size
-        for seq, payload in records:
-            if seq != expected:
-                raise JournalError(f"journal append out of sequence: seq {seq}, expected {expected}")
-            if len(payload) > MAX_RECORD:
-                raise JournalError(f"journal record for seq {seq} too large ({len(payload)} bytes)")
-            record = encode_record(seq, payload)
-            chunks.append(record)
-            if (seq - first_seq) % INDEX_STRIDE == 0:
-                indexed.append(offset)
-            offset += len(record)
-            expected += 1
-        data = b"".join(chunks)
+        try:  # encode_record of each, in C, with the sequence and size checks
+            data, indexed, offset = encode_records(
+                list(records), expected, first_seq, self._size, INDEX_STRIDE, MAX_RECORD
+            )
+        except ValueError as exc:
+            raise JournalError(str(exc)) from None
         try:
             view = memoryview(data)
             while view:
