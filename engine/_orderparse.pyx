@@ -16,10 +16,12 @@ rows for decodes to the same commands in Python, with no reject (tests/test_orde
 Why: the sequencer spent about 3 us per order in json.loads and decode_order.
 """
 
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdint cimport int64_t, uint8_t, uint64_t
-from libc.string cimport memcmp, memcpy, memset
+from libc.string cimport memcmp, memset
 
 from contract cimport (
     BUY,
@@ -46,12 +48,15 @@ import numpy as np
 
 from fastbook.types import COMMAND_DTYPE
 
+empty = np.empty
+
 cdef enum:
     MAX_ID_LEN = 64  # wire.CLIENT_ORDER_ID_RE
     MAX_ORDERS = 10000  # wire.MAX_ORDERS_PER_MESSAGE
     MAX_DIGITS = 30  # market.DECIMAL_RE: at most 30 digits each side of the point
     MAX_PLACES = 18  # market._parse_step: a tick or lot has at most 18 decimal places
     MIN_ORDER_LEN = 20  # {"op":"cancel_all"} and a comma: an upper bound on the count
+    SMALL = 16  # arrays of up to this many orders are read into a buffer on the stack
 
 # One bit per key.
 cdef enum:
@@ -347,55 +352,57 @@ cdef bint make_scale(places, units, int64_t maximum, Scale* out):
     return True
 
 
-def parse_orders(payload, tick_places, tick_units, lot_places, lot_units, max_payload=1 << 20):
-    """(commands COMMAND_DTYPE[n], client order ids list[str | None]) of an order message in the
-    common form, else None. `tick_*`/`lot_*`: MarketSpec's `_tick_places`, `_tick_units`,
-    `_lot_places`, `_lot_units`. A payload longer than `max_payload` (decode_orders' limit, the
-    same default) is None. `payload`: bytes or any buffer of bytes."""
-    cdef Scale tick, lot
-    if not make_scale(tick_places, tick_units, MAX_PRICE, &tick):
-        return None
-    if not make_scale(lot_places, lot_units, MAX_QTY, &lot):
-        return None
-    cdef const uint8_t[::1] data = payload
-    cdef Py_ssize_t size = data.shape[0]
-    if size == 0 or size > max_payload:
-        return None
-    cdef Cursor c
-    c.p = &data[0]
-    c.end = c.p + size
-    cdef Order one
-    cdef Order* orders
-    cdef Py_ssize_t cap, n = 0, i
-    cdef uint8_t[::1] raw
+cdef object new_commands(const Order* orders, Py_ssize_t n):
+    """(COMMAND_DTYPE[n] of the orders' rows, their client order ids)."""
+    cdef Py_buffer view
     cdef CommandRec* rows
-    cdef list ids
+    cdef Py_ssize_t i
+    commands = empty(n, COMMAND_DTYPE)
+    # The array's bytes straight from the buffer protocol (a typed memoryview of a uint8 view
+    # costs more than the rest of a one-order message).
+    PyObject_GetBuffer(commands, &view, PyBUF_SIMPLE | PyBUF_WRITABLE)
+    rows = <CommandRec*>view.buf
+    for i in range(n):
+        rows[i] = orders[i].rec
+    PyBuffer_Release(&view)
+    ids = [None] * n
+    for i in range(n):
+        if orders[i].id_start != NULL:
+            ids[i] = order_id(&orders[i])
+    return commands, ids
+
+
+cdef object read_message(const uint8_t* start, Py_ssize_t size, const Scale* tick, const Scale* lot):
+    cdef Cursor c
+    c.p = start
+    c.end = start + size
+    cdef Order local[SMALL]
+    cdef Order* orders = local
+    cdef Py_ssize_t cap, n = 0
     skip_ws(&c)
     if c.p < c.end and c.p[0] == 123:  # a single object
         c.p += 1
-        if not read_order(&c, &tick, &lot, &one):
+        if not read_order(&c, tick, lot, &local[0]):
             return None
         skip_ws(&c)
         if c.p != c.end:
             return None
-        commands = np.empty(1, dtype=COMMAND_DTYPE)
-        raw = commands.view(np.uint8)
-        (<CommandRec*>&raw[0])[0] = one.rec
-        return commands, [order_id(&one)]
+        return new_commands(local, 1)
     if c.p >= c.end or c.p[0] != 91:  # "["
         return None
     c.p += 1
     cap = (c.end - c.p) // MIN_ORDER_LEN + 1
     if cap > MAX_ORDERS:
         cap = MAX_ORDERS
-    orders = <Order*>PyMem_Malloc(cap * sizeof(Order))
-    if orders == NULL:
-        raise MemoryError()
+    if cap > SMALL:
+        orders = <Order*>PyMem_Malloc(cap * sizeof(Order))
+        if orders == NULL:
+            raise MemoryError()
     try:
         while True:
             if n == cap or not take(&c, 123):  # more than MAX_ORDERS (or than fit), not an object
                 return None
-            if not read_order(&c, &tick, &lot, &orders[n]):
+            if not read_order(&c, tick, lot, &orders[n]):
                 return None
             n += 1
             if take(&c, 44):  # ","
@@ -406,14 +413,31 @@ def parse_orders(payload, tick_places, tick_units, lot_places, lot_units, max_pa
         skip_ws(&c)
         if c.p != c.end:
             return None
-        commands = np.empty(n, dtype=COMMAND_DTYPE)
-        raw = commands.view(np.uint8)
-        rows = <CommandRec*>&raw[0]
-        ids = [None] * n
-        for i in range(n):
-            rows[i] = orders[i].rec
-            if orders[i].id_start != NULL:
-                ids[i] = order_id(&orders[i])
-        return commands, ids
+        return new_commands(orders, n)
     finally:
-        PyMem_Free(orders)
+        if orders != local:
+            PyMem_Free(orders)
+
+
+def parse_orders(payload, tick_places, tick_units, lot_places, lot_units, max_payload=1 << 20):
+    """(commands COMMAND_DTYPE[n], client order ids list[str | None]) of an order message in the
+    common form, else None. `tick_*`/`lot_*`: MarketSpec's `_tick_places`, `_tick_units`,
+    `_lot_places`, `_lot_units`. A payload longer than `max_payload` (decode_orders' limit, the
+    same default) is None. `payload`: bytes or any contiguous buffer of bytes."""
+    cdef Scale tick, lot
+    cdef Py_buffer buf
+    if not make_scale(tick_places, tick_units, MAX_PRICE, &tick):
+        return None
+    if not make_scale(lot_places, lot_units, MAX_QTY, &lot):
+        return None
+    if type(payload) is bytes:
+        if PyBytes_GET_SIZE(payload) == 0 or PyBytes_GET_SIZE(payload) > max_payload:
+            return None
+        return read_message(<const uint8_t*>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), &tick, &lot)
+    PyObject_GetBuffer(payload, &buf, PyBUF_SIMPLE)
+    try:
+        if buf.len == 0 or buf.len > max_payload:
+            return None
+        return read_message(<const uint8_t*>buf.buf, buf.len, &tick, &lot)
+    finally:
+        PyBuffer_Release(&buf)
