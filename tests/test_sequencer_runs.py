@@ -15,6 +15,7 @@ import pytest
 from fastbook.market import MarketSpec
 from fastbook.sequencer import SequencerConfig, SequencerNode
 from fastbook.topics import Topics
+from fastbook.wire import order_rows
 
 CLIENTS = ["a", "b", "c", "d"]
 
@@ -73,6 +74,7 @@ def node_state(node: SequencerNode) -> tuple[Any, ...]:
     )
 
 
+@pytest.mark.parametrize("reader", ["native", "python"])
 @pytest.mark.parametrize(
     ("spec_text", "window", "seed"),
     [
@@ -83,13 +85,15 @@ def node_state(node: SequencerNode) -> tuple[Any, ...]:
     ],
 )
 def test_run_path_publishes_what_the_per_command_path_publishes(
-    tmp_path: Path, spec_text: str, window: int, seed: int
+    tmp_path: Path, spec_text: str, window: int, seed: int, reader: str
 ) -> None:
     spec = MarketSpec.parse(spec_text)
     topics = Topics(spec.name)
     slow = SequencerNode(SequencerConfig(spec, tmp_path / "slow", dedupe_window=window, snapshot_every=97))
     slow.read_orders = None
     fast = SequencerNode(SequencerConfig(spec, tmp_path / "fast", dedupe_window=window, snapshot_every=97))
+    if reader == "python":
+        fast.read_orders = lambda payload: order_rows(payload, spec)
     run_lengths: list[int] = []
     execute_news = fast._execute_news
 

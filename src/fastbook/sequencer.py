@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fastbook._orderparse import parse_orders
 from fastbook.dedupe import DedupeWindow
 from fastbook.journal import Journal, JournalError
 from fastbook.market import MarketSpec
@@ -51,7 +52,6 @@ from fastbook.wire import (
     encode_report_texts,
     encode_snapshot,
     encode_trades,
-    order_rows,
     reject_report,
     valid_client_id,
 )
@@ -156,8 +156,11 @@ class SequencerNode:
     # -- startup ---------------------------------------------------------------------------
 
     def _reader(self) -> Callable[[bytes], tuple[np.ndarray, list[str | None]] | None]:
-        market = self.market
-        return lambda payload: order_rows(payload, market)
+        """The native order reader for this market (None: the message needs wire.decode_orders)."""
+        m = self.market
+        steps = (m._tick_places, m._tick_units, m._lot_places, m._lot_units)  # noqa: SLF001
+        limit = self.cfg.max_payload
+        return lambda payload: parse_orders(payload, *steps, max_payload=limit)
 
     def _check_market_file(self) -> None:
         path = self.data_dir / MARKET_FILE

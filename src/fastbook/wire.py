@@ -228,7 +228,9 @@ def decode_orders(
 def order_rows(payload: bytes, market: MarketSpec) -> tuple[np.ndarray, list[str | None]] | None:
     """`decode_orders` as COMMAND_DTYPE rows (owner and order_id 0) and client order ids, or None
     unless every order in the message is valid. Only a new carries order attributes in its row
-    (as in a log entry); an amend's price and qty are 0 where not given."""
+    (as in a log entry); an amend's price and qty are 0 where not given. The sequencer reads with
+    the native `_orderparse.parse_orders` (the same rows for the messages it reads, None for the
+    rest); this reads any valid JSON (escaped ids too): tests use it to drive the run path."""
     items = decode_orders(payload, market)
     rows = np.zeros(len(items), dtype=COMMAND_DTYPE)
     coids: list[str | None] = []
