@@ -230,8 +230,9 @@ class EdgeNode:
                         requests += self.follower.on_head(version, now)
                         self._emit("book", book)
                 elif topic == t.trades:
-                    for trade in json.loads(payload).get("trades", []):
-                        self._emit("trade", trade)
+                    if self._listeners:  # only listeners read public trades (a replica needs none)
+                        for trade in json.loads(payload).get("trades", []):
+                            self._emit("trade", trade)
                 elif topic == t.reports(self.client_id):
                     for report in json.loads(payload):
                         self._deliver_report(report)
