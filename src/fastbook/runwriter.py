@@ -21,16 +21,11 @@ import numpy as np
 
 from fastbook import _runwriter
 from fastbook.market import MarketSpec
-from fastbook.types import EventType
-from fastbook.wire import CANCEL_REASON_TEXT, SIDE_TEXT, TYPE_TEXT, LogEntry, encode_entry, json_string
+from fastbook.reports import command_reports_json
+from fastbook.types import EventType, event_rows_to_tuples
+from fastbook.wire import LogEntry, encode_entry
 
-_ACCEPTED, _REJECTED, _TRADE, _CANCELLED, _DONE = (
-    int(EventType.ACCEPTED),
-    int(EventType.REJECTED),
-    int(EventType.TRADE),
-    int(EventType.CANCELLED),
-    int(EventType.DONE),
-)
+_REJECTED, _CANCELLED, _DONE = int(EventType.REJECTED), int(EventType.CANCELLED), int(EventType.DONE)
 
 # reject(client order id, op, engine reason) -> the rejected report of a command the book refused.
 RejectReport = Callable[[str | None, int, int], dict[str, Any]]
@@ -56,6 +51,20 @@ def write_news_run(*args: Any) -> NewsRun:
     return NewsRun(*_runwriter.write_news_run(*args))
 
 
+class _RunNames:
+    """What `command_reports_json` reads of a replica, for a run: the replica's maps before the
+    run plus the orders the run has accepted so far."""
+
+    def __init__(self, orders: dict[int, tuple[int, str]], clients: dict[int, str]) -> None:
+        self.orders = orders
+        self.clients = clients
+        self.accepted: dict[int, tuple[int, str]] = {}
+
+    def describe(self, order_id: int) -> tuple[int, str] | None:
+        found = self.accepted.get(order_id)
+        return found if found is not None else self.orders.get(order_id)
+
+
 def write_news_run_reference(
     market: MarketSpec,
     client: str,
@@ -68,86 +77,46 @@ def write_news_run_reference(
     clients: dict[int, str],
     reject: RejectReport,
 ) -> NewsRun:
-    """The output of `client`'s news `rows` (COMMAND_DTYPE, numbered by the book) run at `version`.
+    """The output of `client`'s news `rows` (COMMAND_DTYPE, numbered by the book) run at `version`,
+    built command by command with the per-command path's own writers (`encode_entry`,
+    `command_reports_json`).
 
     `hashes` and `events` are what `apply_batch` returned for them; `orders` (engine id -> (owner,
     client order id)) and `clients` (owner -> client id) are the replica's maps before the run (the
     run's own client must be in `clients`)."""
-    tp, lq = market.ticks_to_price, market.lots_to_qty
     run = NewsRun(last_seq=version)
-    records, reports, trades = run.records, run.reports, run.trades
-    names: dict[int, str] = {}  # the run's accepted orders: engine id -> client order id
-    hash_list = hashes.tolist()
-    event_rows = events.tolist()
-    k, total = 0, len(event_rows)
+    names = _RunNames(orders, clients)
+    event_cmds = events["cmd"].tolist()
+    event_tuples = event_rows_to_tuples(events)
+    k, total = 0, len(event_tuples)
     seq = version
     for index, row in enumerate(rows.tolist()):
         op, side, otype, tif, stp, post_only, _pad, owner, _pad2, order_id, price, qty = row
         coid = coids[index]
-        if event_rows[k][1] == _REJECTED:  # the book refused it: its only event; nothing changed
-            reports.append((client, reject(coid, op, event_rows[k][2]), 0))
-            k += 1
+        end = k
+        while end < total and event_cmds[end] == index:
+            end += 1
+        command_events, k = event_tuples[k:end], end
+        if command_events[0][0] == _REJECTED:  # the book refused it: its only event; nothing changed
+            run.reports.append((client, reject(coid, op, command_events[0][10]), 0))
             continue
         seq += 1
-        names[order_id] = coid  # type: ignore[assignment]
-        post_hash = hash_list[index]
+        post_hash = int(hashes[index])
+        names.accepted[order_id] = (owner, coid)  # type: ignore[assignment]
         entry = LogEntry(
             seq, post_hash, client, coid, op, order_id, owner, side, otype, tif, stp, post_only, price, qty
         )  # fmt: skip
-        records.append((seq, encode_entry(entry)))
+        run.records.append((seq, encode_entry(entry)))
         run.accepted_ids.append(order_id)
         run.accepted_coids.append(coid)  # type: ignore[arg-type]
         run.accepted_seqs.append(seq)
         run.last_hash = post_hash
-        number = 0
-        while k < total and event_rows[k][0] == index:
-            event = event_rows[k]
-            kind, reason, eside, _p, eid, eowner, other_owner, other_id, eprice, eqty, rest, other = event[1:]
-            k += 1
-            if kind == _TRADE:
-                number += 1
-                trade_id, price_text, qty_text = f"{seq}-{number}", tp(eprice), lq(eqty)
-                trades.append(
-                    {"trade_id": trade_id, "seq": seq, "price": price_text, "qty": qty_text,
-                     "taker_side": SIDE_TEXT[eside]}
-                )  # fmt: skip
-                taker_coid = names[eid] if eid in names else orders[eid][1]
-                maker_coid = names[other_id] if other_id in names else orders[other_id][1]
-                common = f'"seq":{seq},"trade_id":"{trade_id}","price":"{price_text}","qty":"{qty_text}"'
-                taker = (
-                    f'{{"type":"trade","id":{json_string(taker_coid)},{common},"side":"{SIDE_TEXT[eside]}",'
-                    f'"liquidity":"taker","remaining":"{lq(rest)}"}}'
-                )
-                maker = (
-                    f'{{"type":"trade","id":{json_string(maker_coid)},{common},'
-                    f'"side":"{SIDE_TEXT[3 - eside]}","liquidity":"maker","remaining":"{lq(other)}"}}'
-                )
-                reports.append((clients[eowner], taker, seq))
-                reports.append((clients[other_owner], maker, seq))
-                continue
-            if eid in names:
-                order_coid = names[eid]
-            else:
-                known = orders.get(eid)
-                if known is None:
-                    continue
-                order_coid = known[1]
-            head = f'"id":{json_string(order_coid)},"seq":{seq}'
-            if kind == _ACCEPTED:
-                price_json = f'"{tp(eprice)}"' if eprice else "null"
-                text = (
-                    f'{{"type":"accepted",{head},"side":"{SIDE_TEXT[eside]}","order_type":"{TYPE_TEXT[otype]}",'
-                    f'"price":{price_json},"qty":"{lq(eqty)}"}}'
-                )
-            elif kind == _CANCELLED:
-                run.gone.append(eid)
-                why = CANCEL_REASON_TEXT.get(reason, str(reason))
-                text = f'{{"type":"cancelled",{head},"qty":"{lq(eqty)}","reason":"{why}"}}'
-            elif kind == _DONE:
-                run.gone.append(eid)
-                text = f'{{"type":"done",{head}}}'
-            else:
-                continue
-            reports.append((clients[eowner], text, seq))
+        reports, trades = command_reports_json(market, names, seq, client, op, otype, coid, command_events)  # type: ignore[arg-type]
+        run.reports.extend((who, text, seq) for who, text in reports)
+        run.trades.extend(trades)
+        run.gone.extend(
+            event[1] for event in command_events
+            if event[0] in (_CANCELLED, _DONE) and names.describe(event[1]) is not None
+        )  # fmt: skip
     run.last_seq = seq
     return run

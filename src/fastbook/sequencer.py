@@ -374,8 +374,8 @@ class SequencerNode:
                 )
             )
             return
-        if self.failed is None and self.read_orders is not None and len(payload) <= self.cfg.max_payload:
-            parsed = self.read_orders(payload)
+        if self.failed is None and self.read_orders is not None:
+            parsed = self.read_orders(payload)  # None past max_payload too (decode_orders rejects it)
             if parsed is not None:
                 self._execute_rows(client, parsed[0], parsed[1], batch)
                 return
