@@ -16,6 +16,7 @@ about half of a replica's time per entry.
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
+from cursor cimport Cursor, expect
 from contract cimport CommandRec, MAX_ORDER_ID, MAX_OWNER, MAX_PRICE, MAX_QTY
 
 import numpy as np
@@ -31,20 +32,6 @@ cdef int64_t[10] FIELD_LOW = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 cdef int64_t[10] FIELD_HIGH = [4, MAX_ORDER_ID, MAX_OWNER, 2, 2, 3, 3, 1, MAX_PRICE, MAX_QTY]
 
 
-cdef struct Cursor:
-    const uint8_t* p
-    const uint8_t* end
-
-
-cdef inline bint expect(Cursor* c, const char* text, Py_ssize_t n) noexcept:
-    cdef Py_ssize_t i
-    if c.end - c.p < n:
-        return False
-    for i in range(n):
-        if c.p[i] != <uint8_t>text[i]:
-            return False
-    c.p += n
-    return True
 
 
 cdef inline bint read_uint(Cursor* c, int64_t* out) noexcept:

@@ -23,6 +23,7 @@ from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp, memset
 
+from cursor cimport Cursor, expect
 from contract cimport (
     BUY,
     CommandRec,
@@ -79,10 +80,6 @@ cdef unsigned KEYS_CANCEL = K_OP | K_ID
 cdef uint64_t ACC_LIMIT = 1844674407370955160ULL
 
 
-cdef struct Cursor:
-    const uint8_t* p
-    const uint8_t* end
-
 
 cdef struct Scale:
     # A tick or lot: units / 10**places, and the largest step count allowed.
@@ -111,16 +108,6 @@ cdef inline bint take(Cursor* c, uint8_t ch) noexcept:
         return True
     return False
 
-
-cdef inline bint take_word(Cursor* c, const char* text, Py_ssize_t n) noexcept:
-    cdef Py_ssize_t i
-    if c.end - c.p < n:
-        return False
-    for i in range(n):
-        if c.p[i] != <uint8_t>text[i]:
-            return False
-    c.p += n
-    return True
 
 
 cdef inline bint read_str(Cursor* c, const uint8_t** start, Py_ssize_t* n) noexcept:
@@ -293,9 +280,9 @@ cdef bint read_order(Cursor* c, const Scale* tick, const Scale* lot, Order* o) n
         elif same(k, kn, b"post_only", 9):
             bit = K_POST_ONLY
             skip_ws(c)
-            if take_word(c, b"true", 4):
+            if expect(c, b"true", 4):
                 post_only = 1
-            elif take_word(c, b"false", 5):
+            elif expect(c, b"false", 5):
                 post_only = 0
             else:
                 return False
