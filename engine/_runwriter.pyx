@@ -3,8 +3,8 @@
 of news the sequencer executed in one `Book.apply_batch` call, written in C.
 
 The output is the reference's (`fastbook.runwriter.write_news_run_reference`), byte for byte:
-the same records (`wire.encode_entry`), the same report texts (`reports.command_reports_json`),
-the same trade dicts (`reports.public_trade`) and map changes. Numbers and decimal strings are
+the same records (`wire.encode_entry`), the same report and public trade texts
+(`reports.command_reports_json`) grouped by client the same way, and the same map changes. Numbers and decimal strings are
 formatted here (`MarketSpec.ticks_to_price` / `lots_to_qty` exactly); a client order id with a
 character JSON escapes, and a decimal too large for 64-bit arithmetic, go through the Python
 functions instead. tests/test_runwriter.py compares the two over random runs.
@@ -20,6 +20,8 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from contract cimport CommandRec, EventRec, EV_ACCEPTED, EV_REJECTED, EV_TRADE, EV_CANCELLED, EV_DONE
+
+import json
 
 import numpy as np
 
@@ -157,14 +159,6 @@ cdef inline const char* side_text(uint8_t side) except NULL:
     raise KeyError(side)
 
 
-cdef inline str side_str(uint8_t side):
-    if side == 1:
-        return "buy"
-    if side == 2:
-        return "sell"
-    raise KeyError(side)
-
-
 cdef inline void put_lit(Out* o, const char* s) noexcept:
     cdef Py_ssize_t n = 0
     while s[n]:
@@ -172,10 +166,21 @@ cdef inline void put_lit(Out* o, const char* s) noexcept:
     put(o, s, n)
 
 
+cdef inline int add_text(dict texts, object who, str text) except -1:
+    """Append a report's text to its client's list (texts: client -> texts in order)."""
+    cdef object got = texts.get(who)
+    if got is None:
+        texts[who] = [text]
+    else:
+        (<list>got).append(text)
+    return 0
+
+
 def write_news_run(market, str client, int64_t version, rows, list coids, hashes, events,
                    dict orders, dict clients, reject):
-    """(records, reports, trades, accepted_ids, accepted_coids, accepted_seqs, gone, last_seq,
-    last_hash): the fields of `fastbook.runwriter.NewsRun`, with the reference's arguments."""
+    """(records, texts, rejections, trades, accepted_ids, accepted_coids, accepted_seqs, gone,
+    last_seq, last_hash): the fields of `fastbook.runwriter.NewsRun`, with the reference's
+    arguments."""
     if not (isinstance(rows, np.ndarray) and rows.dtype == COMMAND_DTYPE and rows.flags.c_contiguous):
         raise ValueError("rows must be a contiguous COMMAND_DTYPE array")
     if not (isinstance(events, np.ndarray) and events.dtype == EVENT_DTYPE and events.flags.c_contiguous):
@@ -189,12 +194,13 @@ def write_news_run(market, str client, int64_t version, rows, list coids, hashes
     cdef const CommandRec* cmds = <const CommandRec*>&row_bytes[0] if n else NULL
     cdef const EventRec* evs = <const EventRec*>&event_bytes[0] if m else NULL
     cdef Decimals dec = Decimals(market)
-    cdef list records = [], reports = [], trades = [], accepted_ids = [], accepted_coids = []
+    cdef list records = [], rejections = [], trades = [], accepted_ids = [], accepted_coids = []
     cdef list accepted_seqs = [], gone = []
+    cdef dict texts = {}
     cdef char buf[TEXT_MAX]
     cdef char common[TEXT_MAX]
     cdef Out o, oc
-    cdef Py_ssize_t c, k = 0, accepted = 0, pos, common_len
+    cdef Py_ssize_t c, k = 0, accepted = 0, pos, common_len, id_at, id_end, price_at
     cdef int64_t seq = version, first_id = 0, eid
     cdef uint64_t last_hash = 0
     cdef const CommandRec* cmd
@@ -204,7 +210,7 @@ def write_news_run(market, str client, int64_t version, rows, list coids, hashes
     cdef int f, liquidity
     cdef uint8_t kind
     cdef object coid, order_coid, known, seq_obj, who
-    cdef str trade_id, price_text, qty_text
+    cdef str text
     # The entry's client field, written once per run.
     o.p = buf
     put_json_string(&o, client)
@@ -215,7 +221,9 @@ def write_news_run(market, str client, int64_t version, rows, list coids, hashes
         cmd = &cmds[c]
         coid = coids[c]
         if k < m and evs[k].cmd == c and evs[k].type == EV_REJECTED:
-            reports.append((client, reject(coid, cmd.op, evs[k].reason), 0))
+            text = json.dumps(reject(coid, cmd.op, evs[k].reason), separators=(",", ":"))
+            add_text(texts, client, text)
+            rejections.append(text)
             k += 1
             continue
         seq += 1
@@ -260,30 +268,36 @@ def write_news_run(market, str client, int64_t version, rows, list coids, hashes
             kind = ev.type
             if kind == EV_TRADE:
                 number += 1
-                o.p = buf
-                put_u64(&o, <uint64_t>seq)
-                put(&o, b"-", 1)
-                put_u64(&o, number)
-                trade_id = text_of(buf, &o)
-                o.p = buf
-                dec.price(&o, ev.price)
-                price_text = text_of(buf, &o)
-                o.p = buf
-                dec.qty(&o, ev.qty)
-                qty_text = text_of(buf, &o)
-                trades.append({"trade_id": trade_id, "seq": seq_obj, "price": price_text, "qty": qty_text,
-                               "taker_side": side_str(ev.side)})
+                # `common`: "seq":S,"trade_id":"S-N","price":"P","qty":"Q" -- shared by the public
+                # trade (after its trade id) and both trade reports.
                 oc.p = common
                 put_lit(&oc, b'"seq":')
                 put_u64(&oc, <uint64_t>seq)
                 put_lit(&oc, b',"trade_id":"')
-                put_str(&oc, trade_id)
+                id_at = oc.p - common
+                put_u64(&oc, <uint64_t>seq)
+                put(&oc, b"-", 1)
+                put_u64(&oc, number)
+                id_end = oc.p - common
                 put_lit(&oc, b'","price":"')
-                put_str(&oc, price_text)
+                price_at = oc.p - common
+                dec.price(&oc, ev.price)
                 put_lit(&oc, b'","qty":"')
-                put_str(&oc, qty_text)
+                dec.qty(&oc, ev.qty)
                 put(&oc, b'"', 1)
                 common_len = oc.p - common
+                # The public trade: {"trade_id":"S-N","seq":S,"price":...,"taker_side":"..."}.
+                o.p = buf
+                put_lit(&o, b'{"trade_id":"')
+                put(&o, common + id_at, id_end - id_at)
+                put_lit(&o, b'","seq":')
+                put_u64(&o, <uint64_t>seq)
+                put_lit(&o, b',"price":"')
+                put(&o, common + price_at, common_len - price_at)
+                put_lit(&o, b',"taker_side":"')
+                put_lit(&o, side_text(ev.side))
+                put_lit(&o, b'"}')
+                trades.append(text_of(buf, &o))
                 for liquidity in range(2):  # taker, then maker
                     eid = ev.order_id if liquidity == 0 else ev.other_id
                     pos = eid - first_id
@@ -307,7 +321,7 @@ def write_news_run(market, str client, int64_t version, rows, list coids, hashes
                         dec.qty(&o, ev.other_remaining)
                         who = clients[ev.other_owner]
                     put_lit(&o, b'"}')
-                    reports.append((who, text_of(buf, &o), seq_obj))
+                    add_text(texts, who, text_of(buf, &o))
                 continue
             if kind != EV_ACCEPTED and kind != EV_CANCELLED and kind != EV_DONE:
                 continue
@@ -366,8 +380,8 @@ def write_news_run(market, str client, int64_t version, rows, list coids, hashes
                 put_lit(&o, b'"}')
             else:
                 put(&o, b"}", 1)
-            reports.append((client if ev.owner == cmd.owner else clients[ev.owner], text_of(buf, &o), seq_obj))
-    return records, reports, trades, accepted_ids, accepted_coids, accepted_seqs, gone, seq, last_hash
+            add_text(texts, client if ev.owner == cmd.owner else clients[ev.owner], text_of(buf, &o))
+    return records, texts, rejections, trades, accepted_ids, accepted_coids, accepted_seqs, gone, seq, last_hash
 
 
 def orders_json(list orders):

@@ -74,7 +74,7 @@ def run_stream(market_spec: str, seed: int, length: int) -> set[str]:
         reports, trades = command_reports(*call)
         texts, json_trades = command_reports_json(*call)
         assert texts == [(c, dumps(report).decode()) for c, report in reports], f"step {step}"
-        assert json_trades == trades
+        assert json_trades == [dumps(trade).decode() for trade in trades]
         kinds.update(report["type"] for _client, report in reports)
     return kinds
 

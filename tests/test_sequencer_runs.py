@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from fastbook.journal import JournalError
 from fastbook.market import MarketSpec
 from fastbook.sequencer import SequencerConfig, SequencerNode
 from fastbook.topics import Topics
@@ -150,3 +151,51 @@ def test_a_new_client_whose_whole_run_is_refused_gets_no_owner(tmp_path: Path) -
     assert outputs[0] == outputs[1]
     reports = [o for o in outputs[1] if o.topic == topics.reports("eve")]
     assert [r["code"] for r in json.loads(reports[0].payload)] == ["POST_ONLY_WOULD_TAKE"] * 3
+
+
+def test_a_failed_commit_answers_the_same_on_both_paths(tmp_path: Path) -> None:
+    """A batch whose journal commit fails publishes only rejections: the ones that were rejections
+    anyway, in order, then JOURNAL_UNAVAILABLE for every command that had been sequenced (a run's
+    news one by one), the same bytes on both paths."""
+    spec = MarketSpec.parse("BTC-USD")
+    topics = Topics(spec.name)
+    nodes = []
+    for name in ("slow", "fast"):
+        node = SequencerNode(SequencerConfig(spec, tmp_path / name, dedupe_window=1000))
+        if name == "slow":
+            node.read_orders = None
+        nodes.append(node)
+    slow, fast = nodes
+    rng = random.Random(5)
+    recent: dict[str, list[str]] = {c: [] for c in CLIENTS}
+
+    def step(i: int) -> list[tuple[str, bytes]]:
+        messages = []
+        for client in CLIENTS:
+            orders = [random_order(rng, 100 * i + k, recent[client], spec) for k in range(12)]
+            recent[client] = ([o["id"] for o in orders if o["op"] == "new"] + recent[client])[:12]
+            messages.append((topics.orders(client), json.dumps(orders).encode()))
+        return messages
+
+    for i in range(5):
+        messages = step(i)
+        assert fast.on_messages(messages) == slow.on_messages(messages)
+    version = fast.version
+    messages = step(5)
+
+    def broken(records: Any) -> None:
+        raise JournalError("disk full")
+
+    for node in nodes:
+        node.journal.append = broken  # type: ignore[method-assign]
+    out = fast.on_messages(messages)
+    assert out == slow.on_messages(messages)
+    assert {o.topic for o in out} <= {topics.reports(c) for c in CLIENTS}
+    reports = [r for o in out for r in json.loads(o.payload)]
+    assert {r["type"] for r in reports} == {"rejected"}
+    codes = [r["code"] for r in reports]
+    assert "JOURNAL_UNAVAILABLE" in codes and len(set(codes)) > 1
+    assert fast.failed == slow.failed == "disk full"
+    assert version > 50
+    slow.close()
+    fast.close()

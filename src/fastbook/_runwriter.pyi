@@ -21,8 +21,9 @@ def write_news_run(
     reject: Callable[[str | None, int, int], dict[str, Any]],
 ) -> tuple[
     list[tuple[int, bytes]],  # records
-    list[tuple[str, dict[str, Any] | str, int]],  # reports
-    list[dict[str, Any]],  # trades
+    dict[str, list[str]],  # report texts by client
+    list[str],  # rejections (texts)
+    list[str],  # public trades (texts)
     list[int],  # accepted ids
     list[str],  # accepted client order ids
     list[int],  # accepted seqs

@@ -5,8 +5,9 @@ the journal commit, and every edge derives the reports of its own client from th
 replica applies (so a report lost in transit is still delivered). Both must build identical
 reports: edges call `command_reports` (report dicts, for the Python API); the sequencer calls
 `command_reports_json`, which writes the same reports straight as compact JSON text (building and
-encoding the dicts was ~40% of the sequencer's time). The two are byte-for-byte equal
-(`dumps(report)` of the first is the text of the second): tests/test_reports_json.py checks it.
+encoding the dicts was ~40% of the sequencer's time), and its public trades as JSON text too. The
+two are byte-for-byte equal (`dumps(report)` of the first is the text of the second, and so for
+the trades): tests/test_reports_json.py checks it.
 """
 
 from __future__ import annotations
@@ -120,27 +121,30 @@ def command_reports(
 def command_reports_json(
     market: MarketSpec, replica: Replica, seq: int, client: str, op: int, order_type: int,
     client_order_id: str | None, events: list,
-) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:  # fmt: skip
-    """`command_reports` with every report as its compact JSON text (`wire.dumps(report)`, decoded).
+) -> tuple[list[tuple[str, str]], list[str]]:  # fmt: skip
+    """`command_reports` with every report and public trade as its compact JSON text
+    (`wire.dumps(report)` / `wire.dumps(trade)`, decoded).
 
     Only client order ids are client text (escaped as json.dumps does, ASCII-only); prices and
     quantities are decimal strings of digits and a point, the rest fixed vocabulary."""
     tp, lq = market.ticks_to_price, market.lots_to_qty
     reports: list[tuple[str, str]] = []
-    trades: list[dict[str, Any]] = []
+    trades: list[str] = []
     cancelled = 0
     clients = replica.clients
     describe = replica.describe
     for event in events:
         kind = event[0]
         if kind == _TRADE:
-            public = public_trade(market, seq, len(trades) + 1, event)
-            trades.append(public)
+            trade_id, price, qty = f"{seq}-{len(trades) + 1}", tp(event[4]), lq(event[5])
+            side = event[3]
+            trades.append(
+                f'{{"trade_id":"{trade_id}","seq":{seq},"price":"{price}","qty":"{qty}",'
+                f'"taker_side":"{SIDE_TEXT[side]}"}}'
+            )
             taker_owner, taker_coid = describe(event[1])  # type: ignore[misc]
             maker_owner, maker_coid = describe(event[7])  # type: ignore[misc]
-            trade_id, price, qty = public["trade_id"], public["price"], public["qty"]
             common = f'"seq":{seq},"trade_id":"{trade_id}","price":"{price}","qty":"{qty}"'
-            side = event[3]
             taker = (
                 f'{{"type":"trade","id":{json_string(taker_coid)},{common},"side":"{SIDE_TEXT[side]}",'
                 f'"liquidity":"taker","remaining":"{lq(event[6])}"}}'

@@ -5,10 +5,12 @@ book (`SequencerNode._news_run`) with one `Book.apply_batch(rows, hashes, next_o
 numbers the orders as the per-command path would. `write_news_run` (native; `write_news_run_reference` is the
 same in Python) turns the run's rows, post-state
 hashes and events into what the per-command path (`SequencerNode._execute`) produces for the same
-commands: the log records (`wire.encode_entry` bytes), the reports in command order (rejections as
-dicts, execution reports as the JSON text `reports.command_reports_json` writes) and the public
-trades, plus what the caller needs to update the replica's maps and the dedupe window. Nothing is
-changed here; the caller applies the result.
+commands: the log records (`wire.encode_entry` bytes), the reports as JSON text grouped by the
+client they go to (each client's in command order: rejections as `wire.dumps` writes them,
+execution reports as `reports.command_reports_json` writes them) and the public trades as JSON
+text, plus what the caller needs to update the replica's maps and the dedupe window. Nothing is
+changed here; the caller applies the result. (Grouped by client because that is how they are
+published: one reports message per client per batch.)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from fastbook import _runwriter
 from fastbook.market import MarketSpec
 from fastbook.reports import command_reports_json
 from fastbook.types import EventType, event_rows_to_tuples
-from fastbook.wire import LogEntry, encode_entry
+from fastbook.wire import LogEntry, dumps, encode_entry
 
 _REJECTED, _CANCELLED, _DONE = int(EventType.REJECTED), int(EventType.CANCELLED), int(EventType.DONE)
 
@@ -34,9 +36,12 @@ RejectReport = Callable[[str | None, int, int], dict[str, Any]]
 @dataclass(slots=True)
 class NewsRun:
     records: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, encoded log entry)
-    # (client, report, seq): a rejection (dict, seq 0) or an execution report (JSON text), in order.
-    reports: list[tuple[str, dict[str, Any] | str, int]] = field(default_factory=list)
-    trades: list[dict[str, Any]] = field(default_factory=list)  # public trades (reports.public_trade)
+    # client -> the JSON text of every report to it (rejections included), in command order.
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    # The run's rejections again (all the run's client's), in order: a batch whose journal commit
+    # fails publishes only these.
+    rejections: list[str] = field(default_factory=list)
+    trades: list[str] = field(default_factory=list)  # public trades, JSON text (dumps(public_trade))
     accepted_ids: list[int] = field(default_factory=list)  # engine order id of each accepted new
     accepted_coids: list[str] = field(default_factory=list)
     accepted_seqs: list[int] = field(default_factory=list)
@@ -98,7 +103,9 @@ def write_news_run_reference(
             end += 1
         command_events, k = event_tuples[k:end], end
         if command_events[0][0] == _REJECTED:  # the book refused it: its only event; nothing changed
-            run.reports.append((client, reject(coid, op, command_events[0][10]), 0))
+            text = dumps(reject(coid, op, command_events[0][10])).decode()
+            run.texts.setdefault(client, []).append(text)
+            run.rejections.append(text)
             continue
         seq += 1
         post_hash = int(hashes[index])
@@ -112,7 +119,8 @@ def write_news_run_reference(
         run.accepted_seqs.append(seq)
         run.last_hash = post_hash
         reports, trades = command_reports_json(market, names, seq, client, op, otype, coid, command_events)  # type: ignore[arg-type]
-        run.reports.extend((who, text, seq) for who, text in reports)
+        for who, text in reports:
+            run.texts.setdefault(who, []).append(text)
         run.trades.extend(trades)
         run.gone.extend(
             event[1] for event in command_events

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -117,11 +118,21 @@ class _Batch:
 
     def __init__(self) -> None:
         self.records: list[tuple[int, bytes]] = []  # (seq, encoded log entry): journal and log
-        self.sequenced: list[tuple[str, str | None, int]] = []  # (client, client order id, op) of each
-        # (client, report, seq): seq 0 = not sequenced (a rejection), published even if the commit fails.
-        # A report is a dict (rejections) or its compact JSON text already (execution reports).
-        self.reports: list[tuple[str, dict[str, Any] | str, int]] = []
-        self.trades: list[dict[str, Any]] = []
+        # (client, client order ids, op) of the sequenced commands, in order (a run's news are one
+        # item): a failed commit answers each of them.
+        self.sequenced: list[tuple[str, list[str | None], int]] = []
+        # client -> the compact JSON text of every report to it, in order: what a committed batch
+        # publishes (one reports message per client) ...
+        self.texts: dict[str, list[str]] = {}
+        # ... and (client, text) of the rejections, in order: what a batch whose commit failed
+        # publishes (nothing was sequenced, so nothing else happened).
+        self.rejections: list[tuple[str, str]] = []
+        self.trades: list[str] = []  # public trades, JSON text
+
+    def reject(self, client: str, report: dict[str, Any]) -> None:
+        text = dumps(report).decode()
+        self.texts.setdefault(client, []).append(text)
+        self.rejections.append((client, text))
 
 
 class SequencerNode:
@@ -361,18 +372,8 @@ class SequencerNode:
 
     def _on_orders(self, client: str, payload: bytes, batch: _Batch) -> None:
         if not valid_client_id(client):
-            batch.reports.append(
-                (
-                    client,
-                    reject_report(
-                        None,
-                        None,
-                        INVALID_CLIENT_ID,
-                        "client id (the last topic level) must be 1-64 characters of A-Z a-z 0-9 . _ -",
-                    ),
-                    0,
-                )
-            )
+            message = "client id (the last topic level) must be 1-64 characters of A-Z a-z 0-9 . _ -"
+            batch.reject(client, reject_report(None, None, INVALID_CLIENT_ID, message))
             return
         if self.failed is None and self.read_orders is not None:
             parsed = self.read_orders(payload)  # None past max_payload too (decode_orders rejects it)
@@ -381,11 +382,11 @@ class SequencerNode:
                 return
         for item in decode_orders(payload, self.market, self.cfg.max_payload):
             if isinstance(item, WireReject):
-                batch.reports.append((client, item.report(), 0))
+                batch.reject(client, item.report())
             elif self.failed is not None:
                 message = f"the sequencer stopped accepting orders: {self.failed}"
-                report = reject_report(item.client_order_id, OP_TEXT[item.op], JOURNAL_UNAVAILABLE, message)
-                batch.reports.append((client, report, 0))
+                op = OP_TEXT[item.op]
+                batch.reject(client, reject_report(item.client_order_id, op, JOURNAL_UNAVAILABLE, message))
             else:
                 self._execute(client, item, batch)
 
@@ -395,10 +396,12 @@ class SequencerNode:
         command takes the per-command path. The outcome is the same either way."""
         ops = rows["op"].tolist()
         n = len(ops)
+        others = np.flatnonzero(rows["op"] != _NEW).tolist()  # where the runs of news stop
+        others.append(n)
         i = 0
         while i < n:
             if ops[i] == _NEW:
-                end = self._news_run(client, ops, coids, i)
+                end = self._news_run(client, coids, i, others[bisect_right(others, i)])
                 if end > i:
                     self._execute_news(client, rows[i:end], coids[i:end], batch)
                     i = end
@@ -408,17 +411,22 @@ class SequencerNode:
             self._execute(client, cmd, batch)
             i += 1
 
-    def _news_run(self, client: str, ops: list[int], coids: list[str | None], start: int) -> int:
-        """The end of the run of news from `start` whose client order ids are not in the dedupe
-        window, not open and not repeated in the run: for these, only the book decides (accept or
-        reject), so the run can execute in one engine call. A repeated id ends the run: it is
-        checked, after the run, against what the run left."""
+    def _news_run(self, client: str, coids: list[str | None], start: int, stop: int) -> int:
+        """The end of the run of news from `start` (news up to `stop`) whose client order ids
+        are not in the dedupe window, not open and not repeated in the run: for these, only the
+        book decides (accept or reject), so the run can execute in one engine call. A repeated id
+        ends the run: it is checked, after the run, against what the run left."""
         seen = self.dedupe.seen.get(client) or {}
         owner = self.replica.owners.get(client)
         resting = self.replica.by_owner.get(owner, {}) if owner is not None else {}
+        # Usually every id up to `stop` passes: three checks at C speed.
+        run = coids[start:stop]
+        if seen.keys().isdisjoint(run) and resting.keys().isdisjoint(run) and len(set(run)) == len(run):
+            return stop
+        # Else the first id that does not pass ends the run.
         taken: set[str | None] = set()
-        end, n = start, len(ops)
-        while end < n and ops[end] == _NEW:
+        end = start
+        while end < stop:
             coid = coids[end]
             if coid in seen or coid in resting or coid in taken:
                 break
@@ -443,18 +451,25 @@ class SequencerNode:
             self.market, client, replica.version, rows, coids, hashes, events, replica.orders,
             replica.clients, _engine_reject,
         )  # fmt: skip
+        texts = batch.texts
+        for who, run_texts in run.texts.items():
+            got = texts.get(who)
+            if got is None:
+                texts[who] = run_texts
+            else:
+                got.extend(run_texts)
+        if run.rejections:
+            batch.rejections.extend((client, text) for text in run.rejections)
         if not run.records:
-            batch.reports.extend(run.reports)
             if new_owner:
                 del replica.owners[client]
                 del replica.clients[owner]
             return
         batch.records.extend(run.records)
-        batch.sequenced.extend((client, coid, _NEW) for coid in run.accepted_coids)
-        batch.reports.extend(run.reports)
+        batch.sequenced.append((client, run.accepted_coids, _NEW))  # type: ignore[arg-type]
         if run.trades:
             batch.trades.extend(run.trades)
-            self.last_trade = run.trades[-1]
+            self.last_trade = json.loads(run.trades[-1])
         replica.version = run.last_seq
         replica.state_hash = run.last_hash
         replica.next_order_id = run.accepted_ids[-1] + 1
@@ -481,14 +496,12 @@ class SequencerNode:
             if original is not None:  # 0: accepted before seqs were kept with the ids
                 where = f" at seq {original}" if original else ""
                 message = f"client order id {coid!r} was already accepted{where}; this copy was not executed"
-                report = reject_report(coid, "new", DUPLICATE_CLIENT_ORDER_ID, message)
-                batch.reports.append((client, report, 0))
+                batch.reject(client, reject_report(coid, "new", DUPLICATE_CLIENT_ORDER_ID, message))
                 return
             if owner is not None and replica.resting_id(owner, coid) is not None:
                 # Accepted before the dedupe window but still open: the id cannot name two orders.
                 message = f"client order id {coid!r} names an open order; this copy was not executed"
-                report = reject_report(coid, "new", DUPLICATE_CLIENT_ORDER_ID, message)
-                batch.reports.append((client, report, 0))
+                batch.reject(client, reject_report(coid, "new", DUPLICATE_CLIENT_ORDER_ID, message))
                 return
             if owner is None:
                 owner = replica.next_owner()
@@ -512,18 +525,17 @@ class SequencerNode:
             found = None if owner is None else replica.resting_id(owner, coid)
             if found is None:
                 message = f"no open order with id {coid!r}"
-                batch.reports.append((client, reject_report(coid, OP_TEXT[op], UNKNOWN_ORDER, message), 0))
+                batch.reject(client, reject_report(coid, OP_TEXT[op], UNKNOWN_ORDER, message))
                 return
             order_id = found
             events = replica.execute(client, coid, op, order_id, owner, price=cmd.price, qty=cmd.qty)  # type: ignore[arg-type]
         else:
             events = [] if owner is None else replica.execute(client, coid, op, 0, owner)
             if not events:  # nothing to cancel: nothing changed, nothing to sequence
-                report = {"type": "cancelled_all", "id": coid, "seq": None, "count": 0}
-                batch.reports.append((client, report, 0))
+                batch.reject(client, {"type": "cancelled_all", "id": coid, "seq": None, "count": 0})
                 return
         if len(events) == 1 and events[0][0] == _REJECTED:
-            batch.reports.append((client, _engine_reject(coid, op, events[0][10]), 0))
+            batch.reject(client, _engine_reject(coid, op, events[0][10]))
             return
         seq = replica.version + 1
         replica.version = seq
@@ -538,7 +550,7 @@ class SequencerNode:
             price, qty = cmd.price, cmd.qty
             entry = LogEntry(seq, state_hash, client, coid, op, order_id, owner, 0, 0, 0, 0, 0, price, qty)
         batch.records.append((seq, encode_entry(entry)))
-        batch.sequenced.append((client, coid, op))
+        batch.sequenced.append((client, [coid], op))
         if op == Op.NEW:
             self.dedupe.accept(seq, client, coid)  # type: ignore[arg-type]
         self.dedupe.advance(seq)
@@ -548,10 +560,16 @@ class SequencerNode:
         reports, trades = command_reports_json(
             self.market, self.replica, seq, client, cmd.op, cmd.order_type, cmd.client_order_id, events
         )
-        batch.reports.extend((owner_client, report, seq) for owner_client, report in reports)
+        texts = batch.texts
+        for owner_client, text in reports:
+            got = texts.get(owner_client)
+            if got is None:
+                texts[owner_client] = [text]
+            else:
+                got.append(text)
         if trades:
             batch.trades.extend(trades)
-            self.last_trade = trades[-1]
+            self.last_trade = json.loads(trades[-1])
 
     def _public_trade(self, seq: int, number: int, event: Any) -> dict[str, Any]:
         return public_trade(self.market, seq, number, event)
@@ -570,18 +588,18 @@ class SequencerNode:
             self.failed = str(exc)
             log.error("sequencer %s: %s; rejecting every order until restarted", self.market.name, exc)
             message = f"not executed: {exc}"
-            for client, coid, op in batch.sequenced:
-                report = reject_report(coid, OP_TEXT[op], JOURNAL_UNAVAILABLE, message)
-                batch.reports.append((client, report, 0))
+            for client, coids, op in batch.sequenced:
+                for coid in coids:
+                    report = reject_report(coid, OP_TEXT[op], JOURNAL_UNAVAILABLE, message)
+                    batch.rejections.append((client, dumps(report).decode()))
             return False
 
     def _report_messages(self, batch: _Batch, committed: bool) -> list[Outgoing]:
-        by_client: dict[str, list[str]] = {}
-        for client, report, seq in batch.reports:
-            if seq and not committed:
-                continue
-            text = report if type(report) is str else dumps(report).decode()
-            by_client.setdefault(client, []).append(text)
+        by_client = batch.texts
+        if not committed:
+            by_client = {}
+            for client, text in batch.rejections:
+                by_client.setdefault(client, []).append(text)
         reports = self.topics.reports
         return [Outgoing(reports(client), encode_report_texts(texts)) for client, texts in by_client.items()]
 

@@ -383,8 +383,11 @@ def encode_book(
     )
 
 
-def encode_trades(market: MarketSpec, trades: Sequence[dict[str, Any]]) -> bytes:
-    return dumps({"v": WIRE_VERSION, "market": market.name, "trades": list(trades)})
+def encode_trades(market: MarketSpec, trades: Sequence[str]) -> bytes:
+    """The trades message of public trades already written as compact JSON (`dumps(trade)`,
+    decoded): the bytes of dumps({"v": ..., "market": ..., "trades": [...]})."""
+    head = f'{{"v":{WIRE_VERSION},"market":{json_string(market.name)},"trades":['
+    return f'{head}{",".join(trades)}]}}'.encode()
 
 
 def encode_status(client_id: str, state: str, version: int, state_hash: int, lag: int) -> bytes:
