@@ -189,3 +189,62 @@ def test_window_unit() -> None:
     assert list(dedupe.snapshot().items()) == [("x", {"c": 4, "d": 7}), ("y", {"q": 6})]
     with pytest.raises(ValueError):
         DedupeWindow(0)
+
+
+class _WindowModel:
+    """The window as specified, one (seq, client, id) record per accepted id."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.seen: dict[str, dict[str, int]] = {}
+        self.records: list[tuple[int, str, str]] = []
+
+    def accept(self, seq: int, client: str, coid: str) -> None:
+        self.seen.setdefault(client, {})[coid] = seq
+        self.records.append((seq, client, coid))
+
+    def advance(self, version: int) -> None:
+        while self.records and self.records[0][0] <= version - self.window:
+            seq, client, coid = self.records.pop(0)
+            ids = self.seen.get(client)
+            if ids is not None and ids.get(coid) == seq:
+                del ids[coid]
+                if not ids:
+                    del self.seen[client]
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for seq, client, coid in self.records:
+            if self.seen.get(client, {}).get(coid) == seq:
+                out.setdefault(client, {})[coid] = seq
+        return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_chunked_window_equals_one_record_per_id(seed: int) -> None:
+    """accept_many keeps a run as one chunk and advance prunes chunks in part: the same ids are
+    remembered, in the same order, as with one record per id."""
+    rng = random.Random(seed)
+    window = rng.choice([1, 3, 10, 40])
+    dedupe, model = DedupeWindow(window), _WindowModel(window)
+    seq = 0
+    for _ in range(400):
+        client = rng.choice("xyz")
+        # Ids come back (as after a window of 1): an id accepted again replaces the old seq.
+        coids = [f"o{rng.randrange(30)}" for _ in range(rng.choice([1, 1, 2, 5, 17]))]
+        seqs = list(range(seq + 1, seq + 1 + len(coids)))
+        seq += len(coids) + rng.choice([0, 0, 2])  # other commands take seqs too
+        if len(coids) == 1 and rng.random() < 0.5:
+            dedupe.accept(seqs[0], client, coids[0])
+        else:
+            dedupe.accept_many(client, seqs, coids)
+        for s, coid in zip(seqs, coids, strict=True):
+            model.accept(s, client, coid)
+        version = seq - rng.choice([0, 0, 1, len(coids) // 2])  # sometimes inside the chunk just added
+        dedupe.advance(version)
+        model.advance(version)
+        assert dedupe.seen == model.seen
+        assert list(dedupe.snapshot().items()) == list(model.snapshot().items())
+        assert len(dedupe) == len(model.records)
+    with pytest.raises(ValueError):
+        dedupe.accept_many("x", [1, 2], ["a"])

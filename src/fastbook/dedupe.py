@@ -11,7 +11,6 @@ window's records before its snapshot's version, then replays the rest).
 from __future__ import annotations
 
 from collections import deque
-from itertools import repeat
 
 
 class DedupeWindow:
@@ -20,11 +19,15 @@ class DedupeWindow:
             raise ValueError("dedupe_window must be positive")
         self.window = window
         self.seen: dict[str, dict[str, int]] = {}  # client -> {client order id: seq that accepted it}
-        # (seq, client, client order id) in acceptance order: the oldest is pruned first, O(1) each.
-        self._accepted: deque[tuple[int, str, str]] = deque()
+        # The accepted ids in acceptance order, as chunks (seqs, client, client order ids): one per
+        # accept or accept_many call (a run of news is one chunk, not a tuple per id). The oldest
+        # are pruned first; `_head` ids of the oldest chunk are pruned already.
+        self._accepted: deque[tuple[list[int], str, list[str]]] = deque()
+        self._head = 0
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self._accepted)
+        return self._count
 
     def accepted_at(self, client: str, client_order_id: str) -> int | None:
         ids = self.seen.get(client)
@@ -32,30 +35,53 @@ class DedupeWindow:
 
     def accept(self, seq: int, client: str, client_order_id: str) -> None:
         self.seen.setdefault(client, {})[client_order_id] = seq
-        self._accepted.append((seq, client, client_order_id))
+        self._accepted.append(([seq], client, [client_order_id]))
+        self._count += 1
 
     def accept_many(self, client: str, seqs: list[int], client_order_ids: list[str]) -> None:
-        """`accept` of each (seq, id) pair, in order, for one client."""
+        """`accept` of each (seq, id) pair, in order, for one client. Keeps both lists (the caller
+        must not change them afterwards)."""
+        if len(seqs) != len(client_order_ids):
+            raise ValueError("seqs and client_order_ids must be the same length")
+        if not seqs:
+            return
         self.seen.setdefault(client, {}).update(zip(client_order_ids, seqs, strict=True))
-        self._accepted.extend(zip(seqs, repeat(client), client_order_ids))
+        self._accepted.append((seqs, client, client_order_ids))
+        self._count += len(seqs)
 
     def advance(self, version: int) -> None:
         """Forget every id accepted at a seq <= version - window."""
         accepted = self._accepted
         oldest_kept = version - self.window
-        while accepted and accepted[0][0] <= oldest_kept:
-            seq, client, coid = accepted.popleft()
+        while accepted:
+            seqs, client, coids = accepted[0]
+            i = start = self._head
+            if seqs[i] > oldest_kept:
+                return
+            end = len(seqs)
             ids = self.seen.get(client)
-            if ids is not None and ids.get(coid) == seq:
-                del ids[coid]
-                if not ids:
-                    del self.seen[client]
+            while i < end and seqs[i] <= oldest_kept:
+                if ids is not None and ids.get(coids[i]) == seqs[i]:
+                    del ids[coids[i]]
+                i += 1
+            if ids is not None and not ids:
+                del self.seen[client]
+            self._count -= i - start
+            if i < end:
+                self._head = i
+                return
+            accepted.popleft()
+            self._head = 0
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """A copy in acceptance order (clients by their oldest id in the window, ids by seq)."""
         out: dict[str, dict[str, int]] = {}
         seen = self.seen
-        for seq, client, coid in self._accepted:
-            if seen.get(client, {}).get(coid) == seq:
-                out.setdefault(client, {})[coid] = seq
+        head = self._head
+        for seqs, client, coids in self._accepted:
+            ids = seen.get(client, {})
+            for k in range(head, len(seqs)):
+                if ids.get(coids[k]) == seqs[k]:
+                    out.setdefault(client, {})[coids[k]] = seqs[k]
+            head = 0
         return out
