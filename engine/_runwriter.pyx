@@ -14,6 +14,8 @@ sequencer's ~15 µs per order.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.dict cimport PyDict_Next
+from cpython.object cimport PyObject
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
@@ -426,3 +428,28 @@ def orders_json(list orders):
         return PyBytes_FromStringAndSize(buf, o.p - buf)
     finally:
         PyMem_Free(buf)
+
+
+def snapshot_order_rows(dict orders):
+    """A snapshot's resting orders from a replica's map (engine id -> (owner, client order id)):
+    [(engine id, owner, client order id), ...] by id. Ids are given in increasing order and a
+    dict keeps insertion order, so the map is almost always in id order already: then no sort.
+    (The Python comprehension and sort were about half of a deep book's snapshot time.)"""
+    cdef list rows = []
+    cdef Py_ssize_t pos = 0
+    cdef PyObject* key
+    cdef PyObject* value
+    cdef object previous = None
+    cdef bint ordered = True
+    cdef tuple pair
+    while PyDict_Next(orders, &pos, &key, &value):
+        pair = <tuple?><object>value
+        if len(pair) != 2:
+            raise ValueError("an order map value is (owner, client order id)")
+        if ordered and previous is not None and not (<object>key > previous):
+            ordered = False
+        previous = <object>key
+        rows.append((<object>key, pair[0], pair[1]))
+    if not ordered:
+        rows.sort()
+    return rows

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from test_sequencer_runs import CLIENTS, random_order
 
 from fastbook import sequencer
-from fastbook._runwriter import orders_json
+from fastbook._runwriter import orders_json, snapshot_order_rows
 from fastbook.market import MarketSpec
 from fastbook.runwriter import NewsRun, write_news_run, write_news_run_reference
 from fastbook.sequencer import SequencerConfig, SequencerNode
@@ -113,6 +113,23 @@ def test_snapshot_orders_json_grows_and_refuses_what_it_cannot_write() -> None:
         orders_json([(-1, 1, "a")])
     with pytest.raises(TypeError):
         orders_json([(1, 1, 5)])
+
+
+@settings(deadline=None, max_examples=200, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 2**70), st.integers(0, 2**32), st.text(max_size=5)), max_size=40))
+def test_snapshot_order_rows_are_the_map_sorted_by_id(items: list[tuple[int, int, str]]) -> None:
+    """In insertion order when that is id order (the usual case), sorted when it is not."""
+    orders = {order_id: (owner, coid) for order_id, owner, coid in items}
+    expected = sorted((order_id, owner, coid) for order_id, (owner, coid) in orders.items())
+    assert snapshot_order_rows(orders) == expected
+    assert snapshot_order_rows(dict(sorted(orders.items()))) == expected
+
+
+def test_snapshot_order_rows_refuse_a_value_that_is_not_a_pair() -> None:
+    with pytest.raises(ValueError):
+        snapshot_order_rows({1: (1, "a", 3)})
+    with pytest.raises(TypeError):
+        snapshot_order_rows({1: [1, "a"]})
 
 
 def test_snapshot_meta_is_the_json_of_every_field() -> None:

@@ -34,3 +34,6 @@ def write_news_run(
 def orders_json(orders: list[tuple[int, int, str]]) -> bytes:
     """wire.dumps(orders) of a snapshot's resting orders."""
     ...
+def snapshot_order_rows(orders: dict[int, tuple[int, str]]) -> list[tuple[int, int, str]]:
+    """[(engine id, owner, client order id), ...] of a replica's order map, sorted by id."""
+    ...

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fastbook._runwriter import snapshot_order_rows
 from fastbook.engine import new_book, restore_book
 from fastbook.market import MarketSpec
 from fastbook.types import EventType, Op, event_rows_to_tuples
@@ -224,8 +225,7 @@ class Replica:
     # -- snapshots -------------------------------------------------------------------------
 
     def snapshot_data(self, seen: dict[str, dict[str, int]] | None = None) -> SnapshotData:
-        orders = [(order_id, owner, coid) for order_id, (owner, coid) in self.orders.items()]
-        orders.sort()  # ids are assigned increasing and dicts keep insertion order: usually sorted already
+        orders = snapshot_order_rows(self.orders)  # sorted by id (native)
         return SnapshotData(
             self.market,
             self.version,
