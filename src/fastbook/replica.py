@@ -10,7 +10,7 @@ and resync on a hash mismatch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,8 @@ _TRADE = int(EventType.TRADE)
 _CANCELLED = int(EventType.CANCELLED)
 _DONE = int(EventType.DONE)
 _NEW, _CANCEL, _AMEND, _CANCEL_ALL = int(Op.NEW), int(Op.CANCEL), int(Op.AMEND), int(Op.CANCEL_ALL)
+
+_Ints = Sequence[int] | np.ndarray  # an integer column of the id-map changes
 
 
 class HashMismatch(Exception):
@@ -275,25 +277,45 @@ class Replica:
         return replica
 
 
+def _int_list(values: _Ints) -> list[int]:
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
+
+
 class _MapChanges:
     """The id-map changes of a batch (Replica.apply_batch), made in entry order up to a given
     entry: an entry's `new` joins the maps before the orders its events finish leave them, as in
-    Replica.execute."""
+    Replica.execute.
+
+    The Python reference of the native `fastbook._idmaps.MapChanges`: entry index, order id and
+    owner of each new; the client order id of each entry; entry index and order id of each order
+    gone (an id not in the maps is skipped). The integer columns may be lists or numpy arrays.
+    ValueError if the columns of the news, or those of the orders gone, differ in length, or a
+    new's entry index is not one of `client_order_ids`'."""
 
     def __init__(
         self,
         replica: Replica,
-        new_at: list[int],
-        new_ids: list[int],
-        new_owners: list[int],
-        client_order_ids: list[str | None],
-        gone_at: list[int],
-        gone_ids: list[int],
+        new_at: _Ints,
+        new_ids: _Ints,
+        new_owners: _Ints,
+        client_order_ids: Sequence[str | None],
+        gone_at: _Ints,
+        gone_ids: _Ints,
     ) -> None:
         self.replica = replica
-        self.new_at, self.new_ids, self.new_owners = new_at, new_ids, new_owners
+        self.new_at, self.new_ids = _int_list(new_at), _int_list(new_ids)
+        self.new_owners = _int_list(new_owners)
         self.client_order_ids = client_order_ids
-        self.gone_at, self.gone_ids = gone_at, gone_ids
+        self.gone_at, self.gone_ids = _int_list(gone_at), _int_list(gone_ids)
+        lengths = len(self.new_at), len(self.new_ids), len(self.new_owners)
+        if len(set(lengths)) != 1:
+            raise ValueError("new_at, new_ids, new_owners have lengths {}, {}, {}".format(*lengths))
+        if len(self.gone_at) != len(self.gone_ids):
+            raise ValueError(f"gone_at, gone_ids have lengths {len(self.gone_at)}, {len(self.gone_ids)}")
+        n_ids = len(client_order_ids)
+        for k, at in enumerate(self.new_at):
+            if not 0 <= at < n_ids:
+                raise ValueError(f"new_at[{k}] = {at} is not an entry index (client_order_ids has {n_ids})")
         self.next_new = 0
         self.next_gone = 0
 
