@@ -369,3 +369,7 @@ def test_an_unhashable_client_order_id_raises_the_references_type_error() -> Non
     case = Case({}, {}, [0, 1], [10, 11], [1, 1], ["a", ["b"]], [0], [10], [1, 1])  # type: ignore[list-item]
     outcomes = assert_same(case)
     assert outcomes[0][1][0] == "raised" and outcomes[0][1][1] is TypeError
+
+
+def test_the_replica_uses_the_native_class() -> None:
+    assert Replica.map_changes is MapChanges

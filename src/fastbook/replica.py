@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
+from fastbook._idmaps import MapChanges
 from fastbook.engine import new_book, restore_book
 from fastbook.market import MarketSpec
 from fastbook.types import EventType, Op, event_rows_to_tuples
@@ -36,6 +38,10 @@ class HashMismatch(Exception):
 
 
 class Replica:
+    # Makes apply_batch's id-map changes: the native class (engine/_idmaps.pyx); tests switch it to
+    # the Python reference `_MapChanges`, which has the same semantics.
+    map_changes: ClassVar[type[MapChanges] | type[_MapChanges]] = MapChanges
+
     def __init__(self, market: MarketSpec, book: object | None = None) -> None:
         self.market = market
         self.book = new_book() if book is None else book
@@ -185,14 +191,15 @@ class Replica:
         # Map changes in entry order: news join the maps, DONE/CANCELLED orders leave them.
         news = np.flatnonzero(commands["op"][:applied] == _NEW)
         gone = np.flatnonzero(((kinds == _DONE) | (kinds == _CANCELLED)) & (events["cmd"] < applied))
-        maps = _MapChanges(
+        # (numpy columns: the native class reads them in C, without lists of ints)
+        maps = self.map_changes(
             self,
-            news.tolist(),
-            commands["order_id"][news].tolist(),
-            commands["owner"][news].tolist(),
+            news,
+            commands["order_id"][news],
+            commands["owner"][news],
             batch.client_order_ids,
-            events["cmd"][gone].tolist(),
-            events["order_id"][gone].tolist(),
+            events["cmd"][gone],
+            events["order_id"][gone],
         )
         stops: list[int] = []  # the entries on_applied is called for
         if on_applied is not None:
@@ -286,11 +293,11 @@ class _MapChanges:
     entry: an entry's `new` joins the maps before the orders its events finish leave them, as in
     Replica.execute.
 
-    The Python reference of the native `fastbook._idmaps.MapChanges`: entry index, order id and
-    owner of each new; the client order id of each entry; entry index and order id of each order
-    gone (an id not in the maps is skipped). The integer columns may be lists or numpy arrays.
-    ValueError if the columns of the news, or those of the orders gone, differ in length, or a
-    new's entry index is not one of `client_order_ids`'."""
+    The Python reference of the native `fastbook._idmaps.MapChanges` (Replica.map_changes): entry
+    index, order id and owner of each new; the client order id of each entry; entry index and
+    order id of each order gone (an id not in the maps is skipped). The integer columns may be
+    lists or numpy arrays. ValueError if the columns of the news, or those of the orders gone,
+    differ in length, or a new's entry index is not one of `client_order_ids`'."""
 
     def __init__(
         self,
