@@ -1,4 +1,5 @@
-"""The engine benchmark runs end to end in its tiny mode and writes a complete JSON report.
+"""The engine benchmark runs end to end in its tiny mode and writes a complete JSON report; the
+id-map benchmark runs on a small log (its native == reference check included).
 
 No timing is asserted here (speed targets are printed figures in bench/, never test assertions);
 what is asserted is that the run works and that its built-in cross-checks hold.
@@ -65,3 +66,11 @@ def test_quick_benchmark_writes_report_and_plot(tmp_path: Path) -> None:
     assert all(p["per_command_ns"] > 0 and p["batch_ns"] > 0 for p in points)
 
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_idmaps_benchmark_runs_on_a_small_log(tmp_path: Path) -> None:
+    command = [sys.executable, str(REPO / "bench" / "idmaps_bench.py"), "--orders", "2000", "--rounds", "1"]
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "2000 log entries in 4 messages" in run.stdout
+    assert run.stdout.count("us/entry") == 5

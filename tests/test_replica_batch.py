@@ -1,5 +1,6 @@
 """Replica.apply_batch (a whole log message in one engine call) against Replica.apply (entry by
-entry), on both engines: same state, same maps, same `on_applied` calls and reports, the same
+entry), on both engines and with both id-map change classes (the native MapChanges and the
+reference _MapChanges): same state, same maps, same `on_applied` calls and reports, the same
 divergence at the same entry. Follower.on_batch against Follower.on_entries."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from fastbook.market import MarketSpec
-from fastbook.replica import Follower, HashMismatch, Replica
+from fastbook.replica import Follower, HashMismatch, Replica, _MapChanges
 from fastbook.reports import command_reports
 from fastbook.sequencer import SequencerConfig, SequencerNode
 from fastbook.topics import Topics
@@ -33,6 +34,13 @@ CLIENTS = ["a", "b", "c", "d"]
 @pytest.fixture(params=["reference", "native"], autouse=True)
 def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("FASTBOOK_ENGINE", request.param)
+    return str(request.param)
+
+
+@pytest.fixture(params=["native maps", "reference maps"], autouse=True)
+def map_changes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "reference maps":
+        monkeypatch.setattr(Replica, "map_changes", _MapChanges)
     return str(request.param)
 
 

@@ -10,11 +10,13 @@ and resync on a hash mismatch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
+from fastbook._idmaps import MapChanges
 from fastbook._runwriter import snapshot_order_rows
 from fastbook.engine import new_book, restore_book
 from fastbook.market import MarketSpec
@@ -29,12 +31,18 @@ _CANCELLED = int(EventType.CANCELLED)
 _DONE = int(EventType.DONE)
 _NEW, _CANCEL, _AMEND, _CANCEL_ALL = int(Op.NEW), int(Op.CANCEL), int(Op.AMEND), int(Op.CANCEL_ALL)
 
+_Ints = Sequence[int] | np.ndarray  # an integer column of the id-map changes
+
 
 class HashMismatch(Exception):
     """A log entry produced a different state than the sequencer's: this replica has diverged."""
 
 
 class Replica:
+    # Makes apply_batch's id-map changes: the native class (engine/_idmaps.pyx); tests switch it to
+    # the Python reference `_MapChanges`, which has the same semantics.
+    map_changes: ClassVar[type[MapChanges] | type[_MapChanges]] = MapChanges
+
     def __init__(self, market: MarketSpec, book: object | None = None) -> None:
         self.market = market
         self.book = new_book() if book is None else book
@@ -184,14 +192,15 @@ class Replica:
         # Map changes in entry order: news join the maps, DONE/CANCELLED orders leave them.
         news = np.flatnonzero(commands["op"][:applied] == _NEW)
         gone = np.flatnonzero(((kinds == _DONE) | (kinds == _CANCELLED)) & (events["cmd"] < applied))
-        maps = _MapChanges(
+        # (numpy columns: the native class reads them in C, without lists of ints)
+        maps = self.map_changes(
             self,
-            news.tolist(),
-            commands["order_id"][news].tolist(),
-            commands["owner"][news].tolist(),
+            news,
+            commands["order_id"][news],
+            commands["owner"][news],
             batch.client_order_ids,
-            events["cmd"][gone].tolist(),
-            events["order_id"][gone].tolist(),
+            events["cmd"][gone],
+            events["order_id"][gone],
         )
         stops: list[int] = []  # the entries on_applied is called for
         if on_applied is not None:
@@ -275,25 +284,45 @@ class Replica:
         return replica
 
 
+def _int_list(values: _Ints) -> list[int]:
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
+
+
 class _MapChanges:
     """The id-map changes of a batch (Replica.apply_batch), made in entry order up to a given
     entry: an entry's `new` joins the maps before the orders its events finish leave them, as in
-    Replica.execute."""
+    Replica.execute.
+
+    The Python reference of the native `fastbook._idmaps.MapChanges` (Replica.map_changes): entry
+    index, order id and owner of each new; the client order id of each entry; entry index and
+    order id of each order gone (an id not in the maps is skipped). The integer columns may be
+    lists or numpy arrays. ValueError if the columns of the news, or those of the orders gone,
+    differ in length, or a new's entry index is not one of `client_order_ids`'."""
 
     def __init__(
         self,
         replica: Replica,
-        new_at: list[int],
-        new_ids: list[int],
-        new_owners: list[int],
-        client_order_ids: list[str | None],
-        gone_at: list[int],
-        gone_ids: list[int],
+        new_at: _Ints,
+        new_ids: _Ints,
+        new_owners: _Ints,
+        client_order_ids: Sequence[str | None],
+        gone_at: _Ints,
+        gone_ids: _Ints,
     ) -> None:
         self.replica = replica
-        self.new_at, self.new_ids, self.new_owners = new_at, new_ids, new_owners
+        self.new_at, self.new_ids = _int_list(new_at), _int_list(new_ids)
+        self.new_owners = _int_list(new_owners)
         self.client_order_ids = client_order_ids
-        self.gone_at, self.gone_ids = gone_at, gone_ids
+        self.gone_at, self.gone_ids = _int_list(gone_at), _int_list(gone_ids)
+        lengths = len(self.new_at), len(self.new_ids), len(self.new_owners)
+        if len(set(lengths)) != 1:
+            raise ValueError("new_at, new_ids, new_owners have lengths {}, {}, {}".format(*lengths))
+        if len(self.gone_at) != len(self.gone_ids):
+            raise ValueError(f"gone_at, gone_ids have lengths {len(self.gone_at)}, {len(self.gone_ids)}")
+        n_ids = len(client_order_ids)
+        for k, at in enumerate(self.new_at):
+            if not 0 <= at < n_ids:
+                raise ValueError(f"new_at[{k}] = {at} is not an entry index (client_order_ids has {n_ids})")
         self.next_new = 0
         self.next_gone = 0
 
