@@ -424,6 +424,9 @@ def run_e2e(
         "orders_per_second_applied_everywhere": round(accepted / elapsed),
         "latency_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
         "latency_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+        # How many times each replica's version moved (about one per log message it applied): the
+        # orders per applied batch show how much per-message work was shared.
+        "replica_version_moves": [sum(1 for _t, v in trace if v > start_head) for trace in traces],
         "cpu": meter.report(accepted, elapsed),
     }
 
