@@ -109,12 +109,17 @@ def test_following_edge_skips_retained_snapshots_but_a_resync_uses_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Following the log, a retained snapshot brings nothing new (it is never ahead of the head) and
-    is not decoded, even if it is garbage; after a divergence the edge restores the next one."""
+    is not decoded, even if it is garbage, and the edge drops the snapshot topic from its
+    subscriptions; after a divergence it subscribes again and restores the next one."""
     seq = SequencerNode(SequencerConfig(SPEC_HALF, tmp_path / "d"))
     edge, _ = make_edge()
     edge.on_connected()
+    assert T.snapshot in dict(edge.subscriptions())
     edge.on_messages([(o.topic, o.payload) for o in seq.on_connected()])
     assert edge.synced_once and edge.version == 0
+    assert set(dict(edge.subscriptions())) == {
+        T.log, T.book, T.trades, T.reports("alice"), T.replay_response("alice")
+    }  # fmt: skip
     out = []
     for i in range(4):
         _, messages = edge.submit({"op": "new", "id": f"s{i}", "side": "sell", "price": "100.5", "qty": "1"})
@@ -130,8 +135,10 @@ def test_following_edge_skips_retained_snapshots_but_a_resync_uses_one(
     # A divergence drops the replica: the next snapshot is restored, not skipped.
     edge.follower._diverged("forced by the test")
     assert edge.follower.replica is None and edge.follower.resyncs == restored + 1
+    assert T.snapshot in dict(edge.subscriptions())
     edge.on_messages([(T.snapshot, snapshots[-1].payload)])
     assert (edge.version, edge.state_hash) == (seq.version, seq.state_hash)
+    assert T.snapshot not in dict(edge.subscriptions())
     seq.close()
 
 
@@ -179,10 +186,13 @@ def test_edge_started_without_snapshot_learns_the_tick_later(tmp_path: Path) -> 
     edge, _ = make_edge()
     edge.on_connected()
     edge.on_tick(1.5)  # no snapshot: replay from 1 with the default tick
+    # Following, but the tick is a guess until a snapshot says: the edge stays subscribed to them.
+    assert not edge.follower.market_known and T.snapshot in dict(edge.subscriptions())
     seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD:tick=0.5"), tmp_path / "d"))
     _, messages = edge.submit({"op": "new", "id": "s1", "side": "sell", "price": "100.5", "qty": "2"})
     out = seq.on_connected() + seq.on_messages([(m.topic, m.payload) for m in messages])
     edge.on_messages([(o.topic, o.payload) for o in out if o.topic in dict(edge.subscriptions())])
     assert edge.version == 1
     assert edge.depth(1)["asks"] == [["100.5", "2.000", 1]]
+    assert edge.follower.market_known and T.snapshot not in dict(edge.subscriptions())
     seq.close()

@@ -282,6 +282,36 @@ def test_reconnects_after_broker_restart(tmp_path: Path) -> None:
         broker.stop()
 
 
+def test_subscriptions_follow_the_node(mosquitto: Broker) -> None:
+    """A node's subscriptions() changed by a node call: the runner unsubscribes what was dropped
+    (the broker stops sending it) and subscribes what was added."""
+    node = Recorder(["test/keep", "test/drop"])
+    with (
+        NodeRunner(node, mosquitto.url, "follows-1") as runner,
+        NodeRunner(Recorder([]), mosquitto.url, "poker-2") as poker,
+    ):
+        wait_for(lambda: node.connects == 1, 10, "connect")
+        poker.call(lambda: [Outgoing("test/drop", b"before"), Outgoing("test/keep", b"1")]).result(5)
+        wait_for(lambda: ("test/keep", b"1") in node.messages, 10, "first delivery")
+        assert ("test/drop", b"before") in node.messages
+
+        def change() -> list[Outgoing]:
+            node.subs = ["test/keep", "test/new"]
+            return []
+
+        runner.call(change).result(5)
+
+        def probe_delivered() -> bool:  # the unsubscribe went first, so it is in effect by then
+            poker.call(lambda: [Outgoing("test/new", b"probe")]).result(5)
+            return ("test/new", b"probe") in node.messages
+
+        wait_for(probe_delivered, 10, "the added subscription")
+        poker.call(lambda: [Outgoing("test/drop", b"after"), Outgoing("test/keep", b"2")]).result(5)
+        wait_for(lambda: ("test/keep", b"2") in node.messages, 10, "delivery after the change")
+        assert ("test/drop", b"after") not in node.messages
+        assert runner.unsolicited == 0  # not filtered out here: the broker no longer sent it
+
+
 def test_runner_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="scheme"):
         NodeRunner(Recorder([]), "localhost:1883", "x")

@@ -167,15 +167,21 @@ class EdgeNode:
     # -- Node ------------------------------------------------------------------------------
 
     def subscriptions(self) -> list[tuple[str, int]]:
+        """The retained snapshot only until the replica follows the log: after that a snapshot
+        is never needed from that topic (see on_messages), and each one holds the whole book (in a
+        bulk run ~94 bytes per order, more than the log itself, fanned out to every edge)."""
         t = self.topics
-        return [
-            (t.log, 1),
-            (t.snapshot, 1),
-            (t.book, 1),
-            (t.trades, 1),
-            (t.reports(self.client_id), 1),
-            (t.replay_response(self.client_id), 1),
-        ]
+        subs = [(t.log, 1)]
+        if not self._following():
+            subs.append((t.snapshot, 1))
+        subs += [(t.book, 1), (t.trades, 1), (t.reports(self.client_id), 1)]
+        subs.append((t.replay_response(self.client_id), 1))
+        return subs
+
+    def _following(self) -> bool:
+        """Caught up once and applying the log of a market whose tick and lot are known."""
+        follower = self.follower
+        return self._reports_live and follower.replica is not None and follower.market_known
 
     def will(self) -> Outgoing | None:
         return self._status_message("offline")
@@ -215,10 +221,9 @@ class EdgeNode:
                     # (it holds the whole book: decoding each was a tenth of a busy edge's time).
                     # A resync still restores one (it asks for it with its replay request), and a
                     # replica started without one still learns the market's tick and lot from it.
-                    follower = self.follower
-                    following = self._reports_live and follower.replica is not None and follower.market_known
-                    if payload and not following:
-                        requests += follower.on_snapshot(decode_snapshot(bytes(payload)), now)
+                    # (While following, the edge is not even subscribed: see subscriptions().)
+                    if payload and not self._following():
+                        requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
                 elif topic == t.book:
                     if payload:
                         book = json.loads(payload)

@@ -125,6 +125,9 @@ class NodeRunner:
       faster than batches complete), the next batch starts no sooner than `batch_window` after the
       previous one started, so it collects everything that arrived meanwhile. A lone message on a
       quiet connection is never delayed.
+    - A node's `subscriptions()` may change: after every call into the node the runner subscribes
+      and unsubscribes the difference (an edge drops the retained snapshot's topic while it follows
+      the log), and every (re)connect subscribes to the current list.
     """
 
     def __init__(
@@ -183,6 +186,12 @@ class NodeRunner:
         self._stopped = threading.Event()
         self._net_done = threading.Event()
         self._pending_subscribe: int | None = None
+        self._later_subscribes: set[int] = set()  # mids of subscriptions changed while connected
+        # What the node wants (read by the worker after each node call) and what this connection
+        # subscribed to; both threads use them, under the lock.
+        self._subs_lock = threading.Lock()
+        self._wanted: list[tuple[str, int]] = list(node.subscriptions())
+        self._on_broker: list[tuple[str, int]] = []
         self._started = False
 
         self._client = paho.Client(
@@ -287,9 +296,10 @@ class NodeRunner:
             log.error("%s: broker %s refused the connection: %s", self.name, self.current_broker, reason)
             return
         self.refusal = None
-        subs = self.node.subscriptions()
-        self._exact_filters = frozenset(f for f, _ in subs if "+" not in f and "#" not in f)
-        self._wildcard_filters = tuple(f for f, _ in subs if "+" in f or "#" in f)
+        with self._subs_lock:
+            subs = list(self._wanted)
+            self._on_broker = subs
+            self._set_filters(subs)
         if not subs:
             self._mark_connected()
             return
@@ -303,6 +313,12 @@ class NodeRunner:
     def _on_subscribe(
         self, _client: paho.Client, _userdata: object, mid: int, reasons: Any, _props: Any
     ) -> None:
+        if mid in self._later_subscribes:
+            self._later_subscribes.discard(mid)
+            if any(r.is_failure for r in reasons):
+                log.error("%s: broker refused a subscription: %s; reconnecting", self.name, reasons)
+                self._client.disconnect()  # the reconnect subscribes to the whole current list
+            return
         if mid != self._pending_subscribe:
             return
         self._pending_subscribe = None
@@ -314,6 +330,34 @@ class NodeRunner:
             self._client.disconnect()
             return
         self._mark_connected()
+
+    def _set_filters(self, subs: list[tuple[str, int]]) -> None:
+        self._exact_filters = frozenset(f for f, _ in subs if "+" not in f and "#" not in f)
+        self._wildcard_filters = tuple(f for f, _ in subs if "+" in f or "#" in f)
+
+    def _follow_subscriptions(self) -> None:
+        """On the worker, after a node call: subscribe and unsubscribe what the node's
+        subscriptions() changed. (Not connected: the next connect subscribes to the new list. A
+        message already on its way for a dropped topic is not given to the node.)"""
+        wanted = self.node.subscriptions()
+        if wanted == self._wanted and wanted == self._on_broker:
+            return
+        with self._subs_lock:
+            self._wanted = list(wanted)
+            self._set_filters(self._wanted)
+            if not self.connected.is_set():
+                return
+            before = dict(self._on_broker)
+            after = dict(self._wanted)
+            self._on_broker = list(self._wanted)
+        added = [(f, qos) for f, qos in self._wanted if before.get(f) != qos]
+        removed = [f for f in before if f not in after]
+        if removed:  # first: the broker takes them in order
+            self._client.unsubscribe(removed)
+        if added:
+            rc, mid = self._client.subscribe(added)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                self._later_subscribes.add(mid)
 
     def _mark_connected(self) -> None:
         self.connect_count += 1
@@ -434,14 +478,17 @@ class NodeRunner:
                         self._publish(node.on_connected())
                     else:
                         self._run_call(item)
+                    self._follow_subscriptions()
                 if batch:
                     last_start, last_size = time.monotonic(), len(batch)
                     self.received += len(batch)
                     self.batches += 1
                     self._publish(node.on_messages(batch))
+                    self._follow_subscriptions()
                 now = time.monotonic()
                 if now >= next_tick:
                     self._publish(node.on_tick(now))
+                    self._follow_subscriptions()
                     next_tick = now + self.tick_interval
         except Exception as exc:
             log.exception("%s: node failed; stopping", self.name)
@@ -545,6 +592,9 @@ class InProcessRunner(NodeRunner):
 
     def _deliver(self, topic: str, payload: bytes) -> None:
         self._put((topic, payload))
+
+    def _follow_subscriptions(self) -> None:
+        """An in-process node's filters are fixed when it starts (the sequencer's never change)."""
 
     def _publish(self, messages: list[Outgoing]) -> list[paho.MQTTMessageInfo]:
         if messages:
