@@ -125,6 +125,35 @@ def test_snapshot_order_rows_are_the_map_sorted_by_id(items: list[tuple[int, int
     assert snapshot_order_rows(dict(sorted(orders.items()))) == expected
 
 
+@settings(deadline=None, max_examples=200, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2**63 - 1),
+            st.integers(0, 2**32 - 1),
+            st.text(st.characters(min_codepoint=1, max_codepoint=0x2FF), min_size=1, max_size=64),
+        ),
+        max_size=40,
+    ),
+    st.booleans(),
+)
+def test_snapshot_orders_json_of_a_map_is_the_json_of_its_rows(
+    items: list[tuple[int, int, str]], ordered: bool
+) -> None:
+    """Written straight from a replica's map (in id order: no rows built; else sorted first)."""
+    orders = {order_id: (owner, coid) for order_id, owner, coid in items}
+    if ordered:
+        orders = dict(sorted(orders.items()))
+    assert orders_json(orders) == dumps(sorted((i, o, c) for i, (o, c) in orders.items()))
+
+
+def test_snapshot_orders_json_of_a_map_refuses_what_rows_refuse() -> None:
+    bad_maps = [{1: (1, "a", 3)}, {-1: (1, "a")}, {1: (-1, "a")}, {1: (1, 5)}, {1: [1, "a"]}, {"1": (1, "a")}]
+    for bad in bad_maps:
+        with pytest.raises((ValueError, TypeError)):
+            orders_json(bad)  # type: ignore[arg-type]
+
+
 def test_snapshot_order_rows_refuse_a_value_that_is_not_a_pair() -> None:
     with pytest.raises(ValueError):
         snapshot_order_rows({1: (1, "a", 3)})

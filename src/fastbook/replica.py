@@ -233,8 +233,10 @@ class Replica:
 
     # -- snapshots -------------------------------------------------------------------------
 
-    def snapshot_data(self, seen: dict[str, dict[str, int]] | None = None) -> SnapshotData:
-        orders = snapshot_order_rows(self.orders)  # sorted by id (native)
+    def snapshot_data(self, seen: dict[str, dict[str, int]] | None = None, rows: bool = True) -> SnapshotData:
+        """`rows=False` leaves `orders` empty, for a caller that encodes them straight from the map
+        (`encode_snapshot(snap, orders=replica.orders)`)."""
+        orders = snapshot_order_rows(self.orders) if rows else []  # sorted by id (native)
         return SnapshotData(
             self.market,
             self.version,

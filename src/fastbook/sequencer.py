@@ -615,8 +615,10 @@ class SequencerNode:
 
     def _take_snapshot(self, now: float) -> list[Outgoing]:
         """Write <version>.snap and publish the same bytes retained."""
-        snap = self.replica.snapshot_data()
-        data = encode_snapshot(snap)
+        # The order rows are written straight from the replica's map: a snapshot costs O(resting
+        # orders), and building the rows first was about a third of it.
+        snap = self.replica.snapshot_data(rows=False)
+        data = encode_snapshot(snap, orders=self.replica.orders)
         try:
             self.snapshots.write(snap, data)
             self.snapshots.prune(self.cfg.snapshot_keep)

@@ -623,7 +623,9 @@ class SnapshotData:
     seen: dict[str, dict[str, int]] | None = None
 
 
-def encode_snapshot(snap: SnapshotData) -> bytes:
+def encode_snapshot(snap: SnapshotData, orders: dict[int, tuple[int, str]] | None = None) -> bytes:
+    """The snapshot's bytes. `orders`: a replica's map (engine id -> (owner, client order id)) to
+    write the order rows from instead of `snap.orders` (the same bytes, without building the rows)."""
     meta: dict[str, Any] = {
         "market": snap.market.to_json(),
         "version": snap.version,
@@ -633,7 +635,7 @@ def encode_snapshot(snap: SnapshotData) -> bytes:
     }
     # The same bytes as dumps(meta) with "orders" (then "seen") added: the orders, a JSON array
     # of [engine id, owner, client order id] arrays, written natively (there can be millions).
-    parts = [dumps(meta)[:-1], b',"orders":', orders_json(snap.orders)]
+    parts = [dumps(meta)[:-1], b',"orders":', orders_json(snap.orders if orders is None else orders)]
     flags = 0
     if snap.seen is not None:
         parts += [b',"seen":', dumps(snap.seen)]
