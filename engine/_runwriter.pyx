@@ -396,105 +396,91 @@ def orders_json(orders):
     return rows_json(orders)
 
 
-cdef bytes rows_json(list orders):
-    cdef Py_ssize_t n = len(orders), i, used
-    cdef Py_ssize_t capacity = 4096 + 64 * n
-    cdef char* buf = <char*>PyMem_Malloc(capacity)
-    cdef char* grown
-    cdef Out o
-    cdef object row
-    cdef int64_t order_id, owner
-    if buf == NULL:
+cdef struct RowsOut:
+    char* buf
+    Py_ssize_t capacity
+    Py_ssize_t count
+    Out o
+
+
+cdef int rows_begin(RowsOut* r, Py_ssize_t n) except -1:
+    r.capacity = 4096 + 64 * n
+    r.count = 0
+    r.buf = <char*>PyMem_Malloc(r.capacity)
+    if r.buf == NULL:
         raise MemoryError()
+    r.o.p = r.buf
+    put(&r.o, b"[", 1)
+    return 0
+
+
+cdef int rows_add(RowsOut* r, int64_t order_id, int64_t owner, str coid) except -1:
+    """Append [order_id,owner,"coid"] (growing the buffer first if a row might not fit)."""
+    cdef Py_ssize_t used = r.o.p - r.buf
+    cdef char* grown
+    if r.capacity - used < ROW_MAX:
+        grown = <char*>PyMem_Realloc(r.buf, r.capacity * 2)
+        if grown == NULL:
+            raise MemoryError()
+        r.capacity *= 2
+        r.buf = grown
+        r.o.p = r.buf + used
+    if order_id < 0 or owner < 0:
+        raise ValueError("order ids and owners are not negative")
+    if r.count:
+        put(&r.o, b",", 1)
+    r.count += 1
+    put(&r.o, b"[", 1)
+    put_u64(&r.o, <uint64_t>order_id)
+    put(&r.o, b",", 1)
+    put_u64(&r.o, <uint64_t>owner)
+    put(&r.o, b",", 1)
+    put_json_string(&r.o, coid)
+    put(&r.o, b"]", 1)
+    return 0
+
+
+cdef bytes rows_json(list orders):
+    cdef RowsOut r
+    cdef object row
+    r.buf = NULL
     try:
-        o.p = buf
-        put(&o, b"[", 1)
-        for i in range(n):
-            used = o.p - buf
-            if capacity - used < ROW_MAX:
-                capacity *= 2
-                grown = <char*>PyMem_Realloc(buf, capacity)
-                if grown == NULL:
-                    raise MemoryError()
-                buf = grown
-                o.p = buf + used
-            row = orders[i]
-            order_id, owner = row[0], row[1]
-            if order_id < 0 or owner < 0:
-                raise ValueError("order ids and owners are not negative")
-            if i:
-                put(&o, b",", 1)
-            put(&o, b"[", 1)
-            put_u64(&o, <uint64_t>order_id)
-            put(&o, b",", 1)
-            put_u64(&o, <uint64_t>owner)
-            put(&o, b",", 1)
-            put_json_string(&o, row[2])
-            put(&o, b"]", 1)
-        put(&o, b"]", 1)
-        return PyBytes_FromStringAndSize(buf, o.p - buf)
+        rows_begin(&r, len(orders))
+        for row in orders:
+            rows_add(&r, row[0], row[1], row[2])
+        put(&r.o, b"]", 1)
+        return PyBytes_FromStringAndSize(r.buf, r.o.p - r.buf)
     finally:
-        PyMem_Free(buf)
+        PyMem_Free(r.buf)
 
 
 cdef bytes map_json(dict orders):
     """rows_json(snapshot_order_rows(orders)) without the rows, when the map is in id order (it
     almost always is); else exactly that."""
-    cdef Py_ssize_t n = len(orders), used, pos = 0
-    cdef Py_ssize_t capacity = 4096 + 64 * n
-    cdef char* buf
-    cdef char* grown
-    cdef Out o
+    cdef Py_ssize_t pos = 0
     cdef PyObject* key
     cdef PyObject* value
-    cdef int64_t order_id, owner, previous = -1
+    cdef int64_t previous = -1
     cdef tuple pair
-    cdef bint first = True
+    cdef RowsOut r
     # First pass: the ids must be increasing (and in range) for the map order to be the row order.
     while PyDict_Next(orders, &pos, &key, &value):
-        if type(<object>key) is not int:
+        if type(<object>key) is not int or <object>key <= previous:
             return rows_json(snapshot_order_rows(orders))
-        order_id = <object>key
-        if order_id <= previous:
-            return rows_json(snapshot_order_rows(orders))
-        previous = order_id
-    buf = <char*>PyMem_Malloc(capacity)
-    if buf == NULL:
-        raise MemoryError()
+        previous = <object>key
+    r.buf = NULL
     try:
-        o.p = buf
-        put(&o, b"[", 1)
+        rows_begin(&r, len(orders))
         pos = 0
         while PyDict_Next(orders, &pos, &key, &value):
-            used = o.p - buf
-            if capacity - used < ROW_MAX:
-                capacity *= 2
-                grown = <char*>PyMem_Realloc(buf, capacity)
-                if grown == NULL:
-                    raise MemoryError()
-                buf = grown
-                o.p = buf + used
             pair = <tuple?><object>value
             if len(pair) != 2:
                 raise ValueError("an order map value is (owner, client order id)")
-            order_id = <object>key
-            owner = pair[0]
-            if owner < 0:
-                raise ValueError("order ids and owners are not negative")
-            if not first:
-                put(&o, b",", 1)
-            first = False
-            put(&o, b"[", 1)
-            put_u64(&o, <uint64_t>order_id)
-            put(&o, b",", 1)
-            put_u64(&o, <uint64_t>owner)
-            put(&o, b",", 1)
-            put_json_string(&o, pair[1])
-            put(&o, b"]", 1)
-        put(&o, b"]", 1)
-        return PyBytes_FromStringAndSize(buf, o.p - buf)
+            rows_add(&r, <object>key, pair[0], pair[1])
+        put(&r.o, b"]", 1)
+        return PyBytes_FromStringAndSize(r.buf, r.o.p - r.buf)
     finally:
-        PyMem_Free(buf)
+        PyMem_Free(r.buf)
 
 
 def snapshot_order_rows(dict orders):

@@ -88,14 +88,18 @@ def test_native_run_writer_refuses_wrong_arrays() -> None:
         write_news_run(spec, "a", 0, rows, ["x", "y"], hashes, wrong, {}, {}, print)
 
 
+# A snapshot's order row: (engine id, owner, client order id).
+ORDER_ROW = st.tuples(
+    st.integers(0, 2**63 - 1),
+    st.integers(0, 2**32 - 1),
+    st.text(st.characters(min_codepoint=1, max_codepoint=0x2FF), min_size=1, max_size=64),
+)
+
+
 @settings(deadline=None, max_examples=200, derandomize=True)
 @given(
     st.lists(
-        st.tuples(
-            st.integers(0, 2**63 - 1),
-            st.integers(0, 2**32 - 1),
-            st.text(st.characters(min_codepoint=1, max_codepoint=0x2FF), min_size=1, max_size=64),
-        ),
+        ORDER_ROW,
         max_size=50,
     )
 )
@@ -128,11 +132,7 @@ def test_snapshot_order_rows_are_the_map_sorted_by_id(items: list[tuple[int, int
 @settings(deadline=None, max_examples=200, derandomize=True)
 @given(
     st.lists(
-        st.tuples(
-            st.integers(0, 2**63 - 1),
-            st.integers(0, 2**32 - 1),
-            st.text(st.characters(min_codepoint=1, max_codepoint=0x2FF), min_size=1, max_size=64),
-        ),
+        ORDER_ROW,
         max_size=40,
     ),
     st.booleans(),
