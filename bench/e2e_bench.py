@@ -48,6 +48,7 @@ from fastbook.topics import Topics
 MARKET = "BTC-USD"
 REPLICAS = 3
 SEQUENCER_ARGS: list[str] = []  # extra options for fastbook-broker / fastbook-sequencer (--batch-window)
+REPLICA_NICE = [0]  # niceness added to each replica process (--replica-nice)
 BIN = Path(sys.executable).parent
 
 
@@ -108,8 +109,10 @@ class _TracingNode:
         return out
 
 
-def replica_worker(broker: str, client_id: str, out_path: str) -> int:
+def replica_worker(broker: str, client_id: str, out_path: str, nice: int = 0) -> int:
     from fastbook.edge import EdgeConfig, EdgeNode
+
+    os.nice(nice)
 
     node = _TracingNode(EdgeNode(EdgeConfig(client_id=client_id, market=MARKET)))
     stop = threading.Event()
@@ -250,8 +253,9 @@ class System:
         out = []
         for i in range(REPLICAS):
             trace = self.workdir / f"trace-{tag}-{i}.json"
-            proc = self._spawn(f"replica-{tag}-{i}", [sys.executable, __file__, "--replica", self.url,
-                                                       f"r{i}-{tag}", str(trace)])
+            args = [sys.executable, __file__, "--replica", str(REPLICA_NICE[0])]
+            args += [self.url, f"r{i}-{tag}", str(trace)]
+            proc = self._spawn(f"replica-{tag}-{i}", args)
             out.append((proc, trace))
         return out
 
@@ -441,7 +445,7 @@ def bench_broker(
 ) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"fastbook-e2e-{kind}-"))
     system = System(kind, workdir)
-    result: dict[str, Any] = {"broker": kind}
+    result: dict[str, Any] = {"broker": kind, "replica_nice": REPLICA_NICE[0]}
     try:
         one_order, size = order_payload_sizes()
         bulk_payload = json.dumps(order_flow(bulk_size, 1, "raw")).encode()
@@ -464,7 +468,7 @@ def bench_broker(
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--replica":
-        return replica_worker(sys.argv[2], sys.argv[3], sys.argv[4])
+        return replica_worker(sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[2]))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--brokers", default="amqtt,mosquitto")
     p.add_argument("--single", type=int, default=0, help="orders sent one per message (default per broker)")
@@ -473,9 +477,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.add_argument("--paced-rate", type=int, default=0, metavar="N",
                    help="messages/s of the paced latency run (default 200 on amqtt, 1000 on mosquitto)")
+    p.add_argument("--replica-nice", type=int, default=0, metavar="N",
+                   help="run the replica processes at this niceness (default 0: the same priority as the "
+                        "sequencer; all of them share 2 cores here, where on a deployment each edge runs on "
+                        "its client's machine)")
     p.add_argument("--batch-window", type=float, default=None, metavar="MS",
                    help="the sequencer's --batch-window (default: the program's default)")
     args = p.parse_args(argv)
+    REPLICA_NICE[0] = args.replica_nice
     if args.batch_window is not None:
         SEQUENCER_ARGS[:] = ["--batch-window", str(args.batch_window)]
     defaults = {"amqtt": (2000, 30000, 2000), "mosquitto": (20000, 200000, 20000)}
