@@ -65,6 +65,13 @@ def test_topics_will_and_status() -> None:
     assert json.loads(edge.close()[0].payload)["state"] == "offline"
 
 
+def test_public_trades_are_subscribed_only_for_listeners() -> None:
+    edge = EdgeNode(EdgeConfig(client_id="bob"))
+    assert T.trades not in dict(edge.subscriptions())  # a bare replica needs none
+    edge.add_listener(lambda kind, data: None)
+    assert T.trades in dict(edge.subscriptions())
+
+
 def test_submit_assigns_unique_ids_and_keeps_given_ones() -> None:
     edge, _ = make_edge()
     ids = set()

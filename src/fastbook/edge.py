@@ -119,6 +119,8 @@ class EdgeNode:
     # -- client API ------------------------------------------------------------------------
 
     def add_listener(self, fn: Listener) -> None:
+        """`fn(kind, data)` for every book, public trade, report and status the edge sees from now
+        on (the first listener also subscribes the edge to public trades)."""
         self._listeners.append(fn)
 
     def submit(self, order: dict[str, Any]) -> tuple[str, list[Outgoing]]:
@@ -169,13 +171,17 @@ class EdgeNode:
     def subscriptions(self) -> list[tuple[str, int]]:
         """The retained snapshot only until the replica follows the log: after that a snapshot
         is never needed from that topic (see on_messages), and each one holds the whole book (in a
-        bulk run ~94 bytes per order, more than the log itself, fanned out to every edge)."""
+        bulk run ~94 bytes per order, more than the log itself, fanned out to every edge). Public
+        trades only while a listener reads them (a replica needs none: ~34 bytes per order).
+        (The runner follows changes: see NodeRunner.)"""
         t = self.topics
         subs = [(t.log, 1)]
         if not self._following():
             subs.append((t.snapshot, 1))
-        subs += [(t.book, 1), (t.trades, 1), (t.reports(self.client_id), 1)]
-        subs.append((t.replay_response(self.client_id), 1))
+        subs.append((t.book, 1))
+        if self._listeners:
+            subs.append((t.trades, 1))
+        subs += [(t.reports(self.client_id), 1), (t.replay_response(self.client_id), 1)]
         return subs
 
     def _following(self) -> bool:
@@ -235,7 +241,7 @@ class EdgeNode:
                         requests += self.follower.on_head(version, now)
                         self._emit("book", book)
                 elif topic == t.trades:
-                    if self._listeners:  # only listeners read public trades (a replica needs none)
+                    if self._listeners:  # (a message already on its way when subscribed without)
                         for trade in json.loads(payload).get("trades", []):
                             self._emit("trade", trade)
                 elif topic == t.reports(self.client_id):
