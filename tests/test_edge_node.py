@@ -72,6 +72,31 @@ def test_public_trades_are_subscribed_only_for_listeners() -> None:
     assert T.trades in dict(edge.subscriptions())
 
 
+def test_a_bulk_batch_is_one_log_message_and_no_status_flap(tmp_path: Path) -> None:
+    """A runner batch of bulk orders (cut at 256 KiB: ~2,500 orders) gives one log message, so a
+    following edge never sees itself behind the head mid-batch (a status change each time)."""
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD"), tmp_path / "d"))
+    edge, _ = make_edge()
+    edge.on_connected()
+    edge.on_messages([(o.topic, o.payload) for o in seq.on_connected()])
+    assert edge.in_sync
+    sides = ["buy", "sell"]
+    orders = [
+        {"op": "new", "id": f"b{i}", "side": sides[i % 2], "price": f"{100 + i % 7}.00", "qty": "1"}
+        for i in range(2600)
+    ]
+    messages = [(T.orders("bulk"), json.dumps(orders[i : i + 520]).encode()) for i in range(0, 2600, 520)]
+    out = seq.on_messages(messages)
+    assert [o.topic for o in out].count(T.log) == 1
+    published = []
+    for o in out:
+        if o.topic in dict(edge.subscriptions()):
+            published += edge.on_messages([(o.topic, o.payload)])
+    assert edge.version == seq.version == 2600 and edge.in_sync
+    assert [o for o in published if o.topic == T.replica("alice")] == []
+    seq.close()
+
+
 def test_submit_assigns_unique_ids_and_keeps_given_ones() -> None:
     edge, _ = make_edge()
     ids = set()

@@ -65,7 +65,10 @@ from fastbook.wire import (
 
 log = logging.getLogger(__name__)
 
-LOG_CHUNK = 2000  # entries per log / replay message
+# Entries per log / replay message. A runner's batch is cut at 256 KiB of orders (~2,500 bulk orders),
+# so a batch's log is one message: split in two, an edge reads the first part, is behind the head
+# for a moment and published two status changes per batch (2,000 did that to every bulk batch).
+LOG_CHUNK = 4096
 MARKET_FILE = "market.json"
 
 _TRADE = int(EventType.TRADE)
