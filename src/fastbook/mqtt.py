@@ -313,8 +313,10 @@ class NodeRunner:
     def _on_subscribe(
         self, _client: paho.Client, _userdata: object, mid: int, reasons: Any, _props: Any
     ) -> None:
-        if mid in self._later_subscribes:
+        with self._subs_lock:  # (held by the worker while it subscribes: its mid is in the set)
+            later = mid in self._later_subscribes
             self._later_subscribes.discard(mid)
+        if later:
             if any(r.is_failure for r in reasons):
                 log.error("%s: broker refused a subscription: %s; reconnecting", self.name, reasons)
                 self._client.disconnect()  # the reconnect subscribes to the whole current list
@@ -350,14 +352,14 @@ class NodeRunner:
             before = dict(self._on_broker)
             after = dict(self._wanted)
             self._on_broker = list(self._wanted)
-        added = [(f, qos) for f, qos in self._wanted if before.get(f) != qos]
-        removed = [f for f in before if f not in after]
-        if removed:  # first: the broker takes them in order
-            self._client.unsubscribe(removed)
-        if added:
-            rc, mid = self._client.subscribe(added)
-            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
-                self._later_subscribes.add(mid)
+            added = [(f, qos) for f, qos in self._wanted if before.get(f) != qos]
+            removed = [f for f in before if f not in after]
+            if removed:  # first: the broker takes them in order
+                self._client.unsubscribe(removed)
+            if added:
+                rc, mid = self._client.subscribe(added)
+                if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                    self._later_subscribes.add(mid)
 
     def _mark_connected(self) -> None:
         self.connect_count += 1
