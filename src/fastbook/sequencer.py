@@ -132,9 +132,17 @@ class _Batch:
         self.rejections: list[tuple[str, str]] = []
         self.trades: list[str] = []  # public trades, JSON text
 
+    def add(self, client: str, texts: list[str]) -> None:
+        """Report texts to `client`, in order (the list is kept: the caller must not change it)."""
+        got = self.texts.get(client)
+        if got is None:
+            self.texts[client] = texts
+        else:
+            got.extend(texts)
+
     def reject(self, client: str, report: dict[str, Any]) -> None:
         text = dumps(report).decode()
-        self.texts.setdefault(client, []).append(text)
+        self.add(client, [text])
         self.rejections.append((client, text))
 
 
@@ -454,13 +462,8 @@ class SequencerNode:
             self.market, client, replica.version, rows, coids, hashes, events, replica.orders,
             replica.clients, _engine_reject,
         )  # fmt: skip
-        texts = batch.texts
         for who, run_texts in run.texts.items():
-            got = texts.get(who)
-            if got is None:
-                texts[who] = run_texts
-            else:
-                got.extend(run_texts)
+            batch.add(who, run_texts)
         if run.rejections:
             batch.rejections.extend((client, text) for text in run.rejections)
         if not run.records:
@@ -563,13 +566,8 @@ class SequencerNode:
         reports, trades = command_reports_json(
             self.market, self.replica, seq, client, cmd.op, cmd.order_type, cmd.client_order_id, events
         )
-        texts = batch.texts
         for owner_client, text in reports:
-            got = texts.get(owner_client)
-            if got is None:
-                texts[owner_client] = [text]
-            else:
-                got.append(text)
+            batch.add(owner_client, [text])
         if trades:
             batch.trades.extend(trades)
             self.last_trade = json.loads(trades[-1])
