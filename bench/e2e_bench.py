@@ -110,9 +110,11 @@ class _TracingNode:
 
 
 def replica_worker(broker: str, client_id: str, out_path: str, nice: int = 0) -> int:
+    from fastbook.cli.common import tune_gc_for_throughput
     from fastbook.edge import EdgeConfig, EdgeNode
 
     os.nice(nice)
+    tune_gc_for_throughput()  # as fastbook-edge does at start-up
 
     node = _TracingNode(EdgeNode(EdgeConfig(client_id=client_id, market=MARKET)))
     stop = threading.Event()

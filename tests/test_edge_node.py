@@ -137,6 +137,36 @@ def test_follows_sequencer_and_reports_to_listeners(tmp_path: Path) -> None:
     seq.close()
 
 
+def test_an_edge_maps_its_own_orders_unless_asked_for_all(tmp_path: Path) -> None:
+    """Another client's trade with our resting order reports to us; their orders are in the book
+    (depth, hash) but not in our maps, unless the edge maps all orders."""
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD"), tmp_path / "d"))
+    retained = seq.on_connected()
+    edge, events = make_edge()
+    observer = EdgeNode(EdgeConfig(client_id="observer", map_all_orders=True))
+    for node in (edge, observer):
+        node.on_connected()
+        node.on_messages([(o.topic, o.payload) for o in retained])
+    _, messages = edge.submit({"op": "new", "id": "a1", "side": "sell", "price": "100", "qty": "2"})
+    orders = [{"op": "new", "id": f"b{i}", "side": "buy", "price": "99", "qty": "1"} for i in range(3)]
+    orders.append({"op": "new", "id": "take", "side": "buy", "price": "100", "qty": "0.5"})
+    incoming = [(m.topic, m.payload) for m in messages] + [(T.orders("bob"), json.dumps(orders).encode())]
+    out = seq.on_messages(incoming)
+    for node in (edge, observer):
+        node.on_messages([(o.topic, o.payload) for o in out if o.topic in dict(node.subscriptions())])
+        assert (node.version, node.state_hash) == (seq.version, seq.state_hash)
+    depth = {"bids": [["99.00", "3.000", 3]], "asks": [["100.00", "1.500", 1]]}
+    assert edge.depth(5) == observer.depth(5) == depth
+    assert edge.own_orders() == [{"id": "a1", "side": "sell", "price": "100.00", "qty": "1.500"}]
+    mine, everyone = edge.follower.replica, observer.follower.replica
+    assert mine is not None and everyone is not None
+    assert sorted(coid for _owner, coid in mine.orders.values()) == ["a1"]
+    assert sorted(coid for _owner, coid in everyone.orders.values()) == ["a1", "b0", "b1", "b2"]
+    trades = [data for kind, data in events if kind == "report" and data["type"] == "trade"]
+    assert [(t["id"], t["liquidity"], t["qty"]) for t in trades] == [("a1", "maker", "0.500")]
+    seq.close()
+
+
 def test_following_edge_skips_retained_snapshots_but_a_resync_uses_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -71,21 +71,25 @@ def typed(order: dict[str, Any]) -> str:
     return f"{order['side']} {order['qty']} {where}{tif} id={order['id']}"
 
 
-def resting_orders(observer: Edge) -> dict[tuple[str, str], Decimal]:
-    """(client, client order id) -> remaining qty of every resting order, read from a replica."""
+def resting_orders(*observers: Edge) -> dict[tuple[str, str], Decimal]:
+    """(client, client order id) -> remaining qty of every resting order the observers' replicas
+    map: every client's with an observer that maps all orders, else each edge's own client's."""
+    out: dict[tuple[str, str], Decimal] = {}
+    for observer in observers:
 
-    def read() -> tuple[dict[tuple[str, str], Decimal], list[Any]]:
-        replica = observer.node.follower.replica
-        assert replica is not None
-        out = {}
-        for owner, orders in replica.by_owner.items():
-            for coid, order_id in orders.items():
-                info = replica.book.order(order_id)
-                if info is not None:
-                    out[(replica.clients[owner], coid)] = Decimal(replica.market.lots_to_qty(info[4]))
-        return out, []
+        def read(observer: Edge = observer) -> tuple[dict[tuple[str, str], Decimal], list[Any]]:
+            replica = observer.node.follower.replica
+            assert replica is not None
+            seen = {}
+            for owner, orders in replica.by_owner.items():
+                for coid, order_id in orders.items():
+                    info = replica.book.order(order_id)
+                    if info is not None:
+                        seen[(replica.clients[owner], coid)] = Decimal(replica.market.lots_to_qty(info[4]))
+            return seen, []
 
-    return observer.runner.call_with_result(read).result(10)
+        out |= observer.runner.call_with_result(read).result(10)
+    return out
 
 
 def check_accounting(
@@ -130,7 +134,7 @@ def test_concurrent_clients_through_three_edges_converge(cluster: Cluster) -> No
     edges = {name: cluster.start_edge(name) for name in EDGES}
     with (
         Traffic(cluster.url, cluster.topics, "test-traffic") as traffic,
-        Edge("observer", cluster.url, MARKET) as observer,
+        Edge("observer", cluster.url, MARKET, map_all_orders=True) as observer,
     ):
         cluster.wait_converged([*EDGES, "observer"], 30)
         # Typed orders into each edge's prompt, and bulk flows from three more clients, all at once.

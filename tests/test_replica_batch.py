@@ -5,6 +5,7 @@ divergence at the same entry. Follower.on_batch against Follower.on_entries."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -240,3 +241,67 @@ def test_follower_on_batch_equals_on_entries_with_duplicates_gaps_and_overlaps(t
     fast, slow = run(True), run(False)
     assert fast == slow
     assert fast[1] == list(range(1, entries[-1].seq + 1))  # each entry applied once, in order
+
+
+def own_part(replica: Replica, client: str) -> tuple[Any, ...]:
+    """A whole replica's state with its maps cut down to one client's orders."""
+    owner = replica.owners.get(client)
+    orders = {i: o for i, o in replica.orders.items() if o[0] == owner}
+    by_owner = {owner: replica.by_owner[owner]} if owner in replica.by_owner else {}
+    return state(replica)[:5] + (orders, by_owner, replica.next_order_id)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_replica_of_one_client_maps_its_orders_only_and_reports_the_same(tmp_path: Path, seed: int) -> None:
+    """Replica(own_client=c): the same book, hash and version as a whole replica, the maps of c's
+    orders only (entry by entry and in batches), and the same reports for c. A client that never
+    traded maps nothing."""
+    entries = sequenced_log(tmp_path, seed)
+    whole = Replica(SPEC)
+    expected = Recorder(whole)
+    for entry in entries:
+        expected(entry, whole.apply(entry))
+    for client in [*CLIENTS, "watcher"]:
+        one_by_one, batched = Replica(SPEC, own_client=client), Replica(SPEC, own_client=client)
+        slow, fast = Recorder(one_by_one), Recorder(batched)
+        for entry in entries:
+            slow(entry, one_by_one.apply(entry))
+        mapped = 0  # the most orders the batched replica mapped at once
+        for batch in chunks(entries, random.Random(seed)):
+            batched.apply_batch(batch, fast)
+            mapped = max(mapped, len(batched.orders))
+        assert state(one_by_one) == state(batched) == own_part(whole, client)
+        if client == "watcher":
+            assert mapped == 0 and batched.by_owner == {}
+        else:
+            assert mapped > 0
+        for (entry, _events, (reports, trades)), (_e, _ev, (ours, our_trades)) in zip(
+            expected.calls, fast.calls, strict=True
+        ):
+            assert [r for r in ours if r[0] == client] == [r for r in reports if r[0] == client], entry
+            assert all(r[0] == client for r in ours if r[1]["type"] != "cancelled_all")
+            assert our_trades == trades
+        assert [c[2] for c in slow.calls] == [c[2] for c in fast.calls]
+
+
+def test_a_replica_of_one_client_from_a_snapshot_and_its_refusals(tmp_path: Path) -> None:
+    entries = sequenced_log(tmp_path, 8)
+    whole = Replica(SPEC)
+    for entry in entries:
+        whole.apply(entry)
+    snap = whole.snapshot_data()
+    for client in CLIENTS:
+        mine = Replica.from_snapshot(snap, own_client=client)
+        assert state(mine) == own_part(whole, client)
+        # it follows on from there as a whole replica does
+        assert mine.own_client == client
+    with pytest.raises(ValueError, match="maps only that client's orders"):
+        Replica.from_snapshot(snap, own_client="a").snapshot_data()
+    # Every row is still checked, the other clients' too.
+    order_id, owner, coid = next(row for row in snap.orders if whole.clients[row[1]] != "a")
+    twice = dataclasses.replace(snap, orders=[*snap.orders, (order_id, owner, coid)])
+    with pytest.raises(ValueError, match="listed twice"):
+        Replica.from_snapshot(twice, own_client="a")
+    missing = dataclasses.replace(snap, orders=[row for row in snap.orders if row[0] != order_id])
+    with pytest.raises(ValueError, match="maps hold"):
+        Replica.from_snapshot(missing, own_client="a")

@@ -57,6 +57,9 @@ class EdgeConfig:
     prefix: str = DEFAULT_PREFIX
     status_interval: float = 1.0
     replay_timeout: float = 2.0
+    # Keep every client's client order ids in the replica's maps, not only this client's (an
+    # observer that audits the whole book); they cost an edge about as much as the engine.
+    map_all_orders: bool = False
 
 
 class EdgeNode:
@@ -76,6 +79,8 @@ class EdgeNode:
             on_resync=self._on_resync,
             on_applied=self._on_applied,
             interest=self._report_owner,
+            # reports and open orders are this client's only (Replica.own_client)
+            own_client=None if cfg.map_all_orders else cfg.client_id,
         )
         # Reports are derived from the log once the replica has caught up the first time: entries
         # applied before that are history from before this edge was connected.

@@ -43,13 +43,19 @@ class Replica:
     # the Python reference `_MapChanges`, which has the same semantics.
     map_changes: ClassVar[type[MapChanges] | type[_MapChanges]] = MapChanges
 
-    def __init__(self, market: MarketSpec, book: object | None = None) -> None:
+    def __init__(self, market: MarketSpec, book: object | None = None, own_client: str | None = None) -> None:
+        """`own_client`: keep the order maps (`orders`, `by_owner`) for that client's orders only.
+        An edge needs client order ids only for its own client's orders (its reports, its open
+        orders); every other order is in the engine all the same, so the book and the state hash
+        are whole, while keeping the maps of the whole book cost an edge about as much as the
+        engine itself. None (the sequencer): every order, as snapshots need."""
         self.market = market
         self.book = new_book() if book is None else book
+        self.own_client = own_client
         self.version = 0
         self.state_hash: int = self.book.state_hash()  # type: ignore[attr-defined]
-        self.owners: dict[str, int] = {}  # client id -> engine owner
-        self.clients: dict[int, str] = {}  # engine owner -> client id
+        self.owners: dict[str, int] = {}  # client id -> engine owner (every client)
+        self.clients: dict[int, str] = {}  # engine owner -> client id (every client)
         self.orders: dict[int, tuple[int, str]] = {}  # resting engine order id -> (owner, client order id)
         self.by_owner: dict[int, dict[str, int]] = {}  # owner -> {client order id: resting engine order id}
         self.next_order_id = 1
@@ -60,6 +66,10 @@ class Replica:
 
     def next_owner(self) -> int:
         return len(self.owners) + 1
+
+    def keeps(self, owner: int) -> bool:
+        """Whether the maps hold the orders of `owner` (see `own_client`)."""
+        return self.own_client is None or self.clients.get(owner) == self.own_client
 
     def resting_id(self, owner: int, client_order_id: str) -> int | None:
         by_id = self.by_owner.get(owner)
@@ -99,9 +109,11 @@ class Replica:
         if new_owner:
             self.owners[client_id] = owner
             self.clients[owner] = client_id
+        mapped = op == _NEW and self.keeps(owner)
+        if mapped:
+            self.orders[order_id] = (owner, client_order_id)  # type: ignore[assignment]
+            self.by_owner.setdefault(owner, {})[client_order_id] = order_id  # type: ignore[index]
         if op == _NEW:
-            self.orders[order_id] = (owner, client_order_id)
-            self.by_owner.setdefault(owner, {})[client_order_id] = order_id
             events = book.new(order_id, owner, side, price, qty, order_type, tif, bool(post_only), stp)  # type: ignore[attr-defined]
         elif op == _CANCEL:
             events = book.cancel(order_id, owner)  # type: ignore[attr-defined]
@@ -110,7 +122,7 @@ class Replica:
         else:
             events = book.cancel_all(owner)  # type: ignore[attr-defined]
         if len(events) == 1 and events[0][0] == _REJECTED:
-            if op == _NEW:
+            if mapped:
                 del self.orders[order_id]
                 del self.by_owner[owner][client_order_id]  # type: ignore[arg-type]
             if new_owner:
@@ -190,8 +202,15 @@ class Replica:
                 self.owners[clients[i]] = owner
                 self.clients[owner] = clients[i]
         # Map changes in entry order: news join the maps, DONE/CANCELLED orders leave them.
-        news = np.flatnonzero(commands["op"][:applied] == _NEW)
-        gone = np.flatnonzero(((kinds == _DONE) | (kinds == _CANCELLED)) & (events["cmd"] < applied))
+        all_news = commands["op"][:applied] == _NEW
+        is_new = all_news.copy()
+        ends = ((kinds == _DONE) | (kinds == _CANCELLED)) & (events["cmd"] < applied)
+        if self.own_client is not None:  # only that client's orders are mapped
+            own = self.owners.get(self.own_client, -1)  # (-1: no owner number matches)
+            is_new &= commands["owner"][:applied] == own
+            ends &= events["owner"] == own
+        news = np.flatnonzero(is_new)
+        gone = np.flatnonzero(ends)
         # (numpy columns: the native class reads them in C, without lists of ints)
         maps = self.map_changes(
             self,
@@ -218,8 +237,9 @@ class Replica:
             lo, hi = np.searchsorted(events["cmd"], [i, i + 1])
             on_applied(batch.entry(i), event_rows_to_tuples(events[lo:hi]))  # type: ignore[misc]
         self.removed = maps.advance(applied - 1) if applied else {}
-        if len(news):
-            self.next_order_id = int(commands["order_id"][news[-1]]) + 1
+        last_new = np.flatnonzero(all_news)[-1:]
+        if len(last_new):
+            self.next_order_id = int(commands["order_id"][last_new[0]]) + 1
         if applied:
             self.version = int(seqs[applied - 1])
             self.state_hash = int(post[applied - 1])
@@ -235,7 +255,10 @@ class Replica:
 
     def snapshot_data(self, seen: dict[str, dict[str, int]] | None = None, rows: bool = True) -> SnapshotData:
         """`rows=False` leaves `orders` empty, for a caller that encodes them straight from the map
-        (`encode_snapshot(snap, orders=replica.orders)`)."""
+        (`encode_snapshot(snap, orders=replica.orders)`). ValueError on a replica that maps only
+        its own client's orders: its snapshot would lack the others' client order ids."""
+        if self.own_client is not None:
+            raise ValueError(f"replica of {self.own_client!r} maps only that client's orders: no snapshot")
         orders = snapshot_order_rows(self.orders) if rows else []  # sorted by id (native)
         return SnapshotData(
             self.market,
@@ -249,10 +272,12 @@ class Replica:
         )
 
     @classmethod
-    def from_snapshot(cls, snap: SnapshotData) -> Replica:
-        """ValueError if the engine bytes are invalid or do not hash to the snapshot's hash."""
+    def from_snapshot(cls, snap: SnapshotData, own_client: str | None = None) -> Replica:
+        """ValueError if the engine bytes are invalid or do not hash to the snapshot's hash, or
+        the maps do not match the book. Every order row is checked; with `own_client`, only
+        that client's orders are mapped (see __init__)."""
         book = restore_book(snap.engine)
-        replica = cls(snap.market, book)
+        replica = cls(snap.market, book, own_client)
         if replica.state_hash != snap.state_hash:
             raise ValueError(
                 f"snapshot {snap.version}: engine state hashes to {hash_hex(replica.state_hash)}, "
@@ -265,6 +290,9 @@ class Replica:
             replica.clients[owner] = client
         if len(replica.clients) != len(replica.owners):
             raise ValueError(f"snapshot {snap.version}: two clients share an owner number")
+        listed: set[int] = set()
+        open_ids: set[tuple[int, str]] = set()
+        own = replica.owners.get(own_client, -1) if own_client is not None else None
         for order_id, owner, coid in snap.orders:
             info = book.order(order_id)
             if info is None or info[1] != owner:
@@ -273,15 +301,17 @@ class Replica:
                 raise ValueError(f"snapshot {snap.version}: order {order_id} has owner {owner} of no client")
             if order_id >= snap.next_order_id:
                 raise ValueError(f"snapshot {snap.version}: order {order_id} is not below next_order_id")
-            if order_id in replica.orders:
+            if order_id in listed:
                 raise ValueError(f"snapshot {snap.version}: order {order_id} listed twice")
-            by_id = replica.by_owner.setdefault(owner, {})
-            if coid in by_id:
+            if (owner, coid) in open_ids:
                 raise ValueError(f"snapshot {snap.version}: two open orders of owner {owner} share {coid!r}")
-            replica.orders[order_id] = (owner, coid)
-            by_id[coid] = order_id
-        if len(replica.orders) != len(book):
-            counts = f"maps hold {len(replica.orders)} orders, book {len(book)}"
+            listed.add(order_id)
+            open_ids.add((owner, coid))
+            if own is None or owner == own:
+                replica.orders[order_id] = (owner, coid)
+                replica.by_owner.setdefault(owner, {})[coid] = order_id
+        if len(listed) != len(book):
+            counts = f"maps hold {len(listed)} orders, book {len(book)}"
             raise ValueError(f"snapshot {snap.version}: {counts}")
         return replica
 
@@ -384,8 +414,10 @@ class Follower:
         on_resync: Callable[[str], None] | None = None,
         on_applied: Callable[[LogEntry, list], None] | None = None,
         interest: Callable[[], int | None] | None = None,
+        own_client: str | None = None,
     ) -> None:
         self.market_name = market_name
+        self.own_client = own_client  # the replicas it makes map only that client's orders (Replica)
         self.replay_timeout = replay_timeout
         self.snapshot_timeout = replay_timeout if snapshot_timeout is None else snapshot_timeout
         self.gap_grace = min(0.25, replay_timeout / 4)  # silence tolerated while the head is ahead
@@ -501,7 +533,7 @@ class Follower:
                 return self._resync_request(now)
             return []
         try:
-            restored = Replica.from_snapshot(snap)
+            restored = Replica.from_snapshot(snap, self.own_client)
         except ValueError as exc:
             log.error("snapshot %d unusable: %s", snap.version, exc)
             return []
@@ -533,7 +565,7 @@ class Follower:
             if self.waiting_since is not None and now - self.waiting_since >= self.snapshot_timeout:
                 # No retained snapshot: start from the empty book and replay the whole journal.
                 log.warning("no snapshot within %.1fs; replaying the log from seq 1", self.snapshot_timeout)
-                self.replica = Replica(MarketSpec(self.market_name))
+                self.replica = Replica(MarketSpec(self.market_name), own_client=self.own_client)
                 self.market_known = False
                 self.waiting_since = None
                 self.synced_once = True

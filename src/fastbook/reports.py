@@ -54,7 +54,8 @@ def command_reports(
 
     `replica` must be the one that just executed the command (its `describe` still knows the
     orders that left the book during it); `client`, `op`, `order_type` and `client_order_id` are
-    the command's (a log entry's fields)."""
+    the command's (a log entry's fields). Orders the replica does not map (one that maps only its
+    own client's orders, `Replica.own_client`) get no report; public trades are all there."""
     tp, lq = market.ticks_to_price, market.lots_to_qty
     reports: list[tuple[str, dict[str, Any]]] = []
     trades: list[dict[str, Any]] = []
@@ -64,16 +65,17 @@ def command_reports(
         if kind == _TRADE:
             public = public_trade(market, seq, len(trades) + 1, event)
             trades.append(public)
-            taker_owner, taker_coid = replica.describe(event[1])  # type: ignore[misc]
-            maker_owner, maker_coid = replica.describe(event[7])  # type: ignore[misc]
+            taker_of, maker_of = replica.describe(event[1]), replica.describe(event[7])
             common = {"seq": seq, "trade_id": public["trade_id"], "price": public["price"],
                       "qty": public["qty"]}  # fmt: skip
-            taker = {"type": "trade", "id": taker_coid, **common, "side": SIDE_TEXT[event[3]],
-                     "liquidity": "taker", "remaining": lq(event[6])}  # fmt: skip
-            maker = {"type": "trade", "id": maker_coid, **common, "side": SIDE_TEXT[3 - event[3]],
-                     "liquidity": "maker", "remaining": lq(event[9])}  # fmt: skip
-            reports.append((replica.clients[taker_owner], taker))
-            reports.append((replica.clients[maker_owner], maker))
+            if taker_of is not None:
+                taker = {"type": "trade", "id": taker_of[1], **common, "side": SIDE_TEXT[event[3]],
+                         "liquidity": "taker", "remaining": lq(event[6])}  # fmt: skip
+                reports.append((replica.clients[taker_of[0]], taker))
+            if maker_of is not None:
+                maker = {"type": "trade", "id": maker_of[1], **common, "side": SIDE_TEXT[3 - event[3]],
+                         "liquidity": "maker", "remaining": lq(event[9])}  # fmt: skip
+                reports.append((replica.clients[maker_of[0]], maker))
             continue
         who = replica.describe(event[1])
         if who is None:
