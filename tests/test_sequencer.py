@@ -257,17 +257,17 @@ def test_snapshots_by_count_and_interval(tmp_path: Path) -> None:
 
 
 def test_snapshots_are_spaced_by_the_book_depth(tmp_path: Path) -> None:
-    """A snapshot costs O(resting orders): with more than 2 x snapshot_every resting orders,
-    snapshots come every half as many versions as there are resting orders."""
+    """A snapshot costs O(resting orders): once the last snapshot held more than snapshot_every
+    orders, the next comes as many versions later as it held."""
     node = SequencerNode(SequencerConfig(SPEC, tmp_path / "d", snapshot_every=5))
     versions = []
     for i in range(60):  # one resting buy per command: after command n, n orders rest
         out = send(node, "a", new(f"x{i}", "buy", "99.00", "1"))
         versions += [decode_snapshot(o.payload).version for o in out if o.topic == T.snapshot]
     assert len(node.replica.orders) == 60
-    # 5, then 10 (5 >= 10 // 2), 19 (9 >= 19 // 2), 37 (18 >= 37 // 2): the gap keeps up with half
-    # the book's size at that version
-    assert versions == [5, 10, 19, 37]
+    # 5 (snapshot_every after the start's empty snapshot), 10 (5 after the one holding 5 orders),
+    # then 20 and 40: the gap keeps up with the size of the book at the last snapshot
+    assert versions == [5, 10, 20, 40]
     node.close()
 
 

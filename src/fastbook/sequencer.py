@@ -105,7 +105,7 @@ class SequencerConfig:
     market: MarketSpec
     data_dir: Path
     prefix: str = DEFAULT_PREFIX
-    snapshot_every: int = 10_000  # versions (at least half as many as there are resting orders)
+    snapshot_every: int = 10_000  # versions (at least as many as the last snapshot held orders)
     snapshot_interval: float = 30.0  # seconds (only if the version moved)
     book_depth: int = 20
     max_payload: int = 1 << 20  # bytes; larger order messages are rejected
@@ -166,6 +166,7 @@ class SequencerNode:
             self._durable_book: Outgoing | None = None  # the last book built from durable state
             self._published_snapshot = b""
             self._published_snapshot_version = -1
+            self._snapshot_orders = 0  # resting orders in the last snapshot (sets the spacing)
             self._snapshot_time: float | None = None
             self._log_time: float | None = None  # last log publish (for the idle heartbeat)
             # Time source for on_messages (on_tick gets its time from the runner); tests replace it.
@@ -368,11 +369,14 @@ class SequencerNode:
             out.append(Outgoing(self.topics.trades, encode_trades(self.market, batch.trades)))
         if committed and self.version != start_version:
             out.append(self._book_message())
-            # A snapshot costs O(resting orders): spacing them at least half that many versions
-            # apart keeps their cost O(1) per command however deep the book (even a book that
-            # grows by one order per command then gets a snapshot whenever the version doubles),
-            # and a late joiner replays at most about half as many entries as the snapshot holds.
-            spacing = max(self.cfg.snapshot_every, len(self.replica.orders) // 2)
+            # A snapshot costs O(resting orders): spacing them at least as many versions apart as
+            # the last one held orders keeps their cost O(1) per command however deep the book.
+            # A command adds at most one order, so the next snapshot holds at most twice the
+            # spacing: at most 2 order rows written per command (a book that grows by one order
+            # per command gets a snapshot whenever the version doubles), about 1 on a book of
+            # steady depth; and a late joiner replays at most about as many entries as the
+            # snapshot holds.
+            spacing = max(self.cfg.snapshot_every, self._snapshot_orders)
             if self.version - self._published_snapshot_version >= spacing:
                 out.extend(self._take_snapshot(self.clock()))
         for requester, payload in replays:
@@ -627,6 +631,7 @@ class SequencerNode:
             log.error("sequencer %s: cannot write snapshot %d: %s", self.market.name, snap.version, exc)
         self._published_snapshot = data
         self._published_snapshot_version = snap.version
+        self._snapshot_orders = len(self.replica.orders)
         self._snapshot_time = now
         return [Outgoing(self.topics.snapshot, self._published_snapshot, retain=True)]
 

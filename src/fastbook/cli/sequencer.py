@@ -47,7 +47,8 @@ def add_sequencer_arguments(parser: argparse.ArgumentParser, batch_window_ms: fl
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
     parser.add_argument(
         "--snapshot-every", type=positive_int, default=10_000, metavar="N",
-        help="publish and keep a snapshot every N versions (default 10000)",
+        help="publish and keep a snapshot every N versions (default 10000; with a deeper book, "
+             "every as many versions as the last snapshot held orders)",
     )
     parser.add_argument(
         "--snapshot-interval", type=positive_float, default=30.0, metavar="SECONDS",
