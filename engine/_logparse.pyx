@@ -14,6 +14,8 @@ about half of a replica's time per entry.
 """
 
 from cpython.unicode cimport PyUnicode_DecodeASCII
+from cpython.object cimport PyObject
+from libc.string cimport memcmp
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 from cursor cimport Cursor, expect
@@ -86,9 +88,18 @@ cdef inline bint client_char(uint8_t ch) noexcept:
     return (48 <= ch <= 57) or (65 <= ch <= 90) or (97 <= ch <= 122) or ch == 46 or ch == 95 or ch == 45
 
 
-cdef object read_name(Cursor* c):
-    """A JSON string of 1-64 client id characters (no escapes can occur): str, or None if not."""
+cdef struct Name:
+    const uint8_t* start  # the last name read (its bytes in the payload), NULL before the first
+    Py_ssize_t size
+    PyObject* text  # its str (borrowed: the caller keeps a reference)
+
+
+cdef object read_name(Cursor* c, Name* last=NULL):
+    """A JSON string of 1-64 client id characters (no escapes can occur): str, or None if not.
+    With `last`: the same str object as the last name read when the bytes are the same (the
+    entries of a log message mostly come from a few clients: no new str, and its hash is known)."""
     cdef const uint8_t* start
+    cdef Py_ssize_t size
     if c.p >= c.end or c.p[0] != 34:
         return None
     c.p += 1
@@ -98,7 +109,13 @@ cdef object read_name(Cursor* c):
     if c.p >= c.end or c.p[0] != 34 or c.p == start or c.p - start > MAX_ID_LEN:
         return None
     c.p += 1
-    return PyUnicode_DecodeASCII(<const char*>start, c.p - 1 - start, NULL)
+    size = c.p - 1 - start
+    if last != NULL and last.start != NULL and last.size == size and memcmp(last.start, start, size) == 0:
+        return <object>last.text
+    name = PyUnicode_DecodeASCII(<const char*>start, size, NULL)
+    if last != NULL:
+        last.start, last.size, last.text = start, size, <PyObject*>name
+    return name
 
 
 cdef object read_order_id(Cursor* c, bint* ok):
@@ -172,8 +189,10 @@ def parse_log_message(payload):
     cdef uint64_t[::1] hashes = hashes_arr
     cdef uint8_t[::1] raw = commands_arr.view(np.uint8)
     cdef CommandRec* cmds = <CommandRec*>&raw[0]
-    cdef list clients = []
+    cdef list clients = []  # (holds every str `last` points to)
     cdef list coids = []
+    cdef Name last
+    last.start = NULL
     cdef Py_ssize_t n = 0
     cdef int64_t v[10]
     cdef int k
@@ -191,7 +210,7 @@ def parse_log_message(payload):
             return None
         if not expect(&c, b",", 1) or not read_hash(&c, &hashes[n]) or not expect(&c, b",", 1):
             return None
-        client = read_name(&c)
+        client = read_name(&c, &last)
         if client is None or not expect(&c, b",", 1):
             return None
         coid = read_order_id(&c, &ok)

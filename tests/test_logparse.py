@@ -38,7 +38,8 @@ def log_entries(draw: st.DrawFn, seq: int) -> LogEntry:
     return LogEntry(
         seq,
         draw(st.integers(0, 2**64 - 1)),
-        draw(st.text(CLIENT_CHARS, min_size=1, max_size=64)),
+        # a few short names often (the reader reuses the last entry's str for the same bytes)
+        draw(st.sampled_from(["ab", "ba", "abc", "a"]) | st.text(CLIENT_CHARS, min_size=1, max_size=64)),
         coid,
         op,
         draw(big.filter(lambda v: v <= MAX_ORDER_ID)),
@@ -187,3 +188,12 @@ def test_a_real_sequencer_log_is_read_natively(tmp_path: Path) -> None:
         batch = same_as_python_decoder(payload)
         assert batch is not None and len(batch) and batch.consecutive()
     assert np.concatenate([read_log_batch(p).seqs for p in logs]).tolist() == list(range(1, node.version + 1))  # type: ignore[union-attr]
+
+
+def test_an_entry_from_the_same_client_as_the_last_shares_its_str() -> None:
+    names = ["ab", "ab", "ba", "ab", "abc", "abc", "ab", "ab"]  # same length, prefixes, repeats
+    entries = [LogEntry(i + 1, 7, n, f"o{i}", 1, i + 1, 1, 1, 1, 1, 1, 0, 9, 1) for i, n in enumerate(names)]
+    batch = same_as_python_decoder(encode_log_message("BTC-USD", 8, [encode_entry(e) for e in entries]))
+    assert batch is not None and batch.client_ids == names
+    same = [batch.client_ids[i] is batch.client_ids[i - 1] for i in range(1, len(names))]
+    assert same == [names[i] == names[i - 1] for i in range(1, len(names))]
