@@ -18,6 +18,7 @@ from fastbook.replica import Follower, HashMismatch, Replica, _MapChanges
 from fastbook.reports import command_reports
 from fastbook.sequencer import SequencerConfig, SequencerNode
 from fastbook.topics import Topics
+from fastbook.types import EventType
 from fastbook.wire import (
     LogBatch,
     LogEntry,
@@ -305,3 +306,36 @@ def test_a_replica_of_one_client_from_a_snapshot_and_its_refusals(tmp_path: Path
     missing = dataclasses.replace(snap, orders=[row for row in snap.orders if row[0] != order_id])
     with pytest.raises(ValueError, match="maps hold"):
         Replica.from_snapshot(missing, own_client="a")
+
+
+@pytest.mark.parametrize("use_batches", [True, False])
+def test_maps_that_lost_an_order_the_log_finishes_make_the_follower_resync(
+    tmp_path: Path, use_batches: bool
+) -> None:
+    """An order missing from the maps (they no longer match the book) is a divergence: the
+    follower asks for a snapshot instead of raising out of on_batch / on_entries."""
+    entries = sequenced_log(tmp_path, 9)
+    follower = Follower("BTC-USD", replay_timeout=1.0)
+    follower.start(0.0)
+    follower.replica = replica = Replica(SPEC)
+    follower.synced_once = True
+    # Up to the first entry that finishes (DONE or CANCELLED) an order resting before it.
+    probe = Replica(SPEC)
+    finishing = []  # (entry index, order id)
+    for i, entry in enumerate(entries):
+        resting = set(probe.orders)
+        ends = {e[1] for e in probe.apply(entry) if e[0] in (EventType.DONE, EventType.CANCELLED)}
+        finishing += [(i, order_id) for order_id in resting & ends]
+    k, lost = min(finishing)
+    for entry in entries[:k]:
+        replica.apply(entry)
+    owner, coid = replica.orders[lost]
+    del replica.by_owner[owner][coid]  # the maps no longer match the book
+    batch = chunks(entries[k : k + 1], random.Random(0))[0]
+    if use_batches:
+        requests = follower.on_batch(batch, 1.0)
+    else:
+        requests = follower.on_entries(batch.entries(), batch.head, 1.0)
+    assert follower.replica is None and follower.resyncs == 1
+    assert follower.mismatch is not None and "id maps lack" in follower.mismatch
+    assert [r.snapshot for r in requests] == [True]

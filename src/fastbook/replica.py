@@ -390,6 +390,15 @@ class _MapChanges:
         return removed
 
 
+def _divergence(exc: Exception) -> str:
+    """Why applying failed: HashMismatch (another state than the sequencer's), ValueError (an
+    entry this replica cannot apply) or KeyError (its id maps lack an order the log finishes, so
+    they no longer match the book). The replica must resync in each case."""
+    if isinstance(exc, KeyError):
+        return f"the id maps lack {exc} (they no longer match the book)"
+    return str(exc)
+
+
 @dataclass
 class _Pending:
     request: ReplayRequest
@@ -511,8 +520,8 @@ class Follower:
         if skip < n:
             try:
                 replica.apply_batch(batch.tail(skip) if skip else batch, self.on_applied, self.interest)
-            except (HashMismatch, ValueError) as exc:
-                self._diverged(str(exc))
+            except (HashMismatch, ValueError, KeyError) as exc:
+                self._diverged(_divergence(exc))
                 return self._resync_request(now)
             self.last_progress = now
         return self._maybe_request(now)
@@ -582,8 +591,8 @@ class Follower:
         assert self.replica is not None
         try:
             events = self.replica.apply(entry)
-        except (HashMismatch, ValueError) as exc:  # ValueError: an entry this replica cannot apply
-            self._diverged(str(exc))
+        except (HashMismatch, ValueError, KeyError) as exc:
+            self._diverged(_divergence(exc))
             return False
         self.last_progress = now
         if self.on_applied is not None:
