@@ -58,7 +58,8 @@ class EdgeConfig:
     status_interval: float = 1.0
     replay_timeout: float = 2.0
     # Keep every client's client order ids in the replica's maps, not only this client's (an
-    # observer that audits the whole book); they cost an edge about as much as the engine.
+    # observer that audits the whole book); they cost an edge about as much as the engine and
+    # the log reader together.
     map_all_orders: bool = False
 
 

@@ -48,7 +48,7 @@ class Replica:
         An edge needs client order ids only for its own client's orders (its reports, its open
         orders); every other order is in the engine all the same, so the book and the state hash
         are whole, while keeping the maps of the whole book cost an edge about as much as the
-        engine itself. None (the sequencer): every order, as snapshots need."""
+        engine and the log reader together. None (the sequencer): every order, as snapshots need."""
         self.market = market
         self.book = new_book() if book is None else book
         self.own_client = own_client
