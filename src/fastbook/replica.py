@@ -202,12 +202,11 @@ class Replica:
                 self.owners[clients[i]] = owner
                 self.clients[owner] = clients[i]
         # Map changes in entry order: news join the maps, DONE/CANCELLED orders leave them.
-        all_news = commands["op"][:applied] == _NEW
-        is_new = all_news.copy()
+        all_news = is_new = commands["op"][:applied] == _NEW
         ends = ((kinds == _DONE) | (kinds == _CANCELLED)) & (events["cmd"] < applied)
         if self.own_client is not None:  # only that client's orders are mapped
             own = self.owners.get(self.own_client, -1)  # (-1: no owner number matches)
-            is_new &= commands["owner"][:applied] == own
+            is_new = is_new & (commands["owner"][:applied] == own)
             ends &= events["owner"] == own
         news = np.flatnonzero(is_new)
         gone = np.flatnonzero(ends)
