@@ -40,10 +40,10 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fastbook.mqtt import NodeRunner
-from fastbook.node import Incoming, Outgoing
-from fastbook.status import StatusWatcher
-from fastbook.topics import Topics
+from fastbook.apps.status import StatusWatcher
+from fastbook.transport.mqtt import NodeRunner
+from fastbook.transport.node import Incoming, Outgoing
+from fastbook.wire.topics import Topics
 
 MARKET = "BTC-USD"
 REPLICAS = 3
@@ -110,8 +110,8 @@ class _TracingNode:
 
 
 def replica_worker(broker: str, client_id: str, out_path: str, nice: int = 0) -> int:
-    from fastbook.cli.common import tune_gc_for_throughput
-    from fastbook.edge import EdgeConfig, EdgeNode
+    from fastbook.apps.cli.common import tune_gc_for_throughput
+    from fastbook.edge.node import EdgeConfig, EdgeNode
 
     os.nice(nice)
     tune_gc_for_throughput()  # as fastbook-edge does at start-up

@@ -40,7 +40,7 @@ from flows import (
     to_calls,
 )
 
-from fastbook.types import EVENT_DTYPE, EventType, Reject, event_rows_to_tuples
+from fastbook.engine.types import EVENT_DTYPE, EventType, Reject, event_rows_to_tuples
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_JSON = BENCH_DIR / "results" / "engine.json"
@@ -154,14 +154,14 @@ def rss_bytes() -> int:
 
 def load_engine(name: str) -> type[Any]:
     if name == "reference":
-        from fastbook.reference import ReferenceBook
+        from fastbook.engine.reference import ReferenceBook
 
         return ReferenceBook
     try:
-        from fastbook._engine import Book
+        from fastbook.engine._engine import Book
     except ImportError as error:
         raise SystemExit(
-            f"fastbook._engine.Book is not available ({error}); build it with "
+            f"fastbook.engine._engine.Book is not available ({error}); build it with "
             "`pip install --no-build-isolation -e .` (or run with --engine reference to try the harness)"
         ) from error
     return Book
@@ -403,7 +403,7 @@ def bench_flow_a(book_cls: type[Any], engine: str, sizes: Sizes, seed: int) -> d
 
     head = flow.head(sizes.flow_a_reference)
     progress(f"flow a: pure-Python ReferenceBook on {len(head.commands):,}")
-    from fastbook.reference import ReferenceBook
+    from fastbook.engine.reference import ReferenceBook
 
     reference_reps = max(1, sizes.peer_reps)
     seconds, _ = time_per_command_inserts(ReferenceBook, head, new_args(head.commands), reference_reps)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests package
 
-from tests.test_faults import run_fault_loop  # noqa: E402
+from tests.faults.test_faults import run_fault_loop  # noqa: E402
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fastbook.types import COMMAND_DTYPE, EventType, Op, OrderType, Side, Tif
+from fastbook.engine.types import COMMAND_DTYPE, EventType, Op, OrderType, Side, Tif
 
 _NEW, _CANCEL, _AMEND, _CANCEL_ALL = int(Op.NEW), int(Op.CANCEL), int(Op.AMEND), int(Op.CANCEL_ALL)
 _BUY, _SELL = int(Side.BUY), int(Side.SELL)

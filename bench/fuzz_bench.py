@@ -37,22 +37,26 @@ from pathlib import Path
 from typing import Any
 
 # Sequencer and edge state must not depend on the engine choice of the caller's environment.
-os.environ.setdefault("FASTBOOK_ENGINE", "native")
+os.environ.setdefault("FASTBOOK_BACKEND", "native")
 
-from fastbook import wire  # noqa: E402
-from fastbook.cli import broker as cli_broker  # noqa: E402
-from fastbook.cli import edge as cli_edge  # noqa: E402
-from fastbook.cli import sequencer as cli_sequencer  # noqa: E402
-from fastbook.cli.commands import CommandError, parse_command  # noqa: E402
-from fastbook.edge import EdgeConfig, EdgeNode  # noqa: E402
-from fastbook.journal import FILE_MAGIC, RECORD_HEAD, Journal, JournalError  # noqa: E402
-from fastbook.market import MarketSpec  # noqa: E402
-from fastbook.mqtt import parse_broker_url  # noqa: E402
-from fastbook.replica import Replica  # noqa: E402
-from fastbook.sequencer import SequencerConfig, SequencerNode  # noqa: E402
-from fastbook.status import _StatusCollector  # noqa: E402
-from fastbook.topics import Topics  # noqa: E402
-from fastbook.types import MAX_ORDER_ID, MAX_OWNER, MAX_PRICE, MAX_QTY  # noqa: E402
+from fastbook.apps.cli import broker as cli_broker  # noqa: E402
+from fastbook.apps.cli import edge as cli_edge  # noqa: E402
+from fastbook.apps.cli import sequencer as cli_sequencer  # noqa: E402
+from fastbook.apps.cli.commands import CommandError, parse_command  # noqa: E402
+from fastbook.apps.status import _StatusCollector  # noqa: E402
+from fastbook.edge.node import EdgeConfig, EdgeNode  # noqa: E402
+from fastbook.engine.types import MAX_ORDER_ID, MAX_OWNER, MAX_PRICE, MAX_QTY  # noqa: E402
+from fastbook.log.journal import FILE_MAGIC, RECORD_HEAD, Journal, JournalError  # noqa: E402
+from fastbook.log.replica import Replica  # noqa: E402
+from fastbook.log.sequencer import SequencerConfig, SequencerNode  # noqa: E402
+from fastbook.transport.mqtt import parse_broker_url  # noqa: E402
+from fastbook.wire.fields import CLIENT_ID_RE, CLIENT_ORDER_ID_RE, dumps, parse_hash_hex
+from fastbook.wire.log import LogEntry, decode_entry, decode_log_message, decode_replay_request, encode_entry
+from fastbook.wire.market import MarketSpec  # noqa: E402
+from fastbook.wire.messages import encode_reports, encode_status
+from fastbook.wire.orders import WireReject, decode_orders
+from fastbook.wire.snapshot import SNAPSHOT_FORMAT, SNAPSHOT_MAGIC, decode_snapshot, encode_snapshot
+from fastbook.wire.topics import Topics  # noqa: E402
 
 SPEC = MarketSpec.parse("BTC-USD")
 TOPICS = Topics("BTC-USD")
@@ -136,7 +140,7 @@ def build_seeds(rng: random.Random, directory: Path) -> Seeds:
         for out in node.on_messages([(TOPICS.orders(client), payload)]):
             if out.topic == TOPICS.log:
                 seeds.log_messages.append(out.payload)
-                seeds.entries += [wire.encode_entry(e) for e in wire.decode_log_message(out.payload).entries]
+                seeds.entries += [encode_entry(e) for e in decode_log_message(out.payload).entries]
             elif out.topic == TOPICS.snapshot:
                 seeds.snapshots.append(out.payload)
             else:
@@ -146,8 +150,8 @@ def build_seeds(rng: random.Random, directory: Path) -> Seeds:
     for path in sorted((directory / "seq" / "snapshots").glob("*.snap"))[-3:]:
         seeds.snapshots.append(path.read_bytes())
     # Files of older sequencers carried the dedupe window ("seen"); the decoder still reads them.
-    newest = wire.decode_snapshot(seeds.snapshots[-1])
-    seeds.snapshots.append(wire.encode_snapshot(replace(newest, seen=node.dedupe.snapshot())))
+    newest = decode_snapshot(seeds.snapshots[-1])
+    seeds.snapshots.append(encode_snapshot(replace(newest, seen=node.dedupe.snapshot())))
     seeds.snapshots.append(node._published_snapshot)
     seeds.replay = [b'{"from":1,"to":null}', b'{"from":3,"to":7,"snapshot":true}', b'{"from":10}']
     node.close()
@@ -327,7 +331,7 @@ def recrc_snapshot(rng: random.Random, data: bytes) -> bytes:
         rng, data[12 : 12 + meta_len], GIANT_JSON if rng.random() < GIANT_RATE else HOSTILE_JSON
     )
     rest = data[12 + meta_len : -4]
-    body = struct.pack("<4sHHI", wire.SNAPSHOT_MAGIC, wire.SNAPSHOT_FORMAT, flags, len(meta)) + meta + rest
+    body = struct.pack("<4sHHI", SNAPSHOT_MAGIC, SNAPSHOT_FORMAT, flags, len(meta)) + meta + rest
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -336,14 +340,14 @@ def recrc_snapshot(rng: random.Random, data: bytes) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
-def check_entry(entry: wire.LogEntry) -> None:
+def check_entry(entry: LogEntry) -> None:
     require(entry.seq >= 1 and 0 <= entry.hash < 2**64, f"entry seq/hash out of range: {entry[:2]}")
-    require(bool(wire.CLIENT_ID_RE.fullmatch(entry.client_id)), "entry client id")
+    require(bool(CLIENT_ID_RE.fullmatch(entry.client_id)), "entry client id")
     require(
         entry.client_order_id is not None or entry.op == 4, f"op {entry.op} entry without client order id"
     )
     require(
-        entry.client_order_id is None or bool(wire.CLIENT_ORDER_ID_RE.fullmatch(entry.client_order_id)),
+        entry.client_order_id is None or bool(CLIENT_ORDER_ID_RE.fullmatch(entry.client_order_id)),
         "entry client order id",
     )
     require(0 <= entry.order_id <= MAX_ORDER_ID and 0 <= entry.owner <= MAX_OWNER, "entry ids")
@@ -351,22 +355,22 @@ def check_entry(entry: wire.LogEntry) -> None:
 
 
 def run_orders(data: bytes) -> None:
-    items = wire.decode_orders(data, SPEC)
+    items = decode_orders(data, SPEC)
     require(bool(items), "no result")
     for item in items:
-        if isinstance(item, wire.WireReject):
+        if isinstance(item, WireReject):
             require(item.code in DECODER_CODES and bool(item.message), f"reject {item.code!r}")
-            wire.encode_reports([item.report()])
+            encode_reports([item.report()])
         else:
             require(0 <= item.price <= MAX_PRICE and 0 < item.qty <= MAX_QTY or item.op != 1, "amounts")
             require(
-                item.client_order_id is None or bool(wire.CLIENT_ORDER_ID_RE.fullmatch(item.client_order_id)),
+                item.client_order_id is None or bool(CLIENT_ORDER_ID_RE.fullmatch(item.client_order_id)),
                 "client order id",
             )
 
 
 def run_log(data: bytes) -> None:
-    message = wire.decode_log_message(data)
+    message = decode_log_message(data)
     require(type(message.head) is int and message.head >= 0, "head")
     for entry in message.entries:
         check_entry(entry)
@@ -377,23 +381,23 @@ def run_entry(data: bytes) -> None:
         doc = json.loads(data)
     except (ValueError, RecursionError):
         return  # not JSON: the entry decoder only ever sees parsed JSON
-    check_entry(wire.decode_entry(doc))
+    check_entry(decode_entry(doc))
 
 
 def run_replay(data: bytes) -> None:
-    request = wire.decode_replay_request(data)
+    request = decode_replay_request(data)
     require(type(request.first) is int and request.first >= 1, "from")
     require(request.last is None or (type(request.last) is int and request.last >= request.first), "to")
 
 
 def run_snapshot(data: bytes) -> None:
-    snap = wire.decode_snapshot(data)
+    snap = decode_snapshot(data)
     require(type(snap.version) is int and snap.version >= 0 and 0 <= snap.state_hash < 2**64, "version/hash")
     for order_id, owner, coid in snap.orders:
         require(type(order_id) is int and type(owner) is int and isinstance(coid, str), "order row types")
-        require(bool(wire.CLIENT_ORDER_ID_RE.fullmatch(coid)), "order row client order id")
+        require(bool(CLIENT_ORDER_ID_RE.fullmatch(coid)), "order row client order id")
     require(
-        all(wire.CLIENT_ID_RE.fullmatch(c) and 0 <= o <= MAX_OWNER for c, o in snap.owners.items()),
+        all(CLIENT_ID_RE.fullmatch(c) and 0 <= o <= MAX_OWNER for c, o in snap.owners.items()),
         "owners map",
     )
     if snap.seen is not None:
@@ -432,14 +436,14 @@ def run_amount(data: bytes) -> None:
 
 def run_hash(data: bytes) -> None:
     text = data.decode("utf-8", "replace")
-    value = wire.parse_hash_hex(text)
+    value = parse_hash_hex(text)
     require(0 <= value < 2**64 and bool(HEX16.fullmatch(text.lower())), f"hash {text!r} accepted")
 
 
 def run_command(data: bytes) -> None:
     command = parse_command(data.decode("utf-8", "replace"))
     if command.order is not None:
-        run_orders(wire.dumps(command.order))
+        run_orders(dumps(command.order))
 
 
 def run_broker_url(data: bytes) -> None:
@@ -595,8 +599,8 @@ def build_targets(seeds: Seeds, directory: Path) -> list[Target]:
 
     books = [p for t, p in seeds.public if t == TOPICS.book]
     statuses = [
-        wire.encode_status("bob", "online", 7, 0x975835DE1C9756CE, 0),
-        wire.encode_status("x", "offline", 0, 0, 3),
+        encode_status("bob", "online", 7, 0x975835DE1C9756CE, 0),
+        encode_status("x", "offline", 0, 0, 3),
     ]
 
     def status_input(rng: random.Random) -> tuple[bytes, Any]:
@@ -681,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
                 failure.count += 1
         elapsed = time.perf_counter() - started
 
-    print(f"fuzz_bench: seed {args.seed}, engine {os.environ['FASTBOOK_ENGINE']}")
+    print(f"fuzz_bench: seed {args.seed}, backend {os.environ['FASTBOOK_BACKEND']}")
     print(f"inputs: {args.count}")
     print(f"elapsed: {elapsed:.1f} s")
     print(f"inputs/s: {args.count / elapsed:,.0f}")

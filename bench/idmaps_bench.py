@@ -1,5 +1,5 @@
-"""Cost of a replica's id-map changes per log entry: the native `fastbook._idmaps.MapChanges`
-against the Python reference `fastbook.replica._MapChanges`, and a whole in-process
+"""Cost of a replica's id-map changes per log entry: the native `fastbook.log._idmaps.MapChanges`
+against the Python reference `fastbook.log.replica._MapChanges`, and a whole in-process
 `Replica.apply_batch` per entry with each, in us per log entry.
 
 The log is e2e_bench's bulk flow (`order_flow`: new limit orders from one client, about a third
@@ -12,7 +12,7 @@ client that sends nothing, so each message is one `apply_batch` whose map change
   and advanced to the message's last entry. The reference as apply_batch fed it before the native
   class (Python lists from `.tolist()`, their making included) and as it is fed now (numpy
   columns, converted inside); the native class from the numpy columns.
-- apply_batch: `Replica.apply_batch(batch)` with `Replica.map_changes` set to each class.
+- apply_batch: `Replica.apply_batch(batch)` with the replica's `map_changes` set to each class.
 
 Best of several rounds, each from empty maps and an empty book.
 
@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 from e2e_bench import order_flow
 
-from fastbook._idmaps import MapChanges
-from fastbook.market import MarketSpec
-from fastbook.replica import Replica, _MapChanges
-from fastbook.sequencer import SequencerConfig, SequencerNode
-from fastbook.topics import Topics
-from fastbook.wire import LogBatch, read_log_batch
+from fastbook.log._idmaps import MapChanges
+from fastbook.log.replica import Replica, _MapChanges
+from fastbook.log.sequencer import SequencerConfig, SequencerNode
+from fastbook.wire.log import LogBatch, read_log_batch
+from fastbook.wire.market import MarketSpec
+from fastbook.wire.topics import Topics
 
 MARKET = "BTC-USD"
 

@@ -4,7 +4,7 @@ applying the resulting log, in-process without a broker, as the ceiling for end-
 
 Each journal command is a real log entry (the JSON array the sequencer journals). Prints figures;
 asserts nothing. Usage: python bench/journal_bench.py [--commands 200000] [--dir DIR] [--orders 100000]
-(FASTBOOK_ENGINE=reference|native selects the engine; native by default).
+(FASTBOOK_BACKEND=reference|native selects the backend; native by default).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from fastbook.edge import EdgeConfig, EdgeNode
-from fastbook.engine import engine_name
-from fastbook.journal import Journal
-from fastbook.market import MarketSpec
-from fastbook.sequencer import SequencerConfig, SequencerNode
-from fastbook.topics import Topics
-from fastbook.wire import LogEntry, encode_entry
+from fastbook.backend import backend_name
+from fastbook.edge.node import EdgeConfig, EdgeNode
+from fastbook.log.journal import Journal
+from fastbook.log.sequencer import SequencerConfig, SequencerNode
+from fastbook.wire.log import LogEntry, encode_entry
+from fastbook.wire.market import MarketSpec
+from fastbook.wire.topics import Topics
 
 
 def run(directory: Path, commands: int, batch: int) -> tuple[float, float]:
@@ -110,7 +110,7 @@ def main() -> None:
             rate, reopen = run(Path(tmp), commands, batch)
         print(f"  batch {batch:>5}: {rate:>12,.0f} commands/s   (reopen scan of {commands}: {reopen:.2f}s)")
 
-    print(f"sequencer + replica in-process ({engine_name()} engine), {args.orders} limit orders, 10 clients")
+    print(f"sequencer + replica in-process ({backend_name()} backend), {args.orders} orders, 10 clients")
     for per_message, per_batch in ((1, 100), (1, 1000), (100, 10), (1000, 1)):
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             seq_rate, replica_rate = sequencer_run(Path(tmp), args.orders, per_message, per_batch)

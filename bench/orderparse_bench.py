@@ -1,4 +1,4 @@
-"""Decoding cost of client order messages: the native reader (`fastbook._orderparse.parse_orders`)
+"""Decoding cost of client order messages: the native reader (`fastbook.wire._orderparse.parse_orders`)
 against the Python decoder (`fastbook.wire.decode_orders`), in us per order.
 
 The messages are e2e_bench's bulk form: `json.dumps` (default separators) of arrays of new limit
@@ -17,9 +17,9 @@ from typing import Any
 
 from e2e_bench import order_flow
 
-from fastbook._orderparse import parse_orders
-from fastbook.market import MarketSpec
-from fastbook.wire import OrderCommand, decode_orders
+from fastbook.wire._orderparse import parse_orders
+from fastbook.wire.market import MarketSpec
+from fastbook.wire.orders import OrderCommand, decode_orders
 
 
 def best_seconds(decode: Callable[[bytes], Any], messages: list[bytes], rounds: int) -> float:

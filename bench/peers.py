@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from fastbook.types import Side
+from fastbook.engine.types import Side
 
 LIQUIBOOK_BOOKS = {
     "no_depth": "liquibook_book_OrderBook",

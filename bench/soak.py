@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests package
 
-from tests.brokers import Proc, wait_for  # noqa: E402
-from tests.cluster import Cluster, Traffic  # noqa: E402
-from tests.test_integration_cluster import random_flow  # noqa: E402
+from tests.integration.test_integration_cluster import random_flow  # noqa: E402
+from tests.support.brokers import Proc, wait_for  # noqa: E402
+from tests.support.cluster import Cluster, Traffic  # noqa: E402
 
 
 def rss_kib(pid: int) -> int | None:

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""fastbook._engine: the native matching engine of docs/engine.md.
+"""fastbook.engine._engine: the native matching engine of docs/engine.md.
 
 Layout (the .pxd files are the readable contract):
   contract.pxd   enums, limits, the COMMAND/EVENT records (mirror of src/fastbook/types.py)
@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fastbook.types import COMMAND_DTYPE, EVENT_DTYPE
+from fastbook.engine.types import COMMAND_DTYPE, EVENT_DTYPE
 
 __all__ = ["Book", "Events", "SNAPSHOT_MAGIC", "SNAPSHOT_VERSION"]
 
@@ -1683,7 +1683,7 @@ cdef class Book:
         row keeps the id it tried, which the next new reuses)."""
         global spare_events, spare_capacity
         if not isinstance(commands, np.ndarray) or commands.dtype != COMMAND_DTYPE:
-            raise ValueError("commands must be a numpy array of fastbook.types.COMMAND_DTYPE")
+            raise ValueError("commands must be a numpy array of fastbook.engine.types.COMMAND_DTYPE")
         if commands.ndim != 1:
             raise ValueError("commands must be a one-dimensional array")
         if len(commands) >= 0xFFFFFFFF:

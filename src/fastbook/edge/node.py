@@ -1,0 +1,383 @@
+"""The domain node of an edge: a full replica of one market that follows the sequenced log.
+
+It applies the log through `fastbook.log.replica.Follower` (strict seq order, gap replay, snapshot
+restore, hash check and resync), turns the client's orders into messages for the sequencer, and
+tells listeners about reports, the book, public trades, its own status and resyncs. The program
+around it is fastbook/apps/cli/edge.py; the MQTT runner is fastbook/transport/mqtt.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastbook.engine.types import EventType
+from fastbook.log.follower import Follower
+from fastbook.log.reports import command_reports
+from fastbook.transport.node import Incoming, Outgoing
+from fastbook.wire.fields import MAX_SEQ, SIDE_TEXT, dumps, hash_hex
+from fastbook.wire.log import (
+    LogBatch,
+    LogEntry,
+    LogMessage,
+    ReplayRequest,
+    decode_log_message,
+    encode_replay_request,
+    read_log_batch,
+)
+from fastbook.wire.market import NAME_RE
+from fastbook.wire.messages import encode_status
+from fastbook.wire.orders import valid_client_id
+from fastbook.wire.snapshot import decode_snapshot, is_snapshot_payload
+from fastbook.wire.topics import DEFAULT_PREFIX, Topics
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+_TRADE = int(EventType.TRADE)
+# Keys of delivered reports are kept for seqs above the applied version minus this window: a copy
+# of a report arriving later than that (a very late broker redelivery) would be delivered again.
+REPORT_DEDUPE_WINDOW = 100_000
+
+
+@dataclass
+class EdgeConfig:
+    client_id: str
+    market: str = "BTC-USD"
+    prefix: str = DEFAULT_PREFIX
+    status_interval: float = 1.0
+    replay_timeout: float = 2.0
+    # Keep every client's client order ids in the replica's maps, not only this client's (an
+    # observer that audits the whole book); they cost an edge about as much as the engine and
+    # the log reader together.
+    map_all_orders: bool = False
+
+
+class EdgeNode:
+    def __init__(self, cfg: EdgeConfig) -> None:
+        if not valid_client_id(cfg.client_id):
+            raise ValueError(f"client id must be 1-64 characters of A-Z a-z 0-9 . _ -, got {cfg.client_id!r}")
+        if not NAME_RE.fullmatch(cfg.market):
+            raise ValueError(f"market name must be 1-64 characters of A-Z a-z 0-9 . _ -, got {cfg.market!r}")
+        if cfg.replay_timeout <= 0 or cfg.status_interval <= 0:
+            raise ValueError("replay_timeout and status_interval must be positive")
+        self.cfg = cfg
+        self.client_id = cfg.client_id
+        self.topics = Topics(cfg.market, cfg.prefix)
+        self.follower = Follower(
+            cfg.market,
+            cfg.replay_timeout,
+            on_resync=self._on_resync,
+            on_applied=self._on_applied,
+            interest=self._report_owner,
+            # reports and open orders are this client's only (Replica.own_client)
+            own_client=None if cfg.map_all_orders else cfg.client_id,
+        )
+        # Reports are derived from the log once the replica has caught up the first time: entries
+        # applied before that are history from before this edge was connected.
+        self._reports_live = False
+        # seq -> keys of the reports of that seq already delivered (from the log or reports/<client>)
+        self._delivered: dict[int, set[tuple[str, ...]]] = {}
+        self._delivered_swept_at = 0
+        self._listeners: list[Listener] = []
+        # Client order ids must never repeat for this client, across restarts too (the sequencer
+        # remembers every id): a millisecond clock plus random bits per session, then a counter.
+        self._id_prefix = f"{time.time_ns() // 1_000_000:x}{os.urandom(2).hex()}"
+        self._id_counter = 0
+        self._status_sent_at: float | None = None
+        self._status_key: tuple[Any, ...] | None = None
+        # The time source of on_messages/on_connected; on_tick gets its time from the runner.
+        # Tests driving nodes with a virtual clock replace it.
+        self.clock: Callable[[], float] = time.monotonic
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self.follower.version
+
+    @property
+    def state_hash(self) -> int:
+        return self.follower.state_hash
+
+    @property
+    def in_sync(self) -> bool:
+        return self.follower.in_sync
+
+    @property
+    def lag(self) -> int:
+        return self.follower.lag
+
+    @property
+    def synced_once(self) -> bool:
+        return self.follower.synced_once
+
+    # -- client API ------------------------------------------------------------------------
+
+    def add_listener(self, fn: Listener) -> None:
+        """`fn(kind, data)` for every book, public trade, report and status the edge sees from now
+        on (the first listener also subscribes the edge to public trades)."""
+        self._listeners.append(fn)
+
+    def submit(self, order: dict[str, Any]) -> tuple[str, list[Outgoing]]:
+        """The publish that sends `order` (wire contract) to the sequencer, and its client order id
+        ("id" is assigned if missing). The outcome arrives as reports carrying that id."""
+        if not isinstance(order, dict):
+            raise ValueError("an order must be a dict like {'op': 'new', 'side': 'buy', ...}")
+        order = dict(order)
+        if order.get("id") is None and order.get("op") != "cancel_all":
+            self._id_counter += 1
+            order["id"] = f"{self._id_prefix}-{self._id_counter}"
+        client_order_id = order.get("id")
+        return (
+            client_order_id if isinstance(client_order_id, str) else "",
+            [Outgoing(self.topics.orders(self.client_id), dumps(order))],
+        )
+
+    def depth(self, n: int) -> dict[str, list[list[Any]]]:
+        replica = self.follower.replica
+        if replica is None:
+            return {"bids": [], "asks": []}
+        bids, asks = replica.book.depth(n)  # type: ignore[attr-defined]
+        tp, lq = replica.market.ticks_to_price, replica.market.lots_to_qty
+        return {
+            "bids": [[tp(p), lq(q), c] for p, q, c in bids],
+            "asks": [[tp(p), lq(q), c] for p, q, c in asks],
+        }
+
+    def own_orders(self) -> list[dict[str, Any]]:
+        """This client's resting orders in the replica, oldest engine id first."""
+        replica = self.follower.replica
+        if replica is None:
+            return []
+        owner = replica.owners.get(self.client_id)
+        if owner is None:
+            return []
+        tp, lq = replica.market.ticks_to_price, replica.market.lots_to_qty
+        out = []
+        for coid, order_id in sorted(replica.by_owner.get(owner, {}).items(), key=lambda item: item[1]):
+            info = replica.book.order(order_id)  # type: ignore[attr-defined]
+            if info is None:
+                continue
+            out.append({"id": coid, "side": SIDE_TEXT[info[2]], "price": tp(info[3]), "qty": lq(info[4])})
+        return out
+
+    # -- Node ------------------------------------------------------------------------------
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """The retained snapshot only until the replica follows the log: after that a snapshot
+        is never needed from that topic (see on_messages), and each one holds the whole book (in a
+        bulk run ~94 bytes per order, more than the log itself, fanned out to every edge). Public
+        trades only while a listener reads them (a replica needs none: ~34 bytes per order).
+        (The runner follows changes: see NodeRunner.)"""
+        t = self.topics
+        subs = [(t.log, 1)]
+        if not self._following():
+            subs.append((t.snapshot, 1))
+        subs.append((t.book, 1))
+        if self._listeners:
+            subs.append((t.trades, 1))
+        subs += [(t.reports(self.client_id), 1), (t.replay_response(self.client_id), 1)]
+        return subs
+
+    def _following(self) -> bool:
+        """Caught up once and applying the log of a market whose tick and lot are known."""
+        follower = self.follower
+        return self._reports_live and follower.replica is not None and follower.market_known
+
+    def will(self) -> Outgoing | None:
+        return self._status_message("offline")
+
+    def on_connected(self) -> list[Outgoing]:
+        now = self.clock()
+        self.follower.start(now)
+        return self._status(now, force=True)
+
+    def on_messages(self, messages: Sequence[Incoming]) -> list[Outgoing]:
+        now = self.clock()
+        requests: list[ReplayRequest] = []
+        t = self.topics
+        response_topic = t.replay_response(self.client_id)
+        for topic, payload in messages:
+            try:
+                if topic == t.log or topic == response_topic:
+                    if is_snapshot_payload(payload):
+                        requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
+                        continue
+                    # The native reader takes messages as the sequencer writes them; the Python
+                    # decoder any other form (or names what is wrong).
+                    msg: LogBatch | LogMessage | None = read_log_batch(payload)
+                    if msg is None:  # (an empty LogBatch, a heartbeat, is falsy: compare with None)
+                        msg = decode_log_message(payload)
+                    if msg.market != self.cfg.market:  # said aloud: a replica stuck at 0 must say why
+                        raise ValueError(f"log of market {msg.market!r:.70}")
+                    if isinstance(msg, LogBatch):
+                        requests += self.follower.on_batch(msg, now)
+                    else:
+                        requests += self.follower.on_entries(msg.entries, msg.head, now)
+                elif topic == t.snapshot:
+                    # Empty: the retained message was cleared. Following the log: a snapshot is
+                    # never ahead of the log's head (it is published after the entries it holds,
+                    # and the book and heartbeats carry the head too), and jumping ahead would skip
+                    # entries whose reports this client may still need, so it is not even decoded
+                    # (it holds the whole book: decoding each was a tenth of a busy edge's time).
+                    # A resync still restores one (it asks for it with its replay request), and a
+                    # replica started without one still learns the market's tick and lot from it.
+                    # (While following, the edge is not even subscribed: see subscriptions().)
+                    if payload and not self._following():
+                        requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
+                elif topic == t.book:
+                    if payload:
+                        book = json.loads(payload)
+                        version = book.get("version") if isinstance(book, dict) else None
+                        if type(version) is not int or not 0 <= version <= MAX_SEQ:
+                            raise ValueError(f"book version out of range: {version!r:.40}")
+                        if book.get("market") != self.cfg.market:
+                            raise ValueError(f"book of market {book.get('market')!r:.70}")
+                        requests += self.follower.on_head(version, now)
+                        self._emit("book", book)
+                elif topic == t.trades:
+                    if self._listeners:  # (a message already on its way when subscribed without)
+                        for trade in json.loads(payload).get("trades", []):
+                            self._emit("trade", trade)
+                elif topic == t.reports(self.client_id):
+                    for report in json.loads(payload):
+                        self._deliver_report(report)
+            except (ValueError, AttributeError, TypeError, KeyError, RecursionError) as exc:
+                log.warning("edge %s: ignoring bad message on %s: %s", self.client_id, topic, exc)
+        self._check_reports_live()
+        out = [Outgoing(t.replay_request(self.client_id), encode_replay_request(r)) for r in requests]
+        return out + self._status(now)
+
+    def on_tick(self, now: float) -> list[Outgoing]:
+        requests = self.follower.on_tick(now)
+        self._check_reports_live()
+        out = [
+            Outgoing(self.topics.replay_request(self.client_id), encode_replay_request(r)) for r in requests
+        ]
+        return out + self._status(now)
+
+    def close(self) -> list[Outgoing]:
+        return [self._status_message("offline")]
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        for fn in self._listeners:
+            try:
+                fn(kind, data)
+            except Exception:  # a broken listener must not stop the replica
+                log.exception("edge %s: listener failed on %s", self.client_id, kind)
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def _check_reports_live(self) -> None:
+        if not self._reports_live and self.follower.in_sync:
+            self._reports_live = True
+
+    def _report_owner(self) -> int | None:
+        """The owner whose log entries _on_applied needs (None: no entry needs it now)."""
+        replica = self.follower.replica
+        if not self._reports_live or replica is None:
+            return None
+        return replica.owners.get(self.client_id)
+
+    def _on_applied(self, entry: LogEntry, events: list) -> None:
+        """Derive this client's reports of an entry the replica just applied, exactly as the
+        sequencer built them: a report lost on reports/<client> is still delivered."""
+        if not self._reports_live:
+            return
+        replica = self.follower.replica
+        assert replica is not None
+        mine = replica.owners.get(self.client_id)
+        if mine is None:
+            return
+        if entry.owner != mine:  # only a trade with our resting order concerns us then
+            ours = False
+            for event in events:
+                if event[0] == _TRADE:
+                    maker = replica.describe(event[7])
+                    if maker is not None and maker[0] == mine:
+                        ours = True
+                        break
+            if not ours:
+                return
+        reports, _trades = command_reports(
+            replica.market,
+            replica,
+            entry.seq,
+            entry.client_id,
+            entry.op,
+            entry.order_type,
+            entry.client_order_id,
+            events,
+        )
+        for client, report in reports:
+            if client == self.client_id:
+                self._deliver_report(report)
+
+    def _deliver_report(self, report: dict[str, Any]) -> None:
+        """Emit a report unless the same one (same type, order, seq, trade) was already emitted:
+        it can arrive both from the log and on reports/<client>, and a broker can redeliver.
+        Reports without a seq (rejections, a cancel_all with nothing to cancel) are never
+        sequenced and are always emitted."""
+        if not isinstance(report, dict):
+            raise ValueError(f"a report must be an object, got {type(report).__name__}")
+        seq = report.get("seq")
+        if type(seq) is int:
+            if seq <= self.version - REPORT_DEDUPE_WINDOW:
+                self._emit("report", report)  # older than the window: no longer remembered
+                return
+            key = tuple(str(report.get(name)) for name in ("type", "id", "trade_id", "liquidity"))
+            keys = self._delivered.setdefault(seq, set())
+            if key in keys:
+                return
+            keys.add(key)
+            self._sweep_delivered()
+        self._emit("report", report)
+
+    def _sweep_delivered(self) -> None:
+        """Forget keys of seqs below the window (amortised: only when the map has grown)."""
+        if len(self._delivered) < 2 * self._delivered_swept_at + 1024:
+            return
+        floor = self.version - REPORT_DEDUPE_WINDOW
+        for seq in [s for s in self._delivered if s <= floor]:
+            del self._delivered[seq]
+        self._delivered_swept_at = len(self._delivered)
+
+    def _on_resync(self, reason: str) -> None:
+        self._emit(
+            "resync", {"client_id": self.client_id, "reason": reason, "resyncs": self.follower.resyncs}
+        )
+
+    def _status_message(self, state: str) -> Outgoing:
+        payload = encode_status(self.client_id, state, self.version, self.state_hash, self.lag)
+        return Outgoing(self.topics.replica(self.client_id), payload, retain=True)
+
+    def _status(self, now: float, force: bool = False) -> list[Outgoing]:
+        """Retained status every status_interval, and at once when sync state changes."""
+        key = (self.in_sync, self.follower.replica is None)
+        due = self._status_sent_at is None or now - self._status_sent_at >= self.cfg.status_interval
+        if not (force or due or key != self._status_key):
+            return []
+        self._status_sent_at = now
+        self._status_key = key
+        message = self._status_message("online")
+        self._emit(
+            "status",
+            {
+                "client_id": self.client_id,
+                "state": "online",
+                "version": self.version,
+                "hash": hash_hex(self.state_hash),
+                "lag": self.lag,
+                "in_sync": self.in_sync,
+            },
+        )
+        return [message]

@@ -1,0 +1,285 @@
+"""The edge side of the log protocol: apply a market's log to a Replica strictly in seq order,
+ignore duplicates, buffer out-of-order entries, detect gaps and silence, ask for replays, restore
+snapshots, and stop and resync on a hash mismatch or any other divergence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from fastbook.log.replica import HashMismatch, Replica
+from fastbook.wire.fields import REPLAY_MAX_ENTRIES, hash_hex
+from fastbook.wire.log import LogBatch, LogEntry, ReplayRequest
+from fastbook.wire.market import MarketSpec
+from fastbook.wire.snapshot import SnapshotData
+
+log = logging.getLogger(__name__)
+
+
+def _divergence(exc: Exception) -> str:
+    """Why applying failed: HashMismatch (another state than the sequencer's), ValueError (an
+    entry this replica cannot apply) or KeyError (its id maps lack an order the log finishes, so
+    they no longer match the book). The replica must resync in each case."""
+    if isinstance(exc, KeyError):
+        return f"the id maps lack {exc} (they no longer match the book)"
+    return str(exc)
+
+
+@dataclass
+class _Pending:
+    request: ReplayRequest
+    sent_at: float
+    target: int  # the request is answered once our version reaches this
+
+
+class Follower:
+    """Applies a market's log to a Replica in strict seq order (the edge side of the protocol).
+
+    Every input method returns the replay requests to send (usually none). Time is passed in, so
+    the behaviour is deterministic under test.
+    """
+
+    MAX_BUFFER = 1_000_000  # out-of-order entries kept while a gap is filled
+
+    def __init__(
+        self,
+        market_name: str,
+        replay_timeout: float = 2.0,
+        snapshot_timeout: float | None = None,
+        on_resync: Callable[[str], None] | None = None,
+        on_applied: Callable[[LogEntry, list], None] | None = None,
+        interest: Callable[[], int | None] | None = None,
+        own_client: str | None = None,
+    ) -> None:
+        self.market_name = market_name
+        self.own_client = own_client  # the replicas it makes map only that client's orders (Replica)
+        self.replay_timeout = replay_timeout
+        self.snapshot_timeout = replay_timeout if snapshot_timeout is None else snapshot_timeout
+        self.gap_grace = min(0.25, replay_timeout / 4)  # silence tolerated while the head is ahead
+        self.replica: Replica | None = None
+        self.head = 0  # highest seq known to exist at the sequencer
+        self.head_seen_at = 0.0  # when the head last moved
+        self.buffer: dict[int, LogEntry] = {}
+        self.pending: _Pending | None = None
+        self.waiting_since: float | None = None  # when we started waiting for a snapshot
+        self.last_progress = 0.0
+        self.synced_once = False
+        self.resyncs = 0
+        self.mismatch: str | None = None  # reason of the last divergence, until resynced
+        # False while the replica's tick/lot are the default guess (started without a snapshot)
+        self.market_known = False
+        self.on_resync = on_resync
+        self.on_applied = on_applied
+        # For whole-message applies: the owner whose entries on_applied wants (Replica.apply_batch)
+        self.interest = interest
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return 0 if self.replica is None else self.replica.version
+
+    @property
+    def state_hash(self) -> int:
+        return 0 if self.replica is None else self.replica.state_hash
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.head - self.version)
+
+    @property
+    def in_sync(self) -> bool:
+        return self.replica is not None and not self.buffer and self.version >= self.head
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[ReplayRequest]:
+        """Begin (or restart) waiting for the retained snapshot."""
+        if self.replica is None and self.waiting_since is None:
+            self.waiting_since = now
+        return []
+
+    def _see_head(self, head: int, now: float) -> None:
+        if head > self.head:
+            self.head = head
+            self.head_seen_at = now
+
+    def on_entries(self, entries: Iterable[LogEntry], head: int, now: float) -> list[ReplayRequest]:
+        self._see_head(head, now)
+        replica = self.replica
+        for entry in entries:
+            if entry.seq > self.head:
+                self._see_head(entry.seq, now)
+            if replica is None or entry.seq > replica.version + 1:
+                if replica is None or entry.seq > replica.version:
+                    if len(self.buffer) < self.MAX_BUFFER:
+                        self.buffer[entry.seq] = entry
+                continue
+            if entry.seq <= replica.version:
+                continue  # duplicate
+            if not self._apply(entry, now):
+                return self._resync_request(now)
+            replica = self.replica
+        if self.replica is not None:
+            if not self._drain(now):
+                return self._resync_request(now)
+        return self._maybe_request(now)
+
+    def on_batch(self, batch: LogBatch, now: float) -> list[ReplayRequest]:
+        """`on_entries` for a log message read as columns: the usual case (the next entries, in
+        order, nothing buffered) is applied in one `Replica.apply_batch` call; anything else
+        (gaps, no replica yet, a buffer to merge) goes entry by entry through `on_entries`."""
+        replica = self.replica
+        n = len(batch)
+        # (a first seq past version + 1 is a gap: buffered and filled by a replay)
+        if (
+            n == 0
+            or replica is None
+            or self.buffer
+            or int(batch.seqs[0]) > replica.version + 1
+            or not batch.consecutive()
+        ):
+            return self.on_entries(batch.entries(), batch.head, now)
+        first = int(batch.seqs[0])
+        self._see_head(max(batch.head, int(batch.seqs[-1])), now)
+        skip = replica.version + 1 - first  # duplicates at the start (a replay overlapping the log)
+        if skip < n:
+            try:
+                replica.apply_batch(batch.tail(skip) if skip else batch, self.on_applied, self.interest)
+            except (HashMismatch, ValueError, KeyError) as exc:
+                self._diverged(_divergence(exc))
+                return self._resync_request(now)
+            self.last_progress = now
+        return self._maybe_request(now)
+
+    def on_snapshot(self, snap: SnapshotData, now: float) -> list[ReplayRequest]:
+        if snap.market.name != self.market_name:
+            log.warning("ignoring snapshot of market %s (following %s)", snap.market.name, self.market_name)
+            return []
+        self._see_head(snap.version, now)
+        replica = self.replica
+        if replica is not None and snap.version <= replica.version:
+            # A replica started without a snapshot guessed the default tick/lot for display.
+            replica.market = snap.market
+            self.market_known = True
+            if snap.version == replica.version and snap.state_hash != replica.state_hash:
+                theirs, ours = hash_hex(snap.state_hash), hash_hex(replica.state_hash)
+                self._diverged(f"snapshot {snap.version} hash {theirs} != ours {ours}")
+                return self._resync_request(now)
+            return []
+        try:
+            restored = Replica.from_snapshot(snap, self.own_client)
+        except ValueError as exc:
+            log.error("snapshot %d unusable: %s", snap.version, exc)
+            return []
+        self.replica = restored
+        self.market_known = True
+        self.mismatch = None
+        self.waiting_since = None
+        self.synced_once = True
+        self.last_progress = now
+        if self.pending is not None and self.pending.request.snapshot:
+            self.pending = None
+        for seq in [s for s in self.buffer if s <= restored.version]:
+            del self.buffer[seq]
+        if not self._drain(now):
+            return self._resync_request(now)
+        return self._maybe_request(now)
+
+    def on_head(self, head: int, now: float) -> list[ReplayRequest]:
+        """The sequencer's version as seen elsewhere (the retained book)."""
+        self._see_head(head, now)
+        return self._maybe_request(now)
+
+    def on_tick(self, now: float) -> list[ReplayRequest]:
+        if self.replica is None:
+            if self.pending is not None:
+                if now - self.pending.sent_at >= self.replay_timeout:
+                    return self._send(self.pending.request, now)
+                return []
+            if self.waiting_since is not None and now - self.waiting_since >= self.snapshot_timeout:
+                # No retained snapshot: start from the empty book and replay the whole journal.
+                log.warning("no snapshot within %.1fs; replaying the log from seq 1", self.snapshot_timeout)
+                self.replica = Replica(MarketSpec(self.market_name), own_client=self.own_client)
+                self.market_known = False
+                self.waiting_since = None
+                self.synced_once = True
+                self.last_progress = now
+                if not self._drain(now):
+                    return self._resync_request(now)
+                return self._send(ReplayRequest(1, None), now)
+            return []
+        return self._maybe_request(now)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _apply(self, entry: LogEntry, now: float) -> bool:
+        assert self.replica is not None
+        try:
+            events = self.replica.apply(entry)
+        except (HashMismatch, ValueError, KeyError) as exc:
+            self._diverged(_divergence(exc))
+            return False
+        self.last_progress = now
+        if self.on_applied is not None:
+            self.on_applied(entry, events)
+        return True
+
+    def _drain(self, now: float) -> bool:
+        replica = self.replica
+        assert replica is not None
+        buffer = self.buffer
+        while buffer:
+            entry = buffer.pop(replica.version + 1, None)
+            if entry is None:
+                break
+            if not self._apply(entry, now):
+                return False
+            replica = self.replica
+            assert replica is not None
+        if buffer and min(buffer) <= replica.version:
+            for seq in [s for s in buffer if s <= replica.version]:
+                del buffer[seq]
+        return True
+
+    def _diverged(self, reason: str) -> None:
+        log.error(
+            "REPLICA DIVERGED from the sequencer (%s); stopped applying, resyncing from a snapshot", reason
+        )
+        self.mismatch = reason
+        self.resyncs += 1
+        self.replica = None
+        self.buffer.clear()
+        self.pending = None
+        if self.on_resync is not None:
+            self.on_resync(reason)
+
+    def _resync_request(self, now: float) -> list[ReplayRequest]:
+        return self._send(ReplayRequest(1, None, snapshot=True), now)
+
+    def _maybe_request(self, now: float) -> list[ReplayRequest]:
+        replica = self.replica
+        if replica is None:
+            return []
+        version = replica.version
+        pending = self.pending
+        if pending is not None and version >= pending.target:
+            self.pending = pending = None
+        if version >= self.head and not self.buffer:
+            return []
+        if pending is not None and now - max(pending.sent_at, self.last_progress) < self.replay_timeout:
+            return []  # an answer is due or arriving
+        if self.buffer:
+            return self._send(ReplayRequest(version + 1, min(self.buffer) - 1), now)  # exactly the hole
+        if now - max(self.last_progress, self.head_seen_at) < self.gap_grace:
+            return []  # the head is ahead but its entries may still be in flight
+        return self._send(ReplayRequest(version + 1, None), now)
+
+    def _send(self, request: ReplayRequest, now: float) -> list[ReplayRequest]:
+        target = request.last if request.last is not None else self.head
+        if not request.snapshot:  # a long range is served in parts: ask for the next part at once
+            target = min(target, request.first + REPLAY_MAX_ENTRIES - 1)
+        self.pending = _Pending(request, now, target)
+        return [request]

@@ -1,0 +1,386 @@
+"""A replica of one market: the engine book plus the id maps, advanced only by sequenced log entries.
+
+`Replica` is shared by the sequencer (which executes commands on it tentatively, then sequences what
+the engine accepted) and by every edge (which applies log entries and checks each post-state hash).
+The edge side of the log protocol (order, gaps, replays, resync) is `fastbook.log.follower`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from fastbook import backend
+from fastbook.engine import new_book, restore_book
+from fastbook.engine.types import EventType, Op, event_rows_to_tuples
+from fastbook.log._runwriter import snapshot_order_rows
+from fastbook.wire.fields import hash_hex
+from fastbook.wire.log import LogBatch, LogEntry
+from fastbook.wire.market import MarketSpec
+from fastbook.wire.snapshot import SnapshotData
+
+log = logging.getLogger(__name__)
+
+_REJECTED = int(EventType.REJECTED)
+_TRADE = int(EventType.TRADE)
+_CANCELLED = int(EventType.CANCELLED)
+_DONE = int(EventType.DONE)
+_NEW, _CANCEL, _AMEND, _CANCEL_ALL = int(Op.NEW), int(Op.CANCEL), int(Op.AMEND), int(Op.CANCEL_ALL)
+
+_Ints = Sequence[int] | np.ndarray  # an integer column of the id-map changes
+
+
+class HashMismatch(Exception):
+    """A log entry produced a different state than the sequencer's: this replica has diverged."""
+
+
+class Replica:
+    def __init__(self, market: MarketSpec, book: object | None = None, own_client: str | None = None) -> None:
+        """`own_client`: keep the order maps (`orders`, `by_owner`) for that client's orders only.
+        An edge needs client order ids only for its own client's orders (its reports, its open
+        orders); every other order is in the engine all the same, so the book and the state hash
+        are whole, while keeping the maps of the whole book cost an edge about as much as the
+        engine and the log reader together. None (the sequencer): every order, as snapshots need."""
+        # apply_batch's id-map changes: the selected backend's (native fastbook.log._idmaps, or the
+        # Python reference _MapChanges below, with the same semantics)
+        self.map_changes: type[_MapChanges] = backend.select("MapChanges")
+        self.market = market
+        self.book = new_book() if book is None else book
+        self.own_client = own_client
+        self.version = 0
+        self.state_hash: int = self.book.state_hash()  # type: ignore[attr-defined]
+        self.owners: dict[str, int] = {}  # client id -> engine owner (every client)
+        self.clients: dict[int, str] = {}  # engine owner -> client id (every client)
+        self.orders: dict[int, tuple[int, str]] = {}  # resting engine order id -> (owner, client order id)
+        self.by_owner: dict[int, dict[str, int]] = {}  # owner -> {client order id: resting engine order id}
+        self.next_order_id = 1
+        # Orders that left the maps during the last execute(): reports still need their client ids.
+        self.removed: dict[int, tuple[int, str]] = {}
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def next_owner(self) -> int:
+        return len(self.owners) + 1
+
+    def keeps(self, owner: int) -> bool:
+        """Whether the maps hold the orders of `owner` (see `own_client`)."""
+        return self.own_client is None or self.clients.get(owner) == self.own_client
+
+    def resting_id(self, owner: int, client_order_id: str) -> int | None:
+        by_id = self.by_owner.get(owner)
+        return None if by_id is None else by_id.get(client_order_id)
+
+    def describe(self, order_id: int) -> tuple[int, str] | None:
+        """(owner, client order id) of an order that is resting or left during the last execute()."""
+        found = self.orders.get(order_id)
+        return found if found is not None else self.removed.get(order_id)
+
+    # -- state changes ---------------------------------------------------------------------
+
+    def execute(
+        self,
+        client_id: str,
+        client_order_id: str | None,
+        op: int,
+        order_id: int,
+        owner: int,
+        side: int = 0,
+        order_type: int = 0,
+        tif: int = 0,
+        stp: int = 0,
+        post_only: int = 0,
+        price: int = 0,
+        qty: int = 0,
+    ) -> list:
+        """Run one engine command and keep the maps in step. If the engine rejects the command
+        (a single REJECTED event) nothing changed, the maps included. Does not touch version/hash."""
+        self.removed = {}
+        book = self.book
+        if op not in (_NEW, _CANCEL, _AMEND, _CANCEL_ALL):
+            raise ValueError(f"unknown op {op}")
+        if op == _NEW and (client_order_id is None or order_id in self.orders):
+            raise ValueError(f"new order {order_id}: missing client order id or id already open")
+        new_owner = client_id not in self.owners
+        if new_owner:
+            self.owners[client_id] = owner
+            self.clients[owner] = client_id
+        mapped = op == _NEW and self.keeps(owner)
+        if mapped:
+            self.orders[order_id] = (owner, client_order_id)  # type: ignore[assignment]
+            self.by_owner.setdefault(owner, {})[client_order_id] = order_id  # type: ignore[index]
+        if op == _NEW:
+            events = book.new(order_id, owner, side, price, qty, order_type, tif, bool(post_only), stp)  # type: ignore[attr-defined]
+        elif op == _CANCEL:
+            events = book.cancel(order_id, owner)  # type: ignore[attr-defined]
+        elif op == _AMEND:
+            events = book.amend(order_id, owner, price, qty)  # type: ignore[attr-defined]
+        else:
+            events = book.cancel_all(owner)  # type: ignore[attr-defined]
+        if len(events) == 1 and events[0][0] == _REJECTED:
+            if mapped:
+                del self.orders[order_id]
+                del self.by_owner[owner][client_order_id]  # type: ignore[arg-type]
+            if new_owner:
+                del self.owners[client_id]
+                del self.clients[owner]
+            return events
+        if op == _NEW:
+            self.next_order_id = order_id + 1
+        for event in events:
+            kind = event[0]
+            if kind == _DONE or kind == _CANCELLED:
+                gone = self.orders.pop(event[1], None)
+                if gone is not None:
+                    self.removed[event[1]] = gone
+                    del self.by_owner[gone[0]][gone[1]]
+        return events
+
+    def apply(self, entry: LogEntry) -> list:
+        """Apply the next log entry; raises HashMismatch if the result differs from the sequencer's."""
+        if entry.seq != self.version + 1:
+            raise ValueError(f"entry {entry.seq} applied at version {self.version}")
+        events = self.execute(*entry[2:])
+        if len(events) == 1 and events[0][0] == _REJECTED:
+            reason = events[0][10]
+            raise HashMismatch(f"seq {entry.seq}: the engine rejected a sequenced command (reason {reason})")
+        self.version = entry.seq
+        self.state_hash = self.book.state_hash()  # type: ignore[attr-defined]
+        if self.state_hash != entry.hash:
+            ours, theirs = hash_hex(self.state_hash), hash_hex(entry.hash)
+            raise HashMismatch(f"seq {entry.seq}: post-state hash {ours} != sequencer's {theirs}")
+        return events
+
+    def apply_batch(
+        self,
+        batch: LogBatch,
+        on_applied: Callable[[LogEntry, list], None] | None = None,
+        interest: Callable[[], int | None] | None = None,
+    ) -> None:
+        """Apply a whole log message with one `Book.apply_batch` call; the same result, entry by
+        entry, as `apply` on each (state, maps, hash checks, `on_applied` calls).
+
+        `batch` must start at version + 1 with consecutive seqs. `on_applied(entry, events)` is
+        called for every entry, or, with `interest`, only for the entries that may concern the
+        owner it returns (checked once the batch's clients are known): that owner's own commands
+        and trades against its orders (None: no entry). Raises HashMismatch at the first entry that
+        is rejected or hashes differently; the entries before it are applied and reported, version
+        and maps are left as `apply` leaves them, the book has run the whole batch, and the
+        replica, like after a failed `apply`, must then be replaced (resync)."""
+        n = len(batch)
+        seqs = batch.seqs
+        if n == 0:
+            return
+        if int(seqs[0]) != self.version + 1 or not batch.consecutive():
+            raise ValueError(f"entries {int(seqs[0])}..{int(seqs[-1])} applied at version {self.version}")
+        commands = batch.commands
+        post = np.empty(n, dtype=np.uint64)
+        events = self.book.apply_batch(commands, post)  # type: ignore[attr-defined]
+        kinds = events["type"]
+        # The first entry that diverged: a different post-state hash, or rejected by the engine.
+        failed = n
+        differ = np.flatnonzero(post != batch.hashes)
+        if len(differ):
+            failed = int(differ[0])
+        rejected = np.flatnonzero(kinds == _REJECTED)
+        refused = len(rejected) > 0 and int(events["cmd"][rejected[0]]) <= failed
+        if refused:
+            failed = int(events["cmd"][rejected[0]])
+        # As `apply`: an entry the engine refused changed nothing; one that hashed differently was
+        # applied (maps and version included) before the check failed.
+        applied = failed if refused or failed == n else failed + 1
+        # Clients seen for the first time get their owner numbers (first entry wins, as in execute).
+        clients = batch.client_ids[:applied] if applied < n else batch.client_ids
+        new_clients = set(clients).difference(self.owners)
+        if new_clients:
+            firsts = sorted(clients.index(client) for client in new_clients)
+            for i, owner in zip(firsts, commands["owner"][firsts].tolist(), strict=True):
+                self.owners[clients[i]] = owner
+                self.clients[owner] = clients[i]
+        # Map changes in entry order: news join the maps, DONE/CANCELLED orders leave them.
+        all_news = is_new = commands["op"][:applied] == _NEW
+        ends = ((kinds == _DONE) | (kinds == _CANCELLED)) & (events["cmd"] < applied)
+        if self.own_client is not None:  # only that client's orders are mapped
+            own = self.owners.get(self.own_client, -1)  # (-1: no owner number matches)
+            is_new = is_new & (commands["owner"][:applied] == own)
+            ends &= events["owner"] == own
+        news = np.flatnonzero(is_new)
+        gone = np.flatnonzero(ends)
+        # (numpy columns: the native class reads them in C, without lists of ints)
+        maps = self.map_changes(
+            self,
+            news,
+            commands["order_id"][news],
+            commands["owner"][news],
+            batch.client_order_ids,
+            events["cmd"][gone],
+            events["order_id"][gone],
+        )
+        stops: list[int] = []  # the entries on_applied is called for
+        if on_applied is not None:
+            mine = None if interest is None else interest()
+            if interest is None:
+                stops = list(range(failed))
+            elif mine is not None:
+                trades = (kinds == _TRADE) & (events["other_owner"] == mine) & (events["cmd"] < failed)
+                concerned = np.union1d(
+                    np.flatnonzero(commands["owner"][:failed] == mine), events["cmd"][trades]
+                )
+                stops = concerned.tolist()
+        for i in stops:
+            self.removed = maps.advance(i)
+            lo, hi = np.searchsorted(events["cmd"], [i, i + 1])
+            on_applied(batch.entry(i), event_rows_to_tuples(events[lo:hi]))  # type: ignore[misc]
+        self.removed = maps.advance(applied - 1) if applied else {}
+        last_new = np.flatnonzero(all_news)[-1:]
+        if len(last_new):
+            self.next_order_id = int(commands["order_id"][last_new[0]]) + 1
+        if applied:
+            self.version = int(seqs[applied - 1])
+            self.state_hash = int(post[applied - 1])
+        if failed < n:
+            seq = int(seqs[failed])
+            if refused:
+                reason = int(events["reason"][rejected[0]])
+                raise HashMismatch(f"seq {seq}: the engine rejected a sequenced command (reason {reason})")
+            ours, theirs = hash_hex(int(post[failed])), hash_hex(int(batch.hashes[failed]))
+            raise HashMismatch(f"seq {seq}: post-state hash {ours} != sequencer's {theirs}")
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def snapshot_data(self, seen: dict[str, dict[str, int]] | None = None, rows: bool = True) -> SnapshotData:
+        """`rows=False` leaves `orders` empty, for a caller that encodes them straight from the map
+        (`encode_snapshot(snap, orders=replica.orders)`). ValueError on a replica that maps only
+        its own client's orders: its snapshot would lack the others' client order ids."""
+        if self.own_client is not None:
+            raise ValueError(f"replica of {self.own_client!r} maps only that client's orders: no snapshot")
+        orders = snapshot_order_rows(self.orders) if rows else []  # sorted by id (native)
+        return SnapshotData(
+            self.market,
+            self.version,
+            self.state_hash,
+            self.book.snapshot(),  # type: ignore[attr-defined]
+            self.next_order_id,
+            dict(self.owners),
+            orders,
+            seen,
+        )
+
+    @classmethod
+    def from_snapshot(cls, snap: SnapshotData, own_client: str | None = None) -> Replica:
+        """ValueError if the engine bytes are invalid or do not hash to the snapshot's hash, or
+        the maps do not match the book. Every order row is checked; with `own_client`, only
+        that client's orders are mapped (see __init__)."""
+        book = restore_book(snap.engine)
+        replica = cls(snap.market, book, own_client)
+        if replica.state_hash != snap.state_hash:
+            raise ValueError(
+                f"snapshot {snap.version}: engine state hashes to {hash_hex(replica.state_hash)}, "
+                f"snapshot says {hash_hex(snap.state_hash)}"
+            )
+        replica.version = snap.version
+        replica.next_order_id = snap.next_order_id
+        for client, owner in snap.owners.items():
+            replica.owners[client] = owner
+            replica.clients[owner] = client
+        if len(replica.clients) != len(replica.owners):
+            raise ValueError(f"snapshot {snap.version}: two clients share an owner number")
+        listed: set[int] = set()
+        open_ids: set[tuple[int, str]] = set()
+        own = replica.owners.get(own_client, -1) if own_client is not None else None
+        for order_id, owner, coid in snap.orders:
+            info = book.order(order_id)
+            if info is None or info[1] != owner:
+                raise ValueError(f"snapshot {snap.version}: order {order_id} of the maps is not in the book")
+            if owner not in replica.clients:
+                raise ValueError(f"snapshot {snap.version}: order {order_id} has owner {owner} of no client")
+            if order_id >= snap.next_order_id:
+                raise ValueError(f"snapshot {snap.version}: order {order_id} is not below next_order_id")
+            if order_id in listed:
+                raise ValueError(f"snapshot {snap.version}: order {order_id} listed twice")
+            if (owner, coid) in open_ids:
+                raise ValueError(f"snapshot {snap.version}: two open orders of owner {owner} share {coid!r}")
+            listed.add(order_id)
+            open_ids.add((owner, coid))
+            if own is None or owner == own:
+                replica.orders[order_id] = (owner, coid)
+                replica.by_owner.setdefault(owner, {})[coid] = order_id
+        if len(listed) != len(book):
+            counts = f"maps hold {len(listed)} orders, book {len(book)}"
+            raise ValueError(f"snapshot {snap.version}: {counts}")
+        return replica
+
+
+def _int_list(values: _Ints) -> list[int]:
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
+
+
+class _MapChanges:
+    """The id-map changes of a batch (Replica.apply_batch), made in entry order up to a given
+    entry: an entry's `new` joins the maps before the orders its events finish leave them, as in
+    Replica.execute.
+
+    The Python reference of the native `fastbook.log._idmaps.MapChanges` (fastbook.backend): entry
+    index, order id and owner of each new; the client order id of each entry; entry index and
+    order id of each order gone (an id not in the maps is skipped). The integer columns may be
+    lists or numpy arrays. ValueError if the columns of the news, or those of the orders gone,
+    differ in length, or a new's entry index is not one of `client_order_ids`'."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        new_at: _Ints,
+        new_ids: _Ints,
+        new_owners: _Ints,
+        client_order_ids: Sequence[str | None],
+        gone_at: _Ints,
+        gone_ids: _Ints,
+    ) -> None:
+        self.replica = replica
+        self.new_at, self.new_ids = _int_list(new_at), _int_list(new_ids)
+        self.new_owners = _int_list(new_owners)
+        self.client_order_ids = client_order_ids
+        self.gone_at, self.gone_ids = _int_list(gone_at), _int_list(gone_ids)
+        lengths = len(self.new_at), len(self.new_ids), len(self.new_owners)
+        if len(set(lengths)) != 1:
+            raise ValueError("new_at, new_ids, new_owners have lengths {}, {}, {}".format(*lengths))
+        if len(self.gone_at) != len(self.gone_ids):
+            raise ValueError(f"gone_at, gone_ids have lengths {len(self.gone_at)}, {len(self.gone_ids)}")
+        n_ids = len(client_order_ids)
+        for k, at in enumerate(self.new_at):
+            if not 0 <= at < n_ids:
+                raise ValueError(f"new_at[{k}] = {at} is not an entry index (client_order_ids has {n_ids})")
+        self.next_new = 0
+        self.next_gone = 0
+
+    def advance(self, upto: int) -> dict[int, tuple[int, str]]:
+        """Make the changes of the entries up to index `upto`; returns the orders that entry
+        `upto` took out of the maps (what `Replica.removed` holds after executing it)."""
+        orders, by_owner = self.replica.orders, self.replica.by_owner
+        new_at, new_ids, new_owners, coids = self.new_at, self.new_ids, self.new_owners, self.client_order_ids
+        gone_at, gone_ids = self.gone_at, self.gone_ids
+        k, j = self.next_new, self.next_gone
+        nk, nj = len(new_at), len(gone_at)
+        removed: dict[int, tuple[int, str]] = {}
+        while True:
+            if k < nk and new_at[k] <= upto and (j >= nj or new_at[k] <= gone_at[j]):
+                order_id, owner, coid = new_ids[k], new_owners[k], coids[new_at[k]]
+                orders[order_id] = (owner, coid)  # type: ignore[assignment]
+                by_id = by_owner.get(owner)
+                if by_id is None:
+                    by_owner[owner] = by_id = {}
+                by_id[coid] = order_id  # type: ignore[index]
+                k += 1
+            elif j < nj and gone_at[j] <= upto:
+                order_id = gone_ids[j]
+                gone = orders.pop(order_id, None)
+                if gone is not None:
+                    del by_owner[gone[0]][gone[1]]
+                    if gone_at[j] == upto:
+                        removed[order_id] = gone
+                j += 1
+            else:
+                break
+        self.next_new, self.next_gone = k, j
+        return removed

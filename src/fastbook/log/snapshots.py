@@ -1,0 +1,105 @@
+"""Immutable snapshot files: `<data_dir>/snapshots/<version>.snap`.
+
+The bytes are `fastbook.wire.encode_snapshot` (checksummed). A file is written to a temp name,
+fsync'd, renamed into place and the directory fsync'd, so a crash leaves either the whole file or
+none; a snapshot for a version never changes. A file that fails its checks on load is renamed to
+`<version>.snap.corrupt` (kept as evidence, logged at ERROR) and the next older one is tried.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from fastbook.wire.snapshot import SnapshotData, decode_snapshot, encode_snapshot
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".snap"
+
+
+class SnapshotStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.corrupt: list[Path] = []  # files found bad by load_latest (renamed aside)
+
+    def path_for(self, version: int) -> Path:
+        return self.directory / f"{version}{SUFFIX}"
+
+    def versions(self) -> list[int]:
+        """Versions with a snapshot file, newest first."""
+        found = []
+        for path in self.directory.iterdir():
+            stem, suffix = path.name[: -len(SUFFIX)], path.name[-len(SUFFIX) :]
+            if suffix == SUFFIX and stem.isdigit():
+                found.append(int(stem))
+        return sorted(found, reverse=True)
+
+    def write(self, snap: SnapshotData, data: bytes | None = None) -> Path:
+        """Durably write the snapshot for snap.version (`data`: its encoding, if the caller has it);
+        an existing file for that version is kept."""
+        final = self.path_for(snap.version)
+        if final.exists():
+            return final
+        if data is None:
+            data = encode_snapshot(snap)
+        temp = self.directory / f".{snap.version}{SUFFIX}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, final)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return final
+
+    def prune(self, keep: int) -> list[int]:
+        """Delete all but the newest `keep` snapshot files (the journal holds everything, so older
+        snapshots are only a shortcut). Returns the versions deleted."""
+        doomed = self.versions()[max(1, keep) :]
+        for version in doomed:
+            try:
+                self.path_for(version).unlink()
+            except OSError as exc:
+                log.warning("cannot delete old snapshot %s: %s", self.path_for(version), exc)
+        return doomed
+
+    def read(self, version: int) -> SnapshotData:
+        """ValueError if the file is corrupt (checksum, structure); OSError if unreadable."""
+        return decode_snapshot(self.path_for(version).read_bytes())
+
+    def load_latest(
+        self, check: Callable[[SnapshotData], object] | None = None
+    ) -> tuple[SnapshotData, object] | None:
+        """The newest snapshot that decodes and passes `check` (which may raise ValueError and
+        returns something the caller wants, e.g. the restored replica), or None if there is none."""
+        for version in self.versions():
+            path = self.path_for(version)
+            try:
+                snap = self.read(version)
+                if snap.version != version:
+                    raise ValueError(f"file name says version {version}, contents say {snap.version}")
+                checked = check(snap) if check is not None else None
+            except (ValueError, OSError) as exc:
+                aside = path.with_name(path.name + ".corrupt")
+                log.error(
+                    "snapshot file %s is corrupted (%s); moved to %s, trying an older one", path, exc, aside
+                )
+                try:
+                    os.replace(path, aside)
+                except OSError:
+                    pass
+                self.corrupt.append(path)
+                continue
+            return snap, checked
+        return None

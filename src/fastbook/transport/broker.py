@@ -1,0 +1,391 @@
+"""The embedded MQTT broker (amqtt, MQTT 3.1.1) used by `fastbook-broker` and `fastbook demo`.
+
+amqtt's default AnonymousAuthPlugin flags every session anonymous, and amqtt drops anonymous sessions
+(with their offline queues) about a second after they disconnect. Edges may ask for persistent
+sessions, so an open broker (no `--users`) authenticates everyone with `AllowAllAuthPlugin`, which
+accepts without the anonymous flag. With a credentials file, `FastbookAuthPlugin` and
+`FastbookAclPlugin` enforce docs/security.md.
+
+The broker's own sequencers are not MQTT clients (`InProcessRunner`): `FastbookAmqttBroker` hands
+them the client messages on their subscriptions as it broadcasts them (after the publish ACL, in
+order) and broadcasts their output itself. Through a loopback MQTT client each order cost amqtt a
+delivery with its PUBACK round trip and each output a second parse; without it fastbook-broker
+carries about twice the orders per second (bench/README.md).
+Retained messages (book, snapshot, replica status) live in memory: after a broker restart the
+sequencer republishes book and snapshot when it starts, edges their status on reconnect.
+
+Known amqtt 0.12.1 defects and what fastbook does about them:
+- a connecting client is sent the retained messages of every topic *anyone* subscribed to, not just
+  its own subscriptions (a mosquitto_sub on reports/alice would first print the book, statuses and
+  the binary snapshot): `FastbookAmqttBroker` sends retained messages only for the client's own
+  subscriptions, and NodeRunner also drops anything outside its node's subscriptions;
+- unacknowledged QoS1 messages are not resent when a persistent session resumes (replicas detect
+  the gap and replay it from the journal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
+from amqtt.utils import gen_client_id
+from paho.mqtt.client import topic_matches_sub
+
+from fastbook.transport.mqtt import InProcessRunner
+from fastbook.transport.users import UsersFile, UsersFileError, may_publish, may_receive, may_subscribe
+
+log = logging.getLogger(__name__)
+
+
+class AllowAllAuthPlugin(BaseAuthPlugin):
+    """Accepts every client and marks the session non-anonymous, so persistent sessions are kept."""
+
+    @dataclass
+    class Config:
+        pass
+
+    async def authenticate(self, *, session: Session) -> bool:
+        session.is_anonymous = False
+        return True
+
+
+ROLE_ATTRIBUTE = "fastbook_role"  # set on an amqtt Session by FastbookAuthPlugin, read by the ACL
+
+
+class FastbookAuthPlugin(BaseAuthPlugin):
+    """Authenticates against a `fastbook users` credentials file (re-read when it changes). The MQTT
+    client id must be the user name, and a last will may only go to a topic the user may publish
+    to. (The broker's own sequencers are not MQTT clients: see InProcessRunner.)"""
+
+    @dataclass
+    class Config:
+        users_file: str = ""
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self._users = UsersFile(Path(self.config.users_file or os.devnull))
+        self._stamp: tuple[int, int] | None = None
+
+    def _current_users(self) -> UsersFile:
+        """The file as it is now: `fastbook users add/remove` take effect without a restart. A file
+        that became unreadable keeps the last good version (logged)."""
+        path = self._users.path
+        try:
+            st = path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp != self._stamp:
+                self._users, self._stamp = UsersFile.load(path), stamp
+        except (OSError, UsersFileError) as exc:
+            log.error("credentials file %s: %s (keeping the last good version)", path, exc)
+        return self._users
+
+    async def authenticate(self, *, session: Session) -> bool:
+        user, password = session.username, session.password
+        role = None
+        if user is None or password is None:
+            log.warning("refused an anonymous connection (client id %r)", session.client_id)
+            return False
+        users = self._current_users()
+        found = await asyncio.get_running_loop().run_in_executor(None, users.check, user, password)
+        role = found.role if found is not None else None
+        if role is None:
+            log.warning("refused %r: wrong user name or password", user)
+            return False
+        if session.client_id != user:
+            log.warning("refused %r: client id %r is not the user name", user, session.client_id)
+            return False
+        if session.will_flag and not may_publish(user, role, session.will_topic or ""):
+            log.warning("refused %r: last will on %r is not allowed", user, session.will_topic)
+            return False
+        setattr(session, ROLE_ATTRIBUTE, role)
+        session.is_anonymous = False
+        return True
+
+
+class FastbookAclPlugin(BaseTopicPlugin):
+    """The topic ACL of fastbook.transport.users for publish, subscribe and each delivery."""
+
+    @dataclass
+    class Config:
+        pass
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
+    ) -> bool:
+        role = getattr(session, ROLE_ATTRIBUTE, None) if session is not None else None
+        user = session.username if session is not None else None
+        if role is None or user is None or not topic:
+            return False
+        if action == Action.PUBLISH:
+            allowed = may_publish(user, role, topic)
+        elif action == Action.SUBSCRIBE:
+            allowed = may_subscribe(user, role, topic)
+        else:
+            allowed = may_receive(user, role, topic)
+        if not allowed:
+            log.warning("ACL: %s %r may not %s %r", role, user, getattr(action, "value", action), topic)
+        return allowed
+
+
+class FastbookAmqttBroker(Broker):
+    """amqtt's Broker, fixed to send a client only the retained messages of its own subscriptions,
+    and (with credentials) to authenticate a connection before it can touch an existing session."""
+
+    secured = False  # set by EmbeddedBroker when a FastbookAuthPlugin is configured
+    # In-process nodes' subscriptions: (topic filters, deliver). Replaced, never mutated in place.
+    _ingress: tuple[tuple[list[str], Callable[[str, bytes], None]], ...] = ()
+
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        # amqtt 0.12.1's method, with one change: authenticate first. amqtt itself authenticates only
+        # after deleting (clean session) or updating (persistent session: will, credentials) the
+        # session of the same client id, so a refused client could still drop alice's session or
+        # plant a last will in the sequencer's.
+        try:
+            handler, client_session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager)
+        except AMQTTError as exc:
+            raise AMQTTError(exc) from exc
+        except MQTTError as exc:
+            await writer.close()
+            raise MQTTError(exc) from exc
+        except NoDataError as exc:
+            raise AMQTTError(exc) from exc
+        if self.secured:
+            if not await super()._authenticate(client_session, None):  # type: ignore[arg-type]
+                await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+                await writer.close()
+                raise MQTTError(f"connection refused: not authorized ({remote_address}:{remote_port})")
+            role = getattr(client_session, ROLE_ATTRIBUTE)
+
+        if client_session.clean_session:
+            if client_session.client_id is not None and client_session.client_id != "":
+                await self._delete_session(client_session.client_id)
+            else:
+                client_session.client_id = gen_client_id()
+            client_session.parent = 0
+        elif client_session.client_id in self._sessions:
+            existing_client_session, _ = self._sessions[client_session.client_id]
+            existing_client_session.will_flag = client_session.will_flag
+            existing_client_session.will_message = client_session.will_message
+            existing_client_session.will_topic = client_session.will_topic
+            existing_client_session.will_qos = client_session.will_qos
+            existing_client_session.keep_alive = client_session.keep_alive
+            existing_client_session.username = client_session.username
+            existing_client_session.password = client_session.password
+            client_session = existing_client_session
+            client_session.parent = 1
+        else:
+            client_session.parent = 0
+        if self.secured:
+            setattr(client_session, ROLE_ATTRIBUTE, role)
+
+        timeout_disconnect_delay = self.config.get("timeout-disconnect-delay", 0)
+        if client_session.keep_alive > 0 and isinstance(timeout_disconnect_delay, int):
+            client_session.keep_alive += timeout_disconnect_delay
+        return handler, client_session
+
+    async def _authenticate(self, session: Session, listener: Any) -> bool:
+        # Secured: _initialize_client_session already authenticated this connection (and refused it
+        # otherwise); running scrypt a second time would only cost time.
+        if self.secured:
+            return getattr(session, ROLE_ATTRIBUTE, None) is not None
+        return await super()._authenticate(session, listener)
+
+    # -- in-process nodes (the sequencers of fastbook-broker) ------------------------------------
+
+    def add_ingress(self, filters: list[str], deliver: Callable[[str, bytes], None]) -> None:
+        """Hand every client message on one of `filters` to `deliver` (on the event loop, in the
+        order the broker takes them, after the publish ACL): an in-process node's subscription."""
+        self._ingress = (*self._ingress, (filters, deliver))
+
+    def remove_ingress(self, deliver: Callable[[str, bytes], None]) -> None:
+        self._ingress = tuple((f, d) for f, d in self._ingress if d != deliver)
+
+    async def _broadcast_message(
+        self, session: Session | None, topic: str | None, data: bytes | bytearray | None,
+        force_qos: int | None = None,
+    ) -> None:
+        if session is not None and topic is not None and data is not None:
+            for filters, deliver in self._ingress:
+                if any(topic_matches_sub(f, topic) for f in filters):
+                    deliver(topic, bytes(data))
+        await super()._broadcast_message(session, topic, data, force_qos)
+
+    async def publish_from_node(self, messages: list[Any]) -> None:
+        """An in-process node's output, as if published by a client the ACL trusts."""
+        for m in messages:
+            await super()._broadcast_message(None, m.topic, m.payload, None)
+            if m.retain:
+                await self.retain_message(None, m.topic, m.payload, m.qos)
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        # amqtt calls this on SUBSCRIBE (after recording the subscription) and, wrongly, on every
+        # connect for *every* filter any client subscribed to. Only a filter this client holds counts.
+        topic_filter = subscription[0]
+        for subscriber, qos in self._subscriptions.get(topic_filter, []):
+            if subscriber.client_id == session.client_id:
+                await super()._publish_retained_messages_for_subscription((topic_filter, qos), session)
+                return
+
+
+class BrokerStartError(RuntimeError):
+    pass
+
+
+def _plugin_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def broker_config(
+    host: str,
+    port: int,
+    users_file: Path | None = None,
+    tls: tuple[Path, Path] | None = None,
+) -> dict[str, Any]:
+    """amqtt's configuration. With `users_file` every connection authenticates and the ACL applies;
+    without it the broker is open (AllowAllAuthPlugin). `tls` = (certificate, key) PEM files."""
+    listener: dict[str, Any] = {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}
+    if tls is not None:
+        listener.update({"ssl": True, "certfile": str(tls[0]), "keyfile": str(tls[1])})
+    listeners: dict[str, Any] = {"default": listener}
+    plugins: dict[str, Any]
+    if users_file is None:
+        plugins = {_plugin_name(AllowAllAuthPlugin): {}}
+    else:
+        plugins = {
+            _plugin_name(FastbookAuthPlugin): {"users_file": str(users_file)},
+            _plugin_name(FastbookAclPlugin): {},
+        }
+    return {
+        "listeners": listeners,
+        # Keep persistent sessions (the sequencer's) for a day; anonymous ones never get here.
+        "session_expiry_interval": 24 * 3600,
+        "plugins": plugins,
+    }
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback address or localhost (what an open broker may listen on)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise BrokerStartError with a clear message if host:port cannot be bound (amqtt's own error
+    is a long traceback)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise BrokerStartError(
+                    f"cannot listen on {host}:{port}: the port is already in use "
+                    "(another MQTT broker?); choose another with --port"
+                ) from None
+            raise BrokerStartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """An ephemeral TCP port that was free a moment ago (for tests and the demo)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _quiet_probe_connections(record: logging.LogRecord) -> bool:
+    """A TCP connect without an MQTT CONNECT (port probes, health checks) is not an error worth a
+    log line; amqtt logs it at ERROR."""
+    message = record.getMessage()
+    return not (message.startswith("No data from") or "No data to decode MQTT packet" in message)
+
+
+def _ignore_cancelled_connections(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """amqtt leaves connection tasks to be cancelled at shutdown and asyncio logs each with a
+    traceback; those are expected. Everything else goes to asyncio's default handler."""
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
+
+
+class EmbeddedBroker:
+    """An amqtt broker on host:port inside the running asyncio loop."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        users_file: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.users_file = users_file
+        self.tls = tls
+        self._broker: FastbookAmqttBroker | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        check_port_free(self.host, self.port)
+        # amqtt logs every connect/disconnect at INFO; fastbook's own logs say what matters.
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("amqtt.broker").addFilter(_quiet_probe_connections)
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_ignore_cancelled_connections)
+        if self.users_file is not None:
+            UsersFile.load(self.users_file)  # a missing or malformed file: UsersFileError, before listening
+        if self.tls is not None:
+            for pem in self.tls:
+                if not Path(pem).is_file():
+                    raise BrokerStartError(f"TLS: {pem} is not a readable file")
+        config = broker_config(self.host, self.port, self.users_file, self.tls)
+        self._broker = FastbookAmqttBroker(config, loop=loop)
+        self._broker.secured = self.users_file is not None
+        try:
+            await self._broker.start()
+        except Exception as exc:
+            raise BrokerStartError(f"cannot start the MQTT broker on {self.url}: {exc}") from None
+        log.info("MQTT broker listening on %s", self.url)
+
+    def in_process_runner(self, node: Any, name: str, batch_window: float = 0.0) -> InProcessRunner:
+        """A runner for `node` inside this broker (started broker only): see InProcessRunner."""
+        assert self._broker is not None, "start the broker first"
+        loop = asyncio.get_running_loop()
+        return InProcessRunner(node, self._broker, loop, name=name, batch_window=batch_window)
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            broker, self._broker = self._broker, None
+            try:
+                await broker.shutdown()
+            except Exception:  # shutting down anyway; amqtt may complain about half-closed sessions
+                log.debug("broker shutdown raised", exc_info=True)

@@ -1,0 +1,50 @@
+"""The seam between domain logic and transport.
+
+A node (the sequencer, an edge's replica) is a plain object that turns incoming MQTT messages into
+outgoing ones. It never touches a socket; `fastbook.transport.mqtt.NodeRunner` owns the paho client and calls
+the node from a single worker thread, so a node needs no locks. Tests drive nodes directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    retain: bool = False
+    qos: int = 1
+
+
+Incoming = tuple[str, bytes]
+
+
+class Node(Protocol):
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """(topic filter, qos) pairs to subscribe to on every (re)connect."""
+        ...
+
+    def will(self) -> Outgoing | None:
+        """The MQTT last will, if any (an edge's 'offline' status)."""
+        ...
+
+    def on_connected(self) -> list[Outgoing]:
+        """Called after every successful (re)connect and subscribe."""
+        ...
+
+    def on_messages(self, messages: Sequence[Incoming]) -> list[Outgoing]:
+        """A batch drained from the inbox, in arrival order. The sequencer journals and fsyncs the
+        whole batch once before returning (group commit), so what it returns is durable."""
+        ...
+
+    def on_tick(self, now: float) -> list[Outgoing]:
+        """Called about every 100 ms with time.monotonic(): timers, retries, status."""
+        ...
+
+    def close(self) -> list[Outgoing]:
+        """Clean shutdown: last messages to publish (final status), then release files."""
+        ...

@@ -1,0 +1,276 @@
+"""Programs: --help, bad arguments (non-zero exit + a message), taken ports, typed order commands."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fastbook.apps.cli.commands import CommandError, parse_command
+from tests.support.brokers import (
+    Broker,
+    Proc,
+    child_env,
+    free_port,
+    port_open,
+    program,
+    start_mosquitto,
+    wait_for,
+)
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, env=child_env(),
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize(
+    "prog", ["fastbook", "fastbook-broker", "fastbook-sequencer", "fastbook-edge"]
+)
+def test_help(prog: str) -> None:
+    result = run(program(prog), "--help")
+    assert result.returncode == 0
+    assert "usage:" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fastbook"], "required"),
+        (["fastbook", "frobnicate"], "invalid choice"),
+        (["fastbook", "status", "--broker", "localhost:1883"], "no scheme"),
+        (["fastbook", "status", "--market", "a/b"], "market name"),
+        (["fastbook", "demo", "--orders", "0"], "positive integer"),
+        (["fastbook-broker", "--port", "70000"], "port must be"),
+        (["fastbook-broker", "--port", "x"], "port must be"),
+        (["fastbook-broker", "--market", "BTC-USD:tick=abc"], "tick"),
+        (["fastbook-broker", "--market", "BTC-USD", "--market", "BTC-USD"], "twice"),
+        (["fastbook-sequencer", "--data-dir", "/tmp/x", "--market", "BTC-USD"], "--broker"),
+        (["fastbook-sequencer", "--broker", "mqtt://h:1", "--market", "BTC-USD"], "--data-dir"),
+        (["fastbook-sequencer", "--broker", "ftp://h", "--data-dir", "/tmp/x", "--market", "X"], "scheme"),
+        (["fastbook-sequencer", "--broker", "mqtt://h", "--data-dir", "/tmp/x", "--market", "X:lot=0"],
+         "lot"),
+        (["fastbook-sequencer", "--broker", "mqtt://h", "--data-dir", "/tmp/x", "--market", "X",
+          "--dedupe-window", "0"], "positive integer"),
+        (["fastbook-broker", "--dedupe-window", "-5"], "positive integer"),
+        (["fastbook-broker", "--batch-window", "-1"], "milliseconds between 0 and 1000"),
+        (["fastbook-broker", "--batch-window", "nan"], "milliseconds between 0 and 1000"),
+        (["fastbook-edge"], "--client-id"),
+        (["fastbook-edge", "--client-id", "a/b"], "client id"),
+        (["fastbook-edge", "--client-id", "ok", "--broker", "mqtt://h:0"], "port"),
+    ],
+)
+def test_bad_arguments_exit_non_zero_with_message(args: list[str], message: str) -> None:
+    result = run(program(args[0]), *args[1:])
+    assert result.returncode == 2, result
+    assert message in result.stderr
+
+
+def test_broker_on_taken_port_says_so(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(program("fastbook-broker"), "--port", str(port), "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port}" in result.stderr and "already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_status_without_broker_fails_clearly() -> None:
+    result = run(program("fastbook"), "status", "--broker", f"mqtt://127.0.0.1:{free_port()}",
+                 "--timeout", "1")
+    assert result.returncode == 1
+    assert "no answer from the MQTT broker" in result.stderr
+
+
+def test_sequencer_with_unusable_data_dir_fails_clearly(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    result = run(program("fastbook-sequencer"), "--broker", "mqtt://127.0.0.1:1", "--data-dir",
+                 str(not_a_dir), "--market", "BTC-USD")
+    assert result.returncode == 1
+    assert "cannot open the sequencer for BTC-USD" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    broker = start_mosquitto(tmp_path_factory.mktemp("mosquitto-cli"))
+    yield broker
+    broker.stop()
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("prog", ["fastbook-edge", "fastbook-sequencer", "fastbook-broker"])
+def test_programs_stop_cleanly_on_sigterm(prog: str, mosquitto: Broker, tmp_path: Path) -> None:
+    port = free_port()
+    args = {
+        "fastbook-edge": [program(prog), "--client-id", "sigterm-test", "--broker", mosquitto.url],
+        "fastbook-sequencer": [program(prog), "--broker", mosquitto.url, "--data-dir", str(tmp_path),
+                               "--market", f"SIG-{port}"],
+        "fastbook-broker": [program(prog), "--port", str(port), "--data-dir", str(tmp_path)],
+    }[prog]
+    proc = Proc(args, tmp_path / "out.log")
+    try:
+        if prog == "fastbook-broker":
+            wait_for(lambda: port_open(port) or not proc.alive(), 20, "broker listening")
+        else:
+            wait_for(lambda: "connected to" in proc.output() or not proc.alive(), 20, "connected")
+        assert proc.alive(), proc.output()
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.output()
+    assert "Traceback" not in proc.output()
+
+
+@pytest.mark.parametrize(
+    ("line", "order"),
+    [
+        ("buy 1.5 @ 100.25", {"op": "new", "side": "buy", "type": "limit", "qty": "1.5", "price": "100.25"}),
+        ("sell 2 @101", {"op": "new", "side": "sell", "type": "limit", "qty": "2", "price": "101"}),
+        ("SELL 2@101 ioc", {"op": "new", "side": "sell", "type": "limit", "qty": "2", "price": "101",
+                            "tif": "ioc"}),
+        ("buy 1 @ 99 post id=my-1", {"op": "new", "side": "buy", "type": "limit", "qty": "1", "price": "99",
+                                     "post_only": True, "id": "my-1"}),
+        ("buy 1 market", {"op": "new", "side": "buy", "type": "market", "qty": "1"}),
+        ("cancel o-3", {"op": "cancel", "id": "o-3"}),
+        ("cancel all", {"op": "cancel_all"}),
+        ("amend o-3 qty 1.0", {"op": "amend", "id": "o-3", "qty": "1.0"}),
+        ("amend o-3 qty 1.0 price 100.5", {"op": "amend", "id": "o-3", "qty": "1.0", "price": "100.5"}),
+    ],
+)
+def test_typed_orders(line: str, order: dict[str, object]) -> None:
+    command = parse_command(line)
+    assert command.kind == "order" and command.order == order
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("", "empty"),
+        ("buy", "usage"),
+        ("buy 1.5 100", "usage"),
+        ("buy -1 @ 100", "quantity"),
+        ("buy 1 @ 1e5", "price"),
+        ("buy 1 @ 1.2.3", "price"),
+        ("buy 1 @ 100 forever", "unknown option"),
+        ("cancel", "usage"),
+        ("amend o-1", "usage"),
+        ("amend o-1 colour red", "usage"),
+        ("sudo make me a sandwich", "unknown command"),
+    ],
+)
+def test_typed_orders_rejected(line: str, message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        parse_command(line)
+
+
+def test_typed_meta_commands() -> None:
+    assert parse_command("help").kind == "help"
+    assert parse_command(" quit ").kind == "quit"
+    assert parse_command("book").kind == "book"
+
+
+@pytest.mark.broker
+def test_demo_converges_and_exits_zero() -> None:
+    """`fastbook demo` picks its own free port (the machine's 1883 may be taken) and ends by itself."""
+    result = run(program("fastbook"), "demo", "--orders", "600", timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CONVERGED: sequencer and 3 replicas at version" in result.stdout
+    for client in ("alice", "bob", "carol"):
+        assert re.search(rf"^\s+{client}\s+online\s+\d+\s+[0-9a-f]{{16}}\s+0\s+yes$", result.stdout, re.M)
+    assert "commands sent 600, answered 600" in result.stdout
+
+
+@pytest.mark.broker
+def test_status_shows_replicas_versions_and_hashes(tmp_path: Path) -> None:
+    from tests.support.cluster import Cluster
+
+    cluster = Cluster("mosquitto", tmp_path)
+    try:
+        cluster.start_edge("edge-s")
+        status = cluster.wait_converged(["edge-s"], 30)
+        result = run(program("fastbook"), "status", "--broker", cluster.url)
+        assert result.returncode == 0, result.stderr
+        assert f"sequencer: version {status.book_version} hash {status.book_hash}" in result.stdout
+        assert re.search(r"edge-s\s+online\s+\d+\s+[0-9a-f]{16}\s+0\s+yes", result.stdout), result.stdout
+        as_json = json.loads(run(program("fastbook"), "status", "--broker", cluster.url, "--json").stdout)
+        assert as_json["replicas"][0]["client_id"] == "edge-s"
+        assert as_json["sequencer"] == {"version": status.book_version, "hash": status.book_hash}
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.broker
+def test_edge_terminal_view_takes_typed_orders(mosquitto: Broker, tmp_path: Path) -> None:
+    """fastbook-edge on a pseudo-terminal: the live view shows the book, typed orders are sent, a bad
+    line gets a message and the program keeps running, `quit` ends it with status 0."""
+    import os
+    import pty
+    import select
+    import time
+
+    sequencer = Proc([program("fastbook-sequencer"), "--broker", mosquitto.url, "--data-dir", str(tmp_path),
+                      "--market", "TTY-USD"], tmp_path / "seq.log")
+    master, slave = pty.openpty()
+    edge = subprocess.Popen([program("fastbook-edge"), "--client-id", "tty-user", "--broker", mosquitto.url,
+                             "--market", "TTY-USD"], stdin=slave, stdout=slave, stderr=slave, env=child_env())
+    os.close(slave)
+    screen = bytearray()
+
+    def read_screen() -> str:
+        while select.select([master], [], [], 0.05)[0]:
+            try:
+                screen.extend(os.read(master, 65536))
+            except OSError:
+                break
+        return screen.decode(errors="replace")
+
+    def typed(text: str) -> None:
+        os.write(master, text.encode())
+
+    try:
+        wait_for(lambda: "in sync" in read_screen(), 30, "the view to show an in-sync replica")
+        typed("buy 1.5 @ 99.50 id=t-1\r")
+        wait_for(lambda: '"type":"accepted","id":"t-1"' in read_screen(), 30, "the accepted report")
+        wait_for(lambda: "99.50" in read_screen().rsplit("\x1b[H", 1)[-1], 10, "the bid level in the book")
+        typed("buy lots @ cheap\r")
+        wait_for(lambda: "error: quantity must be a positive decimal" in read_screen(), 10, "a clear message")
+        assert edge.poll() is None
+        typed("quit\r")
+        deadline = time.monotonic() + 15
+        while edge.poll() is None and time.monotonic() < deadline:
+            read_screen()
+        assert edge.returncode == 0
+    finally:
+        if edge.poll() is None:
+            edge.kill()
+            edge.wait(5)
+        os.close(master)
+        sequencer.stop()
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("signum", [2, 15])
+def test_demo_keep_running_stops_cleanly_on_signal(tmp_path: Path, signum: int) -> None:
+    import os
+
+    args = [program("fastbook"), "demo", "--keep-running", "--orders", "100", "--data-dir", str(tmp_path)]
+    proc = Proc(args, tmp_path / "demo.out")
+    try:
+        wait_for(lambda: "Ctrl-C to stop" in proc.output() or not proc.alive(), 60, "the demo summary")
+        assert "CONVERGED" in proc.output()
+        os.kill(proc.pid, signum)
+        proc.popen.wait(30)
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.output()
+    logs = {p.name: p.read_text() for p in tmp_path.glob("*.log")}
+    assert {"broker.log", "edge-alice.log", "edge-bob.log", "edge-carol.log"} <= set(logs)
+    assert "fastbook broker stopped" in logs["broker.log"]  # children got a clean SIGTERM too

@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastbook.edge.node import EdgeConfig, EdgeNode
+from fastbook.log.sequencer import SequencerConfig, SequencerNode
+from fastbook.wire.log import decode_replay_request
+from fastbook.wire.market import MarketSpec
+from fastbook.wire.topics import Topics
+
+T = Topics("BTC-USD")
+SPEC_HALF = MarketSpec.parse("BTC-USD:tick=0.5")
+
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+
+def make_edge(name: str = "alice") -> tuple[EdgeNode, list[tuple[str, dict[str, Any]]]]:
+    edge = EdgeNode(EdgeConfig(client_id=name, replay_timeout=1.0, status_interval=1.0))
+    now = [0.0]
+    edge.clock = lambda: now[0]
+    events: list[tuple[str, dict[str, Any]]] = []
+    edge.add_listener(lambda kind, data: events.append((kind, data)))
+    return edge, events
+
+
+def test_config_validation() -> None:
+    for bad in (
+        EdgeConfig(client_id="a/b"),
+        EdgeConfig(client_id=""),
+        EdgeConfig(client_id="ok", market="X+"),
+        EdgeConfig(client_id="ok", replay_timeout=0),
+    ):
+        with pytest.raises(ValueError):
+            EdgeNode(bad)
+
+
+def test_topics_will_and_status() -> None:
+    edge, events = make_edge()
+    subs = dict(edge.subscriptions())
+    assert set(subs) == {T.log, T.snapshot, T.book, T.trades, T.reports("alice"), T.replay_response("alice")}
+    will = edge.will()
+    assert will is not None and will.retain and will.topic == T.replica("alice")
+    assert json.loads(will.payload)["state"] == "offline"
+    (status,) = edge.on_connected()
+    assert status.retain and status.topic == T.replica("alice")
+    assert json.loads(status.payload) == {
+        "client_id": "alice",
+        "state": "online",
+        "version": 0,
+        "hash": "0000000000000000",
+        "lag": 0,
+    }
+    assert events[-1][0] == "status"
+    assert edge.on_tick(0.5) == []
+    statuses = [o for o in edge.on_tick(1.0) if o.topic == T.replica("alice")]
+    assert len(statuses) == 1  # periodic
+    assert json.loads(edge.close()[0].payload)["state"] == "offline"
+
+
+def test_public_trades_are_subscribed_only_for_listeners() -> None:
+    edge = EdgeNode(EdgeConfig(client_id="bob"))
+    assert T.trades not in dict(edge.subscriptions())  # a bare replica needs none
+    edge.add_listener(lambda kind, data: None)
+    assert T.trades in dict(edge.subscriptions())
+
+
+def test_a_bulk_batch_is_one_log_message_and_no_status_flap(tmp_path: Path) -> None:
+    """A runner batch of bulk orders (cut at 256 KiB: ~2,500 orders) gives one log message, so a
+    following edge never sees itself behind the head mid-batch (a status change each time)."""
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD"), tmp_path / "d"))
+    edge, _ = make_edge()
+    edge.on_connected()
+    edge.on_messages([(o.topic, o.payload) for o in seq.on_connected()])
+    assert edge.in_sync
+    sides = ["buy", "sell"]
+    orders = [
+        {"op": "new", "id": f"b{i}", "side": sides[i % 2], "price": f"{100 + i % 7}.00", "qty": "1"}
+        for i in range(2600)
+    ]
+    messages = [(T.orders("bulk"), json.dumps(orders[i : i + 520]).encode()) for i in range(0, 2600, 520)]
+    out = seq.on_messages(messages)
+    assert [o.topic for o in out].count(T.log) == 1
+    published = []
+    for o in out:
+        if o.topic in dict(edge.subscriptions()):
+            published += edge.on_messages([(o.topic, o.payload)])
+    assert edge.version == seq.version == 2600 and edge.in_sync
+    assert [o for o in published if o.topic == T.replica("alice")] == []
+    seq.close()
+
+
+def test_submit_assigns_unique_ids_and_keeps_given_ones() -> None:
+    edge, _ = make_edge()
+    ids = set()
+    for _ in range(100):
+        coid, (message,) = edge.submit({"op": "new", "side": "buy", "price": "1", "qty": "1"})
+        ids.add(coid)
+        assert message.topic == T.orders("alice") and json.loads(message.payload)["id"] == coid
+    assert len(ids) == 100
+    other, _ = make_edge()
+    assert not ids & {other.submit({"op": "new"})[0] for _ in range(100)}  # a restarted edge too
+    coid, (message,) = edge.submit({"op": "cancel", "id": "mine"})
+    assert coid == "mine" and json.loads(message.payload) == {"op": "cancel", "id": "mine"}
+    coid, (message,) = edge.submit({"op": "cancel_all"})
+    assert coid == "" and json.loads(message.payload) == {"op": "cancel_all"}
+    with pytest.raises(ValueError):
+        edge.submit(["not", "a", "dict"])  # type: ignore[arg-type]
+
+
+def test_follows_sequencer_and_reports_to_listeners(tmp_path: Path) -> None:
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD:tick=0.5"), tmp_path / "d"))
+    edge, events = make_edge()
+    edge.on_connected()
+    retained = seq.on_connected()
+    edge.on_messages([(o.topic, o.payload) for o in retained])
+    assert edge.synced_once and edge.in_sync and edge.version == 0
+    _, messages = edge.submit({"op": "new", "id": "s1", "side": "sell", "price": "100.5", "qty": "2"})
+    out = seq.on_messages([(m.topic, m.payload) for m in messages])
+    _, messages = edge.submit({"op": "new", "id": "b1", "side": "buy", "price": "101", "qty": "0.5"})
+    out += seq.on_messages([(m.topic, m.payload) for m in messages])
+    edge.on_messages([(o.topic, o.payload) for o in out if o.topic in dict(edge.subscriptions())])
+    assert (edge.version, edge.state_hash, edge.lag) == (seq.version, seq.state_hash, 0)
+    kinds = [kind for kind, _ in events]
+    assert "book" in kinds and "trade" in kinds
+    reports = [data for kind, data in events if kind == "report"]
+    assert [(r["type"], r["id"]) for r in reports[:2]] == [("accepted", "s1"), ("accepted", "b1")]
+    assert edge.depth(5) == {"bids": [], "asks": [["100.5", "1.500", 1]]}  # market tick from the snapshot
+    assert edge.own_orders() == [{"id": "s1", "side": "sell", "price": "100.5", "qty": "1.500"}]
+    seq.close()
+
+
+def test_an_edge_maps_its_own_orders_unless_asked_for_all(tmp_path: Path) -> None:
+    """Another client's trade with our resting order reports to us; their orders are in the book
+    (depth, hash) but not in our maps, unless the edge maps all orders."""
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD"), tmp_path / "d"))
+    retained = seq.on_connected()
+    edge, events = make_edge()
+    observer = EdgeNode(EdgeConfig(client_id="observer", map_all_orders=True))
+    for node in (edge, observer):
+        node.on_connected()
+        node.on_messages([(o.topic, o.payload) for o in retained])
+    _, messages = edge.submit({"op": "new", "id": "a1", "side": "sell", "price": "100", "qty": "2"})
+    orders = [{"op": "new", "id": f"b{i}", "side": "buy", "price": "99", "qty": "1"} for i in range(3)]
+    orders.append({"op": "new", "id": "take", "side": "buy", "price": "100", "qty": "0.5"})
+    incoming = [(m.topic, m.payload) for m in messages] + [(T.orders("bob"), json.dumps(orders).encode())]
+    out = seq.on_messages(incoming)
+    for node in (edge, observer):
+        node.on_messages([(o.topic, o.payload) for o in out if o.topic in dict(node.subscriptions())])
+        assert (node.version, node.state_hash) == (seq.version, seq.state_hash)
+    depth = {"bids": [["99.00", "3.000", 3]], "asks": [["100.00", "1.500", 1]]}
+    assert edge.depth(5) == observer.depth(5) == depth
+    assert edge.own_orders() == [{"id": "a1", "side": "sell", "price": "100.00", "qty": "1.500"}]
+    mine, everyone = edge.follower.replica, observer.follower.replica
+    assert mine is not None and everyone is not None
+    assert sorted(coid for _owner, coid in mine.orders.values()) == ["a1"]
+    assert sorted(coid for _owner, coid in everyone.orders.values()) == ["a1", "b0", "b1", "b2"]
+    trades = [data for kind, data in events if kind == "report" and data["type"] == "trade"]
+    assert [(t["id"], t["liquidity"], t["qty"]) for t in trades] == [("a1", "maker", "0.500")]
+    seq.close()
+
+
+def test_following_edge_skips_retained_snapshots_but_a_resync_uses_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Following the log, a retained snapshot brings nothing new (it is never ahead of the head) and
+    is not decoded, even if it is garbage, and the edge drops the snapshot topic from its
+    subscriptions; after a divergence it subscribes again and restores the next one."""
+    seq = SequencerNode(SequencerConfig(SPEC_HALF, tmp_path / "d"))
+    edge, _ = make_edge()
+    edge.on_connected()
+    assert T.snapshot in dict(edge.subscriptions())
+    edge.on_messages([(o.topic, o.payload) for o in seq.on_connected()])
+    assert edge.synced_once and edge.version == 0
+    assert set(dict(edge.subscriptions())) == {
+        T.log, T.book, T.trades, T.reports("alice"), T.replay_response("alice")
+    }  # fmt: skip
+    out = []
+    for i in range(4):
+        _, messages = edge.submit({"op": "new", "id": f"s{i}", "side": "sell", "price": "100.5", "qty": "1"})
+        out += seq.on_messages([(m.topic, m.payload) for m in messages])
+    snapshots = seq._take_snapshot(0.0)  # the retained snapshot of version 4
+    out += snapshots
+    edge.on_messages([(o.topic, o.payload) for o in out if o.topic in dict(edge.subscriptions())])
+    assert edge.version == seq.version == 4
+    restored = edge.follower.resyncs
+    edge.on_messages([(T.snapshot, b"FBSS-garbage-never-decoded")])
+    assert edge.version == 4 and edge.follower.mismatch is None
+    assert "ignoring bad message" not in caplog.text  # not decoded at all
+    # A divergence drops the replica: the next snapshot is restored, not skipped.
+    edge.follower._diverged("forced by the test")
+    assert edge.follower.replica is None and edge.follower.resyncs == restored + 1
+    assert T.snapshot in dict(edge.subscriptions())
+    edge.on_messages([(T.snapshot, snapshots[-1].payload)])
+    assert (edge.version, edge.state_hash) == (seq.version, seq.state_hash)
+    assert T.snapshot not in dict(edge.subscriptions())
+    seq.close()
+
+
+def test_bad_messages_are_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    edge, events = make_edge()
+    edge.on_connected()
+    out = edge.on_messages(
+        [
+            (T.log, b"garbage"),
+            (T.snapshot, b"FBSS-not-really"),
+            (T.book, b"[1"),
+            (T.trades, b"{}"),
+            (T.reports("alice"), b'{"no": 1}'),
+            (T.replay_response("alice"), b"\x00"),
+        ]
+    )
+    assert all(o.topic == T.replica("alice") for o in out)
+    assert edge.version == 0 and "ignoring bad message" in caplog.text
+
+
+def test_log_of_another_market_is_refused_aloud(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("ETH-USD"), tmp_path / "d"))
+    edge, _ = make_edge()
+    edge.on_connected()
+    edge.on_tick(1.5)  # no snapshot: an empty replica at version 0
+    _, messages = edge.submit({"op": "new", "id": "s1", "side": "sell", "price": "100", "qty": "2"})
+    out = seq.on_messages([(m.topic.replace("BTC-USD", "ETH-USD"), m.payload) for m in messages])
+    foreign_log = [o.payload for o in out if o.topic == Topics("ETH-USD").log]
+    assert foreign_log
+    edge.on_messages([(T.log, payload) for payload in foreign_log])
+    assert edge.version == 0
+    assert "log of market 'ETH-USD'" in caplog.text  # not silently dropped: the log says why
+    seq.close()
+
+
+def test_replay_request_when_no_snapshot_arrives() -> None:
+    edge, _ = make_edge()
+    edge.on_connected()
+    out = edge.on_tick(1.5)
+    requests = [decode_replay_request(o.payload) for o in out if o.topic == T.replay_request("alice")]
+    assert [(r.first, r.last) for r in requests] == [(1, None)]
+
+
+def test_edge_started_without_snapshot_learns_the_tick_later(tmp_path: Path) -> None:
+    edge, _ = make_edge()
+    edge.on_connected()
+    edge.on_tick(1.5)  # no snapshot: replay from 1 with the default tick
+    # Following, but the tick is a guess until a snapshot says: the edge stays subscribed to them.
+    assert not edge.follower.market_known and T.snapshot in dict(edge.subscriptions())
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD:tick=0.5"), tmp_path / "d"))
+    _, messages = edge.submit({"op": "new", "id": "s1", "side": "sell", "price": "100.5", "qty": "2"})
+    out = seq.on_connected() + seq.on_messages([(m.topic, m.payload) for m in messages])
+    edge.on_messages([(o.topic, o.payload) for o in out if o.topic in dict(edge.subscriptions())])
+    assert edge.version == 1
+    assert edge.depth(1)["asks"] == [["100.5", "2.000", 1]]
+    assert edge.follower.market_known and T.snapshot not in dict(edge.subscriptions())
+    seq.close()

@@ -1,0 +1,78 @@
+"""The embedded amqtt broker (`fastbook-broker --no-sequencer`): what fastbook relies on it for."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fastbook.apps.status import read_status
+from fastbook.transport.mqtt import NodeRunner
+from fastbook.transport.node import Outgoing
+from tests.support.brokers import Broker, start_fastbook_broker, wait_for
+from tests.transport.test_mqtt import Recorder
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture(scope="module")
+def amqtt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    workdir = tmp_path_factory.mktemp("amqtt")
+    broker, _proc = start_fastbook_broker(workdir, extra_args=["--no-sequencer"])
+    yield broker
+    broker.stop()
+
+
+def test_persistent_session_gets_messages_sent_while_offline(amqtt: Broker) -> None:
+    """amqtt's default auth marks sessions anonymous and drops their queue; ours must not."""
+    node = Recorder(["test/offline"])
+    with NodeRunner(node, amqtt.url, "persistent-1", clean_session=False) as runner:
+        wait_for(lambda: node.connects == 1, 10, "subscribed")
+    assert not runner.running
+    echo = Recorder(["test/offline"])
+    with NodeRunner(echo, amqtt.url, "sender-1") as sender:
+        wait_for(lambda: echo.connects == 1, 10, "sender subscribed")
+        sender.call(lambda: [Outgoing("test/offline", b"%d" % i) for i in range(20)]).result(5)
+        # The broker has routed all 20 (to us too) before the persistent session comes back.
+        wait_for(lambda: len(echo.messages) == 20, 10, "all 20 through the broker")
+        later = Recorder(["test/offline"])
+        with NodeRunner(later, amqtt.url, "persistent-1", clean_session=False):
+            wait_for(lambda: len(later.messages) == 20, 15, "queued messages after reconnect")
+    assert [p for _, p in later.messages] == [b"%d" % i for i in range(20)]
+
+
+def test_retained_and_large_payloads(amqtt: Broker) -> None:
+    big = b"x" * (3 << 20)  # larger than the sequencer's 1 MiB limit: must reach it to be rejected
+    with NodeRunner(Recorder([]), amqtt.url, "retainer-1") as sender:
+        assert sender.wait_connected(10)
+        sender.call(lambda: [Outgoing("test/retained", b"kept", retain=True), Outgoing("test/big", big)])
+        reader = Recorder(["test/retained"])
+        with NodeRunner(reader, amqtt.url, "reader-1"):
+            wait_for(lambda: ("test/retained", b"kept") in reader.messages, 10, "retained message")
+        big_reader = Recorder(["test/big2"])
+        with NodeRunner(big_reader, amqtt.url, "big-reader-1") as r:
+            wait_for(lambda: big_reader.connects == 1, 10, "subscribed")
+            assert r.running
+            sender.call(lambda: [Outgoing("test/big2", big)]).result(5)
+            wait_for(lambda: len(big_reader.messages) == 1, 20, "3 MiB message")
+    assert big_reader.messages[0][1] == big, big_reader.messages[0][0]
+
+
+def test_broker_port_in_use_by_fastbook_broker(amqtt: Broker, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="already in use"):
+        start_fastbook_broker(tmp_path, port=amqtt.port, extra_args=["--no-sequencer"])
+
+
+def test_fastbook_broker_runs_a_sequencer_per_market(tmp_path: Path) -> None:
+    markets = ["--market", "AAA-USD", "BBB-EUR:tick=0.5:lot=1"]
+    broker, proc = start_fastbook_broker(tmp_path, extra_args=markets)
+    try:
+        for market in ("AAA-USD", "BBB-EUR"):
+            status = read_status(broker.url, market, timeout=10)
+            assert status.book_version == 0 and status.book_hash is not None
+            assert (tmp_path / "data" / market / "journal.log").exists()
+        assert read_status(broker.url, "CCC-USD", timeout=10).book_version is None
+        assert proc.alive()
+    finally:
+        assert proc.stop() == 0
