@@ -21,10 +21,10 @@ from fastbook.log.runwriter import NewsRun, write_news_run_native, write_news_ru
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
 from fastbook.wire.fields import dumps, hash_hex
 from fastbook.wire.market import MarketSpec
-from fastbook.wire.orders import order_rows
 from fastbook.wire.snapshot import SnapshotData, decode_snapshot, encode_snapshot
 from fastbook.wire.topics import Topics
 from tests.log.test_sequencer_runs import CLIENTS, random_order
+from tests.support.orders import decoded_rows
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -54,8 +54,8 @@ def test_native_run_writer_equals_the_reference(
 
     node = SequencerNode(SequencerConfig(spec, tmp_path / "seq", dedupe_window=5))
     node.write_news_run = both
-    # The Python reader also reads escaped ids into rows (the native one leaves them to decode_orders).
-    node.read_orders = lambda payload: order_rows(payload, spec)
+    # Escaped ids into rows too (the native reader leaves them to decode_orders).
+    node.read_orders = lambda payload: decoded_rows(payload, spec)
     rng = random.Random(spec_text)
     recent: dict[str, list[str]] = {c: [] for c in CLIENTS}
     for i in range(160):

@@ -15,7 +15,6 @@ import pytest
 from fastbook.log.journal import JournalError
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
 from fastbook.wire.market import MarketSpec
-from fastbook.wire.orders import order_rows
 from fastbook.wire.topics import Topics
 
 CLIENTS = ["a", "b", "c", "d"]
@@ -72,7 +71,6 @@ def node_state(node: SequencerNode) -> tuple[Any, ...]:
     )
 
 
-@pytest.mark.parametrize("reader", ["native", "python"])
 @pytest.mark.parametrize(
     ("spec_text", "window", "seed"),
     [
@@ -83,15 +81,13 @@ def node_state(node: SequencerNode) -> tuple[Any, ...]:
     ],
 )
 def test_run_path_publishes_what_the_per_command_path_publishes(
-    tmp_path: Path, spec_text: str, window: int, seed: int, reader: str
+    tmp_path: Path, spec_text: str, window: int, seed: int
 ) -> None:
     spec = MarketSpec.parse(spec_text)
     topics = Topics(spec.name)
     slow = SequencerNode(SequencerConfig(spec, tmp_path / "slow", dedupe_window=window, snapshot_every=97))
     slow.read_orders = None
     fast = SequencerNode(SequencerConfig(spec, tmp_path / "fast", dedupe_window=window, snapshot_every=97))
-    if reader == "python":
-        fast.read_orders = lambda payload: order_rows(payload, spec)
     run_lengths: list[int] = []
     execute_news = fast._execute_news
 

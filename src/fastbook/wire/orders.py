@@ -7,10 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from fastbook.engine.types import (
-    COMMAND_DTYPE,
     Op,
     OrderType,
     Stp,
@@ -141,27 +138,6 @@ def decode_orders(
         ]
     message = "an order message must be a JSON object or an array of objects"
     return [WireReject(None, None, INVALID_MESSAGE, message)]
-
-
-def order_rows(payload: bytes, market: MarketSpec) -> tuple[np.ndarray, list[str | None]] | None:
-    """`decode_orders` as COMMAND_DTYPE rows (owner and order_id 0) and client order ids, or None
-    unless every order in the message is valid. Only a new carries order attributes in its row
-    (as in a log entry); an amend's price and qty are 0 where not given. The sequencer reads with
-    the native `_orderparse.parse_orders` (the same rows for the messages it reads, None for the
-    rest); this reads any valid JSON (escaped ids too): tests use it to drive the run path."""
-    items = decode_orders(payload, market)
-    rows = np.zeros(len(items), dtype=COMMAND_DTYPE)
-    coids: list[str | None] = []
-    for index, item in enumerate(items):
-        if not isinstance(item, OrderCommand):
-            return None
-        row = rows[index : index + 1]
-        row["op"], row["price"], row["qty"] = item.op, item.price, item.qty
-        if item.op == _OP_NEW:
-            row["side"], row["type"], row["tif"] = item.side, item.order_type, item.tif
-            row["stp"], row["post_only"] = item.stp, int(item.post_only)
-        coids.append(item.client_order_id)
-    return rows, coids
 
 
 def _enum_field(obj: dict[str, Any], name: str, names: dict[str, Any], default: Any) -> Any:
