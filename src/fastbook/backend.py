@@ -7,7 +7,9 @@ piece on both through this switch (tests/conftest.py). The variable is read at e
 a test switches with `monkeypatch.setenv` and the objects it builds afterwards use the choice.
 
 A piece is registered once here, by name, as "module:attribute" for each backend; the modules are
-imported only when selected, so the reference backend runs without the build.
+imported only when selected, so the reference engine, replica and run writer run without the build.
+(The sequencer's order reader has no Python twin to switch to: `wire.orders.decode_orders` is the
+one decoder that names rejects, and bench/orderparse_bench.py shows the native reader pays.)
 """
 
 from __future__ import annotations
