@@ -1,6 +1,7 @@
 """Engine vocabulary shared by the native book and the reference book.
 
-The values here are the contract of docs/engine.md; engine/types.pxd repeats them for C.
+The values here are the contract of docs/engine.md; engine/contract.pxd repeats them for C, and
+tests/engine/test_engine_contract.py checks that the two agree.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class Event(NamedTuple):
     reason: int = 0
 
 
-# Fixed-layout records for the batch API (engine/types.pxd declares the same packed structs).
+# Fixed-layout records for the batch API (engine/contract.pxd declares the same packed structs).
 COMMAND_DTYPE = np.dtype(
     [
         ("op", "u1"),
