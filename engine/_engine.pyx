@@ -2,7 +2,7 @@
 """fastbook.engine._engine: the native matching engine of docs/engine.md.
 
 Layout (the .pxd files are the readable contract):
-  contract.pxd   enums, limits, the COMMAND/EVENT records (mirror of src/fastbook/types.py)
+  contract.pxd   enums, limits, the COMMAND/EVENT records (mirror of src/fastbook/engine/types.py)
   order.pxd      Order (40 bytes) in a uint32-indexed pool, the open-addressing id index
   level.pxd      Level (FIFO chain + aggregates), side-aware keys, per-side std::map
   statehash.pxd  mix64 / order_hash

@@ -1,4 +1,5 @@
-# The engine vocabulary in C: mirrors src/fastbook/types.py and docs/engine.md. Keep the three in step.
+# The engine vocabulary in C: mirrors src/fastbook/engine/types.py and docs/engine.md. Keep the three in
+# step; tests/engine/test_engine_contract.py reads this file and fails when it and types.py disagree.
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 # 64-bit limits as typed C constants (a C enum is only guaranteed to hold an int).

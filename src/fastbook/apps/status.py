@@ -209,7 +209,11 @@ def format_status(status: MarketStatus) -> str:
         return "\n".join(lines)
     lines.append(f"  {'replica':<24} {'state':<10} {'version':>10} {'hash':<16} {'lag':>6}  match")
     for r in sorted(status.replicas.values(), key=lambda r: r.client_id):
-        behind = status.book_version - r.version if None not in (status.book_version, r.version) else None
+        behind = (
+            status.book_version - r.version
+            if status.book_version is not None and r.version is not None
+            else None
+        )
         match = ("yes" if r.version == status.book_version and r.hash == status.book_hash
                  else f"behind {behind}" if behind is not None and behind > 0 else "no")
         lines.append(f"  {r.client_id:<24} {r.state:<10} {r.version if r.version is not None else '-':>10} "

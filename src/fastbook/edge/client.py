@@ -173,7 +173,7 @@ class Edge:
     def state(self) -> tuple[int, int, bool, int]:
         """(version, state_hash, in_sync, lag) read atomically on the runner thread."""
         node = self.node
-        return tuple(self._read(lambda: (node.version, node.state_hash, node.in_sync, node.lag)))  # type: ignore[return-value]
+        return tuple(self._read(lambda: (node.version, node.state_hash, node.in_sync, node.lag)))
 
     def wait_synced(self, timeout: float, version: int | None = None) -> bool:
         """Wait until the replica is in sync (and at least at `version` if given)."""

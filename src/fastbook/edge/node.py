@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fastbook.engine import EventTuple
 from fastbook.engine.types import EventType
 from fastbook.log.follower import Follower
 from fastbook.log.reports import command_reports
@@ -144,7 +145,7 @@ class EdgeNode:
         replica = self.follower.replica
         if replica is None:
             return {"bids": [], "asks": []}
-        bids, asks = replica.book.depth(n)  # type: ignore[attr-defined]
+        bids, asks = replica.book.depth(n)
         tp, lq = replica.market.ticks_to_price, replica.market.lots_to_qty
         return {
             "bids": [[tp(p), lq(q), c] for p, q, c in bids],
@@ -162,7 +163,7 @@ class EdgeNode:
         tp, lq = replica.market.ticks_to_price, replica.market.lots_to_qty
         out = []
         for coid, order_id in sorted(replica.by_owner.get(owner, {}).items(), key=lambda item: item[1]):
-            info = replica.book.order(order_id)  # type: ignore[attr-defined]
+            info = replica.book.order(order_id)
             if info is None:
                 continue
             out.append({"id": coid, "side": SIDE_TEXT[info[2]], "price": tp(info[3]), "qty": lq(info[4])})
@@ -288,7 +289,7 @@ class EdgeNode:
             return None
         return replica.owners.get(self.client_id)
 
-    def _on_applied(self, entry: LogEntry, events: list) -> None:
+    def _on_applied(self, entry: LogEntry, events: Sequence[EventTuple]) -> None:
         """Derive this client's reports of an entry the replica just applied, exactly as the
         sequencer built them: a report lost on reports/<client> is still delivered."""
         if not self._reports_live:

@@ -16,6 +16,7 @@ import numpy as np
 
 from fastbook.engine.types import (
     COMMAND_DTYPE,
+    COMMAND_FIELDS,
     EVENT_DTYPE,
     EVENT_FIELDS,
     MAX_ORDER_ID,
@@ -590,7 +591,7 @@ class ReferenceBook:
                 raise ValueError("with next_order_id, commands must be a writable contiguous array")
         rows: list[tuple[int, Event]] = []
         for index, cmd in enumerate(commands.tolist()):
-            fields = dict(zip(COMMAND_DTYPE.names, cmd, strict=True))
+            fields = dict(zip(COMMAND_FIELDS, cmd, strict=True))
             numbered = next_order_id is not None and fields["op"] == Op.NEW
             if numbered:
                 fields["order_id"] = next_order_id

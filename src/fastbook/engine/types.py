@@ -1,6 +1,7 @@
 """Engine vocabulary shared by the native book and the reference book.
 
-The values here are the contract of docs/engine.md; engine/types.pxd repeats them for C.
+The values here are the contract of docs/engine.md; engine/contract.pxd repeats them for C, and
+tests/engine/test_engine_contract.py checks that the two agree.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class Event(NamedTuple):
     reason: int = 0
 
 
-# Fixed-layout records for the batch API (engine/types.pxd declares the same packed structs).
+# Fixed-layout records for the batch API (engine/contract.pxd declares the same packed structs).
 COMMAND_DTYPE = np.dtype(
     [
         ("op", "u1"),
@@ -134,9 +135,21 @@ EVENT_DTYPE = np.dtype(
 assert EVENT_DTYPE.itemsize == 64
 
 EVENT_FIELDS = Event._fields
+# An Event as the plain tuple the native engine returns (Event is a NamedTuple of these 11 ints).
+EventTuple = tuple[int, int, int, int, int, int, int, int, int, int, int]
 
 
-def event_rows_to_tuples(rows: np.ndarray) -> list[tuple[int, ...]]:
+def _field_names(dtype: np.dtype) -> tuple[str, ...]:
+    # numpy types dtype.names as optional (None for a dtype without fields).
+    if dtype.names is None:
+        raise TypeError(f"{dtype} is not a structured dtype")
+    return dtype.names
+
+
+COMMAND_FIELDS = _field_names(COMMAND_DTYPE)
+
+
+def event_rows_to_tuples(rows: np.ndarray) -> list[EventTuple]:
     """Turn EVENT_DTYPE rows into the per-command API's 11-tuples (for comparison and display)."""
     cols = [rows[name].tolist() for name in EVENT_FIELDS]
     return [tuple(r) for r in zip(*cols, strict=True)]

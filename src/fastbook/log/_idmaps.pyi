@@ -5,11 +5,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 from fastbook.log.replica import Replica
 
 _Ints = Sequence[int] | npt.NDArray[np.integer]
 
+# A cdef class lays out its own C struct: a disjoint base (it can be subclassed, unlike the engine's).
+@disjoint_base
 class MapChanges:
     @property
     def replica(self) -> Replica: ...

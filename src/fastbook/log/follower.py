@@ -6,9 +6,10 @@ snapshots, and stop and resync on a hash mismatch or any other divergence.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from fastbook.engine import EventTuple
 from fastbook.log.replica import HashMismatch, Replica
 from fastbook.wire.fields import REPLAY_MAX_ENTRIES, hash_hex
 from fastbook.wire.log import LogBatch, LogEntry, ReplayRequest
@@ -49,7 +50,7 @@ class Follower:
         replay_timeout: float = 2.0,
         snapshot_timeout: float | None = None,
         on_resync: Callable[[str], None] | None = None,
-        on_applied: Callable[[LogEntry, list], None] | None = None,
+        on_applied: Callable[[LogEntry, Sequence[EventTuple]], None] | None = None,
         interest: Callable[[], int | None] | None = None,
         own_client: str | None = None,
     ) -> None:

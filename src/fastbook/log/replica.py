@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fastbook import backend
-from fastbook.engine import new_book, restore_book
+from fastbook.engine import EventTuple, OrderBook, new_book, restore_book
 from fastbook.engine.types import EventType, Op, event_rows_to_tuples
 from fastbook.log._runwriter import snapshot_order_rows
 from fastbook.wire.fields import hash_hex
@@ -37,7 +37,9 @@ class HashMismatch(Exception):
 
 
 class Replica:
-    def __init__(self, market: MarketSpec, book: object | None = None, own_client: str | None = None) -> None:
+    def __init__(
+        self, market: MarketSpec, book: OrderBook | None = None, own_client: str | None = None
+    ) -> None:
         """`own_client`: keep the order maps (`orders`, `by_owner`) for that client's orders only.
         An edge needs client order ids only for its own client's orders (its reports, its open
         orders); every other order is in the engine all the same, so the book and the state hash
@@ -50,7 +52,7 @@ class Replica:
         self.book = new_book() if book is None else book
         self.own_client = own_client
         self.version = 0
-        self.state_hash: int = self.book.state_hash()  # type: ignore[attr-defined]
+        self.state_hash: int = self.book.state_hash()
         self.owners: dict[str, int] = {}  # client id -> engine owner (every client)
         self.clients: dict[int, str] = {}  # engine owner -> client id (every client)
         self.orders: dict[int, tuple[int, str]] = {}  # resting engine order id -> (owner, client order id)
@@ -93,7 +95,7 @@ class Replica:
         post_only: int = 0,
         price: int = 0,
         qty: int = 0,
-    ) -> list:
+    ) -> Sequence[EventTuple]:
         """Run one engine command and keep the maps in step. If the engine rejects the command
         (a single REJECTED event) nothing changed, the maps included. Does not touch version/hash."""
         self.removed = {}
@@ -111,13 +113,13 @@ class Replica:
             self.orders[order_id] = (owner, client_order_id)  # type: ignore[assignment]
             self.by_owner.setdefault(owner, {})[client_order_id] = order_id  # type: ignore[index]
         if op == _NEW:
-            events = book.new(order_id, owner, side, price, qty, order_type, tif, bool(post_only), stp)  # type: ignore[attr-defined]
+            events = book.new(order_id, owner, side, price, qty, order_type, tif, bool(post_only), stp)
         elif op == _CANCEL:
-            events = book.cancel(order_id, owner)  # type: ignore[attr-defined]
+            events = book.cancel(order_id, owner)
         elif op == _AMEND:
-            events = book.amend(order_id, owner, price, qty)  # type: ignore[attr-defined]
+            events = book.amend(order_id, owner, price, qty)
         else:
-            events = book.cancel_all(owner)  # type: ignore[attr-defined]
+            events = book.cancel_all(owner)
         if len(events) == 1 and events[0][0] == _REJECTED:
             if mapped:
                 del self.orders[order_id]
@@ -137,7 +139,7 @@ class Replica:
                     del self.by_owner[gone[0]][gone[1]]
         return events
 
-    def apply(self, entry: LogEntry) -> list:
+    def apply(self, entry: LogEntry) -> Sequence[EventTuple]:
         """Apply the next log entry; raises HashMismatch if the result differs from the sequencer's."""
         if entry.seq != self.version + 1:
             raise ValueError(f"entry {entry.seq} applied at version {self.version}")
@@ -146,7 +148,7 @@ class Replica:
             reason = events[0][10]
             raise HashMismatch(f"seq {entry.seq}: the engine rejected a sequenced command (reason {reason})")
         self.version = entry.seq
-        self.state_hash = self.book.state_hash()  # type: ignore[attr-defined]
+        self.state_hash = self.book.state_hash()
         if self.state_hash != entry.hash:
             ours, theirs = hash_hex(self.state_hash), hash_hex(entry.hash)
             raise HashMismatch(f"seq {entry.seq}: post-state hash {ours} != sequencer's {theirs}")
@@ -155,7 +157,7 @@ class Replica:
     def apply_batch(
         self,
         batch: LogBatch,
-        on_applied: Callable[[LogEntry, list], None] | None = None,
+        on_applied: Callable[[LogEntry, Sequence[EventTuple]], None] | None = None,
         interest: Callable[[], int | None] | None = None,
     ) -> None:
         """Apply a whole log message with one `Book.apply_batch` call; the same result, entry by
@@ -176,7 +178,7 @@ class Replica:
             raise ValueError(f"entries {int(seqs[0])}..{int(seqs[-1])} applied at version {self.version}")
         commands = batch.commands
         post = np.empty(n, dtype=np.uint64)
-        events = self.book.apply_batch(commands, post)  # type: ignore[attr-defined]
+        events = self.book.apply_batch(commands, post)
         kinds = events["type"]
         # The first entry that diverged: a different post-state hash, or rejected by the engine.
         failed = n
@@ -231,7 +233,7 @@ class Replica:
         for i in stops:
             self.removed = maps.advance(i)
             lo, hi = np.searchsorted(events["cmd"], [i, i + 1])
-            on_applied(batch.entry(i), event_rows_to_tuples(events[lo:hi]))  # type: ignore[misc]
+            on_applied(batch.entry(i), event_rows_to_tuples(events[lo:hi]))  # type: ignore[misc]  # stops == [] if None
         self.removed = maps.advance(applied - 1) if applied else {}
         last_new = np.flatnonzero(all_news)[-1:]
         if len(last_new):
@@ -260,7 +262,7 @@ class Replica:
             self.market,
             self.version,
             self.state_hash,
-            self.book.snapshot(),  # type: ignore[attr-defined]
+            self.book.snapshot(),
             self.next_order_id,
             dict(self.owners),
             orders,

@@ -12,8 +12,10 @@ the trades): tests/test_reports_json.py checks it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from fastbook.engine import EventTuple
 from fastbook.engine.types import EventType, Op
 from fastbook.log.replica import Replica
 from fastbook.wire.fields import CANCEL_REASON_TEXT, SIDE_TEXT, TYPE_TEXT
@@ -49,7 +51,7 @@ def command_reports(
     op: int,
     order_type: int,
     client_order_id: str | None,
-    events: list,
+    events: Sequence[EventTuple],
 ) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]]]:
     """((client id, report) for every report, public trades) of a command sequenced at `seq`.
 
@@ -123,7 +125,7 @@ def command_reports(
 
 def command_reports_json(
     market: MarketSpec, replica: Replica, seq: int, client: str, op: int, order_type: int,
-    client_order_id: str | None, events: list,
+    client_order_id: str | None, events: Sequence[EventTuple],
 ) -> tuple[list[tuple[str, str]], list[str]]:  # fmt: skip
     """`command_reports` with every report and public trade as its compact JSON text
     (`wire.dumps(report)` / `wire.dumps(trade)`, decoded).

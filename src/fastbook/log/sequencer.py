@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from fastbook import backend
+from fastbook.engine import EventTuple
 from fastbook.engine.types import EventType, Op, Reject
 from fastbook.log.dedupe import DedupeWindow
 from fastbook.log.journal import Journal, JournalError
@@ -453,7 +454,7 @@ class SequencerNode:
             replica.clients[owner] = client
         rows["owner"] = owner
         hashes = np.empty(len(rows), dtype=np.uint64)
-        events = replica.book.apply_batch(rows, hashes, next_order_id=replica.next_order_id)  # type: ignore[attr-defined]
+        events = replica.book.apply_batch(rows, hashes, next_order_id=replica.next_order_id)
         run = self.write_news_run(
             self.market, client, replica.version, rows, coids, hashes, events, replica.orders,
             replica.clients, _engine_reject,
@@ -541,7 +542,7 @@ class SequencerNode:
             return
         seq = replica.version + 1
         replica.version = seq
-        replica.state_hash = state_hash = replica.book.state_hash()  # type: ignore[attr-defined]
+        replica.state_hash = state_hash = replica.book.state_hash()
         assert owner is not None
         if op == _NEW:
             entry = LogEntry(
@@ -558,7 +559,9 @@ class SequencerNode:
         self.dedupe.advance(seq)
         self._event_reports(seq, client, cmd, events, batch)
 
-    def _event_reports(self, seq: int, client: str, cmd: OrderCommand, events: list, batch: _Batch) -> None:
+    def _event_reports(
+        self, seq: int, client: str, cmd: OrderCommand, events: Sequence[EventTuple], batch: _Batch
+    ) -> None:
         reports, trades = command_reports_json(
             self.market, self.replica, seq, client, cmd.op, cmd.order_type, cmd.client_order_id, events
         )
@@ -605,7 +608,7 @@ class SequencerNode:
             # After a failed commit the in-memory book holds commands that are not durable: a
             # reconnect republishes the last book that was, never that state.
             return self._durable_book
-        depth = self.replica.book.depth(self.cfg.book_depth)  # type: ignore[attr-defined]
+        depth = self.replica.book.depth(self.cfg.book_depth)
         payload = encode_book(self.market, self.journal.last_seq, self.state_hash, depth, self.last_trade)
         self._durable_book = Outgoing(self.topics.book, payload, retain=True)
         return self._durable_book

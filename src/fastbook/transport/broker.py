@@ -168,7 +168,7 @@ class FastbookAmqttBroker(Broker):
         except NoDataError as exc:
             raise AMQTTError(exc) from exc
         if self.secured:
-            if not await super()._authenticate(client_session, None):  # type: ignore[arg-type]
+            if not await super()._authenticate(client_session, None):
                 await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
                 await writer.close()
                 raise MQTTError(f"connection refused: not authorized ({remote_address}:{remote_port})")
@@ -206,7 +206,7 @@ class FastbookAmqttBroker(Broker):
         # otherwise); running scrypt a second time would only cost time.
         if self.secured:
             return getattr(session, ROLE_ATTRIBUTE, None) is not None
-        return await super()._authenticate(session, listener)
+        return bool(await super()._authenticate(session, listener))  # amqtt is untyped: Any
 
     # -- in-process nodes (the sequencers of fastbook-broker) ------------------------------------
 

@@ -376,7 +376,9 @@ class NodeRunner:
             # subscribed to. A node only ever sees what it subscribed to.
             self.unsolicited += 1
             return
-        self._put((topic, msg.payload))
+        # paho types payload bytes | bytearray (one attribute for both directions); received, it is
+        # the bytes struct.unpack cuts from the packet.
+        self._put((topic, msg.payload))  # type: ignore[arg-type]
 
     def _on_disconnect(
         self, _client: paho.Client, _userdata: object, _flags: Any, reason: Any, _props: Any
@@ -467,7 +469,8 @@ class NodeRunner:
                 while inbox and len(batch) < self.max_batch and batch_bytes < max_batch_bytes:
                     item = inbox[0]
                     if isinstance(item, tuple):
-                        batch.append(inbox.popleft())
+                        inbox.popleft()
+                        batch.append(item)
                         batch_bytes += len(item[1])
                         continue
                     if batch:

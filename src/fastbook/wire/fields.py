@@ -90,7 +90,7 @@ def describe(value: Any) -> str:
 
 
 # JSON string literal of a str (ASCII, as json.dumps writes it), without building a list around it.
-json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 def hash_hex(value: int) -> str:

@@ -27,7 +27,9 @@ def _parse_step(what: str, value: Decimal | str) -> Decimal:
         raise ValueError(f"{what} must be a decimal number, got {value!r}") from None
     if not step.is_finite() or step <= 0:
         raise ValueError(f"{what} must be a positive decimal number, got {value!r}")
-    if step.as_tuple().exponent < -18:  # type: ignore[operator]
+    exponent = step.as_tuple().exponent
+    assert isinstance(exponent, int)  # an int for a finite Decimal; "n", "N" or "F" only for NaN and inf
+    if exponent < -18:
         raise ValueError(f"{what} has more than 18 decimal places: {value!r}")
     if step.adjusted() > 18:
         raise ValueError(f"{what} is too large: {value!r}")
