@@ -41,8 +41,9 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fastbook.apps.status import StatusWatcher
-from fastbook.transport.mqtt import NodeRunner
+from fastbook.transport.config import BatchPolicy, RunnerConfig
 from fastbook.transport.node import Incoming, Outgoing
+from fastbook.transport.runner import NodeRunner
 from fastbook.wire.topics import Topics
 
 MARKET = "BTC-USD"
@@ -119,7 +120,7 @@ def replica_worker(broker: str, client_id: str, out_path: str, nice: int = 0) ->
     node = _TracingNode(EdgeNode(EdgeConfig(client_id=client_id, market=MARKET)))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    runner = NodeRunner(node, broker, f"bench-{client_id}").start()
+    runner = NodeRunner(node, RunnerConfig(broker, f"bench-{client_id}")).start()
     stop.wait()
     runner.stop()
     Path(out_path).write_text(json.dumps(node.trace))
@@ -289,7 +290,8 @@ class Submitter:
         self.head = 0
         self.lock = threading.Lock()
         self.ready = threading.Event()
-        self.runner = NodeRunner(self, url, f"bench-submitter-{client}", max_batch=20000)
+        self.runner = NodeRunner(self, RunnerConfig(url, f"bench-submitter-{client}",
+                                                    batching=BatchPolicy(max_messages=20000)))
 
     # Node interface
     def subscriptions(self) -> list[tuple[str, int]]:
@@ -364,7 +366,7 @@ def run_e2e(
             message_of.update((order["id"], len(messages)) for order in chunk)
             messages.append(Outgoing(submitter.topics.orders(submitter.client), json.dumps(body).encode()))
         sent_at = [0.0] * len(messages)  # when each message was handed to paho
-        client = submitter.runner._client  # noqa: SLF001 - the bench stamps the publish itself
+        client = submitter.runner.connection.client  # the bench stamps the publish itself
 
         def publish(first: int, count: int) -> list[Outgoing]:
             # On the runner thread: stamp each message as it is handed to paho.

@@ -49,7 +49,7 @@ from fastbook.engine.types import MAX_ORDER_ID, MAX_OWNER, MAX_PRICE, MAX_QTY  #
 from fastbook.log.journal import FILE_MAGIC, RECORD_HEAD, Journal, JournalError  # noqa: E402
 from fastbook.log.replica import Replica  # noqa: E402
 from fastbook.log.sequencer import SequencerConfig, SequencerNode  # noqa: E402
-from fastbook.transport.mqtt import parse_broker_url  # noqa: E402
+from fastbook.transport.config import parse_broker_url  # noqa: E402
 from fastbook.wire.fields import CLIENT_ID_RE, CLIENT_ORDER_ID_RE, dumps, parse_hash_hex
 from fastbook.wire.log import LogEntry, decode_entry, decode_log_message, decode_replay_request, encode_entry
 from fastbook.wire.market import MarketSpec  # noqa: E402

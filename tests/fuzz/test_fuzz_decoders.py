@@ -46,7 +46,7 @@ from fastbook.engine.types import MAX_ORDER_ID, MAX_OWNER, MAX_PRICE, MAX_QTY, O
 from fastbook.log.journal import FILE_MAGIC, RECORD_HEAD, Journal, JournalError, encode_record
 from fastbook.log.replica import Replica
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
-from fastbook.transport.mqtt import parse_broker_url
+from fastbook.transport.config import parse_broker_url
 from fastbook.transport.node import Outgoing
 from fastbook.wire.fields import CLIENT_ID_RE, CLIENT_ORDER_ID_RE, dumps, parse_hash_hex
 from fastbook.wire.log import (

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from fastbook.edge.client import Edge
-from fastbook.transport.mqtt import NodeRunner
+from fastbook.transport.config import RunnerConfig
+from fastbook.transport.runner import NodeRunner
 from tests.support.brokers import wait_for
 from tests.support.cluster import MARKET, Cluster
 from tests.transport.test_mqtt import Recorder
@@ -66,7 +67,8 @@ def test_submit_retries_the_same_id_until_answered(cluster: Cluster) -> None:
         assert carol.wait_synced(30)
         cluster.sequencer.stop()
         # Drop the sequencer's persistent session so the broker cannot deliver the first send.
-        with NodeRunner(Recorder([]), cluster.url, "fastbook-sequencer-fastbook-BTC-USD", clean_session=True):
+        with NodeRunner(Recorder([]), RunnerConfig(cluster.url, "fastbook-sequencer-fastbook-BTC-USD",
+                                                   clean_session=True)):
             pass
         future = carol.submit(op="new", id="c-1", side="sell", price="101", qty="1")
 

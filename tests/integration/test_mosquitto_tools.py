@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from fastbook.transport.mqtt import NodeRunner
+from fastbook.transport.config import RunnerConfig
 from fastbook.transport.node import Outgoing
+from fastbook.transport.runner import NodeRunner
 from tests.support.brokers import MOSQUITTO, Proc, free_port, port_open, wait_for
 from tests.support.cluster import Cluster
 from tests.transport.test_mqtt import Recorder
@@ -141,15 +142,15 @@ def test_shipped_mosquitto_conf_does_not_drop_qos1(tmp_path: Path, drop_limits: 
         wait_for(lambda: port_open(port) or not proc.alive(), 10, "mosquitto with the shipped config")
         assert proc.alive(), proc.output()
         slow = Recorder(["test/flood"])
-        with NodeRunner(slow, url, "slow-device", clean_session=False):
+        with NodeRunner(slow, RunnerConfig(url, "slow-device", clean_session=False)):
             wait_for(lambda: slow.connects == 1, 10, "subscribed")
-        with NodeRunner(Recorder([]), url, "flooder") as flooder:
+        with NodeRunner(Recorder([]), RunnerConfig(url, "flooder")) as flooder:
             assert flooder.wait_connected(10)
             infos = flooder.call(lambda: [Outgoing("test/flood", b"%d" % i) for i in range(3000)]).result(10)
             assert len(infos) == 3000
             wait_for(lambda: flooder.published >= 3000, 10, "flood published")
         back = Recorder(["test/flood"])
-        with NodeRunner(back, url, "slow-device", clean_session=False):
+        with NodeRunner(back, RunnerConfig(url, "slow-device", clean_session=False)):
             wait_for(lambda: len(back.messages) >= expected, 30, f"{expected} queued messages")
             if expected < 3000:
                 received = len(back.messages)

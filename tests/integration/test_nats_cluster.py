@@ -25,7 +25,8 @@ import pytest
 from fastbook.apps.status import StatusWatcher
 from fastbook.edge.client import Edge
 from fastbook.log.journal import Journal
-from fastbook.transport.mqtt import NodeRunner
+from fastbook.transport.config import RunnerConfig
+from fastbook.transport.runner import NodeRunner
 from fastbook.wire.fields import DUPLICATE_CLIENT_ORDER_ID
 from fastbook.wire.log import decode_entry
 from fastbook.wire.topics import Topics
@@ -383,11 +384,11 @@ def test_a_refused_subscription_is_not_a_connection(tmp_path: Path) -> None:
     misses messages (an edge without its reports never sees its orders answered). Expected: the
     runner treats a refused subscription as a failed connection, disconnects and retries.
 
-    FAILS today: fastbook/transport/mqtt.py NodeRunner._on_subscribe logs "broker refused subscriptions"
-    and calls _mark_connected() anyway."""
+    FAILS today: fastbook/transport/connection.py MqttConnection._on_subscribe logs "broker refused
+    subscriptions" and calls _mark_connected() anyway."""
     single = start_nats_cluster(tmp_path / "nats1", size=1, mqtt_options={"max_ack_pending": "40000"})
     node = TwoSubscriptions()
-    runner = NodeRunner(node, single.urls(0), "refused-subscription", reconnect_max=0.5)
+    runner = NodeRunner(node, RunnerConfig(single.urls(0), "refused-subscription", reconnect_max=0.5))
     try:
         runner.start()
         # The SUBACK comes well within this (the first MQTT client of an account waits for the

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from fastbook.apps.status import MarketStatus, StatusWatcher
-from fastbook.transport.mqtt import NodeRunner
+from fastbook.transport.config import RunnerConfig
 from fastbook.transport.node import Incoming, Outgoing
+from fastbook.transport.runner import NodeRunner
 from fastbook.wire.topics import Topics
 from tests.support.brokers import (
     Broker,
@@ -91,7 +92,7 @@ class Traffic:
     def __init__(self, url: str, topics: Topics, name: str) -> None:
         self.topics = topics
         self.node = TrafficNode(topics)
-        self.runner = NodeRunner(self.node, url, name, reconnect_max=0.5)
+        self.runner = NodeRunner(self.node, RunnerConfig(url, name, reconnect_max=0.5))
 
     def __enter__(self) -> Traffic:
         self.runner.start()

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from fastbook.apps.status import read_status
-from fastbook.transport.mqtt import NodeRunner
+from fastbook.transport.config import RunnerConfig
 from fastbook.transport.node import Outgoing
+from fastbook.transport.runner import NodeRunner
 from tests.support.brokers import Broker, start_fastbook_broker, wait_for
 from tests.transport.test_mqtt import Recorder
 
@@ -27,31 +28,31 @@ def amqtt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 def test_persistent_session_gets_messages_sent_while_offline(amqtt: Broker) -> None:
     """amqtt's default auth marks sessions anonymous and drops their queue; ours must not."""
     node = Recorder(["test/offline"])
-    with NodeRunner(node, amqtt.url, "persistent-1", clean_session=False) as runner:
+    with NodeRunner(node, RunnerConfig(amqtt.url, "persistent-1", clean_session=False)) as runner:
         wait_for(lambda: node.connects == 1, 10, "subscribed")
     assert not runner.running
     echo = Recorder(["test/offline"])
-    with NodeRunner(echo, amqtt.url, "sender-1") as sender:
+    with NodeRunner(echo, RunnerConfig(amqtt.url, "sender-1")) as sender:
         wait_for(lambda: echo.connects == 1, 10, "sender subscribed")
         sender.call(lambda: [Outgoing("test/offline", b"%d" % i) for i in range(20)]).result(5)
         # The broker has routed all 20 (to us too) before the persistent session comes back.
         wait_for(lambda: len(echo.messages) == 20, 10, "all 20 through the broker")
         later = Recorder(["test/offline"])
-        with NodeRunner(later, amqtt.url, "persistent-1", clean_session=False):
+        with NodeRunner(later, RunnerConfig(amqtt.url, "persistent-1", clean_session=False)):
             wait_for(lambda: len(later.messages) == 20, 15, "queued messages after reconnect")
     assert [p for _, p in later.messages] == [b"%d" % i for i in range(20)]
 
 
 def test_retained_and_large_payloads(amqtt: Broker) -> None:
     big = b"x" * (3 << 20)  # larger than the sequencer's 1 MiB limit: must reach it to be rejected
-    with NodeRunner(Recorder([]), amqtt.url, "retainer-1") as sender:
+    with NodeRunner(Recorder([]), RunnerConfig(amqtt.url, "retainer-1")) as sender:
         assert sender.wait_connected(10)
         sender.call(lambda: [Outgoing("test/retained", b"kept", retain=True), Outgoing("test/big", big)])
         reader = Recorder(["test/retained"])
-        with NodeRunner(reader, amqtt.url, "reader-1"):
+        with NodeRunner(reader, RunnerConfig(amqtt.url, "reader-1")):
             wait_for(lambda: ("test/retained", b"kept") in reader.messages, 10, "retained message")
         big_reader = Recorder(["test/big2"])
-        with NodeRunner(big_reader, amqtt.url, "big-reader-1") as r:
+        with NodeRunner(big_reader, RunnerConfig(amqtt.url, "big-reader-1")) as r:
             wait_for(lambda: big_reader.connects == 1, 10, "subscribed")
             assert r.running
             sender.call(lambda: [Outgoing("test/big2", big)]).result(5)

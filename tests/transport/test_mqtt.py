@@ -1,4 +1,5 @@
-"""NodeRunner and broker URLs against a private mosquitto, with small fake nodes."""
+"""NodeRunner (connection + driver + worker thread) and broker URLs against a private mosquitto,
+with small fake nodes."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from fastbook.transport.mqtt import (
+from fastbook.transport.config import (
+    BatchPolicy,
     BrokerAddress,
-    NodeRunner,
-    RunnerError,
+    RunnerConfig,
     parse_broker_url,
     parse_broker_urls,
 )
 from fastbook.transport.node import Incoming, Outgoing
+from fastbook.transport.runner import NodeRunner
+from fastbook.transport.seam import RunnerError
 from tests.support.brokers import MOSQUITTO, Broker, Proc, free_port, port_open, start_mosquitto, wait_for
 
 pytestmark = pytest.mark.broker
@@ -127,7 +130,10 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 def test_runner_delivers_in_order_on_one_thread(mosquitto: Broker) -> None:
     echo = Recorder(["test/in/+"], echo=True)
     sink = Recorder(["test/out", "test/status"])
-    with NodeRunner(sink, mosquitto.url, "sink-1") as sink_runner, NodeRunner(echo, mosquitto.url, "echo-1"):
+    with (
+        NodeRunner(sink, RunnerConfig(mosquitto.url, "sink-1")) as sink_runner,
+        NodeRunner(echo, RunnerConfig(mosquitto.url, "echo-1")),
+    ):
         assert sink_runner.wait_connected(10)
         wait_for(lambda: echo.connects == 1 and sink.connects == 1, 10, "both nodes connected")
         count = 3000
@@ -148,7 +154,7 @@ def hold_until_queued(runner: NodeRunner, count: int, send: Callable[[], object]
     release = threading.Event()
     held = runner.call(lambda: [] if release.wait(20) else [])
     send()
-    wait_for(lambda: len(runner._inbox) >= count, 10, "the backlog queued")  # test-only peek
+    wait_for(lambda: len(runner.driver.inbox) >= count, 10, "the backlog queued")  # test-only peek
     release.set()
     held.result(10)
 
@@ -161,8 +167,9 @@ def test_batch_window_spaces_batches_under_load(mosquitto: Broker) -> None:
     sender = Recorder([])
     count = 1000
     with (
-        NodeRunner(sender, mosquitto.url, "win-sender") as send,
-        NodeRunner(node, mosquitto.url, "win-node", batch_window=window, max_batch=250) as runner,
+        NodeRunner(sender, RunnerConfig(mosquitto.url, "win-sender")) as send,
+        NodeRunner(node, RunnerConfig(mosquitto.url, "win-node",
+                                      batching=BatchPolicy(window=window, max_messages=250))) as runner,
     ):
         wait_for(lambda: node.connects == 1 and sender.connects == 1, 10, "both nodes connected")
         outgoing = [Outgoing("test/win/a", b"%d" % i) for i in range(count)]
@@ -182,8 +189,9 @@ def test_batches_are_cut_by_payload_bytes(mosquitto: Broker) -> None:
     sender = Recorder([])
     count = 40
     with (
-        NodeRunner(sender, mosquitto.url, "big-sender") as send,
-        NodeRunner(node, mosquitto.url, "big-node", max_batch_bytes=2500) as runner,
+        NodeRunner(sender, RunnerConfig(mosquitto.url, "big-sender")) as send,
+        NodeRunner(node, RunnerConfig(mosquitto.url, "big-node",
+                                      batching=BatchPolicy(max_bytes=2500))) as runner,
     ):
         wait_for(lambda: node.connects == 1 and sender.connects == 1, 10, "both nodes connected")
         outgoing = [Outgoing("test/big/a", b"%04d" % i + b"x" * 996) for i in range(count)]
@@ -200,8 +208,9 @@ def test_batch_window_never_delays_a_lone_message(mosquitto: Broker) -> None:
     node = Recorder(["test/lone/+"])
     sender = Recorder([])
     with (
-        NodeRunner(sender, mosquitto.url, "lone-sender") as send,
-        NodeRunner(node, mosquitto.url, "lone-node", batch_window=1.0) as runner,
+        NodeRunner(sender, RunnerConfig(mosquitto.url, "lone-sender")) as send,
+        NodeRunner(node, RunnerConfig(mosquitto.url, "lone-node",
+                                      batching=BatchPolicy(window=1.0))) as runner,
     ):
         wait_for(lambda: node.connects == 1 and sender.connects == 1, 10, "both nodes connected")
         for i in range(5):
@@ -212,7 +221,7 @@ def test_batch_window_never_delays_a_lone_message(mosquitto: Broker) -> None:
 
 def test_call_returns_values_and_errors(mosquitto: Broker) -> None:
     node = Recorder([])
-    with NodeRunner(node, mosquitto.url, "caller-1") as runner:
+    with NodeRunner(node, RunnerConfig(mosquitto.url, "caller-1")) as runner:
         assert runner.call_with_result(lambda: (42, [])).result(5) == 42
         thread = runner.call_with_result(lambda: (threading.current_thread().name, [])).result(5)
         assert thread == "caller-1-node"
@@ -231,10 +240,10 @@ def test_close_messages_are_published_on_stop(mosquitto: Broker) -> None:
     watcher = Recorder(["test/closing"])
     node = Recorder([])
     node.close = lambda: [Outgoing("test/closing", b"bye")]  # type: ignore[method-assign]
-    with NodeRunner(watcher, mosquitto.url, "watcher-1") as watcher_runner:
+    with NodeRunner(watcher, RunnerConfig(mosquitto.url, "watcher-1")) as watcher_runner:
         assert watcher_runner.wait_connected(10)
         wait_for(lambda: watcher.connects == 1, 10, "watcher subscribed")
-        runner = NodeRunner(node, mosquitto.url, "closer-1").start()
+        runner = NodeRunner(node, RunnerConfig(mosquitto.url, "closer-1")).start()
         assert runner.wait_connected(10)
         runner.stop()
         assert runner.wait(1)
@@ -246,11 +255,11 @@ def test_node_exception_stops_runner_and_fires_the_will(mosquitto: Broker) -> No
     node.fail_on = b"boom"
     watcher = Recorder(["test/will"])
     with (
-        NodeRunner(watcher, mosquitto.url, "will-watcher-1"),
-        NodeRunner(Recorder([]), mosquitto.url, "bomber-1") as sender,
+        NodeRunner(watcher, RunnerConfig(mosquitto.url, "will-watcher-1")),
+        NodeRunner(Recorder([]), RunnerConfig(mosquitto.url, "bomber-1")) as sender,
     ):
         wait_for(lambda: watcher.connects == 1, 10, "will watcher subscribed")
-        runner = NodeRunner(node, mosquitto.url, "victim-1").start()
+        runner = NodeRunner(node, RunnerConfig(mosquitto.url, "victim-1")).start()
         assert runner.wait_connected(10)
         wait_for(lambda: node.connects == 1, 10, "victim subscribed")
         sender.call(lambda: [Outgoing("test/boom", b"boom")]).result(5)
@@ -263,7 +272,7 @@ def test_node_exception_stops_runner_and_fires_the_will(mosquitto: Broker) -> No
 def test_failover_skips_dead_broker(mosquitto: Broker) -> None:
     dead = f"mqtt://127.0.0.1:{free_port()}"
     node = Recorder([])
-    with NodeRunner(node, [dead, mosquitto.url], "failover-1", reconnect_min=0.05) as runner:
+    with NodeRunner(node, RunnerConfig([dead, mosquitto.url], "failover-1", reconnect_min=0.05)) as runner:
         assert runner.wait_connected(10)
         assert runner.current_broker == parse_broker_url(mosquitto.url)
 
@@ -272,7 +281,8 @@ def test_reconnects_after_broker_restart(tmp_path: Path) -> None:
     broker = start_mosquitto(tmp_path)
     node = Recorder(["test/again"])
     try:
-        with NodeRunner(node, broker.url, "phoenix-1", reconnect_min=0.05, reconnect_max=0.5) as runner:
+        config = RunnerConfig(broker.url, "phoenix-1", reconnect_min=0.05, reconnect_max=0.5)
+        with NodeRunner(node, config) as runner:
             wait_for(lambda: node.connects == 1, 10, "first connect")
             broker.stop()
             wait_for(lambda: not runner.connected.is_set(), 10, "disconnect noticed")
@@ -281,7 +291,7 @@ def test_reconnects_after_broker_restart(tmp_path: Path) -> None:
             broker.procs = [proc]
             wait_for(lambda: port_open(broker.port), 10, "mosquitto restarted")
             wait_for(lambda: node.connects == 2, 20, "on_connected after reconnect")
-            with NodeRunner(Recorder([]), broker.url, "poker-1") as poker:
+            with NodeRunner(Recorder([]), RunnerConfig(broker.url, "poker-1")) as poker:
                 poker.call(lambda: [Outgoing("test/again", b"x")]).result(5)
                 wait_for(lambda: ("test/again", b"x") in node.messages, 10, "resubscribed delivery")
     finally:
@@ -293,8 +303,8 @@ def test_subscriptions_follow_the_node(mosquitto: Broker) -> None:
     (the broker stops sending it) and subscribes what was added."""
     node = Recorder(["test/keep", "test/drop"])
     with (
-        NodeRunner(node, mosquitto.url, "follows-1") as runner,
-        NodeRunner(Recorder([]), mosquitto.url, "poker-2") as poker,
+        NodeRunner(node, RunnerConfig(mosquitto.url, "follows-1")) as runner,
+        NodeRunner(Recorder([]), RunnerConfig(mosquitto.url, "poker-2")) as poker,
     ):
         wait_for(lambda: node.connects == 1, 10, "connect")
         poker.call(lambda: [Outgoing("test/drop", b"before"), Outgoing("test/keep", b"1")]).result(5)
@@ -318,12 +328,12 @@ def test_subscriptions_follow_the_node(mosquitto: Broker) -> None:
         assert runner.unsolicited == 0  # not filtered out here: the broker no longer sent it
 
 
-def test_runner_rejects_bad_arguments() -> None:
+def test_runner_config_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="scheme"):
-        NodeRunner(Recorder([]), "localhost:1883", "x")
+        NodeRunner(Recorder([]), RunnerConfig("localhost:1883", "x"))
     with pytest.raises(ValueError, match="client id"):
-        NodeRunner(Recorder([]), "mqtt://localhost", "")
-    with pytest.raises(ValueError, match="batch_window"):
-        NodeRunner(Recorder([]), "mqtt://localhost", "x", batch_window=-0.1)
-    with pytest.raises(ValueError, match="max_batch_bytes"):
-        NodeRunner(Recorder([]), "mqtt://localhost", "x", max_batch_bytes=0)
+        NodeRunner(Recorder([]), RunnerConfig("mqtt://localhost", ""))
+    with pytest.raises(ValueError, match="batch window"):
+        NodeRunner(Recorder([]), RunnerConfig("mqtt://localhost", "x", batching=BatchPolicy(window=-0.1)))
+    with pytest.raises(ValueError, match="max_bytes"):
+        NodeRunner(Recorder([]), RunnerConfig("mqtt://localhost", "x", batching=BatchPolicy(max_bytes=0)))

@@ -25,8 +25,9 @@ from typing import Any, TextIO
 
 from fastbook.apps.status import MarketStatus, StatusWatcher, format_status
 from fastbook.transport.broker import free_port
-from fastbook.transport.mqtt import NodeRunner
+from fastbook.transport.config import RunnerConfig
 from fastbook.transport.node import Incoming, Outgoing
+from fastbook.transport.runner import NodeRunner
 from fastbook.wire.topics import Topics
 
 MARKET = "BTC-USD"
@@ -181,7 +182,7 @@ class Demo:
         self.start()
         with (
             StatusWatcher(self.url, MARKET) as watcher,
-            NodeRunner(feeder, self.url, "fastbook-demo-feeder") as feeder_runner,
+            NodeRunner(feeder, RunnerConfig(self.url, "fastbook-demo-feeder")) as feeder_runner,
         ):
             # 1. everyone up: the sequencer's book is retained and the three edges report online
             status = self.wait_status(watcher, 30, None)

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastbook.transport.mqtt import NodeRunner
+from fastbook.transport.config import RunnerConfig
 from fastbook.transport.node import Incoming, Outgoing
+from fastbook.transport.runner import NodeRunner
 from fastbook.wire.topics import DEFAULT_PREFIX, Topics, client_from_topic
 
 QUIET_SECONDS = 0.3  # retained messages arrive right after the SUBACK; stop once they pause
@@ -150,9 +151,9 @@ class StatusWatcher:
                  password: str | None = None, tls_ca: str | None = None) -> None:
         self._collector = _StatusCollector(Topics(market, prefix))
         # With credentials the MQTT client id must be the user name (the broker's ACL rule).
-        self.runner = NodeRunner(self._collector, broker,
-                                 client_id or username or f"fastbook-status-{time.monotonic_ns() % 10**9}",
-                                 username=username, password=password, tls_ca=tls_ca)
+        self.runner = NodeRunner(self._collector, RunnerConfig(
+            broker, client_id or username or f"fastbook-status-{time.monotonic_ns() % 10**9}",
+            username=username, password=password, tls_ca=tls_ca))
 
     def __enter__(self) -> StatusWatcher:
         self.runner.start()

@@ -25,8 +25,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastbook.transport.mqtt import DEFAULT_BROKER, NodeRunner
+from fastbook.transport.config import DEFAULT_BROKER, RunnerConfig
 from fastbook.transport.node import Outgoing
+from fastbook.transport.runner import NodeRunner
 from fastbook.wire.topics import DEFAULT_PREFIX
 
 # The op answered by each report type ("rejected" answers any op; "cancelled" with reason "user"
@@ -79,10 +80,10 @@ class Edge:
         self.client_id = client_id
         self.node = EdgeNode(EdgeConfig(client_id=client_id, market=market, prefix=prefix,
                                         map_all_orders=map_all_orders))
-        self.runner = NodeRunner(self.node, broker,
-                                 mqtt_client_id or username or f"fastbook-api-{client_id}"[:128],
-                                 name=f"edge-{client_id}", username=username, password=password,
-                                 tls_ca=tls_ca, clean_session=clean_session)
+        self.runner = NodeRunner(self.node, RunnerConfig(
+            broker, mqtt_client_id or username or f"fastbook-api-{client_id}"[:128],
+            name=f"edge-{client_id}", username=username, password=password, tls_ca=tls_ca,
+            clean_session=clean_session))
         self.retry_after = retry_after
         self.max_attempts = max_attempts
         # (op, client order id) -> commands awaiting their answer, oldest first. A cancel or amend

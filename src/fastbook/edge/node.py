@@ -3,7 +3,7 @@
 It applies the log through `fastbook.log.replica.Follower` (strict seq order, gap replay, snapshot
 restore, hash check and resync), turns the client's orders into messages for the sequencer, and
 tells listeners about reports, the book, public trades, its own status and resyncs. The program
-around it is fastbook/apps/cli/edge.py; the MQTT runner is fastbook/transport/mqtt.py.
+around it is fastbook/apps/cli/edge.py; the MQTT runner is fastbook/transport/runner.py.
 """
 
 from __future__ import annotations

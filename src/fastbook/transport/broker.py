@@ -46,7 +46,8 @@ from amqtt.session import Session
 from amqtt.utils import gen_client_id
 from paho.mqtt.client import topic_matches_sub
 
-from fastbook.transport.mqtt import InProcessRunner
+from fastbook.transport.config import DEFAULT_BATCHING, BatchPolicy
+from fastbook.transport.inprocess import InProcessRunner
 from fastbook.transport.users import UsersFile, UsersFileError, may_publish, may_receive, may_subscribe
 
 log = logging.getLogger(__name__)
@@ -376,11 +377,12 @@ class EmbeddedBroker:
             raise BrokerStartError(f"cannot start the MQTT broker on {self.url}: {exc}") from None
         log.info("MQTT broker listening on %s", self.url)
 
-    def in_process_runner(self, node: Any, name: str, batch_window: float = 0.0) -> InProcessRunner:
+    def in_process_runner(self, node: Any, name: str,
+                          batching: BatchPolicy = DEFAULT_BATCHING) -> InProcessRunner:
         """A runner for `node` inside this broker (started broker only): see InProcessRunner."""
         assert self._broker is not None, "start the broker first"
         loop = asyncio.get_running_loop()
-        return InProcessRunner(node, self._broker, loop, name=name, batch_window=batch_window)
+        return InProcessRunner(node, self._broker, loop, name=name, batching=batching)
 
     async def stop(self) -> None:
         if self._broker is not None:

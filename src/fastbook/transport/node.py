@@ -1,8 +1,9 @@
 """The seam between domain logic and transport.
 
 A node (the sequencer, an edge's replica) is a plain object that turns incoming MQTT messages into
-outgoing ones. It never touches a socket; `fastbook.transport.mqtt.NodeRunner` owns the paho client and calls
-the node from a single worker thread, so a node needs no locks. Tests drive nodes directly.
+outgoing ones. It never touches a socket; a runtime (`fastbook.transport.runner.NodeRunner`) owns the
+paho client, and its `fastbook.transport.driver.NodeDriver` calls the node from a single thread, so a
+node needs no locks. Tests drive nodes directly.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ from fastbook.apps.cli.common import (
 )
 from fastbook.apps.cli.sequencer import add_sequencer_arguments, open_sequencer
 from fastbook.transport.broker import BrokerStartError, EmbeddedBroker, is_loopback
-from fastbook.transport.mqtt import NodeRunner
+from fastbook.transport.config import BatchPolicy
+from fastbook.transport.inprocess import InProcessRunner
 from fastbook.wire.market import MarketSpec
 
 log = logging.getLogger("fastbook.transport.broker")
@@ -69,7 +70,7 @@ async def serve(args: argparse.Namespace, markets: list[MarketSpec]) -> int:
     if args.users is None:
         log.warning("NO AUTHENTICATION: the broker is open to anyone who can reach %s "
                     "(loopback only); use --users FILE to require credentials", broker.url)
-    runners: list[NodeRunner] = []
+    runners: list[InProcessRunner] = []
     code = EXIT_OK
     try:
         for market in markets:
@@ -77,8 +78,8 @@ async def serve(args: argparse.Namespace, markets: list[MarketSpec]) -> int:
                 # In this process the sequencer needs no MQTT client: the broker hands it the
                 # orders it accepted (after the ACL) and takes its output directly.
                 node = open_sequencer(market, args.data_dir, args)
-                runners.append(broker.in_process_runner(node, f"sequencer-{market.name}",
-                                                        args.batch_window / 1000.0))
+                runners.append(broker.in_process_runner(
+                    node, f"sequencer-{market.name}", BatchPolicy(window=args.batch_window / 1000.0)))
             except Exception as exc:  # bad data dir, corrupt journal: say which and stop
                 code = fail(f"cannot open the sequencer for {market.name}: {exc}")
                 return code

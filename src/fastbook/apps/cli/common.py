@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-from fastbook.transport.mqtt import DEFAULT_BROKER, parse_broker_urls
+from fastbook.transport.config import DEFAULT_BROKER, parse_broker_urls
 from fastbook.wire.market import MarketSpec
 
 T = TypeVar("T")

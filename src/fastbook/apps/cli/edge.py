@@ -35,7 +35,8 @@ from fastbook.apps.cli.common import (
     stop_on_signals,
     tune_gc_for_throughput,
 )
-from fastbook.transport.mqtt import NodeRunner
+from fastbook.transport.config import RunnerConfig
+from fastbook.transport.runner import NodeRunner
 from fastbook.wire.topics import DEFAULT_PREFIX
 
 log = logging.getLogger("fastbook.edge.node")
@@ -93,10 +94,10 @@ class EdgeProgram:
         self.node = EdgeNode(EdgeConfig(client_id=args.client_id, market=args.market, prefix=args.prefix))
         username, password = credentials(args)
         # With credentials the MQTT client id must be the user name (the broker's ACL rule).
-        self.runner = NodeRunner(self.node, args.broker, username or f"fastbook-edge-{args.client_id}"[:128],
-                                 clean_session=not args.persistent_session, name=f"edge-{args.client_id}",
-                                 username=username, password=password,
-                                 tls_ca=str(args.tls_ca) if args.tls_ca else None)
+        self.runner = NodeRunner(self.node, RunnerConfig(
+            args.broker, username or f"fastbook-edge-{args.client_id}"[:128],
+            clean_session=not args.persistent_session, name=f"edge-{args.client_id}",
+            username=username, password=password, tls_ca=str(args.tls_ca) if args.tls_ca else None))
         self.events: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self.node.add_listener(self._on_event)
         self.recent: deque[str] = deque(maxlen=12)

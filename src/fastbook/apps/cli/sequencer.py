@@ -27,7 +27,8 @@ from fastbook.apps.cli.common import (
     stop_on_signals,
     tune_gc_for_throughput,
 )
-from fastbook.transport.mqtt import NodeRunner
+from fastbook.transport.config import BatchPolicy, RunnerConfig
+from fastbook.transport.runner import NodeRunner
 from fastbook.wire.market import MarketSpec
 from fastbook.wire.topics import DEFAULT_PREFIX
 
@@ -94,12 +95,12 @@ def build_sequencer_runner(
     node = open_sequencer(market, data_dir, args)
     # Persistent session: the broker keeps our subscriptions and queues orders while we restart.
     # With credentials the client id is the user name (the broker's ACL rule): one user per sequencer.
-    return NodeRunner(
-        node, broker, username or sequencer_client_id(args.prefix, market), clean_session=False,
-        batch_window=args.batch_window / 1000.0,
+    return NodeRunner(node, RunnerConfig(
+        broker, username or sequencer_client_id(args.prefix, market), clean_session=False,
+        batching=BatchPolicy(window=args.batch_window / 1000.0),
         name=f"sequencer-{market.name}", username=username, password=password,
         tls_ca=str(args.tls_ca) if getattr(args, "tls_ca", None) else None,
-    )
+    ))
 
 
 def parser() -> argparse.ArgumentParser:

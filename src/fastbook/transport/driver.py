@@ -1,0 +1,161 @@
+"""NodeDriver: the one place that calls a node. It takes what is in the inbox, cuts it into batches,
+calls the node, publishes what the node returns through its Link and lets the link follow the node's
+subscriptions; it runs the node's ticks and `call()` requests; it closes the node on a stop.
+
+It owns no thread and never blocks: a runtime calls `run_ready()` whenever the inbox may hold work or
+a tick is due (`until_tick()`), holding back first for `hold()` seconds (the group-commit window).
+Today the runtime is a worker thread woken by an Event (fastbook.transport.runner); an event loop over
+the MQTT socket can drive the same object from its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from fastbook.transport.config import BatchPolicy
+from fastbook.transport.node import Incoming, Node, Outgoing
+from fastbook.transport.seam import Call, Connected, Inbox, Link, Stop
+
+log = logging.getLogger(__name__)
+
+
+class NodeDriver:
+    """Drives one node. Only one thread at a time may call `run_ready` (so nodes need no locks);
+    `stopped`, `error` and the counters may be read from any thread."""
+
+    def __init__(self, node: Node, inbox: Inbox, link: Link, batching: BatchPolicy, name: str) -> None:
+        self.node = node
+        self.inbox = inbox
+        self.link = link
+        self.batching = batching
+        self.name = name
+        self.error: BaseException | None = None  # what stopped the node, if anything did
+        self.stopped = threading.Event()
+        self.received = 0  # messages handed to the node
+        self.batches = 0  # on_messages calls so far (with `received`: the mean batch size)
+        self.published = 0
+        self.next_tick = time.monotonic() + batching.tick_interval
+        self._last_start = 0.0  # when the last batch started
+        self._last_size = 0  # messages in the last batch
+
+    def until_tick(self, now: float) -> float:
+        """Seconds until the next tick is due (0 if it is)."""
+        return max(0.0, self.next_tick - now)
+
+    def hold(self, now: float) -> float:
+        """Seconds to wait before the next batch so the group-commit window fills (0: go now). Only
+        under load: when the last batch held more than one message and more are queued."""
+        window = self.batching.window
+        if not window or self._last_size <= 1 or not self.inbox.items:
+            return 0.0
+        return max(0.0, window - (now - self._last_start))
+
+    def run_ready(self) -> bool:
+        """Work off the markers at the head of the inbox and one batch of messages, then the tick if
+        it is due. False once the driver has stopped (the node is closed, or failed: see `error`)."""
+        if self.stopped.is_set():
+            return False
+        try:
+            if not self._drain():
+                return False
+            now = time.monotonic()
+            if now >= self.next_tick:
+                self._publish(self.node.on_tick(now))
+                self._follow()
+                self.next_tick = now + self.batching.tick_interval
+            return True
+        except Exception as exc:
+            self._fail(exc)
+            return False
+
+    def _drain(self) -> bool:
+        items = self.inbox.items
+        max_messages = self.batching.max_messages
+        max_bytes = self.batching.max_bytes
+        node = self.node
+        batch: list[Incoming] = []
+        batch_bytes = 0
+        while items and len(batch) < max_messages and batch_bytes < max_bytes:
+            item = items[0]
+            if isinstance(item, tuple):
+                items.popleft()
+                batch.append(item)
+                batch_bytes += len(item[1])
+                continue
+            if batch:
+                break  # hand over the messages that arrived before this marker first
+            items.popleft()
+            if isinstance(item, Stop):
+                if item.error is not None and self.error is None:
+                    self.error = item.error
+                self._close()
+                return False
+            if isinstance(item, Connected):
+                self._publish(node.on_connected())
+            elif isinstance(item, Call):
+                self._run_call(item)
+            self._follow()
+        if batch:
+            self._last_start, self._last_size = time.monotonic(), len(batch)
+            self.received += len(batch)
+            self.batches += 1
+            self._publish(node.on_messages(batch))
+            self._follow()
+        return True
+
+    def _publish(self, messages: Sequence[Outgoing]) -> None:
+        if messages:
+            self.link.publish(messages)
+            self.published += len(messages)
+
+    def _follow(self) -> None:
+        self.link.follow(self.node.subscriptions())
+
+    def _run_call(self, call: Call) -> None:
+        if not call.future.set_running_or_notify_cancel():
+            return
+        try:
+            result = call.fn()
+            if call.returns_value:
+                value, messages = result
+            else:
+                value, messages = result, result
+            self._publish(list(messages))
+        except Exception as exc:  # the caller's bug, not the node's state: report it to the caller
+            call.future.set_exception(exc)
+            return
+        call.future.set_result(value)
+
+    def _close(self) -> None:
+        """A clean stop: the node's last messages go out, then the link disconnects."""
+        last: list[Outgoing] = []
+        try:
+            last = list(self.node.close())
+        except Exception as exc:
+            log.exception("%s: node close failed", self.name)
+            self.error = exc
+        try:
+            self.link.close(last)
+            self.published += len(last)
+        except Exception as exc:
+            log.exception("%s: closing the connection failed", self.name)
+            self.error = self.error or exc
+        finally:
+            self._finish()
+
+    def _fail(self, exc: Exception) -> None:
+        """The node raised: it stops (a restart recovers from the journal/snapshot; limping on could
+        not), and the connection is dropped so the broker publishes the last will."""
+        log.exception("%s: node failed; stopping", self.name)
+        self.error = exc
+        try:
+            self.link.abort()
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        self.inbox.fail_pending()
+        self.stopped.set()

@@ -1,0 +1,220 @@
+"""NodeDriver and Inbox without a broker or threads: a fake node, a fake link, run_ready() by hand;
+then ThreadedRuntime's worker thread over the same fake link."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from fastbook.transport.config import BatchPolicy
+from fastbook.transport.driver import NodeDriver
+from fastbook.transport.node import Outgoing
+from fastbook.transport.runner import ThreadedRuntime
+from fastbook.transport.seam import Inbox, RunnerError
+from tests.support.transport_fakes import FakeLink, FakeNode
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def make(batching: BatchPolicy | None = None) -> tuple[FakeNode, Inbox, FakeLink, NodeDriver]:
+    node, link = FakeNode(), FakeLink()
+    wakeups: list[None] = []
+    inbox = Inbox("test", lambda: wakeups.append(None))
+    return node, inbox, link, NodeDriver(node, inbox, link, batching or BatchPolicy(tick_interval=60), "test")
+
+
+def test_batches_are_cut_by_count_and_bytes() -> None:
+    node, inbox, link, driver = make(BatchPolicy(max_messages=3, tick_interval=60))
+    for i in range(7):
+        inbox.deliver(("in/a", b"%d" % i))
+    while inbox:
+        assert driver.run_ready()
+    assert [len(b) for b in node.batches] == [3, 3, 1]
+    assert [p for b in node.batches for _t, p in b] == [b"%d" % i for i in range(7)]
+    assert [m.payload for m in link.published] == [b"%d" % i for i in range(7)]
+    assert driver.received == 7 and driver.batches == 3 and driver.published == 7
+    assert len(link.followed) == 3  # after every node call
+
+    node, inbox, _link, driver = make(BatchPolicy(max_bytes=25, tick_interval=60))
+    for i in range(5):
+        inbox.deliver(("in/big", b"%d" % i * 10))
+    while inbox:
+        assert driver.run_ready()
+    assert [len(b) for b in node.batches] == [3, 2]  # 2 x 10 < 25 <= 3 x 10: the third ends a slice
+
+
+def test_markers_split_batches_and_keep_arrival_order() -> None:
+    node, inbox, link, driver = make()
+    inbox.deliver(("in/a", b"1"))
+    inbox.connected()
+    inbox.deliver(("in/a", b"2"))
+    seen: list[int] = []
+    inbox.call(lambda: seen.append(len(node.batches)) or [], returns_value=False)
+    inbox.deliver(("in/a", b"3"))
+    while inbox:
+        assert driver.run_ready()
+    assert node.batches == [[("in/a", b"1")], [("in/a", b"2")], [("in/a", b"3")]]
+    assert node.connects == 1
+    assert seen == [2]  # the call ran after the two messages queued before it, before the third
+    assert [m.payload for m in link.published] == [b"1", b"online", b"2", b"3"]
+
+
+def test_call_results_and_errors() -> None:
+    _node, inbox, link, driver = make()
+    value = inbox.call(lambda: (42, [Outgoing("x", b"v")]), returns_value=True)
+    messages = inbox.call(lambda: [Outgoing("y", b"m")], returns_value=False)
+
+    def broken() -> list[Outgoing]:
+        raise KeyError("nope")
+
+    failed = inbox.call(broken, returns_value=False)
+    while inbox:
+        assert driver.run_ready()
+    assert value.result(0) == 42
+    assert messages.result(0) == [Outgoing("y", b"m")]
+    with pytest.raises(KeyError):
+        failed.result(0)
+    assert [m.topic for m in link.published] == ["x", "y"]
+    assert driver.error is None and not driver.stopped.is_set()  # the caller's bug, not the node's
+
+
+def test_stop_closes_the_node_and_fails_later_calls() -> None:
+    node, inbox, link, driver = make()
+    inbox.deliver(("in/a", b"1"))
+    inbox.stop()
+    late = inbox.call(lambda: [], returns_value=False)  # refused at once: the stop is queued
+    with pytest.raises(RunnerError):
+        late.result(0)
+    assert driver.run_ready()  # the message queued before the stop goes first
+    assert not driver.run_ready()
+    assert node.batches == [[("in/a", b"1")]] and node.closed
+    assert link.closed_with == [Outgoing("status", b"closed")] and not link.aborted
+    assert driver.stopped.is_set() and driver.error is None
+    assert not driver.run_ready()  # stays stopped
+
+
+def test_a_transport_failure_stops_with_its_error() -> None:
+    node, inbox, link, driver = make()
+    error = RunnerError("network thread failed")
+    inbox.stop(error)
+    assert not driver.run_ready()
+    assert driver.error is error and node.closed and link.closed_with is not None
+
+
+def test_a_failing_close_still_disconnects() -> None:
+    node, inbox, link, driver = make()
+    node.close_fails = True
+    inbox.stop()
+    assert not driver.run_ready()
+    assert isinstance(driver.error, OSError)
+    assert link.closed_with == [] and driver.stopped.is_set()
+
+
+def test_a_node_exception_aborts_the_link_and_fails_pending_calls() -> None:
+    node, inbox, link, driver = make()
+    node.fail_on = b"boom"
+    inbox.deliver(("in/a", b"boom"))
+    pending = inbox.call(lambda: [], returns_value=False)
+    assert not driver.run_ready()
+    assert isinstance(driver.error, RuntimeError) and driver.stopped.is_set()
+    assert link.aborted and link.closed_with is None  # no clean disconnect: the will fires
+    with pytest.raises(RunnerError):
+        pending.result(0)
+    with pytest.raises(RunnerError):
+        inbox.call(lambda: [], returns_value=False).result(0)
+
+
+def test_hold_only_under_load() -> None:
+    _node, inbox, _link, driver = make(BatchPolicy(window=0.5, tick_interval=60))
+    inbox.deliver(("in/a", b"1"))
+    assert driver.hold(time.monotonic()) == 0.0  # nothing ran yet
+    assert driver.run_ready()
+    inbox.deliver(("in/a", b"2"))
+    assert driver.hold(time.monotonic()) == 0.0  # the last batch was a lone message
+    inbox.deliver(("in/a", b"3"))
+    assert driver.run_ready()  # a batch of two: under load
+    assert driver.hold(time.monotonic()) == 0.0  # ... but nothing is queued
+    inbox.deliver(("in/a", b"4"))
+    now = time.monotonic()
+    assert 0.4 < driver.hold(now) <= 0.5
+    assert driver.hold(now + 0.6) == 0.0  # the window has passed
+
+
+def test_tick_runs_when_due() -> None:
+    node, _inbox, _link, driver = make(BatchPolicy(tick_interval=0.05))
+    assert driver.run_ready() and node.ticks == 0
+    assert 0 < driver.until_tick(time.monotonic()) <= 0.05
+    wait_until(lambda: driver.until_tick(time.monotonic()) == 0.0, 1)
+    assert driver.run_ready() and node.ticks == 1
+    assert driver.until_tick(time.monotonic()) > 0
+
+
+class FakeRuntime(ThreadedRuntime):
+    """A ThreadedRuntime over the fake link: the worker thread without a broker."""
+
+    def __init__(self, node: FakeNode, batching: BatchPolicy) -> None:
+        wakeup = threading.Event()
+        inbox = Inbox("fake", wakeup.set)
+        self.link = FakeLink()
+        self.connected = threading.Event()
+        super().__init__(NodeDriver(node, inbox, self.link, batching, "fake"), wakeup)
+
+    def _start_transport(self) -> None:
+        self.connected.set()
+        self.driver.inbox.connected()
+
+
+def test_worker_thread_owns_the_node() -> None:
+    node = FakeNode()
+    with FakeRuntime(node, BatchPolicy(tick_interval=0.02)) as runtime:
+        assert runtime.wait_connected(1)
+        for i in range(100):
+            runtime.driver.inbox.deliver(("in/a", b"%d" % i))
+        name = runtime.call_with_result(lambda: (threading.current_thread().name, [])).result(5)
+        assert name == "fake-node"
+        wait_until(lambda: runtime.received == 100 and node.ticks > 0)
+        with pytest.raises(RunnerError):
+            runtime.start()
+    assert runtime.wait(1) and not runtime.running
+    assert node.threads == {"fake-node"} and node.connects == 1 and node.closed
+    assert runtime.link.closed_with == [Outgoing("status", b"closed")]
+    with pytest.raises(RunnerError):
+        runtime.call(lambda: []).result(1)
+
+
+def test_worker_thread_stops_on_a_node_error() -> None:
+    node = FakeNode()
+    node.fail_on = b"boom"
+    runtime = FakeRuntime(node, BatchPolicy(tick_interval=60)).start()
+    runtime.driver.inbox.deliver(("in/a", b"boom"))
+    assert not runtime.wait(5)
+    assert isinstance(runtime.error, RuntimeError) and runtime.link.aborted and not runtime.running
+    runtime.stop(1)  # after a failure: returns at once
+
+
+def test_stop_interrupts_the_window_and_a_never_started_runtime_stops_at_once() -> None:
+    never = FakeRuntime(FakeNode(), BatchPolicy(tick_interval=60))
+    started = time.monotonic()
+    never.stop(5)
+    assert time.monotonic() - started < 1
+    node = FakeNode()
+    runtime = FakeRuntime(node, BatchPolicy(window=1.0, tick_interval=60)).start()
+    hold = threading.Event()
+    runtime.call(lambda: [] if hold.wait(5) else [])
+    runtime.driver.inbox.deliver(("in/a", b"1"))
+    runtime.driver.inbox.deliver(("in/a", b"2"))
+    hold.set()
+    wait_until(lambda: runtime.received == 2)
+    runtime.driver.inbox.deliver(("in/a", b"3"))  # a batch of two ran: this one waits for the window
+    started = time.monotonic()
+    runtime.stop(5)
+    assert time.monotonic() - started < 0.9 and node.closed
+    assert runtime.received == 3  # the message queued before the stop was still handed over

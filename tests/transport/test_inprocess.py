@@ -1,0 +1,59 @@
+"""InProcessRunner against a fake broker on a real event loop: the ingress in, publish_from_node out."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from fastbook.transport.inprocess import InProcessRunner
+from fastbook.transport.node import Outgoing
+from tests.support.brokers import wait_for
+from tests.support.transport_fakes import FakeNode
+
+
+class FakeBroker:
+    """The two halves of FastbookAmqttBroker an in-process node uses."""
+
+    def __init__(self) -> None:
+        self.ingress: list[tuple[list[str], Callable[[str, bytes], None]]] = []
+        self.output: list[Outgoing] = []
+        self.loop_threads: set[str] = set()
+
+    def add_ingress(self, filters: list[str], deliver: Callable[[str, bytes], None]) -> None:
+        self.ingress.append((filters, deliver))
+
+    def remove_ingress(self, deliver: Callable[[str, bytes], None]) -> None:
+        self.ingress = [(f, d) for f, d in self.ingress if d != deliver]
+
+    async def publish_from_node(self, messages: list[Outgoing]) -> None:
+        self.loop_threads.add(threading.current_thread().name)
+        self.output.extend(messages)
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="broker-loop", daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+
+
+def test_in_process_runner_round_trip(loop: asyncio.AbstractEventLoop) -> None:
+    node, broker = FakeNode(), FakeBroker()
+    runner = InProcessRunner(node, broker, loop, name="sequencer-X").start()
+    assert runner.wait_connected(0) and broker.ingress[0][0] == ["in/#"]
+    deliver = broker.ingress[0][1]
+    for i in range(50):
+        deliver("in/a", b"%d" % i)
+    wait_for(lambda: len(broker.output) == 51, 5, "the node's output in the broker")
+    runner.stop()
+    assert runner.wait(1) and node.closed and node.threads == {"sequencer-X-node"}
+    wait_for(lambda: len(broker.output) == 52, 5, "close()'s message")
+    assert [m.payload for m in broker.output] == [b"online", *(b"%d" % i for i in range(50)), b"closed"]
+    assert broker.ingress == [] and broker.loop_threads == {"broker-loop"}
