@@ -105,8 +105,10 @@ def test_from_commands_equals_from_entries() -> None:
     assert run.cut(1).entries() == entries[1:] and run.cut(1, 2).entries() == entries[1:2]
 
 
-def bad_message(mutate: str) -> bytes:
-    payload = bytearray(message(NEW, LATER))
+def bad_message(mutate: str, many: bool = False) -> bytes:
+    """A message whose first record (or header) is damaged; `many`: 32 records (numpy checks them)."""
+    more = [LATER._replace(seq=9 + i) for i in range(30)] if many else []
+    payload = bytearray(message(NEW, LATER, *more))
     records_at = MESSAGE_HEAD.size + 7 + RUN_HEAD.size
     fields = {name: records_at + LOG_RECORD_DTYPE.fields[name][1] for name in LOG_RECORD_DTYPE.names}
     if mutate == "magic":
@@ -145,7 +147,7 @@ def bad_message(mutate: str) -> bytes:
         payload[fields["qty"] : fields["qty"] + 8] = struct.pack("<q", MAX_QTY + 1)
     elif mutate == "order_id":
         payload[fields["order_id"] : fields["order_id"] + 8] = struct.pack("<q", -1)
-    else:
+    elif mutate != "none":
         payload[fields[mutate]] = 9  # an enum out of range
     return bytes(payload)
 
@@ -156,9 +158,11 @@ def bad_message(mutate: str) -> bytes:
      "space", "client_id", "seq", "reserved", "no_coid", "coid_len", "price", "qty", "order_id", "op", "side",
      "type", "tif", "stp", "post_only"],
 )  # fmt: skip
-def test_bad_messages_raise_value_error(mutate: str) -> None:
+@pytest.mark.parametrize("many", [False, True])
+def test_bad_messages_raise_value_error(mutate: str, many: bool) -> None:
+    decode_log_message(bad_message("none", many))  # (undamaged, it decodes)
     with pytest.raises(ValueError):
-        decode_log_message(bad_message(mutate))
+        decode_log_message(bad_message(mutate, many))
 
 
 def test_truncated_messages_raise_value_error() -> None:

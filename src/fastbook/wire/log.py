@@ -103,10 +103,47 @@ def _int_in(value: Any, low: int, high: int, name: str) -> int:
     return value
 
 
+_SMALL = 16  # runs up to this many records are checked in Python (numpy costs microseconds a call)
+# Highest value of the u8 fields at bytes 16..23 (op, side, type, tif, stp, post_only, coid_len,
+# client_len): one comparison checks them all.
+_BYTE_MAX = np.array([4, 2, 2, 3, 3, 1, MAX_NAME, MAX_NAME], np.uint8)
+
+
+def _rows_valid(records: np.ndarray) -> bool:
+    """Whether every record is valid, with few numpy calls (or none for a short run); the
+    field-by-field checks of _check_records name the problem if not."""
+    n = len(records)
+    if n <= _SMALL:
+        for row in records.tolist():
+            seq, _hash, op, side, otype, tif, stp, post_only, coid_len, client_len = row[:10]
+            _owner, reserved, order_id, price, qty = row[10:]
+            if not (
+                seq >= 1 and 1 <= op <= 4 and side <= 2 and otype <= 2 and tif <= 3 and stp <= 3
+                and post_only <= 1 and coid_len <= MAX_NAME and client_len <= MAX_NAME and reserved == 0
+                and 0 <= order_id and 0 <= price <= MAX_PRICE and 0 <= qty <= MAX_QTY
+                and (coid_len or op == _CANCEL_ALL)
+            ):  # fmt: skip
+                return False
+        return True
+    raw = np.ascontiguousarray(records).view(np.uint8).reshape(n, _RECORD)
+    small = raw[:, 16:24]
+    words = raw.view("<i8")  # 7 per record: seq, hash, (bytes), (owner, reserved), order_id, price, qty
+    return not (
+        (small > _BYTE_MAX).any()
+        or (small[:, 0] == 0).any()
+        or ((small[:, 6] == 0) & (small[:, 0] != _CANCEL_ALL)).any()
+        or words[:, 0].min() < 1
+        or raw[:, 28:32].any()
+        or words[:, 4].min() < 0
+        or not 0 <= words[:, 5].min() <= words[:, 5].max() <= MAX_PRICE
+        or not 0 <= words[:, 6].min() <= words[:, 6].max() <= MAX_QTY
+    )
+
+
 def _check_records(records: np.ndarray, names_len: int) -> np.ndarray:
     """The names offsets (n + 1, int64) of valid records; ValueError naming the first problem."""
     n = len(records)
-    if n:
+    if n and not _rows_valid(records):
         seqs = records["seq"]
         if int(seqs.min()) < 1:
             raise ValueError(f"log record seq {int(seqs.min())} is not >= 1")
@@ -136,7 +173,15 @@ class LogRun:
 
     records: np.ndarray  # LOG_RECORD_DTYPE
     names: bytes
-    offsets: np.ndarray  # int64, len(records) + 1
+    _offsets: np.ndarray | None = None  # int64, len(records) + 1; computed when first needed
+
+    @property
+    def offsets(self) -> np.ndarray:
+        if self._offsets is None:
+            offsets = np.zeros(len(self.records) + 1, dtype=np.int64)
+            np.cumsum(self.records["coid_len"].astype(np.int64) + self.records["client_len"], out=offsets[1:])
+            self._offsets = offsets
+        return self._offsets
 
     def __len__(self) -> int:
         return len(self.records)
@@ -155,9 +200,7 @@ class LogRun:
     @classmethod
     def build(cls, records: np.ndarray, names: bytes) -> LogRun:
         """A run of records written here (the sequencer's): lengths are trusted, not re-checked."""
-        offsets = np.zeros(len(records) + 1, dtype=np.int64)
-        np.cumsum(records["coid_len"].astype(np.int64) + records["client_len"], out=offsets[1:])
-        return cls(records, names, offsets)
+        return cls(records, names)
 
     @classmethod
     def from_entries(cls, entries: Iterable[LogEntry]) -> LogRun:
@@ -191,17 +234,20 @@ class LogRun:
         """Records of consecutive commands (COMMAND_DTYPE `rows`, their post-state `hashes`), from
         seq `first_seq`, with numpy; `client` is named on the first (it introduces its owner)."""
         n = len(rows)
-        records = np.empty(n, LOG_RECORD_DTYPE)
-        raw = records.view(np.uint8).reshape(n, _RECORD)
+        # (plain slices of the bytes, not structured field views: a field view costs microseconds)
+        raw = np.empty((n, _RECORD), np.uint8)
         raw[:, _COMMAND_AT:] = np.ascontiguousarray(rows).view(np.uint8).reshape(n, COMMAND_DTYPE.itemsize)
-        records["seq"] = np.arange(first_seq, first_seq + n, dtype=np.int64)
-        records["hash"] = hashes
-        records["coid_len"] = np.fromiter(map(len, client_order_ids), np.uint8, n)
-        records["client_len"] = 0
-        records["reserved"] = 0
+        head = np.empty((n, 2), np.uint64)
+        head[:, 0] = np.arange(first_seq, first_seq + n, dtype=np.uint64)
+        head[:, 1] = hashes
+        raw[:, :16] = head.view(np.uint8).reshape(n, 16)
+        raw[:, 22] = np.fromiter(map(len, client_order_ids), np.uint8, n)
+        raw[:, 23] = 0
+        raw[:, 28:32] = 0
+        records = raw.view(LOG_RECORD_DTYPE).reshape(n)
         names = "".join(client_order_ids)
         if client is not None and n:
-            records["client_len"][0] = len(client)
+            raw[0, 23] = len(client)
             cut = len(client_order_ids[0])
             names = names[:cut] + client + names[cut:]
         return cls.build(records, names.encode("ascii"))
@@ -219,6 +265,8 @@ class LogRun:
         """Entries start..stop-1 (a view of the records; the names sliced)."""
         stop = len(self) if stop is None else min(stop, len(self))
         start = min(start, stop)
+        if start == 0 and stop == len(self):
+            return self
         lo, hi = int(self.offsets[start]), int(self.offsets[stop])
         return LogRun(self.records[start:stop], self.names[lo:hi], self.offsets[start : stop + 1] - lo)
 
