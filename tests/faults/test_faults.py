@@ -42,7 +42,7 @@ import pytest
 from fastbook.apps.status import StatusWatcher
 from fastbook.edge.client import Edge
 from fastbook.engine.types import EventType, Op
-from fastbook.log.journal import FILE_MAGIC, RECORD_HEAD, Journal, JournalError
+from fastbook.log.journal import FILE_MAGIC, FRAME_HEAD, Journal, JournalError
 from fastbook.log.replica import Replica
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
 from fastbook.log.snapshots import SnapshotStore
@@ -540,12 +540,12 @@ def sequencer_with_orders(data_dir: Path, orders: int, snapshot_every: int = 10_
 
 
 def record_offsets(path: Path) -> list[int]:
-    """File offset of every record of a valid journal."""
+    """File offset of every frame (one per sequencer batch) of a valid journal."""
     data = path.read_bytes()
     offsets, offset = [], len(FILE_MAGIC)
     while offset < len(data):
         offsets.append(offset)
-        offset += RECORD_HEAD.size + RECORD_HEAD.unpack_from(data, offset)[0]
+        offset += FRAME_HEAD.size + FRAME_HEAD.unpack_from(data, offset)[0]
     return offsets
 
 
