@@ -46,12 +46,13 @@ from fastbook.apps.cli.commands import CommandError, parse_command  # noqa: E402
 from fastbook.apps.status import _StatusCollector  # noqa: E402
 from fastbook.edge.node import EdgeConfig, EdgeNode  # noqa: E402
 from fastbook.engine.types import MAX_ORDER_ID, MAX_OWNER, MAX_PRICE, MAX_QTY  # noqa: E402
-from fastbook.log.journal import FILE_MAGIC, RECORD_HEAD, Journal, JournalError  # noqa: E402
+from fastbook.log.journal import FILE_MAGIC, FRAME_HEAD, Journal, JournalError  # noqa: E402
+from fastbook.log.journal_migrate import decode_json_entry  # noqa: E402
 from fastbook.log.replica import Replica  # noqa: E402
 from fastbook.log.sequencer import SequencerConfig, SequencerNode  # noqa: E402
 from fastbook.transport.config import parse_broker_url  # noqa: E402
 from fastbook.wire.fields import CLIENT_ID_RE, CLIENT_ORDER_ID_RE, dumps, parse_hash_hex
-from fastbook.wire.log import LogEntry, decode_entry, decode_log_message, decode_replay_request, encode_entry
+from fastbook.wire.log import LogEntry, LogRun, decode_log_message, decode_replay_request
 from fastbook.wire.market import MarketSpec  # noqa: E402
 from fastbook.wire.messages import encode_reports, encode_status
 from fastbook.wire.orders import WireReject, decode_orders
@@ -140,7 +141,7 @@ def build_seeds(rng: random.Random, directory: Path) -> Seeds:
         for out in node.on_messages([(TOPICS.orders(client), payload)]):
             if out.topic == TOPICS.log:
                 seeds.log_messages.append(out.payload)
-                seeds.entries += [encode_entry(e) for e in decode_log_message(out.payload).entries]
+                seeds.entries += [json_entry(e) for e in decode_log_message(out.payload).entries]
             elif out.topic == TOPICS.snapshot:
                 seeds.snapshots.append(out.payload)
             else:
@@ -160,19 +161,26 @@ def build_seeds(rng: random.Random, directory: Path) -> Seeds:
     return seeds
 
 
-def journal_records(data: bytes) -> list[tuple[int, bytes]]:
+def json_entry(entry: LogEntry) -> bytes:
+    """An entry in the previous journal format's JSON (what `fastbook journal migrate` decodes)."""
+    client = entry.client_id or "c"
+    return json.dumps([entry.seq, f"{entry.hash:016x}", client, *entry[3:]], separators=(",", ":")).encode()
+
+
+def journal_records(data: bytes) -> list[bytes]:
+    """The run bytes of each whole frame of a journal file."""
     out, offset = [], len(FILE_MAGIC)
-    while offset + RECORD_HEAD.size <= len(data):
-        length, _crc, seq = RECORD_HEAD.unpack_from(data, offset)
-        if offset + RECORD_HEAD.size + length > len(data):
+    while offset + FRAME_HEAD.size <= len(data):
+        length, _crc = FRAME_HEAD.unpack_from(data, offset)
+        if offset + FRAME_HEAD.size + length > len(data):
             break
-        out.append((seq, data[offset + RECORD_HEAD.size : offset + RECORD_HEAD.size + length]))
-        offset += RECORD_HEAD.size + length
+        out.append(data[offset + FRAME_HEAD.size : offset + FRAME_HEAD.size + length])
+        offset += FRAME_HEAD.size + length
     return out
 
 
 def journal_whole_prefix(data: bytes) -> int:
-    return len(FILE_MAGIC) + sum(RECORD_HEAD.size + len(p) for _, p in journal_records(data))
+    return len(FILE_MAGIC) + sum(FRAME_HEAD.size + len(p) for p in journal_records(data))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,7 +350,7 @@ def recrc_snapshot(rng: random.Random, data: bytes) -> bytes:
 
 def check_entry(entry: LogEntry) -> None:
     require(entry.seq >= 1 and 0 <= entry.hash < 2**64, f"entry seq/hash out of range: {entry[:2]}")
-    require(bool(CLIENT_ID_RE.fullmatch(entry.client_id)), "entry client id")
+    require(entry.client_id is None or bool(CLIENT_ID_RE.fullmatch(entry.client_id)), "entry client id")
     require(
         entry.client_order_id is not None or entry.op == 4, f"op {entry.op} entry without client order id"
     )
@@ -377,11 +385,7 @@ def run_log(data: bytes) -> None:
 
 
 def run_entry(data: bytes) -> None:
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        return  # not JSON: the entry decoder only ever sees parsed JSON
-    check_entry(decode_entry(doc))
+    check_entry(decode_json_entry(data))  # the journal migrator's decoder of previous-format entries
 
 
 def run_replay(data: bytes) -> None:
@@ -519,20 +523,20 @@ class JournalTarget:
         journal = Journal(path)
         try:
             records = journal.read(1)
-            require(
-                [s for s, _ in records] == list(range(1, len(records) + 1)), "recovered seqs not gap-free"
-            )
+            require(records.seqs.tolist() == list(range(1, len(records) + 1)), "recovered seqs not gap-free")
             kept = len(records)
-            intact = sum(1 for end in self._ends() if end <= damage_at)
-            require(kept >= min(intact, len(self.original)), f"lost intact records ({kept} < {intact})")
-            require(records[:intact] == self.original[:intact], "intact records changed")
+            frames = sum(1 for end in self._ends() if end <= damage_at)
+            intact = sum(len(LogRun.read(run)[0]) for run in self.original[:frames])
+            require(kept >= intact, f"lost intact records ({kept} < {intact})")
+            whole = LogRun.concat([LogRun.read(run)[0] for run in self.original])
+            require(records.cut(0, intact) == whole.cut(0, intact), "intact records changed")
         finally:
             journal.close()
 
     def _ends(self) -> list[int]:
         ends, offset = [], len(FILE_MAGIC)
-        for _, payload in self.original:
-            offset += RECORD_HEAD.size + len(payload)
+        for payload in self.original:
+            offset += FRAME_HEAD.size + len(payload)
             ends.append(offset)
         return ends
 

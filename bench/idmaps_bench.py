@@ -36,7 +36,7 @@ from e2e_bench import order_flow
 from fastbook.log._idmaps import MapChanges
 from fastbook.log.replica import Replica, _MapChanges
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
-from fastbook.wire.log import LogBatch, read_log_batch
+from fastbook.wire.log import LogBatch, decode_log_message
 from fastbook.wire.market import MarketSpec
 from fastbook.wire.topics import Topics
 
@@ -53,8 +53,8 @@ def sequenced_log(orders: int, per_message: int, data_dir: Path) -> list[LogBatc
         payload = json.dumps(flow[i : i + per_message]).encode()
         for out in node.on_messages([(topics.orders("bench"), payload)]):
             if out.topic == topics.log:
-                batch = read_log_batch(out.payload)
-                assert batch is not None and len(batch), "the sequencer's log is read natively"
+                batch = decode_log_message(out.payload)
+                assert len(batch), "the sequencer's log message holds entries"
                 batches.append(batch)
     node.close()
     return batches

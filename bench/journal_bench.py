@@ -20,37 +20,36 @@ from fastbook.backend import backend_name
 from fastbook.edge.node import EdgeConfig, EdgeNode
 from fastbook.log.journal import Journal
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
-from fastbook.wire.log import LogEntry, encode_entry
+from fastbook.wire.log import LogEntry, LogRun
 from fastbook.wire.market import MarketSpec
 from fastbook.wire.topics import Topics
 
 
 def run(directory: Path, commands: int, batch: int) -> tuple[float, float]:
     journal = Journal(directory)
-    payloads = [
-        encode_entry(
-            LogEntry(
-                seq,
-                seq * 0x9E3779B97F4A7C15 % 2**64,
-                "client-7",
-                f"o-{seq}",
-                1,
-                seq,
-                7,
-                1,
-                1,
-                1,
-                0,
-                0,
-                10_000 + seq % 500,
-                1 + seq % 1000,
-            )
+    entries = [
+        LogEntry(
+            seq,
+            seq * 0x9E3779B97F4A7C15 % 2**64,
+            "client-7" if seq == 1 else None,
+            f"o-{seq}",
+            1,
+            seq,
+            7,
+            1,
+            1,
+            1,
+            0,
+            0,
+            10_000 + seq % 500,
+            1 + seq % 1000,
         )
         for seq in range(1, commands + 1)
     ]
+    runs = [LogRun.from_entries(entries[i : i + batch]) for i in range(0, commands, batch)]
     start = time.perf_counter()
-    for i in range(0, commands, batch):
-        journal.append([(i + k + 1, p) for k, p in enumerate(payloads[i : i + batch])])
+    for run in runs:
+        journal.append(run)
     elapsed = time.perf_counter() - start
     reopen_start = time.perf_counter()
     journal.close()

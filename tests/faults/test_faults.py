@@ -42,12 +42,11 @@ import pytest
 from fastbook.apps.status import StatusWatcher
 from fastbook.edge.client import Edge
 from fastbook.engine.types import EventType, Op
-from fastbook.log.journal import FILE_MAGIC, RECORD_HEAD, Journal, JournalError
+from fastbook.log.journal import FILE_MAGIC, FRAME_HEAD, Journal, JournalError
 from fastbook.log.replica import Replica
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
 from fastbook.log.snapshots import SnapshotStore
 from fastbook.transport.node import Outgoing
-from fastbook.wire.log import decode_entry
 from fastbook.wire.market import MarketSpec
 from fastbook.wire.snapshot import decode_snapshot, encode_snapshot
 from fastbook.wire.topics import Topics
@@ -169,16 +168,16 @@ def read_journal(data_dir: Path) -> JournalFacts:
     new order and every fill it implies. The sequencer must be stopped (the journal is locked)."""
     journal = Journal(data_dir)
     try:
-        records = journal.read(1)
+        records = journal.entries()
     finally:
         journal.close()
-    seqs = [seq for seq, _ in records]
+    seqs = [entry.seq for entry in records]
     assert seqs == list(range(1, len(seqs) + 1)), "journal seqs have a gap or a duplicate"
     replica = Replica(SPEC)
     new_at: dict[tuple[str, str], int] = {}
     fills: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for seq, raw in records:
-        entry = decode_entry(json.loads(raw))
+    for entry in records:
+        seq = entry.seq
         events = replica.apply(entry)  # raises HashMismatch if the journal does not chain
         if entry.op == Op.NEW:
             key = (entry.client_id, str(entry.client_order_id))
@@ -541,12 +540,12 @@ def sequencer_with_orders(data_dir: Path, orders: int, snapshot_every: int = 10_
 
 
 def record_offsets(path: Path) -> list[int]:
-    """File offset of every record of a valid journal."""
+    """File offset of every frame (one per sequencer batch) of a valid journal."""
     data = path.read_bytes()
     offsets, offset = [], len(FILE_MAGIC)
     while offset < len(data):
         offsets.append(offset)
-        offset += RECORD_HEAD.size + RECORD_HEAD.unpack_from(data, offset)[0]
+        offset += FRAME_HEAD.size + FRAME_HEAD.unpack_from(data, offset)[0]
     return offsets
 
 

@@ -5,8 +5,9 @@ edge decodes, and the CLI argument parsers.
 The contract each decoder is held to (module docstrings and docs/wire.md):
 - `decode_orders` never raises: every command becomes an OrderCommand or a WireReject with a documented
   code and a message;
-- the decoders of sequencer output (`decode_entry`, `decode_log_message`, `decode_replay_request`,
-  `decode_snapshot`, `parse_hash_hex`) and `MarketSpec` raise ValueError and nothing else;
+- the decoders of sequencer output (the binary `decode_log_message`, `decode_replay_request`,
+  `decode_snapshot`, `parse_hash_hex`), the journal migrator's JSON entry decoder
+  (`decode_json_entry`) and `MarketSpec` raise ValueError and nothing else;
 - `Journal` recovers the longest valid prefix of a damaged file or raises JournalError;
 - a node fed garbage keeps its state and never lets an exception out (the runner would stop);
 - CLI argument types raise ArgumentTypeError, so argparse exits with a usage error (code 2).
@@ -43,7 +44,8 @@ from fastbook.apps.cli.commands import Command, CommandError, parse_command
 from fastbook.apps.cli.common import broker_urls, market_name, market_spec
 from fastbook.edge.node import EdgeConfig, EdgeNode
 from fastbook.engine.types import MAX_ORDER_ID, MAX_OWNER, MAX_PRICE, MAX_QTY, Op
-from fastbook.log.journal import FILE_MAGIC, RECORD_HEAD, Journal, JournalError, encode_record
+from fastbook.log.journal import FILE_MAGIC, FRAME_HEAD, Journal, JournalError
+from fastbook.log.journal_migrate import decode_json_entry
 from fastbook.log.replica import Replica
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
 from fastbook.transport.config import parse_broker_url
@@ -51,10 +53,10 @@ from fastbook.transport.node import Outgoing
 from fastbook.wire.fields import CLIENT_ID_RE, CLIENT_ORDER_ID_RE, dumps, parse_hash_hex
 from fastbook.wire.log import (
     LogEntry,
-    decode_entry,
+    LogRun,
     decode_log_message,
     decode_replay_request,
-    encode_entry,
+    encode_log_message,
     encode_replay_request,
 )
 from fastbook.wire.market import MarketSpec
@@ -335,11 +337,22 @@ def test_amount_conversion_is_exact_or_value_error(value: Any) -> None:
 
 def check_entry(entry: LogEntry) -> None:
     assert 1 <= entry.seq and 0 <= entry.hash < 2**64
-    assert CLIENT_ID_RE.fullmatch(entry.client_id)
+    assert entry.client_id is None or CLIENT_ID_RE.fullmatch(entry.client_id)
     assert entry.client_order_id is None or CLIENT_ORDER_ID_RE.fullmatch(entry.client_order_id)
+    assert entry.client_order_id is not None or entry.op == Op.CANCEL_ALL
     assert 1 <= entry.op <= 4 and 0 <= entry.order_id <= MAX_ORDER_ID and 0 <= entry.owner <= MAX_OWNER
-    # Decoding is the inverse of encoding: what was accepted re-encodes to the same array.
-    assert decode_entry(json.loads(encode_entry(entry))) == entry
+    assert 0 <= entry.price <= MAX_PRICE and 0 <= entry.qty <= MAX_QTY
+    # Decoding is the inverse of encoding: what was accepted re-encodes to the same record.
+    assert LogRun.from_entries([entry]).entries() == [entry]
+
+
+def decode_entry(item: Any) -> LogEntry:
+    """The journal migrator's decoder of a previous-format JSON entry (the JSON log's decoder)."""
+    try:
+        payload = json.dumps(item).encode()
+    except (ValueError, RecursionError):
+        raise ValueError("not encodable") from None
+    return decode_json_entry(payload)
 
 
 ENTRY = [3, "975835de1c9756ce", "alice", "a1", 1, 1, 1, 2, 1, 1, 0, 0, 10025, 1500]
@@ -444,11 +457,12 @@ def test_decode_log_message_hostile(payload: bytes) -> None:
         decode_log_message(payload)
 
 
-@pytest.mark.parametrize("version", [b"true", b"1.0"])
-def test_decode_log_message_version_must_be_the_integer_1(version: bytes) -> None:
-    """BUG (minor): `doc.get("v") != 1` lets "v": true and "v": 1.0 through as wire version 1."""
-    with pytest.raises(ValueError):
-        decode_log_message(b'{"v":' + version + b',"market":"BTC-USD","head":0,"entries":[]}')
+@pytest.mark.parametrize("version", [0, 2, 0x100, 0xFFFF])
+def test_decode_log_message_version_must_be_1(version: int) -> None:
+    payload = bytearray(encode_log_message("BTC-USD", 0))
+    struct.pack_into("<H", payload, 4, version)
+    with pytest.raises(ValueError, match="format"):
+        decode_log_message(bytes(payload))
 
 
 def test_log_message_bit_flips_and_truncations(corpus: Corpus) -> None:
@@ -667,11 +681,11 @@ def test_snapshot_meta_out_of_contract_is_rejected(corpus: Corpus, change: dict[
 
 
 def record_ends(journal: bytes) -> list[int]:
-    """File offsets where each whole record of a valid journal ends."""
+    """File offsets where each whole frame of a valid journal ends (one frame per sequencer batch)."""
     ends, offset = [], len(FILE_MAGIC)
     while offset < len(journal):
-        (length, _crc, _seq) = RECORD_HEAD.unpack_from(journal, offset)
-        offset += RECORD_HEAD.size + length
+        (length, _crc) = FRAME_HEAD.unpack_from(journal, offset)
+        offset += FRAME_HEAD.size + length
         ends.append(offset)
     return ends
 
@@ -682,9 +696,13 @@ def reopen(directory: Path, data: bytes) -> Journal:
     return Journal(directory)
 
 
+def next_entry(seq: int) -> LogRun:
+    return LogRun.from_entries([LogEntry(seq, 0, None, None, 4, 0, 1, 0, 0, 0, 0, 0, 0, 0)])
+
+
 def test_journal_every_truncation_keeps_the_whole_records(corpus: Corpus, tmp_path: Path) -> None:
     ends = record_ends(corpus.journal)
-    assert len(ends) == corpus.version
+    assert len(ends) == corpus.version  # (the flow sends one command per batch)
     cuts = sorted(
         {
             len(FILE_MAGIC),
@@ -699,21 +717,19 @@ def test_journal_every_truncation_keeps_the_whole_records(corpus: Corpus, tmp_pa
         whole = sum(1 for end in ends if end <= cut)
         assert (journal.last_seq, len(journal)) == (whole, whole), cut
         assert journal.dropped_bytes == cut - (ends[whole - 1] if whole else len(FILE_MAGIC))
-        assert [payload for _, payload in journal.read(1)] == [
-            payload for _, payload in records_in(corpus.journal)[:whole]
-        ]
-        journal.append([(whole + 1, b"[]")])  # and it still takes the next record
+        assert journal.read(1) == records_in(corpus.journal).cut(0, whole)
+        journal.append(next_entry(whole + 1))  # and it still takes the next record
         journal.close()
 
 
-def records_in(data: bytes) -> list[tuple[int, bytes]]:
-    """(seq, payload) of every whole record of an undamaged journal file."""
-    out, offset = [], len(FILE_MAGIC)
+def records_in(data: bytes) -> LogRun:
+    """Every record of an undamaged journal file."""
+    runs, offset = [], len(FILE_MAGIC)
     while offset < len(data):
-        length, _crc, seq = RECORD_HEAD.unpack_from(data, offset)
-        out.append((seq, data[offset + RECORD_HEAD.size : offset + RECORD_HEAD.size + length]))
-        offset += RECORD_HEAD.size + length
-    return out
+        length, _crc = FRAME_HEAD.unpack_from(data, offset)
+        runs.append(LogRun.read(data[offset + FRAME_HEAD.size : offset + FRAME_HEAD.size + length])[0])
+        offset += FRAME_HEAD.size + length
+    return LogRun.concat(runs)
 
 
 @settings(FUZZ, max_examples=120)
@@ -752,48 +768,79 @@ def test_journal_arbitrary_tail_after_a_valid_prefix(
     journal.close()
 
 
-@pytest.mark.parametrize("header", [b"FBJOURN", b"FBJOURN2", b"\x00" * 8, b"\xef\xbb\xbfFBJOURN1"])
+@pytest.mark.parametrize("header", [b"FBJOURN", b"FBJOURN3", b"\x00" * 8, b"\xef\xbb\xbfFBJOURN2"])
 def test_journal_bad_header_is_journal_error(tmp_path: Path, header: bytes) -> None:
     with pytest.raises(JournalError):
         reopen(tmp_path, header + b"\x00" * 20)
 
 
-def crc_valid_journal(corpus: Corpus, payload: bytes) -> bytes:
-    """The corpus journal plus one more record that passes its CRC but does not hold a log entry."""
-    return corpus.journal + encode_record(corpus.version + 1, payload)
+def crc_valid_journal(corpus: Corpus, run: bytes) -> bytes:
+    """The corpus journal plus one more frame that passes its CRC but does not hold a valid run."""
+    return corpus.journal + FRAME_HEAD.pack(len(run), zlib.crc32(run)) + run
 
 
+def _run_bytes(*entries: LogEntry) -> bytes:
+    return LogRun.from_entries(entries).to_bytes()
+
+
+def _with(run: bytes, at: int, value: bytes) -> bytes:
+    return run[:at] + value + run[at + len(value) :]
+
+
+GOOD_NEXT = LogEntry(0, 0, None, "x", 2, 1, 1, 0, 0, 0, 0, 0, 0, 0)  # seq set below
 BAD_RECORDS = {
-    "not UTF-8": b"\xff\xfe",
-    "not JSON": b"hello",
-    "object": b'{"seq":1}',
-    "wrong arity": b"[1,2,3]",
-    "wrong types": json.dumps([None] * 14).encode(),
-    "seq gap": json.dumps([99, "0" * 16, "alice", "x", 2, 1, 1, 0, 0, 0, 0, 0, 0, 0]).encode(),
-    "100k nested": b"[" * 100_000,
-    "new with null id": None,  # filled in below from the corpus (needs the right seq)
+    "empty": b"",
+    "no records": _run_bytes(),
+    "not a run": b"hello world, not a run",
+    "count beyond the frame": struct.pack("<II", 5, 0) + bytes(56),
+    "names do not add up": _run_bytes(GOOD_NEXT)[:-1],
+    "op out of range": None,
+    "seq gap": None,
+    "new with no id": None,
+    "unknown owner": None,
+    "non-ASCII name": None,
 }
+
+
+def bad_run(corpus: Corpus, name: str) -> bytes:
+    seq = corpus.version + 1
+    good = _run_bytes(GOOD_NEXT._replace(seq=seq))
+    if name == "op out of range":
+        return _with(good, 8 + 16, b"\x09")
+    if name == "seq gap":
+        return _run_bytes(GOOD_NEXT._replace(seq=seq + 5))
+    if name == "new with no id":
+        return _run_bytes(LogEntry(seq, 0, None, None, 1, 99, 1, 2, 1, 1, 0, 0, 10000, 1000))
+    if name == "unknown owner":
+        return _run_bytes(GOOD_NEXT._replace(seq=seq, owner=77))
+    if name == "non-ASCII name":
+        return good[:-1] + b"\xe9"
+    return BAD_RECORDS[name]  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize("name", list(BAD_RECORDS))
 def test_sequencer_refuses_a_journal_record_that_is_not_a_log_entry(
     corpus: Corpus, tmp_path: Path, name: str
 ) -> None:
-    """A record that passes its CRC but is not a valid next entry must stop the sequencer with
-    JournalError/ValueError and a message (docs: "may raise JournalError/ValueError"), never apply it.
-    BUG for "100k nested" (RecursionError from json.loads in SequencerNode._recover) and for "new with
-    null id" (AssertionError from Replica.execute: decode_entry accepts it)."""
-    payload = BAD_RECORDS[name]
-    if payload is None:
-        payload = json.dumps(
-            [corpus.version + 1, "0" * 16, "alice", None, 1, 99, 1, 2, 1, 1, 0, 0, 10000, 1000]
-        ).encode()
+    """A frame that passes its CRC but is not a valid next run must stop the sequencer with
+    JournalError/ValueError and a message, or (the journal cannot tell it from a torn tail: it is
+    the last frame) be dropped as a torn tail; never applied."""
     data_dir = tmp_path / "d"
-    reopen(data_dir, crc_valid_journal(corpus, payload)).close()
+    try:
+        reopen(data_dir, crc_valid_journal(corpus, bad_run(corpus, name))).close()
+    except JournalError as exc:
+        assert str(exc)
+        return
     (data_dir / "market.json").write_text(json.dumps(SPEC.to_json()))
-    with pytest.raises((JournalError, ValueError)) as raised:
-        SequencerNode(SequencerConfig(SPEC, data_dir))
-    assert str(raised.value)
+    try:
+        node = SequencerNode(SequencerConfig(SPEC, data_dir))
+    except (JournalError, ValueError) as exc:
+        assert str(exc)
+        return
+    try:
+        assert (node.version, node.state_hash) == (corpus.version, corpus.state_hash)
+    finally:
+        node.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -894,17 +941,23 @@ def test_edge_survives_hostile_messages(corpus: Corpus, topic: str, name: str, p
     assert (edge.version, edge.state_hash) == (corpus.version, corpus.state_hash)
 
 
-def test_edge_survives_a_new_entry_without_client_order_id(corpus: Corpus) -> None:
-    """BUG: this entry passes decode_entry; Replica.execute then fails `assert client_order_id is not
-    None` and the AssertionError escapes EdgeNode.on_messages (the runner stops). It should be refused
-    by the decoder (logged and ignored) or at worst count as a divergence."""
+@pytest.mark.parametrize("owner_client", [("mallory", 9), (None, 77)])
+def test_edge_survives_a_new_entry_without_client_order_id(
+    corpus: Corpus, owner_client: tuple[str | None, int]
+) -> None:
+    """A new without client order id is refused by the decoder (logged and ignored), never applied
+    (it once tripped an assert in Replica.execute). So is an entry of an owner nobody introduced
+    (a divergence at worst)."""
     edge = synced_edge(corpus)
-    entry = [corpus.version + 1, "0" * 16, "mallory", None, 1, 99, 9, 2, 1, 1, 0, 0, 10000, 1000]
-    message = json.dumps(
-        {"v": 1, "market": "BTC-USD", "head": corpus.version + 1, "replay": False, "entries": [entry]}
-    ).encode()
-    edge.on_messages([(T.log, message)])
-    assert edge.version == corpus.version
+    client, owner = owner_client
+    coid = None if client else "x"
+    entry = LogEntry(corpus.version + 1, 0, client, coid, 1, 99, owner, 2, 1, 1, 0, 0, 10000, 1000)
+    run = LogRun.from_entries([entry])
+    edge.on_messages([(T.log, encode_log_message("BTC-USD", corpus.version + 1, run))])
+    if client is not None:  # refused by the decoder: nothing happened
+        assert edge.version == corpus.version and edge.follower.resyncs == 0
+    else:  # nothing applied: the replica diverged (no client for the owner) and resyncs
+        assert edge.follower.resyncs == 1 and edge.follower.replica is None
 
 
 def test_edge_bit_flipped_log_messages(corpus: Corpus) -> None:
@@ -1172,11 +1225,17 @@ BEYOND_SEQ = [2**63, 10**30]
 
 @pytest.mark.parametrize("head", BEYOND_SEQ)
 def test_decode_log_message_head_beyond_the_seq_range(head: int) -> None:
-    """BUG: `head` is only checked to be >= 0, so a head no seq can reach (seqs stop at 2^63-1, see
-    decode_entry) decodes; a follower that sees it is out of sync and lagging forever (below)."""
-    payload = json.dumps({"v": 1, "market": "BTC-USD", "head": head, "replay": False, "entries": []}).encode()
+    """A head no seq can reach (seqs stop at 2^63-1): in the binary header its u64 bytes are a
+    negative int64, refused; a follower that took it would be out of sync and lagging forever."""
     with pytest.raises(ValueError):
-        decode_log_message(payload)
+        decode_log_message(log_with_head(head))
+
+
+def log_with_head(head: int) -> bytes:
+    """A heartbeat whose head field holds `head` (mod 2^64, with the top bit set: beyond 2^63-1)."""
+    payload = bytearray(encode_log_message("BTC-USD", 0))
+    struct.pack_into("<Q", payload, 8, (head % 2**64) | 2**63)
+    return bytes(payload)
 
 
 @pytest.mark.parametrize("topic", [T.book, T.log])
@@ -1201,9 +1260,7 @@ def test_edge_ignores_a_head_beyond_the_seq_range(corpus: Corpus, topic: str, he
             }
         ).encode()
     else:
-        payload = json.dumps(
-            {"v": 1, "market": "BTC-USD", "head": head, "replay": False, "entries": []}
-        ).encode()
+        payload = log_with_head(head)
     edge.on_messages([(topic, payload)])
     assert (edge.version, edge.state_hash) == (corpus.version, corpus.state_hash)
     assert edge.in_sync and edge.lag == 0

@@ -3,7 +3,6 @@ concurrent clients, late joiners, crashes of edges and of the sequencer, hostile
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import threading
@@ -17,7 +16,6 @@ import pytest
 
 from fastbook.edge.client import Edge
 from fastbook.log.journal import Journal
-from fastbook.wire.log import decode_entry
 from tests.support.brokers import wait_for
 from tests.support.cluster import MARKET, Cluster, Traffic, qty
 
@@ -265,13 +263,13 @@ def test_sequencer_killed_mid_stream_continues_without_gap_or_duplicate(cluster:
     cluster.kill_sequencer()  # release the journal lock, then read it
     journal = Journal(cluster.journal_path().parent)
     try:
-        records = journal.read(1)
+        records = journal.entries()
     finally:
         journal.close()
-    seqs = [seq for seq, _ in records]
+    seqs = [e.seq for e in records]
     assert seqs == list(range(1, len(seqs) + 1))  # no gap, no duplicate
     assert len(seqs) == status.book_version
-    new_ids = [e.client_order_id for e in (decode_entry(json.loads(p)) for _, p in records) if e.op == 1]
+    new_ids = [e.client_order_id for e in records if e.op == 1]
     assert len(new_ids) == len(set(new_ids))  # a retried order never executed twice
     # A retry whose first copy was journaled just before the kill (its "accepted" report lost with the
     # sequencer) is answered DUPLICATE_CLIENT_ORDER_ID "already accepted at seq N": accepted once.
@@ -282,7 +280,7 @@ def test_sequencer_killed_mid_stream_continues_without_gap_or_duplicate(cluster:
         and (r["type"] == "accepted" or r.get("code") == "DUPLICATE_CLIENT_ORDER_ID")
     )
     assert len([i for i in new_ids if i and i.startswith("api-")]) == accepted_new
-    id_at_seq = {seq: decode_entry(json.loads(p)).client_order_id for seq, p in records}
+    id_at_seq = {e.seq: e.client_order_id for e in records}
     for o, r in zip(flow, results, strict=True):
         if r.get("code") == "DUPLICATE_CLIENT_ORDER_ID":  # the seq it names holds that very order
             where = re.search(r"already accepted at seq (\d+)", r["message"])

@@ -10,7 +10,6 @@ docs/brokers.md.
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -28,7 +27,6 @@ from fastbook.log.journal import Journal
 from fastbook.transport.config import RunnerConfig
 from fastbook.transport.runner import NodeRunner
 from fastbook.wire.fields import DUPLICATE_CLIENT_ORDER_ID
-from fastbook.wire.log import decode_entry
 from fastbook.wire.topics import Topics
 from tests.integration.test_integration_cluster import check_accounting, random_flow, resting_orders
 from tests.support.brokers import Proc, start_edge, start_sequencer, wait_for
@@ -170,12 +168,12 @@ class DistinctReports:
 def journal_entries(data_dir: Path) -> list[Any]:
     journal = Journal(data_dir / MARKET)
     try:
-        records = journal.read(1)
+        records = journal.entries()
     finally:
         journal.close()
-    seqs = [seq for seq, _ in records]
+    seqs = [e.seq for e in records]
     assert seqs == list(range(1, len(seqs) + 1)), "journal has a gap or a duplicate"
-    return [decode_entry(json.loads(payload)) for _, payload in records]
+    return records
 
 
 def test_sequencer_on_n1_edges_on_n2_n3_survive_killing_an_edge_node_under_load(

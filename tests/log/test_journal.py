@@ -2,42 +2,51 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import zlib
 from pathlib import Path
 
 import pytest
 
 from fastbook.log import journal as journal_mod
-from fastbook.log._journalcodec import crc32, encode_records
 from fastbook.log.journal import Journal, JournalError
+from fastbook.wire.log import LogEntry, LogRun
 
 
-def payload(seq: int) -> bytes:
-    return b'{"entry":%d}' % seq
+def entry(seq: int) -> LogEntry:
+    """The entry of seq `seq` in these tests (client "c" introduced by seq 1)."""
+    return LogEntry(
+        seq, seq * 7919, "c" if seq == 1 else None, f"o-{seq}", 1, seq, 1, 1, 1, 1, 0, 0, 100, seq
+    )
+
+
+def expect(first: int, last: int) -> list[LogEntry]:
+    return [entry(s) for s in range(first, last + 1)]
 
 
 def fill(j: Journal, first: int, last: int, batch: int = 7) -> None:
     seqs = list(range(first, last + 1))
     for i in range(0, len(seqs), batch):
-        j.append([(s, payload(s)) for s in seqs[i : i + batch]])
+        j.append(LogRun.from_entries(entry(s) for s in seqs[i : i + batch]))
+
+
+def seqs_of(run: LogRun) -> list[int]:
+    return run.seqs.tolist()
 
 
 def test_append_read_and_reopen(tmp_path: Path) -> None:
     j = Journal(tmp_path)
     assert (j.first_seq, j.last_seq, len(j)) == (0, 0, 0)
-    assert j.read(1) == []
+    assert j.read(1).entries() == []
     fill(j, 1, 100)
     assert (j.first_seq, j.last_seq, len(j)) == (1, 100, 100)
-    assert j.read(40, 42) == [(40, payload(40)), (41, payload(41)), (42, payload(42))]
-    assert [s for s, _ in j.read(95)] == [95, 96, 97, 98, 99, 100]
-    assert [s for s, _ in j.read(1, None, limit=3)] == [1, 2, 3]
-    assert j.read(101) == []
+    assert j.read(40, 42).entries() == expect(40, 42)
+    assert seqs_of(j.read(95)) == [95, 96, 97, 98, 99, 100]
+    assert seqs_of(j.read(1, None, limit=3)) == [1, 2, 3]
+    assert j.read(101).entries() == []
     j.close()
     j = Journal(tmp_path)
     assert (j.first_seq, j.last_seq, j.dropped_bytes) == (1, 100, 0)
     fill(j, 101, 120)
-    assert j.read(99, 102) == [(s, payload(s)) for s in range(99, 103)]
+    assert j.read(99, 102).entries() == expect(99, 102)
     j.close()
 
 
@@ -56,12 +65,9 @@ def test_every_range_reads_back_through_the_sparse_index(tmp_path: Path, first_s
         for first in range(first_seq, last_seq + 1, 5):
             for span in (0, 1, stride - 1, stride, 2 * stride + 1):
                 last = min(first + span, last_seq)
-                assert j.read(first, first + span) == [(s, payload(s)) for s in range(first, last + 1)]
-        assert j.read(first_seq - 10, first_seq + 1) == [
-            (first_seq, payload(first_seq)),
-            (first_seq + 1, payload(first_seq + 1)),
-        ]
-        assert [s for s, _ in j.read(first_seq + stride - 1, None, limit=2)] == [
+                assert j.read(first, first + span).entries() == expect(first, last)
+        assert j.read(first_seq - 10, first_seq + 1).entries() == expect(first_seq, first_seq + 1)
+        assert seqs_of(j.read(first_seq + stride - 1, None, limit=2)) == [
             first_seq + stride - 1,
             first_seq + stride,
         ]
@@ -82,17 +88,17 @@ def test_append_out_of_sequence_refused(tmp_path: Path) -> None:
     j = Journal(tmp_path)
     fill(j, 1, 5)
     with pytest.raises(JournalError, match="out of sequence"):
-        j.append([(7, b"x")])
+        j.append(LogRun.from_entries([entry(7)]))
     with pytest.raises(JournalError, match="out of sequence"):
-        j.append([(6, b"x"), (8, b"y")])
+        j.append(LogRun.from_entries([entry(6), entry(8)]))
     assert j.last_seq == 5
     j.close()
 
 
-@pytest.mark.parametrize("cut", [1, 5, 16, 17])
+@pytest.mark.parametrize("cut", [1, 5, 8, 9, 20, 65])
 def test_torn_tail_truncated(tmp_path: Path, cut: int, caplog: pytest.LogCaptureFixture) -> None:
     j = Journal(tmp_path)
-    fill(j, 1, 10)
+    fill(j, 1, 10, batch=1)
     j.close()
     path = tmp_path / Journal.FILE_NAME
     size = path.stat().st_size
@@ -106,17 +112,17 @@ def test_torn_tail_truncated(tmp_path: Path, cut: int, caplog: pytest.LogCapture
     j.close()
     j = Journal(tmp_path)
     assert (j.last_seq, j.dropped_bytes) == (12, 0)
-    assert j.read(8) == [(s, payload(s)) for s in range(8, 13)]
+    assert j.read(8).entries() == expect(8, 12)
     j.close()
 
 
 def test_corrupt_record_and_garbage_tail(tmp_path: Path) -> None:
     j = Journal(tmp_path)
-    fill(j, 1, 10)
+    fill(j, 1, 10, batch=1)
     j.close()
     path = tmp_path / Journal.FILE_NAME
     data = bytearray(path.read_bytes())
-    data[-3] ^= 0xFF  # inside the payload of record 10
+    data[-3] ^= 0xFF  # inside the names of record 10 (its own frame)
     path.write_bytes(bytes(data) + b"\x00" * 100)
     j = Journal(tmp_path)
     assert j.last_seq == 9
@@ -149,36 +155,56 @@ def test_fsync_failure_refuses_and_leaves_no_partial_batch(
 
     monkeypatch.setattr(journal_mod.os, "fdatasync", broken)
     with pytest.raises(JournalError, match="Input/output error"):
-        j.append([(4, b"x"), (5, b"y")])
+        j.append(LogRun.from_entries([entry(4), entry(5)]))
     monkeypatch.undo()
     assert j.failed is not None and j.last_seq == 3
     with pytest.raises(JournalError):
-        j.append([(4, b"x")])
+        j.append(LogRun.from_entries([entry(4)]))
     j.close()
     j = Journal(tmp_path)
     assert (j.last_seq, j.dropped_bytes) == (3, 0)
     j.close()
 
 
-def test_native_record_encoding_equals_the_format(tmp_path: Path) -> None:
-    rng = random.Random(3)
-    records = [(seq, rng.randbytes(rng.choice([0, 1, 5, 90, 4000]))) for seq in range(40, 240)]
-    data, indexed, end = encode_records(records, 40, 8, 100, 64, journal_mod.MAX_RECORD)
-    assert data == b"".join(journal_mod.encode_record(seq, payload) for seq, payload in records)
-    assert end == 100 + len(data)
-    offsets = [100]
-    for _seq, payload in records[:-1]:
-        offsets.append(offsets[-1] + 16 + len(payload))
-    assert indexed == [offsets[i] for i, (seq, _) in enumerate(records) if (seq - 8) % 64 == 0]
-    for start in (0, 0xFFFFFFFF, rng.randrange(2**32)):
-        payload = rng.randbytes(333)
-        assert crc32(payload, start) == zlib.crc32(payload, start)
+def test_a_batch_is_one_frame_of_the_log_run_bytes(tmp_path: Path) -> None:
+    """The journal stores a batch as one CRC frame holding exactly the log's run bytes."""
+    j = Journal(tmp_path)
+    run = LogRun.from_entries(expect(1, 5))
+    j.append(run)
+    j.close()
+    data = (tmp_path / Journal.FILE_NAME).read_bytes()
+    assert data == journal_mod.FILE_MAGIC + journal_mod.encode_frame(run)
+    assert data.endswith(run.to_bytes())
 
 
-def test_native_record_encoding_refuses_gaps_and_oversized_records() -> None:
-    with pytest.raises(ValueError, match="out of sequence: seq 7, expected 6"):
-        encode_records([(5, b"a"), (7, b"b")], 5, 1, 0, 64, 100)
-    with pytest.raises(ValueError, match="seq 6 too large"):
-        encode_records([(5, b"a"), (6, bytes(101))], 5, 1, 0, 64, 100)
-    with pytest.raises(TypeError):
-        encode_records([(5, "text")], 5, 1, 0, 64, 100)
+def test_a_batch_larger_than_a_frame_is_several_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_mod, "FRAME_ENTRIES", 64)
+    j = Journal(tmp_path)
+    fill(j, 1, 300, batch=300)
+    assert j.read(60, 140).entries() == expect(60, 140)
+    j.close()
+    j = Journal(tmp_path)
+    assert (j.last_seq, j.dropped_bytes) == (300, 0)
+    assert j.read(250).entries() == expect(250, 300)
+    j.close()
+
+
+def test_a_valid_frame_after_a_corrupt_one_is_refused_not_truncated(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    fill(j, 1, 10, batch=2)
+    j.close()
+    path = tmp_path / Journal.FILE_NAME
+    data = bytearray(path.read_bytes())
+    frame = len(journal_mod.encode_frame(LogRun.from_entries(expect(3, 4))))
+    data[8 + len(journal_mod.encode_frame(LogRun.from_entries(expect(1, 2)))) + frame - 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(JournalError, match="valid records follow"):
+        Journal(tmp_path)
+
+
+def test_previous_format_is_refused_naming_the_converter(tmp_path: Path) -> None:
+    (tmp_path / Journal.FILE_NAME).write_bytes(b"FBJOURN1")
+    with pytest.raises(JournalError, match=f"{journal_mod.MIGRATE_COMMAND} {tmp_path}"):
+        Journal(tmp_path)

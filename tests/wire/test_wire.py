@@ -22,19 +22,8 @@ from fastbook.wire.fields import (
     UNKNOWN_FIELD,
     UNKNOWN_MARKET,
     describe,
-    dumps,
-    hash_hex,
 )
-from fastbook.wire.log import (
-    LogEntry,
-    ReplayRequest,
-    decode_entry,
-    decode_log_message,
-    decode_replay_request,
-    encode_entry,
-    encode_log_message,
-    encode_replay_request,
-)
+from fastbook.wire.log import ReplayRequest, decode_replay_request, encode_replay_request
 from fastbook.wire.market import MarketSpec
 from fastbook.wire.messages import encode_book, encode_reports, encode_status, unknown_market_reports
 from fastbook.wire.orders import OrderCommand, WireReject, decode_orders
@@ -166,39 +155,6 @@ def test_reject_of_surrogate_field_name_is_encodable() -> None:
     json.loads(encode_reports([bad.report()]))
 
 
-def test_log_entry_roundtrip_and_message() -> None:
-    entry = LogEntry(
-        7, 2**64 - 1, "alice", "o-1", Op.NEW, 3, 1, Side.BUY, OrderType.LIMIT, Tif.GTC, 0, 0, 10025, 1500
-    )
-    raw = encode_entry(entry)
-    assert json.loads(raw)[1] == "ffffffffffffffff"
-    other = entry._replace(seq=8, client_order_id=None, op=Op.CANCEL_ALL)
-    payload = encode_log_message("BTC-USD", 8, [raw, encode_entry(other)])
-    msg = decode_log_message(payload)
-    assert (msg.market, msg.head, msg.replay) == ("BTC-USD", 8, False)
-    assert msg.entries == [entry, other]
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        b"nope",
-        b"[]",
-        b'{"v":2,"market":"M","head":1,"entries":[]}',
-        b'{"v":1,"market":"M","head":-1,"entries":[]}',
-        b'{"v":1,"market":"M","head":1,"entries":[[1]]}',
-        b'{"v":1,"market":"M","head":1,"entries":[[0,"0000000000000000","a",null,1,1,1,1,1,1,0,0,1,1]]}',
-        b'{"v":1,"market":"M","head":1,"entries":[[1,"xyz","a",null,1,1,1,1,1,1,0,0,1,1]]}',
-        b'{"v":1,"market":"M","head":1,"entries":[[1,"0000000000000000","a/b",null,1,1,1,1,1,1,0,0,1,1]]}',
-        b'{"v":1,"market":"M","head":1,"entries":[[1,"0000000000000000","a",null,9,1,1,1,1,1,0,0,1,1]]}',
-        b'{"v":1,"market":"M","head":1,"entries":[[1,"0000000000000000","a",null,1,1,1,1,1,1,0,0,1.5,1]]}',
-    ],
-)
-def test_bad_log_messages_raise(payload: bytes) -> None:
-    with pytest.raises(ValueError):
-        decode_log_message(payload)
-
-
 def test_replay_request() -> None:
     req = ReplayRequest(5, None)
     assert decode_replay_request(encode_replay_request(req)) == req
@@ -265,14 +221,6 @@ def test_book_and_status_encoding() -> None:
     }
 
 
-@pytest.mark.parametrize("coid", ["o-1", 'q"uote', "back\\slash", "~!{}[]", None])
-def test_entry_encoding_is_plain_json(coid: str | None) -> None:
-    entry = LogEntry(2**62, 12345, "c.l_i-ent", coid, 4, 0, 2**32 - 1, 0, 0, 0, 0, 0, 0, 0)
-    raw = encode_entry(entry)
-    assert raw == dumps([entry.seq, hash_hex(entry.hash), *entry[2:]])
-    assert decode_entry(json.loads(raw)) == entry
-
-
 def test_unknown_market_answer() -> None:
     (report,) = json.loads(unknown_market_reports("DOGE-USD", ["BTC-USD", "ETH-USD"]))
     assert report["type"] == "rejected" and report["code"] == "UNKNOWN_MARKET"
@@ -319,9 +267,3 @@ def test_deep_values_are_quoted_without_recursion() -> None:
     assert isinstance(item, WireReject) and item.code in ("INVALID_FIELD", "MALFORMED_JSON")
     assert describe([[1]]) == "an array" and describe({"a": 1}) == "an object"
     assert describe("x" * 100) == '"' + "x" * 40 + '"'
-
-
-@pytest.mark.parametrize("head", [2**63, -1])
-def test_log_head_must_be_int64(head: int) -> None:
-    with pytest.raises(ValueError):
-        decode_log_message(encode_log_message("M", 0, []).replace(b'"head":0', b'"head":%d' % head))

@@ -22,15 +22,7 @@ from fastbook.log.follower import Follower
 from fastbook.log.reports import command_reports
 from fastbook.transport.node import Incoming, Outgoing
 from fastbook.wire.fields import MAX_SEQ, SIDE_TEXT, dumps, hash_hex
-from fastbook.wire.log import (
-    LogBatch,
-    LogEntry,
-    LogMessage,
-    ReplayRequest,
-    decode_log_message,
-    encode_replay_request,
-    read_log_batch,
-)
+from fastbook.wire.log import LogEntry, ReplayRequest, decode_log_message, encode_replay_request
 from fastbook.wire.market import NAME_RE
 from fastbook.wire.messages import encode_status
 from fastbook.wire.orders import valid_client_id
@@ -211,17 +203,10 @@ class EdgeNode:
                     if is_snapshot_payload(payload):
                         requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
                         continue
-                    # The native reader takes messages as the sequencer writes them; the Python
-                    # decoder any other form (or names what is wrong).
-                    msg: LogBatch | LogMessage | None = read_log_batch(payload)
-                    if msg is None:  # (an empty LogBatch, a heartbeat, is falsy: compare with None)
-                        msg = decode_log_message(payload)
+                    msg = decode_log_message(payload)
                     if msg.market != self.cfg.market:  # said aloud: a replica stuck at 0 must say why
                         raise ValueError(f"log of market {msg.market!r:.70}")
-                    if isinstance(msg, LogBatch):
-                        requests += self.follower.on_batch(msg, now)
-                    else:
-                        requests += self.follower.on_entries(msg.entries, msg.head, now)
+                    requests += self.follower.on_batch(msg, now)
                 elif topic == t.snapshot:
                     # Empty: the retained message was cleared. Following the log: a snapshot is
                     # never ahead of the log's head (it is published after the entries it holds,
@@ -313,7 +298,7 @@ class EdgeNode:
             replica.market,
             replica,
             entry.seq,
-            entry.client_id,
+            replica.clients[entry.owner],  # a record names its client only when it introduces it
             entry.op,
             entry.order_type,
             entry.client_order_id,

@@ -20,7 +20,6 @@ def write_news_run(
     clients: dict[int, str],
     reject: Callable[[str | None, int, int], dict[str, Any]],
 ) -> tuple[
-    list[tuple[int, bytes]],  # records
     dict[str, list[str]],  # report texts by client
     list[str],  # rejections (texts)
     list[str],  # public trades (texts)

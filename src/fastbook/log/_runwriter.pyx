@@ -1,9 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""Native `fastbook.log.runwriter.write_news_run`: the log records, reports and public trades of a run
+"""Native `fastbook.log.runwriter.write_news_run`: the reports and public trades of a run
 of news the sequencer executed in one `Book.apply_batch` call, written in C.
 
 The output is the reference's (`fastbook.log.runwriter.write_news_run_reference`), byte for byte:
-the same records (`wire.encode_entry`), the same report and public trade texts
+the same report and public trade texts
 (`reports.command_reports_json`) grouped by client the same way, and the same map changes. Numbers and decimal strings are
 formatted here (`MarketSpec.ticks_to_price` / `lots_to_qty` exactly); a client order id with a
 character JSON escapes, and a decimal too large for 64-bit arithmetic, go through the Python
@@ -180,7 +180,7 @@ cdef inline int add_text(dict texts, object who, str text) except -1:
 
 def write_news_run(market, str client, int64_t version, rows, list coids, hashes, events,
                    dict orders, dict clients, reject):
-    """(records, texts, rejections, trades, accepted_ids, accepted_coids, accepted_seqs, gone,
+    """(texts, rejections, trades, accepted_ids, accepted_coids, accepted_seqs, gone,
     last_seq, last_hash): the fields of `fastbook.log.runwriter.NewsRun`, with the reference's
     arguments."""
     if not (isinstance(rows, np.ndarray) and rows.dtype == COMMAND_DTYPE and rows.flags.c_contiguous):
@@ -196,7 +196,7 @@ def write_news_run(market, str client, int64_t version, rows, list coids, hashes
     cdef const CommandRec* cmds = <const CommandRec*>&row_bytes[0] if n else NULL
     cdef const EventRec* evs = <const EventRec*>&event_bytes[0] if m else NULL
     cdef Decimals dec = Decimals(market)
-    cdef list records = [], rejections = [], trades = [], accepted_ids = [], accepted_coids = []
+    cdef list rejections = [], trades = [], accepted_ids = [], accepted_coids = []
     cdef list accepted_seqs = [], gone = []
     cdef dict texts = {}
     cdef char buf[TEXT_MAX]
@@ -208,17 +208,10 @@ def write_news_run(market, str client, int64_t version, rows, list coids, hashes
     cdef const CommandRec* cmd
     cdef const EventRec* ev
     cdef uint32_t number
-    cdef uint64_t fields[10]
-    cdef int f, liquidity
+    cdef int liquidity
     cdef uint8_t kind
     cdef object coid, order_coid, known, seq_obj, who
     cdef str text
-    # The entry's client field, written once per run.
-    o.p = buf
-    put_json_string(&o, client)
-    cdef bytes client_json = PyBytes_FromStringAndSize(buf, o.p - buf)
-    cdef const char* client_data = client_json
-    cdef Py_ssize_t client_len = len(client_json)
     for c in range(n):
         cmd = &cmds[c]
         coid = coids[c]
@@ -237,31 +230,6 @@ def write_news_run(market, str client, int64_t version, rows, list coids, hashes
         accepted_coids.append(coid)
         accepted_seqs.append(seq_obj)
         last_hash = post[c]
-        # The log entry: wire.encode_entry.
-        o.p = buf
-        put(&o, b"[", 1)
-        put_u64(&o, <uint64_t>seq)
-        put(&o, b',"', 2)
-        put_hex16(&o, post[c])
-        put(&o, b'",', 2)
-        put(&o, client_data, client_len)
-        put(&o, b",", 1)
-        put_json_string(&o, coid)
-        fields[0] = cmd.op
-        fields[1] = <uint64_t>cmd.order_id
-        fields[2] = cmd.owner
-        fields[3] = cmd.side
-        fields[4] = cmd.type
-        fields[5] = cmd.tif
-        fields[6] = cmd.stp
-        fields[7] = cmd.post_only
-        fields[8] = <uint64_t>cmd.price
-        fields[9] = <uint64_t>cmd.qty
-        for f in range(10):
-            put(&o, b",", 1)
-            put_u64(&o, fields[f])
-        put(&o, b"]", 1)
-        records.append((seq_obj, PyBytes_FromStringAndSize(buf, o.p - buf)))
         # Its reports: reports.command_reports_json, event by event.
         number = 0
         while k < m and evs[k].cmd == c:
@@ -383,7 +351,7 @@ def write_news_run(market, str client, int64_t version, rows, list coids, hashes
             else:
                 put(&o, b"}", 1)
             add_text(texts, client if ev.owner == cmd.owner else clients[ev.owner], text_of(buf, &o))
-    return records, texts, rejections, trades, accepted_ids, accepted_coids, accepted_seqs, gone, seq, last_hash
+    return texts, rejections, trades, accepted_ids, accepted_coids, accepted_seqs, gone, seq, last_hash
 
 
 def orders_json(orders):

@@ -142,7 +142,7 @@ class Follower:
             or int(batch.seqs[0]) > replica.version + 1
             or not batch.consecutive()
         ):
-            return self.on_entries(batch.entries(), batch.head, now)
+            return self.on_entries(batch.entries, batch.head, now)
         first = int(batch.seqs[0])
         self._see_head(max(batch.head, int(batch.seqs[-1])), now)
         skip = replica.version + 1 - first  # duplicates at the start (a replay overlapping the log)
@@ -225,6 +225,8 @@ class Follower:
             return False
         self.last_progress = now
         if self.on_applied is not None:
+            if entry.client_id is None:  # (a record names its client only where it introduces it)
+                entry = entry._replace(client_id=self.replica.clients[entry.owner])
             self.on_applied(entry, events)
         return True
 

@@ -2,15 +2,20 @@
 
 One file, `<data_dir>/journal.log`:
 
-    file header : b"FBJOURN1"
-    record      : u32 payload length | u32 CRC32(seq bytes + payload) | u64 seq | payload   (little-endian)
+    file header : b"FBJOURN2"
+    frame       : u32 run length | u32 CRC32(run) | run        (little-endian)
 
-Records are gap-free in seq. `append` writes a whole batch with one write() and one fdatasync()
-(group commit) and only returns once the batch is durable. Opening scans the file, verifies every
-record and truncates a torn or corrupt tail (logged at WARNING): a crash mid-write loses at most the
-batch that was never acknowledged. The scan builds a sparse in-memory index (the file offset of
-every INDEX_STRIDE-th record, 8 bytes per 64 seqs, so a long-running sequencer's memory stays flat),
-so a replay request seeks to at most 63 records before the first wanted one.
+where a run is the log's binary run (`fastbook.wire.log.LogRun`: u32 count | u32 names length |
+fixed records | names), the same bytes a log message carries. `append` writes a whole batch (one
+frame, more for a batch of over FRAME_ENTRIES entries) with one write() and one fdatasync() (group
+commit) and only returns once it is durable. Records are gap-free in seq across frames. Opening
+scans the file, verifies every frame and truncates a torn or corrupt tail (logged at WARNING): a
+crash mid-write loses at most the batch that was never acknowledged. The scan builds a sparse
+in-memory index (the offset of the frame holding seq first_seq + k * INDEX_STRIDE, 8 bytes per 64
+seqs, so a long-running sequencer's memory stays flat); a replay seeks there and cuts the runs.
+
+A journal of the previous format (header b"FBJOURN1", one JSON entry per record) is refused with a
+message naming the converter, `fastbook journal migrate DIR` (`fastbook.log.journal_migrate`).
 
 A lock file (`flock`) keeps two sequencers from writing one journal.
 """
@@ -23,30 +28,31 @@ import os
 import struct
 import zlib
 from array import array
-from collections.abc import Sequence
 from pathlib import Path
 
-from fastbook.log._journalcodec import encode_records
+import numpy as np
+
+from fastbook.wire.log import RUN_HEAD, LogEntry, LogRun
 
 log = logging.getLogger(__name__)
 
-FILE_MAGIC = b"FBJOURN1"
-RECORD_HEAD = struct.Struct("<IIQ")
-_SEQ = struct.Struct("<Q")
-MAX_RECORD = 1 << 24  # a record larger than this is corruption, not data
-INDEX_STRIDE = 64  # the index keeps the offset of the records first_seq, first_seq + 64, ...
+FILE_MAGIC = b"FBJOURN2"
+OLD_FILE_MAGIC = b"FBJOURN1"  # JSON entries: converted by `fastbook journal migrate`
+FRAME_HEAD = struct.Struct("<II")  # run length, CRC32 of the run
+_SEQ = struct.Struct("<q")
+MAX_FRAME = 1 << 26  # a frame larger than this is corruption, not data
+FRAME_ENTRIES = 65_536  # entries per frame at most (a larger batch is several frames, one fsync)
+INDEX_STRIDE = 64  # the index keeps the frame offsets of the seqs first_seq, first_seq + 64, ...
+MIGRATE_COMMAND = "fastbook journal migrate"
 
 
 class JournalError(Exception):
     """The journal cannot be opened or written; nothing unjournaled may be published."""
 
 
-def _crc(seq: int, payload: bytes) -> int:
-    return zlib.crc32(payload, zlib.crc32(_SEQ.pack(seq)))
-
-
-def encode_record(seq: int, payload: bytes) -> bytes:
-    return RECORD_HEAD.pack(len(payload), _crc(seq, payload), seq) + payload
+def encode_frame(run: LogRun) -> bytes:
+    data = run.to_bytes()
+    return FRAME_HEAD.pack(len(data), zlib.crc32(data)) + data
 
 
 class Journal:
@@ -100,42 +106,53 @@ class Journal:
             os.close(dir_fd)
 
     def _recover(self) -> None:
-        """Scan, verify, index; truncate at the first record that is torn, corrupt or out of sequence."""
+        """Scan, verify, index; truncate at the first frame that is torn, corrupt or out of sequence."""
         size = os.fstat(self._fd).st_size
         with open(self.path, "rb") as f:
-            if f.read(len(FILE_MAGIC)) != FILE_MAGIC:
+            magic = f.read(len(FILE_MAGIC))
+            if magic == OLD_FILE_MAGIC:
+                raise JournalError(
+                    f"{self.path} is a journal of the previous format ({OLD_FILE_MAGIC.decode()}, JSON "
+                    f"entries); convert it with `{MIGRATE_COMMAND} {self.data_dir}` (it keeps the "
+                    "original as journal.log.v1) and start again"
+                )
+            if magic != FILE_MAGIC:
                 raise JournalError(f"{self.path} is not a fastbook journal (bad file header)")
             offset = len(FILE_MAGIC)
             problem = None
-            expected = 0
             while offset < size:
-                head = f.read(RECORD_HEAD.size)
-                if len(head) < RECORD_HEAD.size:
-                    problem = "torn record header"
+                head = f.read(FRAME_HEAD.size)
+                if len(head) < FRAME_HEAD.size:
+                    problem = "torn frame header"
                     break
-                length, crc, seq = RECORD_HEAD.unpack(head)
-                if length > MAX_RECORD:
-                    problem = f"implausible record length {length}"
+                length, crc = FRAME_HEAD.unpack(head)
+                if length > MAX_FRAME or length < RUN_HEAD.size:
+                    problem = f"implausible frame length {length}"
                     break
-                payload = f.read(length)
-                if len(payload) < length:
-                    problem = "torn record payload"
+                data = f.read(length)
+                if len(data) < length:
+                    problem = "torn frame"
                     break
-                if _crc(seq, payload) != crc:
-                    problem = f"checksum mismatch at seq {seq}"
+                if zlib.crc32(data) != crc:
+                    problem = "checksum mismatch"
                     break
-                if expected and seq != expected:
-                    problem = f"seq {seq} where {expected} was expected"
+                try:
+                    run, end = LogRun.read(data)
+                    if end != length or not len(run):
+                        raise ValueError("frame length and run do not agree")
+                except ValueError as exc:
+                    problem = f"invalid run ({exc})"
                     break
-                if not expected:
-                    self.first_seq = seq
-                if (seq - self.first_seq) % INDEX_STRIDE == 0:
-                    self._index.append(offset)
-                self.last_seq = seq
-                expected = seq + 1
-                offset += RECORD_HEAD.size + length
+                seqs = run.seqs
+                first = int(seqs[0])
+                expected = self.last_seq + 1 if self.last_seq else first
+                if first != expected or int(seqs[-1]) - first != len(run) - 1 or (np.diff(seqs) != 1).any():
+                    problem = f"seqs {first}..{int(seqs[-1])} where {expected} was expected"
+                    break
+                self._index_frame(offset, first, int(seqs[-1]))
+                offset += FRAME_HEAD.size + length
         if problem is not None:
-            following = self._valid_record_after(offset, size)
+            following = self._valid_frame_after(offset, size)
             if following is not None:
                 # Not a torn tail: durable, acknowledged records follow the bad one. Cutting here
                 # would silently drop accepted commands and hand their seqs to new ones.
@@ -158,20 +175,31 @@ class Journal:
             os.fsync(self._fd)
         self._size = offset
 
-    def _valid_record_after(self, offset: int, size: int) -> tuple[int, int] | None:
-        """(seq, offset) of a CRC-valid record with a later seq somewhere after `offset`, if any.
-        Looks for the seq bytes of the next few records (a bit flip may hit any field of the bad one)."""
+    def _index_frame(self, offset: int, first: int, last: int) -> None:
+        """Record the durable frame of seqs first..last at file offset `offset`."""
+        if not self.first_seq:
+            self.first_seq = first
+        indexed = self.first_seq + len(self._index) * INDEX_STRIDE  # the next seq the index keeps
+        while indexed <= last:
+            self._index.append(offset)
+            indexed += INDEX_STRIDE
+        self.last_seq = last
+
+    def _valid_frame_after(self, offset: int, size: int) -> tuple[int, int] | None:
+        """(seq, offset) of a CRC-valid frame with a later first seq somewhere after `offset`, if any.
+        Looks for the seq bytes of the next few records (a bit flip may hit any field of the bad
+        frame): a frame's first seq is 16 bytes after its start."""
         with open(self.path, "rb") as f:
             f.seek(offset)
             tail = f.read(size - offset)
         for seq in range(self.last_seq + 1, self.last_seq + 65):
             needle = _SEQ.pack(seq)
-            at = tail.find(needle, 8)
-            while at >= 8:
-                start = at - 8
-                length, crc, _seq = RECORD_HEAD.unpack_from(tail, start)
-                end = start + RECORD_HEAD.size + length
-                if length <= MAX_RECORD and end <= len(tail) and _crc(seq, tail[at + 8 : end]) == crc:
+            at = tail.find(needle, 16)
+            while at >= 16:
+                start = at - 16
+                length, crc = FRAME_HEAD.unpack_from(tail, start)
+                end = start + FRAME_HEAD.size + length
+                if length <= MAX_FRAME and end <= len(tail) and zlib.crc32(tail[start + 8 : end]) == crc:
                     return seq, offset + start
                 at = tail.find(needle, at + 1)
         return None
@@ -179,21 +207,23 @@ class Journal:
     def __len__(self) -> int:
         return self.last_seq - self.first_seq + 1 if self.last_seq else 0
 
-    def append(self, records: Sequence[tuple[int, bytes]]) -> None:
-        """Append (seq, payload) records that continue the sequence; durable when this returns.
+    def append(self, run: LogRun) -> None:
+        """Append a run of records that continue the sequence; durable when this returns.
         Raises JournalError (and refuses every later append) if the write or fsync fails."""
         if self.failed is not None:
             raise JournalError(self.failed)
-        if not records:
+        n = len(run)
+        if not n:
             return
-        expected = self.last_seq + 1 if self.last_seq else records[0][0]
-        first_seq = self.first_seq or records[0][0]
-        try:  # encode_record of each, in C, with the sequence and size checks
-            data, indexed, offset = encode_records(
-                list(records), expected, first_seq, self._size, INDEX_STRIDE, MAX_RECORD
-            )
-        except ValueError as exc:
-            raise JournalError(str(exc)) from None
+        seqs = run.seqs
+        first, last = int(seqs[0]), int(seqs[-1])
+        expected = self.last_seq + 1 if self.last_seq else first
+        if first != expected or last - first != n - 1 or (n > 1 and bool((np.diff(seqs) != 1).any())):
+            raise JournalError(f"journal append out of sequence: seqs {first}..{last}, expected {expected}")
+        frames = [encode_frame(run.cut(i, i + FRAME_ENTRIES)) for i in range(0, n, FRAME_ENTRIES)]
+        if any(len(frame) - FRAME_HEAD.size > MAX_FRAME for frame in frames):
+            raise JournalError(f"journal frame for seqs {first}..{last} too large")
+        data = b"".join(frames)
         try:
             view = memoryview(data)
             while view:
@@ -208,38 +238,58 @@ class Journal:
             except OSError:
                 pass
             raise JournalError(self.failed) from exc
-        self.first_seq = first_seq
-        self._index.extend(indexed)
-        self.last_seq = records[-1][0]
+        offset = self._size
+        for i, frame in zip(range(0, n, FRAME_ENTRIES), frames, strict=True):
+            self._index_frame(offset, first + i, first + min(n, i + FRAME_ENTRIES) - 1)
+            offset += len(frame)
         self._size = offset
 
-    def read(self, first: int, last: int | None = None, limit: int = 1 << 30) -> list[tuple[int, bytes]]:
+    def read(self, first: int, last: int | None = None, limit: int = 1 << 30) -> LogRun:
         """Durable records first..last (inclusive, clipped to what exists), at most `limit` of them."""
         if not self.last_seq:
-            return []
+            return LogRun.empty()
         first = max(first, self.first_seq)
         last = self.last_seq if last is None else min(last, self.last_seq)
         last = min(last, first + limit - 1)
         if first > last:
-            return []
+            return LogRun.empty()
         reader = self._reader
-        k = (first - self.first_seq) // INDEX_STRIDE
-        reader.seek(self._index[k])
-        out = []
-        for expected in range(self.first_seq + k * INDEX_STRIDE, last + 1):
-            head = reader.read(RECORD_HEAD.size)
-            if len(head) < RECORD_HEAD.size:
-                raise JournalError(f"journal record {expected} unreadable (file shrank?)")
-            length, crc, seq = RECORD_HEAD.unpack(head)
-            if seq != expected or length > MAX_RECORD:
-                raise JournalError(f"journal record {expected} unreadable (disk corruption?)")
-            if expected < first:  # between the indexed record and the first wanted one: skip it
-                reader.seek(length, os.SEEK_CUR)
+        reader.seek(self._index[(first - self.first_seq) // INDEX_STRIDE])
+        runs = []
+        expected = None
+        while expected is None or expected <= last:
+            head = reader.read(FRAME_HEAD.size)
+            if len(head) < FRAME_HEAD.size:
+                raise JournalError(f"journal frame at seq {expected} unreadable (file shrank?)")
+            length, crc = FRAME_HEAD.unpack(head)
+            data = reader.read(length) if length <= MAX_FRAME else b""
+            if len(data) != length or zlib.crc32(data) != crc:
+                raise JournalError(f"journal frame at seq {expected} unreadable (disk corruption?)")
+            try:
+                run, _end = LogRun.read(data)
+            except ValueError as exc:
+                raise JournalError(f"journal frame at seq {expected} unreadable ({exc})") from None
+            start = int(run.seqs[0])
+            if expected is not None and start != expected:
+                raise JournalError(f"journal frame at seq {expected} starts at {start} (disk corruption?)")
+            expected = start + len(run)
+            if expected <= first:
                 continue
-            payload = reader.read(length)
-            if _crc(seq, payload) != crc:
-                raise JournalError(f"journal record {expected} unreadable (disk corruption?)")
-            out.append((seq, payload))
+            runs.append(run.cut(max(0, first - start), last - start + 1))
+        return LogRun.concat(runs)
+
+    def entries(self, first: int = 1, last: int | None = None) -> list[LogEntry]:
+        """Records first..last as LogEntry with every client id filled in (from the entries that
+        introduce each owner, from the journal's start): for tools and tests, not the hot path."""
+        clients: dict[int, str] = {}
+        out = []
+        for entry in self.read(self.first_seq, last).entries():
+            if entry.client_id is not None:
+                clients.setdefault(entry.owner, entry.client_id)
+            else:
+                entry = entry._replace(client_id=clients.get(entry.owner))
+            if entry.seq >= first:
+                out.append(entry)
         return out
 
     def close(self) -> None:

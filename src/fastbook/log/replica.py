@@ -83,7 +83,7 @@ class Replica:
 
     def execute(
         self,
-        client_id: str,
+        client_id: str | None,
         client_order_id: str | None,
         op: int,
         order_id: int,
@@ -97,15 +97,18 @@ class Replica:
         qty: int = 0,
     ) -> Sequence[EventTuple]:
         """Run one engine command and keep the maps in step. If the engine rejects the command
-        (a single REJECTED event) nothing changed, the maps included. Does not touch version/hash."""
+        (a single REJECTED event) nothing changed, the maps included. Does not touch version/hash.
+        `client_id` None: the owner number is already known (a log record that does not introduce
+        it); ValueError if it is not, or if a client id contradicts the maps."""
         self.removed = {}
         book = self.book
         if op not in (_NEW, _CANCEL, _AMEND, _CANCEL_ALL):
             raise ValueError(f"unknown op {op}")
         if op == _NEW and (client_order_id is None or order_id in self.orders):
             raise ValueError(f"new order {order_id}: missing client order id or id already open")
-        new_owner = client_id not in self.owners
+        new_owner = self._check_owner(client_id, owner)
         if new_owner:
+            assert client_id is not None
             self.owners[client_id] = owner
             self.clients[owner] = client_id
         mapped = op == _NEW and self.keeps(owner)
@@ -125,7 +128,7 @@ class Replica:
                 del self.orders[order_id]
                 del self.by_owner[owner][client_order_id]  # type: ignore[arg-type]
             if new_owner:
-                del self.owners[client_id]
+                del self.owners[client_id]  # type: ignore[arg-type]  # new_owner: client_id is set
                 del self.clients[owner]
             return events
         if op == _NEW:
@@ -138,6 +141,21 @@ class Replica:
                     self.removed[event[1]] = gone
                     del self.by_owner[gone[0]][gone[1]]
         return events
+
+    def _check_owner(self, client_id: str | None, owner: int) -> bool:
+        """Whether (client_id, owner) introduces a new client; ValueError if it contradicts the maps."""
+        if client_id is None:
+            if owner not in self.clients:
+                raise ValueError(f"owner {owner} has no client (the entry introducing it is missing)")
+            return False
+        known = self.owners.get(client_id)
+        if known is None:
+            if owner in self.clients:
+                raise ValueError(f"owner {owner} is {self.clients[owner]!r}'s, not {client_id!r}'s")
+            return True
+        if known != owner:
+            raise ValueError(f"client {client_id!r} is owner {known}, not {owner}")
+        return False
 
     def apply(self, entry: LogEntry) -> Sequence[EventTuple]:
         """Apply the next log entry; raises HashMismatch if the result differs from the sequencer's."""
@@ -176,7 +194,8 @@ class Replica:
             return
         if int(seqs[0]) != self.version + 1 or not batch.consecutive():
             raise ValueError(f"entries {int(seqs[0])}..{int(seqs[-1])} applied at version {self.version}")
-        commands = batch.commands
+        self._check_owners_known(batch)
+        commands = batch.commands()
         post = np.empty(n, dtype=np.uint64)
         events = self.book.apply_batch(commands, post)
         kinds = events["type"]
@@ -192,14 +211,16 @@ class Replica:
         # As `apply`: an entry the engine refused changed nothing; one that hashed differently was
         # applied (maps and version included) before the check failed.
         applied = failed if refused or failed == n else failed + 1
-        # Clients seen for the first time get their owner numbers (first entry wins, as in execute).
-        clients = batch.client_ids[:applied] if applied < n else batch.client_ids
-        new_clients = set(clients).difference(self.owners)
-        if new_clients:
-            firsts = sorted(clients.index(client) for client in new_clients)
-            for i, owner in zip(firsts, commands["owner"][firsts].tolist(), strict=True):
-                self.owners[clients[i]] = owner
-                self.clients[owner] = clients[i]
+        # Clients introduced by the batch get their owner numbers (the records that carry a client
+        # id); every other entry's owner must be known by then (checked before the book runs).
+        records = batch.run.records
+        introduced = np.flatnonzero(records["client_len"][:applied]).tolist()
+        for i in introduced:
+            client = batch.run.names_of(i)[0]
+            owner = int(records["owner"][i])
+            if self._check_owner(client, owner):
+                self.owners[client] = owner  # type: ignore[index]
+                self.clients[owner] = client  # type: ignore[assignment]
         # Map changes in entry order: news join the maps, DONE/CANCELLED orders leave them.
         all_news = is_new = commands["op"][:applied] == _NEW
         ends = ((kinds == _DONE) | (kinds == _CANCELLED)) & (events["cmd"] < applied)
@@ -215,7 +236,7 @@ class Replica:
             news,
             commands["order_id"][news],
             commands["owner"][news],
-            batch.client_order_ids,
+            batch.run.client_order_ids_at(news),
             events["cmd"][gone],
             events["order_id"][gone],
         )
@@ -233,7 +254,7 @@ class Replica:
         for i in stops:
             self.removed = maps.advance(i)
             lo, hi = np.searchsorted(events["cmd"], [i, i + 1])
-            on_applied(batch.entry(i), event_rows_to_tuples(events[lo:hi]))  # type: ignore[misc]  # stops == [] if None
+            on_applied(batch.entry(i, self.clients), event_rows_to_tuples(events[lo:hi]))  # type: ignore[misc]  # stops == [] if None
         self.removed = maps.advance(applied - 1) if applied else {}
         last_new = np.flatnonzero(all_news)[-1:]
         if len(last_new):
@@ -248,6 +269,26 @@ class Replica:
                 raise HashMismatch(f"seq {seq}: the engine rejected a sequenced command (reason {reason})")
             ours, theirs = hash_hex(int(post[failed])), hash_hex(int(batch.hashes[failed]))
             raise HashMismatch(f"seq {seq}: post-state hash {ours} != sequencer's {theirs}")
+
+    def _check_owners_known(self, batch: LogBatch) -> None:
+        """ValueError (before anything is applied) if an entry's owner number is neither known nor
+        introduced by an entry at or before it."""
+        records = batch.run.records
+        column = records["owner"]
+        # The usual cases without np.unique: a bulk of one known client, or only known clients.
+        if int(column[0]) in self.clients and bool((column == column[0]).all()):
+            return
+        if self.clients.keys() >= set(column.tolist()):
+            return
+        owners, firsts = np.unique(column, return_index=True)
+        introduced_at: dict[int, int] = {}
+        for i in np.flatnonzero(records["client_len"]).tolist():
+            introduced_at.setdefault(int(records["owner"][i]), i)
+        for owner, first in zip(owners.tolist(), firsts.tolist(), strict=True):
+            if owner not in self.clients and introduced_at.get(owner, first + 1) > first:
+                seq = int(batch.seqs[first])
+                missing = "the entry introducing it is missing"
+                raise ValueError(f"seq {seq}: owner {owner} has no client ({missing})")
 
     # -- snapshots -------------------------------------------------------------------------
 

@@ -18,8 +18,7 @@ from typing import Any
 from fastbook.engine import EventTuple
 from fastbook.engine.types import EventType, Op
 from fastbook.log.replica import Replica
-from fastbook.wire.fields import CANCEL_REASON_TEXT, SIDE_TEXT, TYPE_TEXT
-from fastbook.wire.log import json_string
+from fastbook.wire.fields import CANCEL_REASON_TEXT, SIDE_TEXT, TYPE_TEXT, json_string
 from fastbook.wire.market import MarketSpec
 
 _ACCEPTED, _TRADE, _CANCELLED, _DONE, _AMENDED = (

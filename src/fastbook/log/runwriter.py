@@ -5,12 +5,12 @@ book (`SequencerNode._news_run`) with one `Book.apply_batch(rows, hashes, next_o
 numbers the orders as the per-command path would. `write_news_run_native` (`write_news_run_reference` is the
 same in Python; fastbook.backend selects one) turns the run's rows, post-state
 hashes and events into what the per-command path (`SequencerNode._execute`) produces for the same
-commands: the log records (`wire.encode_entry` bytes), the reports as JSON text grouped by the
-client they go to (each client's in command order: rejections as `wire.dumps` writes them,
-execution reports as `reports.command_reports_json` writes them) and the public trades as JSON
-text, plus what the caller needs to update the replica's maps and the dedupe window. Nothing is
-changed here; the caller applies the result. (Grouped by client because that is how they are
-published: one reports message per client per batch.)
+commands: the reports as JSON text grouped by the client they go to (each client's in command
+order: rejections as `wire.dumps` writes them, execution reports as `reports.command_reports_json`
+writes them) and the public trades as JSON text, plus what the caller needs to update the
+replica's maps and the dedupe window. Nothing is changed here; the caller applies the result
+(and builds the run's log records with numpy, `wire.log.LogRun.from_commands`). (Grouped by
+client because that is how they are published: one reports message per client per batch.)
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from fastbook.engine.types import EventType, event_rows_to_tuples
 from fastbook.log import _runwriter
 from fastbook.log.reports import command_reports_json
 from fastbook.wire.fields import dumps
-from fastbook.wire.log import LogEntry, encode_entry
 from fastbook.wire.market import MarketSpec
 
 _REJECTED, _CANCELLED, _DONE = int(EventType.REJECTED), int(EventType.CANCELLED), int(EventType.DONE)
@@ -36,7 +35,6 @@ RejectReport = Callable[[str | None, int, int], dict[str, Any]]
 
 @dataclass(slots=True)
 class NewsRun:
-    records: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, encoded log entry)
     # client -> the JSON text of every report to it (rejections included), in command order.
     texts: dict[str, list[str]] = field(default_factory=dict)
     # The run's rejections again (all the run's client's), in order: a batch whose journal commit
@@ -84,8 +82,7 @@ def write_news_run_reference(
     reject: RejectReport,
 ) -> NewsRun:
     """The output of `client`'s news `rows` (COMMAND_DTYPE, numbered by the book) run at `version`,
-    built command by command with the per-command path's own writers (`encode_entry`,
-    `command_reports_json`).
+    built command by command with the per-command path's own writer (`command_reports_json`).
 
     `hashes` and `events` are what `apply_batch` returned for them; `orders` (engine id -> (owner,
     client order id)) and `clients` (owner -> client id) are the replica's maps before the run (the
@@ -97,7 +94,7 @@ def write_news_run_reference(
     k, total = 0, len(event_tuples)
     seq = version
     for index, row in enumerate(rows.tolist()):
-        op, side, otype, tif, stp, post_only, _pad, owner, _pad2, order_id, price, qty = row
+        op, _side, otype, _tif, _stp, _post_only, _pad, owner, _pad2, order_id, _price, _qty = row
         coid = coids[index]
         end = k
         while end < total and event_cmds[end] == index:
@@ -111,10 +108,6 @@ def write_news_run_reference(
         seq += 1
         post_hash = int(hashes[index])
         names.accepted[order_id] = (owner, coid)  # type: ignore[assignment]
-        entry = LogEntry(
-            seq, post_hash, client, coid, op, order_id, owner, side, otype, tif, stp, post_only, price, qty
-        )  # fmt: skip
-        run.records.append((seq, encode_entry(entry)))
         run.accepted_ids.append(order_id)
         run.accepted_coids.append(coid)  # type: ignore[arg-type]
         run.accepted_seqs.append(seq)

@@ -9,7 +9,8 @@ trades and the retained book returned for publishing. Nothing that is not durabl
 The hot path: a message whose orders are all valid and in the common form is read natively into
 command rows (`read_orders`, src/fastbook/wire/_orderparse.pyx); runs of news in it whose client order ids
 need no check against the book execute in one `Book.apply_batch` call (the book numbers the
-orders) and `runwriter.write_news_run` writes their entries and reports in C. Everything else
+orders), their log records are built with numpy (`LogRun.from_commands`) and
+`runwriter.write_news_run` writes their reports in C. Everything else
 takes the per-command path (`_execute`); both publish the same bytes.
 """
 
@@ -47,7 +48,7 @@ from fastbook.wire.fields import (
     UNKNOWN_ORDER,
     dumps,
 )
-from fastbook.wire.log import LogEntry, decode_entry, decode_replay_request, encode_entry, encode_log_message
+from fastbook.wire.log import LogEntry, LogRun, decode_replay_request, encode_log_message
 from fastbook.wire.market import MarketSpec
 from fastbook.wire.messages import encode_book, encode_report_texts, encode_trades, reject_report
 from fastbook.wire.orders import OrderCommand, WireReject, decode_orders, valid_client_id
@@ -65,7 +66,6 @@ MARKET_FILE = "market.json"
 _TRADE = int(EventType.TRADE)
 _REJECTED = int(EventType.REJECTED)
 _NEW = int(Op.NEW)
-_ENTRY_FIELDS = len(LogEntry._fields)  # a log entry is a JSON array of its fields, in order
 
 ENGINE_REJECT_MESSAGES = {
     Reject.INVALID_ORDER_ID: "order id out of range",
@@ -111,7 +111,11 @@ class _Batch:
     """What one on_messages call produces before the journal commit decides its fate."""
 
     def __init__(self) -> None:
-        self.records: list[tuple[int, bytes]] = []  # (seq, encoded log entry): journal and log
+        # The sequenced records, in seq order: runs, and the per-command path's entries not yet
+        # made into one (see `run`). The journal and the log get them as one LogRun.
+        self._runs: list[LogRun] = []
+        self._entries: list[LogEntry] = []
+        self.count = 0  # records sequenced
         # (client, client order ids, op) of the sequenced commands, in order (a run's news are one
         # item): a failed commit answers each of them.
         self.sequenced: list[tuple[str, list[str | None], int]] = []
@@ -122,6 +126,25 @@ class _Batch:
         # publishes (nothing was sequenced, so nothing else happened).
         self.rejections: list[tuple[str, str]] = []
         self.trades: list[str] = []  # public trades, JSON text
+
+    def add_entry(self, entry: LogEntry) -> None:
+        self._entries.append(entry)
+        self.count += 1
+
+    def add_run(self, run: LogRun) -> None:
+        if self._entries:
+            self._runs.append(LogRun.from_entries(self._entries))
+            self._entries = []
+        self._runs.append(run)
+        self.count += len(run)
+
+    def run(self) -> LogRun:
+        """Every record of the batch, in order."""
+        if self._entries:
+            self._runs.append(LogRun.from_entries(self._entries))
+            self._entries = []
+        self._runs = [LogRun.concat(self._runs)]
+        return self._runs[0]
 
     def add(self, client: str, texts: list[str]) -> None:
         """Report texts to `client`, in order (the list is kept: the caller must not change it)."""
@@ -229,19 +252,20 @@ class SequencerNode:
         # The ids of the news in the window before the snapshot (already applied to it) ...
         # (A journal that starts later than the window holds fewer: only the ids it has.)
         window_start = max(1, journal.first_seq, start - self.cfg.dedupe_window + 1)
-        for seq, client, coid in self._journaled_news(window_start, start):
+        for seq, client, coid in self._journaled_news(window_start, start, replica.clients):
             dedupe.accept(seq, client, coid)
         dedupe.advance(start)
         # ... then the journal after the snapshot, applied and checked entry by entry.
         for entry in self._journal_entries(start + 1, journal.last_seq):
             try:
                 events = replica.apply(entry)
-            except HashMismatch as exc:
+            except (HashMismatch, ValueError, KeyError) as exc:
                 raise JournalError(
                     f"journal replay diverged ({exc}); was it written by a different engine?"
                 ) from exc
             if entry.op == Op.NEW:
-                dedupe.accept(entry.seq, entry.client_id, entry.client_order_id)  # type: ignore[arg-type]
+                client = replica.clients[entry.owner]
+                dedupe.accept(entry.seq, client, entry.client_order_id)  # type: ignore[arg-type]
             dedupe.advance(entry.seq)
             trades = [event for event in events if event[0] == _TRADE]
             if trades:
@@ -256,41 +280,38 @@ class SequencerNode:
         )
         return replica, dedupe
 
-    def _journal_records(self, first: int, last: int) -> Iterator[tuple[int, bytes]]:
-        """Journal records first..last, read in chunks; JournalError if one is missing."""
+    def _journal_runs(self, first: int, last: int) -> Iterator[LogRun]:
+        """Journal records first..last, read in runs; JournalError if one is missing."""
         seq = first
         while seq <= last:
-            records = self.journal.read(seq, last, limit=50_000)
-            if not records or records[0][0] != seq:
+            run = self.journal.read(seq, last, limit=50_000)
+            if not len(run) or int(run.seqs[0]) != seq:
                 held = f"{self.journal.first_seq}..{self.journal.last_seq}"
                 raise JournalError(f"journal record {seq} is missing (the journal holds {held})")
-            yield from records
-            seq = records[-1][0] + 1
+            yield run
+            seq = int(run.seqs[-1]) + 1
 
     def _journal_entries(self, first: int, last: int) -> Iterator[LogEntry]:
-        """The decoded journal entries first..last; JournalError if one is not a log entry."""
-        for seq, raw in self._journal_records(first, last):
-            try:
-                yield decode_entry(json.loads(raw))
-            except (ValueError, RecursionError) as exc:
-                problem = str(exc)[:200]
-                raise JournalError(f"journal record {seq} is not a valid log entry ({problem})") from None
+        """The journal entries first..last (the journal checked their records when it read them)."""
+        for run in self._journal_runs(first, last):
+            yield from run.entries()
 
-    def _journaled_news(self, first: int, last: int) -> Iterator[tuple[int, str, str]]:
-        """(seq, client, client order id) of the `new`s among the journal records first..last. Only
-        the fields the dedupe window needs are read (the records are CRC-checked and were applied
-        to the snapshot already): up to `dedupe_window` records are read at every start."""
-        for seq, raw in self._journal_records(first, last):
-            try:
-                row = json.loads(raw)
-            except (ValueError, RecursionError):
-                row = None
-            if not (type(row) is list and len(row) == _ENTRY_FIELDS and row[0] == seq):
-                raise JournalError(f"journal record {seq} is not a valid log entry")
-            if row[4] == _NEW:
-                client, coid = row[2], row[3]
-                if type(client) is not str or type(coid) is not str:
-                    raise JournalError(f"journal record {seq}: a new without client and order ids")
+    def _journaled_news(
+        self, first: int, last: int, clients: dict[int, str]
+    ) -> Iterator[tuple[int, str, str]]:
+        """(seq, client, client order id) of the `new`s among the journal records first..last,
+        already applied to the snapshot whose owners are `clients`. Only the fields the dedupe
+        window needs are read: up to `dedupe_window` records are read at every start."""
+        for run in self._journal_runs(first, last):
+            news = np.flatnonzero(run.records["op"] == _NEW)
+            coids = run.client_order_ids_at(news)
+            seqs = run.seqs[news].tolist()
+            for i, seq, owner in zip(news.tolist(), seqs, run.records["owner"][news].tolist(), strict=True):
+                client = clients.get(owner)
+                coid = coids[i]
+                if client is None or coid is None:
+                    problem = f"a new of owner {owner}, whom the snapshot lacks"
+                    raise JournalError(f"journal record {seq}: {problem}")
                 yield seq, client, coid
 
     # -- Node ------------------------------------------------------------------------------
@@ -332,7 +353,7 @@ class SequencerNode:
             # burst learns it is behind even when nothing else is published.
             self._log_time = now
             head = self.journal.last_seq
-            out.append(Outgoing(self.topics.log, encode_log_message(self.market.name, head, [])))
+            out.append(Outgoing(self.topics.log, encode_log_message(self.market.name, head)))
         return out
 
     def close(self) -> list[Outgoing]:
@@ -350,11 +371,11 @@ class SequencerNode:
                 replays.append((topic[len(self._replay_prefix) :], bytes(payload)))
         out: list[Outgoing] = []
         committed = self._commit(batch)
-        if committed and batch.records:
+        if committed and batch.count:
             head = self.journal.last_seq
-            raw = [entry for _seq, entry in batch.records]
-            for i in range(0, len(raw), LOG_CHUNK):
-                payload = encode_log_message(self.market.name, head, raw[i : i + LOG_CHUNK])
+            run = batch.run()
+            for i in range(0, len(run), LOG_CHUNK):
+                payload = encode_log_message(self.market.name, head, run.cut(i, i + LOG_CHUNK))
                 out.append(Outgoing(self.topics.log, payload))
             self._log_time = self.clock()
         out.extend(self._report_messages(batch, committed))
@@ -463,12 +484,12 @@ class SequencerNode:
             batch.add(who, run_texts)
         if run.rejections:
             batch.rejections.extend((client, text) for text in run.rejections)
-        if not run.records:
+        if not run.accepted_ids:
             if new_owner:
                 del replica.owners[client]
                 del replica.clients[owner]
             return
-        batch.records.extend(run.records)
+        self._add_run_records(batch, client if new_owner else None, rows, hashes, events, run.accepted_coids)
         batch.sequenced.append((client, run.accepted_coids, _NEW))  # type: ignore[arg-type]
         if run.trades:
             batch.trades.extend(run.trades)
@@ -488,10 +509,45 @@ class SequencerNode:
         self.dedupe.accept_many(client, run.accepted_seqs, run.accepted_coids)
         self.dedupe.advance(run.last_seq)
 
+    def _add_run_records(
+        self,
+        batch: _Batch,
+        named: str | None,
+        rows: np.ndarray,
+        hashes: np.ndarray,
+        events: np.ndarray,
+        coids: list[str],
+    ) -> None:
+        """The log records of a run's accepted news (the replica's version is still the run's start).
+        A long run's with numpy; a short one's as entries (numpy costs microseconds a call, so
+        the batch turns all its entries into records with one call at the end)."""
+        first_seq = self.replica.version + 1
+        rejected = events["cmd"][events["type"] == _REJECTED]
+        if len(coids) >= 32:
+            accepted = np.ones(len(rows), dtype=bool)
+            accepted[rejected] = False
+            batch.add_run(LogRun.from_commands(rows[accepted], first_seq, hashes[accepted], coids, named))
+            return
+        skip = set(rejected.tolist())
+        seq = first_seq
+        for i, (row, post) in enumerate(zip(rows.tolist(), hashes.tolist(), strict=True)):
+            if i in skip:
+                continue
+            op, side, otype, tif, stp, post_only, _p, owner, _p2, order_id, price, qty = row
+            coid = coids[seq - first_seq]
+            client = named if seq == first_seq else None
+            batch.add_entry(
+                LogEntry(
+                    seq, post, client, coid, op, order_id, owner, side, otype, tif, stp, post_only, price, qty
+                )
+            )
+            seq += 1
+
     def _execute(self, client: str, cmd: OrderCommand, batch: _Batch) -> None:
         replica = self.replica
         op, coid = cmd.op, cmd.client_order_id
         owner = replica.owners.get(client)
+        named = None if owner is not None else client  # a record names the client of a new owner
         order_id = 0
         if op == Op.NEW:
             assert coid is not None
@@ -546,13 +602,13 @@ class SequencerNode:
         assert owner is not None
         if op == _NEW:
             entry = LogEntry(
-                seq, state_hash, client, coid, op, order_id, owner, cmd.side, cmd.order_type, cmd.tif,
+                seq, state_hash, named, coid, op, order_id, owner, cmd.side, cmd.order_type, cmd.tif,
                 cmd.stp, 1 if cmd.post_only else 0, cmd.price, cmd.qty,
             )  # fmt: skip
         else:  # only a new carries order attributes; cancel/amend/cancel_all entries keep them 0
             price, qty = cmd.price, cmd.qty
-            entry = LogEntry(seq, state_hash, client, coid, op, order_id, owner, 0, 0, 0, 0, 0, price, qty)
-        batch.records.append((seq, encode_entry(entry)))
+            entry = LogEntry(seq, state_hash, named, coid, op, order_id, owner, 0, 0, 0, 0, 0, price, qty)
+        batch.add_entry(entry)
         batch.sequenced.append((client, [coid], op))
         if op == Op.NEW:
             self.dedupe.accept(seq, client, coid)  # type: ignore[arg-type]
@@ -577,10 +633,10 @@ class SequencerNode:
     # -- commit and publish ----------------------------------------------------------------
 
     def _commit(self, batch: _Batch) -> bool:
-        if not batch.records:
+        if not batch.count:
             return True
         try:
-            self.journal.append(batch.records)
+            self.journal.append(batch.run())
             return True
         except JournalError as exc:
             # The in-memory replica now holds changes that are not durable: never publish them and
@@ -651,10 +707,9 @@ class SequencerNode:
         except JournalError as exc:
             log.error("replay for %s failed: %s", requester, exc)
             return out
-        raw = [payload for _seq, payload in records]
-        if not raw:
-            out.append(Outgoing(topic, encode_log_message(self.market.name, head, [], replay=True)))
-        for i in range(0, len(raw), LOG_CHUNK):
-            chunk = encode_log_message(self.market.name, head, raw[i : i + LOG_CHUNK], replay=True)
+        if not len(records):
+            out.append(Outgoing(topic, encode_log_message(self.market.name, head, replay=True)))
+        for i in range(0, len(records), LOG_CHUNK):
+            chunk = encode_log_message(self.market.name, head, records.cut(i, i + LOG_CHUNK), replay=True)
             out.append(Outgoing(topic, chunk))
         return out

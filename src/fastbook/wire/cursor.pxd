@@ -1,5 +1,5 @@
-# A bounds-checked read position in a byte buffer, shared by the native readers (_logparse,
-# _orderparse): every read checks `end` first, so no input can make a reader look past it.
+# A bounds-checked read position in a byte buffer, used by the native order reader
+# (_orderparse): every read checks `end` first, so no input can make a reader look past it.
 from libc.stdint cimport uint8_t
 
 

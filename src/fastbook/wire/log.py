@@ -1,34 +1,89 @@
-"""The log (sequencer -> replicas) and the replay protocol. Decoding raises ValueError: bad data
-here means a bug or corruption, not a user mistake."""
+"""The log (sequencer -> replicas) and the replay protocol.
+
+A log entry is one fixed-width little-endian record (`LOG_RECORD_DTYPE`, 56 bytes, readable with
+`np.frombuffer`) plus its names (the client order id, and the client id on the entry that
+introduces a new owner number) in a names blob after the records. A *run* is `u32 count | u32
+names length | count records | names`: the journal stores runs (one CRC frame each), a log
+message is a small header + one run, and a replay answer is journal runs cut to the range and
+re-framed. docs/wire.md ("The log") has the layout byte by byte.
+
+Decoding raises ValueError: bad data here means a bug or corruption, not a user mistake.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from fastbook.engine.types import (
-    MAX_ORDER_ID,
-    MAX_OWNER,
-    MAX_PRICE,
-    MAX_QTY,
-    Op,
+from fastbook.engine.types import COMMAND_DTYPE, MAX_ORDER_ID, MAX_PRICE, MAX_QTY, Op
+from fastbook.wire.fields import CLIENT_ID_RE, OP_TEXT, SIDE_TEXT, STP_TEXT, TIF_TEXT, TYPE_TEXT, dumps
+from fastbook.wire.orders import _BadOrder, parse_json
+
+LOG_MAGIC = b"FBLG"
+LOG_FORMAT = 1  # the message/record format version (docs/wire.md); a reader refuses any other
+FLAG_REPLAY = 1
+MAX_NAME = 64  # client ids and client order ids are 1-64 ASCII characters
+
+# One sequenced engine command. Bytes 16..56 are COMMAND_DTYPE's layout (engine/types.py), with
+# its padding carrying the two name lengths: the commands for Book.apply_batch are one copy.
+LOG_RECORD_DTYPE = np.dtype(
+    [
+        ("seq", "<i8"),
+        ("hash", "<u8"),  # engine state hash after applying the entry
+        ("op", "u1"),
+        ("side", "u1"),
+        ("type", "u1"),
+        ("tif", "u1"),
+        ("stp", "u1"),
+        ("post_only", "u1"),
+        ("coid_len", "u1"),  # client order id length in the names blob (0: none, cancel_all only)
+        ("client_len", "u1"),  # client id length: > 0 only on an entry introducing its owner number
+        ("owner", "<u4"),
+        ("reserved", "<u4"),  # 0 (room for flags)
+        ("order_id", "<i8"),
+        ("price", "<i8"),
+        ("qty", "<i8"),
+    ]
 )
-from fastbook.wire._logparse import parse_log_message
-from fastbook.wire.fields import CLIENT_ORDER_ID_RE, MAX_SEQ, WIRE_VERSION, dumps, json_string, parse_hash_hex
-from fastbook.wire.orders import _BadOrder, parse_json, valid_client_id
+assert LOG_RECORD_DTYPE.itemsize == 56
+_COMMAND_AT = 16  # offset of the command row inside a record
+assert LOG_RECORD_DTYPE.itemsize - _COMMAND_AT == COMMAND_DTYPE.itemsize
+
+RUN_HEAD = struct.Struct("<II")  # count, names length
+MESSAGE_HEAD = struct.Struct("<4sHHqH")  # magic, format, flags, head, market length
+_RECORD = LOG_RECORD_DTYPE.itemsize
+
+# Field ranges a decoder checks (inclusive); owner is a u4 and hash a u8: any value is valid.
+_RANGES = {
+    "op": (1, 4),
+    "side": (0, 2),
+    "type": (0, 2),
+    "tif": (0, 3),
+    "stp": (0, 3),
+    "post_only": (0, 1),
+    "coid_len": (0, MAX_NAME),
+    "client_len": (0, MAX_NAME),
+    "reserved": (0, 0),
+    "order_id": (0, MAX_ORDER_ID),
+    "price": (0, MAX_PRICE),
+    "qty": (0, MAX_QTY),
+}
+_CANCEL_ALL = int(Op.CANCEL_ALL)
 
 
 class LogEntry(NamedTuple):
-    """One sequenced engine command. JSON form: an array in exactly this field order, with `hash` as
-    16 hex digits and `client_order_id` possibly null (cancel_all)."""
+    """One sequenced engine command, decoded (the Python view of one record and its names).
+    `client_id` is None where the record does not carry it (its owner number was introduced
+    earlier: the replica's maps know the client); `client_order_id` is None only for a cancel_all
+    without id."""
 
     seq: int
     hash: int
-    client_id: str
+    client_id: str | None
     client_order_id: str | None
     op: int
     order_id: int
@@ -42,108 +97,291 @@ class LogEntry(NamedTuple):
     qty: int
 
 
-# A string as json.dumps writes it (quoted, escaped, ASCII-only), for JSON formatted by hand.
-
-
-def encode_entry(entry: LogEntry) -> bytes:
-    """Compact JSON array; the journal stores exactly these bytes and log messages splice them in.
-    Formatted by hand (the hot path of the sequencer); equal to dumps([seq, hash_hex(hash), ...])."""
-    seq, state_hash, client, coid, op, order_id, owner, side, otype, tif, stp, post_only, price, qty = entry
-    coid_json = "null" if coid is None else json_string(coid)
-    return (
-        f'[{seq},"{state_hash:016x}",{json_string(client)},{coid_json},{op},{order_id},{owner},{side},'
-        f"{otype},{tif},{stp},{post_only},{price},{qty}]"
-    ).encode()
-
-
 def _int_in(value: Any, low: int, high: int, name: str) -> int:
     if type(value) is not int or not low <= value <= high:
         raise ValueError(f"{name} must be an integer in {low}..{high}, got {repr(value)[:40]}")
     return value
 
 
-def decode_entry(item: Any) -> LogEntry:
-    if not isinstance(item, list) or len(item) != len(LogEntry._fields):
-        raise ValueError(f"log entry must be an array of {len(LogEntry._fields)} items")
-    seq, hsh, client, coid, op, order_id, owner, side, otype, tif, stp, post_only, price, qty = item
-    if not isinstance(client, str) or not valid_client_id(client):
-        raise ValueError(f"log entry client id invalid: {client!r}")
-    if coid is None:
-        if op != Op.CANCEL_ALL:
-            raise ValueError("log entry client order id may only be null for cancel_all")
-    elif not isinstance(coid, str) or not CLIENT_ORDER_ID_RE.fullmatch(coid):
-        raise ValueError(f"log entry client order id invalid: {str(coid)[:70]!r}")
-    return LogEntry(
-        _int_in(seq, 1, MAX_SEQ, "seq"),
-        parse_hash_hex(hsh),
-        client,
-        coid,
-        _int_in(op, 1, 4, "op"),
-        _int_in(order_id, 0, MAX_ORDER_ID, "order_id"),
-        _int_in(owner, 0, MAX_OWNER, "owner"),
-        _int_in(side, 0, 2, "side"),
-        _int_in(otype, 0, 2, "type"),
-        _int_in(tif, 0, 3, "tif"),
-        _int_in(stp, 0, 3, "stp"),
-        _int_in(post_only, 0, 1, "post_only"),
-        _int_in(price, 0, MAX_PRICE, "price"),
-        _int_in(qty, 0, MAX_QTY, "qty"),
+_SMALL = 16  # runs up to this many records are checked in Python (numpy costs microseconds a call)
+# Highest value of the u8 fields at bytes 16..23 (op, side, type, tif, stp, post_only, coid_len,
+# client_len): one comparison checks them all.
+_BYTE_MAX = np.array([4, 2, 2, 3, 3, 1, MAX_NAME, MAX_NAME], np.uint8)
+
+
+def _rows_valid(records: np.ndarray) -> bool:
+    """Whether every record is valid, with few numpy calls (or none for a short run); the
+    field-by-field checks of _check_records name the problem if not."""
+    n = len(records)
+    if n <= _SMALL:
+        for row in records.tolist():
+            seq, _hash, op, side, otype, tif, stp, post_only, coid_len, client_len = row[:10]
+            _owner, reserved, order_id, price, qty = row[10:]
+            if not (
+                seq >= 1 and 1 <= op <= 4 and side <= 2 and otype <= 2 and tif <= 3 and stp <= 3
+                and post_only <= 1 and coid_len <= MAX_NAME and client_len <= MAX_NAME and reserved == 0
+                and 0 <= order_id and 0 <= price <= MAX_PRICE and 0 <= qty <= MAX_QTY
+                and (coid_len or op == _CANCEL_ALL)
+            ):  # fmt: skip
+                return False
+        return True
+    raw = np.ascontiguousarray(records).view(np.uint8).reshape(n, _RECORD)
+    small = raw[:, 16:24]
+    words = raw.view("<i8")  # 7 per record: seq, hash, (bytes), (owner, reserved), order_id, price, qty
+    return not (
+        (small > _BYTE_MAX).any()
+        or (small[:, 0] == 0).any()
+        or ((small[:, 6] == 0) & (small[:, 0] != _CANCEL_ALL)).any()
+        or words[:, 0].min() < 1
+        or raw[:, 28:32].any()
+        or words[:, 4].min() < 0
+        or not 0 <= words[:, 5].min() <= words[:, 5].max() <= MAX_PRICE
+        or not 0 <= words[:, 6].min() <= words[:, 6].max() <= MAX_QTY
     )
 
 
-def encode_log_message(
-    market: str, head: int, encoded_entries: Iterable[bytes], replay: bool = False
-) -> bytes:
-    """{"v":1,"market":M,"head":H,"replay":bool,"entries":[...]} built by splicing pre-encoded entries."""
-    prefix = dumps({"v": WIRE_VERSION, "market": market, "head": head, "replay": replay})[:-1]
-    return prefix + b',"entries":[' + b",".join(encoded_entries) + b"]}"
+def _check_records(records: np.ndarray, names_len: int) -> np.ndarray:
+    """The names offsets (n + 1, int64) of valid records; ValueError naming the first problem."""
+    n = len(records)
+    if n and not _rows_valid(records):
+        seqs = records["seq"]
+        if int(seqs.min()) < 1:
+            raise ValueError(f"log record seq {int(seqs.min())} is not >= 1")
+        for name, (low, high) in _RANGES.items():
+            column = records[name]
+            if int(column.min()) < low or int(column.max()) > high:
+                bad = int(np.flatnonzero((column < low) | (column > high))[0])
+                raise ValueError(
+                    f"log record {int(seqs[bad])}: {name} {int(column[bad])} is not in {low}..{high}"
+                )
+        no_id = records["coid_len"] == 0
+        if no_id.any() and (records["op"][no_id] != _CANCEL_ALL).any():
+            bad = int(np.flatnonzero(no_id & (records["op"] != _CANCEL_ALL))[0])
+            raise ValueError(f"log record {int(seqs[bad])}: only a cancel_all may lack a client order id")
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(records["coid_len"].astype(np.int64) + records["client_len"], out=offsets[1:])
+    if int(offsets[-1]) != names_len:
+        raise ValueError(f"log records name {int(offsets[-1])} bytes of names, the run holds {names_len}")
+    return offsets
 
 
-@dataclass(slots=True)
-class LogMessage:
-    market: str
-    head: int
-    replay: bool
-    entries: list[LogEntry] = field(default_factory=list)
+@dataclass(slots=True, eq=False)
+class LogRun:
+    """Consecutive log records and their names blob: what the journal stores per frame and a log
+    message carries. `offsets[i]` is where entry i's names start (its client order id, then its
+    client id if it has one); `offsets[n]` is the blob's length."""
+
+    records: np.ndarray  # LOG_RECORD_DTYPE
+    names: bytes
+    _offsets: np.ndarray | None = None  # int64, len(records) + 1; computed when first needed
+
+    @property
+    def offsets(self) -> np.ndarray:
+        if self._offsets is None:
+            offsets = np.zeros(len(self.records) + 1, dtype=np.int64)
+            np.cumsum(self.records["coid_len"].astype(np.int64) + self.records["client_len"], out=offsets[1:])
+            self._offsets = offsets
+        return self._offsets
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LogRun) and self.to_bytes() == other.to_bytes()
+
+    @property
+    def seqs(self) -> np.ndarray:
+        return self.records["seq"]
+
+    @classmethod
+    def empty(cls) -> LogRun:
+        return cls(np.empty(0, LOG_RECORD_DTYPE), b"", np.zeros(1, np.int64))
+
+    @classmethod
+    def build(cls, records: np.ndarray, names: bytes) -> LogRun:
+        """A run of records written here (the sequencer's): lengths are trusted, not re-checked."""
+        return cls(records, names)
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[LogEntry]) -> LogRun:
+        """Records of LogEntry tuples (the per-command path, migration, tests)."""
+        rows = []
+        names = []
+        for e in entries:
+            coid = "" if e.client_order_id is None else e.client_order_id
+            client = "" if e.client_id is None else e.client_id
+            names.append(coid)
+            names.append(client)
+            rows.append(
+                (e.seq, e.hash, e.op, e.side, e.order_type, e.tif, e.stp, e.post_only, len(coid), len(client),
+                 e.owner, 0, e.order_id, e.price, e.qty)
+            )  # fmt: skip
+        try:
+            blob = "".join(names).encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError("log entry names must be ASCII") from None
+        return cls.build(np.array(rows, dtype=LOG_RECORD_DTYPE), blob)
+
+    @classmethod
+    def from_commands(
+        cls,
+        rows: np.ndarray,
+        first_seq: int,
+        hashes: np.ndarray,
+        client_order_ids: list[str],
+        client: str | None = None,
+    ) -> LogRun:
+        """Records of consecutive commands (COMMAND_DTYPE `rows`, their post-state `hashes`), from
+        seq `first_seq`, with numpy; `client` is named on the first (it introduces its owner)."""
+        n = len(rows)
+        # (plain slices of the bytes, not structured field views: a field view costs microseconds)
+        raw = np.empty((n, _RECORD), np.uint8)
+        raw[:, _COMMAND_AT:] = np.ascontiguousarray(rows).view(np.uint8).reshape(n, COMMAND_DTYPE.itemsize)
+        head = np.empty((n, 2), np.uint64)
+        head[:, 0] = np.arange(first_seq, first_seq + n, dtype=np.uint64)
+        head[:, 1] = hashes
+        raw[:, :16] = head.view(np.uint8).reshape(n, 16)
+        raw[:, 22] = np.fromiter(map(len, client_order_ids), np.uint8, n)
+        raw[:, 23] = 0
+        raw[:, 28:32] = 0
+        records = raw.view(LOG_RECORD_DTYPE).reshape(n)
+        names = "".join(client_order_ids)
+        if client is not None and n:
+            raw[0, 23] = len(client)
+            cut = len(client_order_ids[0])
+            names = names[:cut] + client + names[cut:]
+        return cls.build(records, names.encode("ascii"))
+
+    @classmethod
+    def concat(cls, runs: Sequence[LogRun]) -> LogRun:
+        if len(runs) == 1:
+            return runs[0]
+        if not runs:
+            return cls.empty()
+        records = np.concatenate([run.records for run in runs])
+        return cls.build(records, b"".join(run.names for run in runs))
+
+    def cut(self, start: int, stop: int | None = None) -> LogRun:
+        """Entries start..stop-1 (a view of the records; the names sliced)."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        start = min(start, stop)
+        if start == 0 and stop == len(self):
+            return self
+        lo, hi = int(self.offsets[start]), int(self.offsets[stop])
+        return LogRun(self.records[start:stop], self.names[lo:hi], self.offsets[start : stop + 1] - lo)
+
+    def to_bytes(self) -> bytes:
+        return RUN_HEAD.pack(len(self), len(self.names)) + self.records.tobytes() + self.names
+
+    @classmethod
+    def read(cls, data: bytes | memoryview, at: int = 0) -> tuple[LogRun, int]:
+        """(the run at offset `at` of `data`, the offset after it); ValueError if it is truncated,
+        its lengths do not add up, a field is out of range or a name is not printable ASCII."""
+        if len(data) - at < RUN_HEAD.size:
+            raise ValueError("log run truncated (no count)")
+        count, names_len = RUN_HEAD.unpack_from(data, at)
+        start = at + RUN_HEAD.size
+        end_records = start + count * _RECORD
+        end = end_records + names_len
+        if end > len(data):
+            raise ValueError(f"log run truncated: {count} records and {names_len} name bytes need {end - at}")
+        records = np.frombuffer(data, LOG_RECORD_DTYPE, count, start)
+        names = bytes(data[end_records:end])
+        offsets = _check_records(records, names_len)
+        if names:
+            blob = np.frombuffer(names, np.uint8)
+            if int(blob.min()) < 0x21 or int(blob.max()) > 0x7E:
+                raise ValueError("log run names are not printable ASCII")
+            for i in np.flatnonzero(records["client_len"]).tolist():
+                lo = int(offsets[i]) + int(records["coid_len"][i])
+                client = names[lo : int(offsets[i + 1])].decode("ascii")
+                if not CLIENT_ID_RE.fullmatch(client):
+                    raise ValueError(f"log record {int(records['seq'][i])}: client id {client!r} is invalid")
+        return cls(records, names, offsets), end
+
+    # -- per-entry views (not the hot path) -------------------------------------------------
+
+    def names_of(self, i: int) -> tuple[str | None, str | None]:
+        """(client id or None, client order id or None) of entry i."""
+        lo = int(self.offsets[i])
+        mid = lo + int(self.records["coid_len"][i])
+        hi = int(self.offsets[i + 1])
+        coid = self.names[lo:mid].decode("ascii") if mid > lo else None
+        client = self.names[mid:hi].decode("ascii") if hi > mid else None
+        return client, coid
+
+    def client_order_ids_at(self, indices: np.ndarray) -> list[str | None]:
+        """A list indexed by entry holding the client order ids of the entries `indices` (None
+        elsewhere): what MapChanges reads, built only for the entries it maps."""
+        out: list[str | None] = [None] * len(self)
+        if len(indices):
+            text = self.names.decode("ascii")
+            starts = self.offsets[indices]
+            ends = starts + self.records["coid_len"][indices]
+            for i, lo, hi in zip(indices.tolist(), starts.tolist(), ends.tolist(), strict=True):
+                out[i] = text[lo:hi] if hi > lo else None
+        return out
+
+    def entry(self, i: int, clients: dict[int, str] | None = None) -> LogEntry:
+        """Entry i; with `clients` (owner -> client id), the client id of an entry that does not
+        carry it is filled in from there."""
+        seq, state_hash, op, side, otype, tif, stp, post_only, _cl, _kl, owner, _r, order_id, price, qty = (
+            self.records[i].tolist()
+        )
+        client, coid = self.names_of(i)
+        if client is None and clients is not None:
+            client = clients.get(owner)
+        return LogEntry(
+            seq, state_hash, client, coid, op, order_id, owner, side, otype, tif, stp, post_only, price, qty
+        )
+
+    def entries(self, clients: dict[int, str] | None = None) -> list[LogEntry]:
+        return [self.entry(i, clients) for i in range(len(self))]
 
 
-def decode_log_message(payload: bytes) -> LogMessage:
-    """Raises ValueError on anything that is not a well-formed log message."""
-    try:
-        doc = json.loads(payload)
-    except (ValueError, RecursionError) as exc:
-        raise ValueError(f"log message is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ValueError("log message must be a JSON object")
-    if type(doc.get("v")) is not int or doc.get("v") != WIRE_VERSION:
-        raise ValueError(f"unsupported log message version {doc.get('v')!r}")
-    market, head, entries = doc.get("market"), doc.get("head"), doc.get("entries")
-    if (
-        not isinstance(market, str)
-        or type(head) is not int
-        or not 0 <= head <= MAX_SEQ
-        or not isinstance(entries, list)
-    ):
-        raise ValueError("log message needs market (string), head (integer 0..2^63-1) and entries (array)")
-    return LogMessage(market, head, bool(doc.get("replay", False)), [decode_entry(e) for e in entries])
+def encode_log_message(market: str, head: int, run: LogRun | None = None, replay: bool = False) -> bytes:
+    """A log message: header + run (no run: a heartbeat, or a replay answer with nothing to send)."""
+    name = market.encode("ascii")
+    flags = FLAG_REPLAY if replay else 0
+    prefix = MESSAGE_HEAD.pack(LOG_MAGIC, LOG_FORMAT, flags, head, len(name)) + name
+    return prefix + (run.to_bytes() if run is not None else RUN_HEAD.pack(0, 0))
 
 
 @dataclass(slots=True)
 class LogBatch:
-    """A log message as columns, from the native reader (`read_log_batch`): what a replica applies
-    in one `Book.apply_batch` call. Row i is the entry with seq `seqs[i]`."""
+    """A decoded log message: what a replica applies in one `Book.apply_batch` call. Row i is the
+    entry with seq `seqs[i]`."""
 
     market: str
     head: int
     replay: bool
-    seqs: np.ndarray  # int64
-    hashes: np.ndarray  # uint64: the post-state hash the sequencer computed after each entry
-    commands: np.ndarray  # COMMAND_DTYPE: the entries' engine commands
-    client_ids: list[str]
-    client_order_ids: list[str | None]
+    run: LogRun
 
     def __len__(self) -> int:
-        return len(self.seqs)
+        return len(self.run)
+
+    @property
+    def seqs(self) -> np.ndarray:  # int64
+        return self.run.records["seq"]
+
+    @property
+    def hashes(self) -> np.ndarray:  # uint64: the post-state hash the sequencer computed after each entry
+        return self.run.records["hash"]
+
+    @property
+    def owners(self) -> np.ndarray:
+        return self.run.records["owner"]
+
+    def commands(self) -> np.ndarray:
+        """The entries' engine commands (COMMAND_DTYPE, contiguous): one copy of the records' bytes."""
+        n = len(self.run)
+        commands = np.empty(n, COMMAND_DTYPE)
+        if n:
+            raw = np.ascontiguousarray(self.run.records).view(np.uint8).reshape(n, _RECORD)
+            commands.view(np.uint8).reshape(n, COMMAND_DTYPE.itemsize)[:] = raw[:, _COMMAND_AT:]
+            commands["_pad"] = 0
+            commands["_pad2"] = 0
+        return commands
 
     def consecutive(self) -> bool:
         """Seqs strictly one apart (what a sequencer publishes: one batch, in order)."""
@@ -152,38 +390,70 @@ class LogBatch:
         return n < 2 or (int(seqs[-1]) - int(seqs[0]) == n - 1 and bool(np.all(np.diff(seqs) == 1)))
 
     def tail(self, start: int) -> LogBatch:
-        return LogBatch(
-            self.market,
-            self.head,
-            self.replay,
-            self.seqs[start:],
-            self.hashes[start:],
-            self.commands[start:],
-            self.client_ids[start:],
-            self.client_order_ids[start:],
-        )
+        return LogBatch(self.market, self.head, self.replay, self.run.cut(start))
 
-    def entry(self, i: int) -> LogEntry:
-        return self._entry(int(self.seqs[i]), int(self.hashes[i]), i, self.commands[i].tolist())
+    def entry(self, i: int, clients: dict[int, str] | None = None) -> LogEntry:
+        return self.run.entry(i, clients)
 
+    @property
     def entries(self) -> list[LogEntry]:
-        rows = zip(self.seqs.tolist(), self.hashes.tolist(), self.commands.tolist(), strict=True)
-        return [self._entry(seq, state_hash, i, row) for i, (seq, state_hash, row) in enumerate(rows)]
-
-    def _entry(self, seq: int, state_hash: int, i: int, row: tuple[int, ...]) -> LogEntry:
-        op, side, otype, tif, stp, post_only, _pad, owner, _pad2, order_id, price, qty = row
-        client, coid = self.client_ids[i], self.client_order_ids[i]
-        return LogEntry(
-            seq, state_hash, client, coid, op, order_id, owner, side, otype, tif, stp, post_only, price, qty
-        )
+        """Every entry, as the records carry them (client ids only where introduced)."""
+        return self.run.entries()
 
 
-def read_log_batch(payload: bytes) -> LogBatch | None:
-    """The native reader (src/fastbook/wire/_logparse.pyx): a LogBatch if the payload is a log message exactly
-    as `encode_log_message` writes it, else None (then `decode_log_message` decodes it, or names
-    what is wrong). Every entry it accepts passes `decode_entry`'s checks."""
-    parsed = parse_log_message(payload)
-    return None if parsed is None else LogBatch(*parsed)
+def decode_log_message(payload: bytes | memoryview) -> LogBatch:
+    """Raises ValueError on anything that is not a well-formed log message of LOG_FORMAT."""
+    if type(payload) is not bytes:  # the records are a view: of bytes nobody can change under them
+        payload = bytes(payload)
+    if len(payload) < MESSAGE_HEAD.size:
+        raise ValueError("log message truncated (no header)")
+    magic, version, flags, head, market_len = MESSAGE_HEAD.unpack_from(payload, 0)
+    if magic != LOG_MAGIC:
+        raise ValueError(f"not a log message (magic {bytes(magic)!r})")
+    if version != LOG_FORMAT:
+        raise ValueError(f"unsupported log message format {version} (this reader knows {LOG_FORMAT})")
+    if flags & ~FLAG_REPLAY:
+        raise ValueError(f"log message has unknown flags {flags:#x}")
+    if head < 0:
+        raise ValueError(f"log message head {head} is negative")
+    at = MESSAGE_HEAD.size + market_len
+    if len(payload) < at:
+        raise ValueError("log message truncated (market name)")
+    try:
+        market = bytes(payload[MESSAGE_HEAD.size : at]).decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("log message market name is not ASCII") from None
+    run, end = LogRun.read(payload, at)
+    if end != len(payload):
+        raise ValueError(f"log message has {len(payload) - end} bytes after its run")
+    return LogBatch(market, head, bool(flags & FLAG_REPLAY), run)
+
+
+def entry_json(entry: LogEntry, market: Any | None = None) -> dict[str, Any]:
+    """A readable JSON object of one entry (`fastbook log`): field names, the hash in hex, decimal
+    prices and quantities when the market spec (a MarketSpec) is known, else ticks and lots."""
+    doc: dict[str, Any] = {
+        "seq": entry.seq,
+        "hash": f"{entry.hash:016x}",
+        "client_id": entry.client_id,
+        "id": entry.client_order_id,
+        "op": OP_TEXT.get(entry.op, entry.op),
+        "order_id": entry.order_id,
+        "owner": entry.owner,
+    }
+    if entry.op == Op.NEW:
+        doc["side"] = SIDE_TEXT.get(entry.side, entry.side)
+        doc["type"] = TYPE_TEXT.get(entry.order_type, entry.order_type)
+        doc["tif"] = TIF_TEXT.get(entry.tif, entry.tif)
+        doc["stp"] = STP_TEXT.get(entry.stp, entry.stp)
+        doc["post_only"] = bool(entry.post_only)
+    if market is not None:
+        doc["price"] = market.ticks_to_price(entry.price) if entry.price else None
+        doc["qty"] = market.lots_to_qty(entry.qty) if entry.qty else None
+    else:
+        doc["price_ticks"] = entry.price
+        doc["qty_lots"] = entry.qty
+    return doc
 
 
 @dataclass(frozen=True, slots=True)

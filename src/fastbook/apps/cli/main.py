@@ -1,4 +1,4 @@
-"""`fastbook`: the umbrella command — `fastbook status`, `fastbook demo` and `fastbook users`."""
+"""`fastbook`: the umbrella command — `fastbook status`, `demo`, `users`, `log` and `journal`."""
 
 from __future__ import annotations
 
@@ -71,7 +71,67 @@ def parser() -> argparse.ArgumentParser:
     remove.add_argument("name", metavar="NAME")
     listing = users_sub.add_parser("list", help="list users and roles (never passwords)")
     listing.add_argument("--file", type=Path, required=True, help="credentials file")
+    logs = sub.add_parser("log", help="print a market's log as JSON lines",
+                          description="Read the binary log (docs/wire.md) and print one JSON object per "
+                          "entry, in seq order: `dump` replays a range from the sequencer's journal, "
+                          "`tail` follows the live log.")
+    logs_sub = logs.add_subparsers(dest="log_command", metavar="ACTION", required=True)
+    for action, text in (("tail", "follow the live log (from --from SEQ, replayed first)"),
+                         ("dump", "print --from SEQ to --to SEQ (default: the head) and exit")):
+        cmd = logs_sub.add_parser(action, help=text, description=text)
+        add_broker_argument(cmd)
+        cmd.add_argument("--market", type=market_name, default="BTC-USD", help="market (default BTC-USD)")
+        cmd.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
+        cmd.add_argument("--from", dest="first", type=positive_int, required=action == "dump",
+                         metavar="SEQ", help="first seq to print")
+        if action == "dump":
+            cmd.add_argument("--to", dest="last", type=positive_int, default=None, metavar="SEQ",
+                             help="last seq to print (default: the head)")
+        cmd.add_argument("--timeout", type=positive_float, default=5.0,
+                         help="seconds to wait for the broker (and, for dump, for the sequencer)")
+        add_credentials_arguments(cmd)
+
+    journal = sub.add_parser("journal", help="sequencer journal maintenance")
+    journal_sub = journal.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
+    migrate = journal_sub.add_parser(
+        "migrate", help="convert a journal of the previous format (FBJOURN1, JSON entries)",
+        description="Rewrite DIR/journal.log (FBJOURN1: one JSON entry per record) in the binary "
+        "format (FBJOURN2). The original is kept as DIR/journal.log.v1. Stop the sequencer first.")
+    migrate.add_argument("data_dir", type=Path, metavar="DIR", help="the sequencer's data dir")
     return p
+
+
+def log_command(args: argparse.Namespace) -> int:
+    from fastbook.apps.logread import read_log
+
+    try:
+        username, password = credentials(args)
+    except CredentialsError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    last = getattr(args, "last", None)
+    if last is not None and args.first is not None and last < args.first:
+        return fail("--to must not be below --from", EXIT_USAGE)
+    try:
+        read_log(args.broker, args.market, args.prefix, args.first, last, args.log_command == "tail",
+                 sys.stdout, args.timeout, username=username, password=password,
+                 tls_ca=str(args.tls_ca) if args.tls_ca else None)
+    except TimeoutError as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def journal_command(args: argparse.Namespace) -> int:
+    from fastbook.log.journal import JournalError
+    from fastbook.log.journal_migrate import migrate_journal
+
+    try:
+        count = migrate_journal(args.data_dir)
+    except JournalError as exc:
+        return fail(str(exc))
+    print(f"migrated {count} entries in {args.data_dir / 'journal.log'} (original: journal.log.v1)")
+    return EXIT_OK
 
 
 def _new_password(args: argparse.Namespace) -> str:
@@ -152,6 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.orders, args.seed, args.keep_running, args.data_dir)
     if args.command == "users":
         return users_command(args)
+    if args.command == "log":
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
+        return log_command(args)
+    if args.command == "journal":
+        return journal_command(args)
     return EXIT_FAILURE  # unreachable: argparse requires a command
 
 
