@@ -43,6 +43,9 @@ class Follower:
     """
 
     MAX_BUFFER = 1_000_000  # out-of-order entries kept while a gap is filled
+    # Messages of at most this many entries are applied entry by entry: apply_batch's numpy calls
+    # cost more than the per-command path for a lone order (bench/README, "lone orders").
+    ENTRY_BY_ENTRY = 2
 
     def __init__(
         self,
@@ -141,6 +144,7 @@ class Follower:
             or self.buffer
             or int(batch.seqs[0]) > replica.version + 1
             or not batch.consecutive()
+            or n <= self.ENTRY_BY_ENTRY
         ):
             return self.on_entries(batch.entries, batch.head, now)
         first = int(batch.seqs[0])
