@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from fastbook.log import sequencer as sequencer_mod
+from fastbook.log import replay as replay_mod
 from fastbook.log.journal import JournalError
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
 from fastbook.transport.node import Outgoing
@@ -204,7 +204,7 @@ def test_duplicates_rejected_even_after_restart(tmp_path: Path) -> None:
 
 
 def test_replay_serving(seq: SequencerNode, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sequencer_mod, "LOG_CHUNK", 3)
+    monkeypatch.setattr(replay_mod, "LOG_CHUNK", 3)
     send(seq, "alice", *[new(f"a{i}", "buy", "99.00", "1") for i in range(8)])
 
     def replay(body: bytes) -> list[Outgoing]:

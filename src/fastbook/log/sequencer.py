@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
@@ -31,11 +31,12 @@ import numpy as np
 from fastbook import backend
 from fastbook.engine import EventTuple
 from fastbook.engine.types import EventType, Op, Reject
-from fastbook.log.dedupe import DedupeWindow
 from fastbook.log.journal import Journal, JournalError
-from fastbook.log.replica import HashMismatch, Replica
+from fastbook.log.recovery import check_market_file, recover
+from fastbook.log.replay import LOG_CHUNK, ReplayService
 from fastbook.log.reports import command_reports_json, public_trade
 from fastbook.log.runwriter import NewsRun
+from fastbook.log.snapshot_policy import SnapshotPolicy
 from fastbook.log.snapshots import SnapshotStore
 from fastbook.transport.node import Incoming, Outgoing
 from fastbook.wire._orderparse import parse_orders
@@ -44,24 +45,17 @@ from fastbook.wire.fields import (
     INVALID_CLIENT_ID,
     JOURNAL_UNAVAILABLE,
     OP_TEXT,
-    REPLAY_MAX_ENTRIES,
     UNKNOWN_ORDER,
     dumps,
 )
-from fastbook.wire.log import LogEntry, LogRun, decode_replay_request, encode_log_message
+from fastbook.wire.log import LogEntry, LogRun, encode_log_message
 from fastbook.wire.market import MarketSpec
 from fastbook.wire.messages import encode_book, encode_report_texts, encode_trades, reject_report
 from fastbook.wire.orders import OrderCommand, WireReject, decode_orders, valid_client_id
-from fastbook.wire.snapshot import SnapshotData, encode_snapshot
 from fastbook.wire.topics import DEFAULT_PREFIX, Topics
 
 log = logging.getLogger(__name__)
 
-# Entries per log / replay message. A runner's batch is cut at 256 KiB of orders (~2,500 bulk orders),
-# so a batch's log is one message: split in two, an edge reads the first part, is behind the head
-# for a moment and published two status changes per batch (2,000 did that to every bulk batch).
-LOG_CHUNK = 4096
-MARKET_FILE = "market.json"
 
 _TRADE = int(EventType.TRADE)
 _REJECTED = int(EventType.REJECTED)
@@ -172,16 +166,17 @@ class SequencerNode:
             raise ValueError("snapshot_every, book_depth, max_payload and dedupe_window must be positive")
         self.journal = Journal(self.data_dir)
         try:
-            self._check_market_file()
+            check_market_file(self.data_dir, cfg.market)
             self.snapshots = SnapshotStore(self.data_dir / "snapshots")
-            self.last_trade: dict[str, Any] | None = None
-            self.replica, self.dedupe = self._recover()
+            recovered = recover(cfg.market, self.journal, self.snapshots, cfg.dedupe_window, self.data_dir)
+            self.replica, self.dedupe = recovered.replica, recovered.dedupe
+            self.last_trade: dict[str, Any] | None = recovered.last_trade
             self.failed: str | None = None
             self._durable_book: Outgoing | None = None  # the last book built from durable state
-            self._published_snapshot = b""
-            self._published_snapshot_version = -1
-            self._snapshot_orders = 0  # resting orders in the last snapshot (sets the spacing)
-            self._snapshot_time: float | None = None
+            self.snapshot_policy = SnapshotPolicy(
+                self.snapshots, cfg.snapshot_every, cfg.snapshot_interval, cfg.snapshot_keep
+            )
+            self.replay = ReplayService(cfg.market.name, self.topics, self.journal)
             self._log_time: float | None = None  # last log publish (for the idle heartbeat)
             # Time source for on_messages (on_tick gets its time from the runner); tests replace it.
             self.clock: Callable[[], float] = time.monotonic
@@ -206,113 +201,6 @@ class SequencerNode:
         steps = (m._tick_places, m._tick_units, m._lot_places, m._lot_units)  # noqa: SLF001
         limit = self.cfg.max_payload
         return lambda payload: parse_orders(payload, *steps, max_payload=limit)
-
-    def _check_market_file(self) -> None:
-        path = self.data_dir / MARKET_FILE
-        if path.exists():
-            try:
-                stored = MarketSpec.from_json(json.loads(path.read_bytes()))
-            except (ValueError, OSError, RecursionError) as exc:
-                raise ValueError(f"{path} is unreadable: {exc}") from exc
-            if stored != self.market:
-                raise ValueError(f"data dir {self.data_dir} belongs to market {stored}, not {self.market}")
-        else:
-            path.write_text(json.dumps(self.market.to_json()) + "\n")
-
-    def _restore(self, snap: SnapshotData) -> Replica:
-        if snap.market != self.market:
-            raise ValueError(f"snapshot is for market {snap.market}, not {self.market}")
-        return Replica.from_snapshot(snap)
-
-    def _recover(self) -> tuple[Replica, DedupeWindow]:
-        """Latest valid snapshot file + replay of the journal after it (hash-checked). The dedupe
-        window is rebuilt from the journal: the `new`s of the last `dedupe_window` versions before
-        the snapshot, then those replayed after it (snapshot files do not carry it: writing it with
-        every snapshot cost O(window) each time, most of the sequencer's time at the default window)."""
-        loaded = self.snapshots.load_latest(self._restore)
-        if loaded is not None:
-            restored = loaded[1]
-            assert isinstance(restored, Replica)
-            replica = restored
-        else:
-            replica = Replica(self.market)
-        dedupe = DedupeWindow(self.cfg.dedupe_window)
-        journal = self.journal
-        if journal.last_seq < replica.version:
-            raise JournalError(
-                f"snapshot version {replica.version} is ahead of the journal (last seq {journal.last_seq}) "
-                f"in {self.data_dir}: journal records are missing"
-            )
-        if journal.last_seq > replica.version and journal.first_seq > replica.version + 1:
-            raise JournalError(
-                f"journal starts at seq {journal.first_seq} but the newest usable snapshot is version "
-                f"{replica.version}: seqs in between are missing"
-            )
-        start = replica.version
-        # The ids of the news in the window before the snapshot (already applied to it) ...
-        # (A journal that starts later than the window holds fewer: only the ids it has.)
-        window_start = max(1, journal.first_seq, start - self.cfg.dedupe_window + 1)
-        for seq, client, coid in self._journaled_news(window_start, start, replica.clients):
-            dedupe.accept(seq, client, coid)
-        dedupe.advance(start)
-        # ... then the journal after the snapshot, applied and checked entry by entry.
-        for entry in self._journal_entries(start + 1, journal.last_seq):
-            try:
-                events = replica.apply(entry)
-            except (HashMismatch, ValueError, KeyError) as exc:
-                raise JournalError(
-                    f"journal replay diverged ({exc}); was it written by a different engine?"
-                ) from exc
-            if entry.op == Op.NEW:
-                client = replica.clients[entry.owner]
-                dedupe.accept(entry.seq, client, entry.client_order_id)  # type: ignore[arg-type]
-            dedupe.advance(entry.seq)
-            trades = [event for event in events if event[0] == _TRADE]
-            if trades:
-                self.last_trade = self._public_trade(entry.seq, len(trades), trades[-1])
-        log.info(
-            "sequencer %s: recovered version %d (snapshot %d + %d journal entries; dedupe window %d ids)",
-            self.market.name,
-            replica.version,
-            start,
-            replica.version - start,
-            len(dedupe),
-        )
-        return replica, dedupe
-
-    def _journal_runs(self, first: int, last: int) -> Iterator[LogRun]:
-        """Journal records first..last, read in runs; JournalError if one is missing."""
-        seq = first
-        while seq <= last:
-            run = self.journal.read(seq, last, limit=50_000)
-            if not len(run) or int(run.seqs[0]) != seq:
-                held = f"{self.journal.first_seq}..{self.journal.last_seq}"
-                raise JournalError(f"journal record {seq} is missing (the journal holds {held})")
-            yield run
-            seq = int(run.seqs[-1]) + 1
-
-    def _journal_entries(self, first: int, last: int) -> Iterator[LogEntry]:
-        """The journal entries first..last (the journal checked their records when it read them)."""
-        for run in self._journal_runs(first, last):
-            yield from run.entries()
-
-    def _journaled_news(
-        self, first: int, last: int, clients: dict[int, str]
-    ) -> Iterator[tuple[int, str, str]]:
-        """(seq, client, client order id) of the `new`s among the journal records first..last,
-        already applied to the snapshot whose owners are `clients`. Only the fields the dedupe
-        window needs are read: up to `dedupe_window` records are read at every start."""
-        for run in self._journal_runs(first, last):
-            news = np.flatnonzero(run.records["op"] == _NEW)
-            coids = run.client_order_ids_at(news)
-            seqs = run.seqs[news].tolist()
-            for i, seq, owner in zip(news.tolist(), seqs, run.records["owner"][news].tolist(), strict=True):
-                client = clients.get(owner)
-                coid = coids[i]
-                if client is None or coid is None:
-                    problem = f"a new of owner {owner}, whom the snapshot lacks"
-                    raise JournalError(f"journal record {seq}: {problem}")
-                yield seq, client, coid
 
     # -- Node ------------------------------------------------------------------------------
 
@@ -339,14 +227,8 @@ class SequencerNode:
         return [self._book_message(), Outgoing(self.topics.snapshot, self._published_snapshot, retain=True)]
 
     def on_tick(self, now: float) -> list[Outgoing]:
-        if self._snapshot_time is None:
-            self._snapshot_time = now
         out: list[Outgoing] = []
-        if (
-            self.failed is None
-            and self.version > self._published_snapshot_version
-            and now - self._snapshot_time >= self.cfg.snapshot_interval
-        ):
+        if self.snapshot_policy.due_on_tick(self.version, now) and self.failed is None:
             out += self._take_snapshot(now)
         if self._log_time is None or now - self._log_time >= self.cfg.heartbeat_interval:
             # An empty log message carrying the head: a replica that lost the last messages of a
@@ -383,18 +265,11 @@ class SequencerNode:
             out.append(Outgoing(self.topics.trades, encode_trades(self.market, batch.trades)))
         if committed and self.version != start_version:
             out.append(self._book_message())
-            # A snapshot costs O(resting orders): spacing them at least as many versions apart as
-            # the last one held orders keeps their cost O(1) per command however deep the book.
-            # A command adds at most one order, so the next snapshot holds at most twice the
-            # spacing: at most 2 order rows written per command (a book that grows by one order
-            # per command gets a snapshot whenever the version doubles), about 1 on a book of
-            # steady depth; and a late joiner replays at most about as many entries as the
-            # snapshot holds.
-            spacing = max(self.cfg.snapshot_every, self._snapshot_orders)
-            if self.version - self._published_snapshot_version >= spacing:
+            if self.snapshot_policy.due_after_batch(self.version):
                 out.extend(self._take_snapshot(self.clock()))
+        policy = self.snapshot_policy
         for requester, payload in replays:
-            out.extend(self._serve_replay(requester, payload))
+            out.extend(self.replay.serve(requester, payload, policy.published, policy.published_version))
         return out
 
     # -- orders ----------------------------------------------------------------------------
@@ -669,47 +544,13 @@ class SequencerNode:
         self._durable_book = Outgoing(self.topics.book, payload, retain=True)
         return self._durable_book
 
+    # -- snapshots ---------------------------------------------------------------------------
+
+    @property
+    def _published_snapshot(self) -> bytes:
+        return self.snapshot_policy.published
+
     def _take_snapshot(self, now: float) -> list[Outgoing]:
         """Write <version>.snap and publish the same bytes retained."""
-        # The order rows are written straight from the replica's map: a snapshot costs O(resting
-        # orders), and building the rows first was about a third of it.
-        snap = self.replica.snapshot_data(rows=False)
-        data = encode_snapshot(snap, orders=self.replica.orders)
-        try:
-            self.snapshots.write(snap, data)
-            self.snapshots.prune(self.cfg.snapshot_keep)
-        except OSError as exc:
-            log.error("sequencer %s: cannot write snapshot %d: %s", self.market.name, snap.version, exc)
-        self._published_snapshot = data
-        self._published_snapshot_version = snap.version
-        self._snapshot_orders = len(self.replica.orders)
-        self._snapshot_time = now
-        return [Outgoing(self.topics.snapshot, self._published_snapshot, retain=True)]
-
-    def _serve_replay(self, requester: str, payload: bytes) -> list[Outgoing]:
-        if not valid_client_id(requester):
-            log.warning("replay request from invalid requester id %r ignored", requester[:70])
-            return []
-        try:
-            request = decode_replay_request(payload)
-        except ValueError as exc:
-            log.warning("bad replay request from %s ignored: %s", requester, exc)
-            return []
-        topic = self.topics.replay_response(requester)
-        out = []
-        first = request.first
-        if request.snapshot:
-            out.append(Outgoing(topic, self._published_snapshot))
-            first = max(first, self._published_snapshot_version + 1)
-        head = self.journal.last_seq
-        try:
-            records = self.journal.read(first, request.last, limit=REPLAY_MAX_ENTRIES)
-        except JournalError as exc:
-            log.error("replay for %s failed: %s", requester, exc)
-            return out
-        if not len(records):
-            out.append(Outgoing(topic, encode_log_message(self.market.name, head, replay=True)))
-        for i in range(0, len(records), LOG_CHUNK):
-            chunk = encode_log_message(self.market.name, head, records.cut(i, i + LOG_CHUNK), replay=True)
-            out.append(Outgoing(topic, chunk))
-        return out
+        data = self.snapshot_policy.take(self.replica, now)
+        return [Outgoing(self.topics.snapshot, data, retain=True)]
