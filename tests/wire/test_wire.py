@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -25,7 +26,13 @@ from fastbook.wire.fields import (
 )
 from fastbook.wire.log import ReplayRequest, decode_replay_request, encode_replay_request
 from fastbook.wire.market import MarketSpec
-from fastbook.wire.messages import encode_book, encode_reports, encode_status, unknown_market_reports
+from fastbook.wire.messages import (
+    BookWriter,
+    encode_book,
+    encode_reports,
+    encode_status,
+    unknown_market_reports,
+)
 from fastbook.wire.orders import OrderCommand, WireReject, decode_orders
 from fastbook.wire.snapshot import SnapshotData, decode_snapshot, encode_snapshot, is_snapshot_payload
 
@@ -267,3 +274,31 @@ def test_deep_values_are_quoted_without_recursion() -> None:
     assert isinstance(item, WireReject) and item.code in ("INVALID_FIELD", "MALFORMED_JSON")
     assert describe([[1]]) == "an array" and describe({"a": 1}) == "an object"
     assert describe("x" * 100) == '"' + "x" * 40 + '"'
+
+
+_levels = st.lists(
+    st.tuples(st.integers(1, 10**12), st.integers(1, 10**12), st.integers(1, 10**6)), max_size=20
+)
+_trades = st.none() | st.fixed_dictionaries(
+    {"seq": st.integers(1, 10**9), "price": st.just("100.25"), "qty": st.just("1.5"), "side": st.just("buy")}
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_levels, _levels, _trades, st.integers(0, 2**63 - 1), st.integers(0, 2**64 - 1)),
+                min_size=1, max_size=6))
+def test_the_book_writer_writes_what_json_dumps_of_the_book_writes(
+    books: list[tuple[list[tuple[int, int, int]], list[tuple[int, int, int]], Any, int, int]],
+) -> None:
+    # One writer over a sequence of books: its level and last-trade texts kept from one to the next
+    # must never leak a stale level into a later book.
+    writer = BookWriter(SPEC)
+    writer.MAX_LEVELS_KEPT = 16  # small, so the bound is crossed too
+    for bids, asks, trade, version, state_hash in books:
+        expected = json.dumps({
+            "v": 1, "market": SPEC.name, "version": version, "hash": f"{state_hash:016x}",
+            "bids": [[SPEC.ticks_to_price(p), SPEC.lots_to_qty(q), n] for p, q, n in bids],
+            "asks": [[SPEC.ticks_to_price(p), SPEC.lots_to_qty(q), n] for p, q, n in asks],
+            "last_trade": trade,
+        }, separators=(",", ":")).encode()
+        assert writer.encode(version, state_hash, (bids, asks), trade) == expected

@@ -50,7 +50,7 @@ from fastbook.wire.fields import (
 )
 from fastbook.wire.log import LogEntry, LogRun, encode_log_message
 from fastbook.wire.market import MarketSpec
-from fastbook.wire.messages import encode_book, encode_report_texts, encode_trades, reject_report
+from fastbook.wire.messages import BookWriter, encode_report_texts, encode_trades, reject_report
 from fastbook.wire.orders import OrderCommand, WireReject, decode_orders, valid_client_id
 from fastbook.wire.topics import DEFAULT_PREFIX, Topics
 
@@ -173,6 +173,7 @@ class SequencerNode:
             self.last_trade: dict[str, Any] | None = recovered.last_trade
             self.failed: str | None = None
             self._durable_book: Outgoing | None = None  # the last book built from durable state
+            self._book_writer = BookWriter(cfg.market)
             self.snapshot_policy = SnapshotPolicy(
                 self.snapshots, cfg.snapshot_every, cfg.snapshot_interval, cfg.snapshot_keep
             )
@@ -540,7 +541,7 @@ class SequencerNode:
             # reconnect republishes the last book that was, never that state.
             return self._durable_book
         depth = self.replica.book.depth(self.cfg.book_depth)
-        payload = encode_book(self.market, self.journal.last_seq, self.state_hash, depth, self.last_trade)
+        payload = self._book_writer.encode(self.journal.last_seq, self.state_hash, depth, self.last_trade)
         self._durable_book = Outgoing(self.topics.book, payload, retain=True)
         return self._durable_book
 

@@ -32,6 +32,55 @@ def encode_report_texts(texts: Sequence[str]) -> bytes:
     return f"[{','.join(texts)}]".encode()
 
 
+class BookWriter:
+    """Writes a market's `book` messages: the bytes of dumps({"v", "market", "version", "hash",
+    "bids", "asks", "last_trade"}) with each level as [price, qty, orders].
+
+    One is written after every batch that moved the version; most levels are the same as in the
+    last one, so each level's text is kept (bounded) and the last trade's text is reused while the
+    same object is passed: a lone order costs the levels it changed, not 40 decimal conversions
+    and a json.dumps of the whole book."""
+
+    MAX_LEVELS_KEPT = 8192
+
+    def __init__(self, market: MarketSpec) -> None:
+        self.market = market
+        self._head = f'{{"v":{WIRE_VERSION},"market":{json_string(market.name)},"version":'
+        self._levels: dict[tuple[int, int, int], str] = {}
+        self._trade: dict[str, Any] | None = None
+        self._trade_text = "null"
+
+    def _side(self, levels: Sequence[tuple[int, int, int]]) -> str:
+        known = self._levels
+        texts = []
+        for price, qty, orders in levels:
+            key = (price, qty, orders)
+            text = known.get(key)
+            if text is None:
+                if len(known) >= self.MAX_LEVELS_KEPT:
+                    known.clear()
+                m = self.market
+                text = f'["{m.ticks_to_price(price)}","{m.lots_to_qty(qty)}",{int(orders)}]'
+                known[key] = text
+            texts.append(text)
+        return ",".join(texts)
+
+    def encode(
+        self,
+        version: int,
+        state_hash: int,
+        depth: tuple[Sequence[tuple[int, int, int]], Sequence[tuple[int, int, int]]],
+        last_trade: dict[str, Any] | None,
+    ) -> bytes:
+        if last_trade is not self._trade:
+            self._trade, self._trade_text = last_trade, dumps(last_trade).decode()
+        bids, asks = depth
+        return (
+            f'{self._head}{int(version)},"hash":"{hash_hex(state_hash)}","bids":[{self._side(bids)}],'
+            f'"asks":[{self._side(asks)}],"last_trade":{self._trade_text}}}'
+        ).encode()
+
+
 def encode_book(
     market: MarketSpec,
     version: int,
@@ -39,19 +88,8 @@ def encode_book(
     depth: tuple[Sequence[tuple[int, int, int]], Sequence[tuple[int, int, int]]],
     last_trade: dict[str, Any] | None,
 ) -> bytes:
-    bids, asks = depth
-    tp, lq = market.ticks_to_price, market.lots_to_qty
-    return dumps(
-        {
-            "v": WIRE_VERSION,
-            "market": market.name,
-            "version": version,
-            "hash": hash_hex(state_hash),
-            "bids": [[tp(p), lq(q), n] for p, q, n in bids],
-            "asks": [[tp(p), lq(q), n] for p, q, n in asks],
-            "last_trade": last_trade,
-        }
-    )
+    """One book message (a program that writes many keeps a BookWriter)."""
+    return BookWriter(market).encode(version, state_hash, depth, last_trade)
 
 
 def encode_trades(market: MarketSpec, trades: Sequence[str]) -> bytes:
