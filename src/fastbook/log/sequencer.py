@@ -335,6 +335,15 @@ class SequencerNode:
             out.append(Outgoing(self.topics.log, encode_log_message(self.market.name, head, [])))
         return out
 
+    def next_deadline(self, now: float) -> float | None:
+        """When on_tick is due: the idle heartbeat, or the timed snapshot once the version moved."""
+        heartbeat = now if self._log_time is None else self._log_time + self.cfg.heartbeat_interval
+        if self.failed is None and self.version > self._published_snapshot_version:
+            taken = self._snapshot_time
+            snapshot = now if taken is None else taken + self.cfg.snapshot_interval
+            return min(heartbeat, snapshot)
+        return heartbeat
+
     def close(self) -> list[Outgoing]:
         self.journal.close()
         return []

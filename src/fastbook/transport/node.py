@@ -45,9 +45,15 @@ class Node(Protocol):
         ...
 
     def on_tick(self, now: float) -> list[Outgoing]:
-        """Called about every 100 ms (BatchPolicy.tick_interval) with time.monotonic(): timers,
-        retries, status."""
+        """Called with time.monotonic() once `next_deadline` is reached: timers, retries, status."""
         ...
+
+    def next_deadline(self, now: float) -> float | None:
+        """When on_tick should run next (a time.monotonic() value; None: only after the next
+        message). Asked after every call into the node, so a node sets a timer by returning it and
+        an idle node is not woken at all. The default (also for a node without this method) is
+        today's fixed tick: `now` + the runner's `BatchPolicy.tick_interval` (100 ms)."""
+        return now + TICK_INTERVAL
 
     def close(self) -> list[Outgoing]:
         """Clean shutdown: last messages to publish (final status), then release files."""
