@@ -1,18 +1,16 @@
 """NodeDriver and Inbox without a broker or threads: a fake node, a fake link, run_ready() by hand;
-then ThreadedRuntime's worker thread over the same fake link."""
+and the node's own deadlines."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
 from fastbook.transport.config import BatchPolicy
-from fastbook.transport.driver import NodeDriver
+from fastbook.transport.driver import MIN_TICK_GAP, NodeDriver
 from fastbook.transport.node import Outgoing
-from fastbook.transport.runner import ThreadedRuntime
 from fastbook.transport.seam import Inbox, RunnerError
 from tests.support.transport_fakes import FakeLink, FakeNode
 
@@ -157,64 +155,32 @@ def test_tick_runs_when_due() -> None:
     assert driver.until_tick(time.monotonic()) > 0
 
 
-class FakeRuntime(ThreadedRuntime):
-    """A ThreadedRuntime over the fake link: the worker thread without a broker."""
+class DeadlineNode(FakeNode):
+    """A FakeNode with a timer of its own: `deadline` is what next_deadline returns."""
 
-    def __init__(self, node: FakeNode, batching: BatchPolicy) -> None:
-        wakeup = threading.Event()
-        inbox = Inbox("fake", wakeup.set)
-        self.link = FakeLink()
-        self.connected = threading.Event()
-        super().__init__(NodeDriver(node, inbox, self.link, batching, "fake"), wakeup)
+    def __init__(self, deadline: float | None) -> None:
+        super().__init__()
+        self.deadline = deadline
+        self.asked = 0
 
-    def _start_transport(self) -> None:
-        self.connected.set()
-        self.driver.inbox.connected()
+    def next_deadline(self, now: float) -> float | None:
+        self.asked += 1
+        return self.deadline
 
 
-def test_worker_thread_owns_the_node() -> None:
-    node = FakeNode()
-    with FakeRuntime(node, BatchPolicy(tick_interval=0.02)) as runtime:
-        assert runtime.wait_connected(1)
-        for i in range(100):
-            runtime.driver.inbox.deliver(("in/a", b"%d" % i))
-        name = runtime.call_with_result(lambda: (threading.current_thread().name, [])).result(5)
-        assert name == "fake-node"
-        wait_until(lambda: runtime.received == 100 and node.ticks > 0)
-        with pytest.raises(RunnerError):
-            runtime.start()
-    assert runtime.wait(1) and not runtime.running
-    assert node.threads == {"fake-node"} and node.connects == 1 and node.closed
-    assert runtime.link.closed_with == [Outgoing("status", b"closed")]
-    with pytest.raises(RunnerError):
-        runtime.call(lambda: []).result(1)
-
-
-def test_worker_thread_stops_on_a_node_error() -> None:
-    node = FakeNode()
-    node.fail_on = b"boom"
-    runtime = FakeRuntime(node, BatchPolicy(tick_interval=60)).start()
-    runtime.driver.inbox.deliver(("in/a", b"boom"))
-    assert not runtime.wait(5)
-    assert isinstance(runtime.error, RuntimeError) and runtime.link.aborted and not runtime.running
-    runtime.stop(1)  # after a failure: returns at once
-
-
-def test_stop_interrupts_the_window_and_a_never_started_runtime_stops_at_once() -> None:
-    never = FakeRuntime(FakeNode(), BatchPolicy(tick_interval=60))
-    started = time.monotonic()
-    never.stop(5)
-    assert time.monotonic() - started < 1
-    node = FakeNode()
-    runtime = FakeRuntime(node, BatchPolicy(window=1.0, tick_interval=60)).start()
-    hold = threading.Event()
-    runtime.call(lambda: [] if hold.wait(5) else [])
-    runtime.driver.inbox.deliver(("in/a", b"1"))
-    runtime.driver.inbox.deliver(("in/a", b"2"))
-    hold.set()
-    wait_until(lambda: runtime.received == 2)
-    runtime.driver.inbox.deliver(("in/a", b"3"))  # a batch of two ran: this one waits for the window
-    started = time.monotonic()
-    runtime.stop(5)
-    assert time.monotonic() - started < 0.9 and node.closed
-    assert runtime.received == 3  # the message queued before the stop was still handed over
+def test_the_node_deadline_sets_the_next_tick() -> None:
+    now = time.monotonic()
+    node = DeadlineNode(now + 30)
+    batching = BatchPolicy(tick_interval=0.05)
+    driver = NodeDriver(node, Inbox("test", lambda: None), FakeLink(), batching, "test")
+    assert driver.run_ready() and node.asked == 1
+    assert driver.next_tick == now + 30  # not the 50 ms tick_interval
+    node.deadline = None  # no timer: only far off (an hour), so an idle node sleeps
+    driver.inbox.deliver(("in/a", b"1"))
+    assert driver.run_ready() and node.asked == 2 and driver.until_tick(time.monotonic()) > 3000
+    node.deadline = now - 1  # in the past: ticked at once, then not again at once
+    assert driver.run_ready() and node.ticks == 0
+    assert driver.until_tick(time.monotonic()) == 0.0
+    before = time.monotonic()
+    assert driver.run_ready() and node.ticks == 1
+    assert driver.next_tick >= before + MIN_TICK_GAP

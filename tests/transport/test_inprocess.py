@@ -1,4 +1,5 @@
-"""InProcessRunner against a fake broker on a real event loop: the ingress in, publish_from_node out."""
+"""InProcessRunner against a fake broker on a real event loop: the ingress in, publish_from_node out,
+the node called on the loop itself."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from fastbook.transport.config import BatchPolicy
 from fastbook.transport.inprocess import InProcessRunner
 from fastbook.transport.node import Outgoing
 from tests.support.brokers import wait_for
@@ -49,11 +51,43 @@ def test_in_process_runner_round_trip(loop: asyncio.AbstractEventLoop) -> None:
     runner = InProcessRunner(node, broker, loop, name="sequencer-X").start()
     assert runner.wait_connected(0) and broker.ingress[0][0] == ["in/#"]
     deliver = broker.ingress[0][1]
-    for i in range(50):
-        deliver("in/a", b"%d" % i)
+
+    def broadcast() -> None:  # as the broker does: on its loop, one message after another
+        for i in range(50):
+            deliver("in/a", b"%d" % i)
+
+    loop.call_soon_threadsafe(broadcast)
     wait_for(lambda: len(broker.output) == 51, 5, "the node's output in the broker")
+    assert node.batches == [[("in/a", b"%d" % i) for i in range(50)]]  # what arrived before the run
+    assert runner.call_with_result(lambda: (threading.current_thread().name, [])).result(5) == "broker-loop"
     runner.stop()
-    assert runner.wait(1) and node.closed and node.threads == {"sequencer-X-node"}
+    assert runner.wait(1) and node.closed and node.threads == {"broker-loop"}  # no thread of its own
     wait_for(lambda: len(broker.output) == 52, 5, "close()'s message")
     assert [m.payload for m in broker.output] == [b"online", *(b"%d" % i for i in range(50)), b"closed"]
     assert broker.ingress == [] and broker.loop_threads == {"broker-loop"}
+
+
+def test_in_process_runner_stops_on_its_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """fastbook-broker may stop its sequencers from a coroutine: stop() on the loop closes the node
+    at once instead of waiting for the loop it is blocking."""
+    node, broker = FakeNode(), FakeBroker()
+    runner = InProcessRunner(node, broker, loop, name="sequencer-Y")
+
+    async def start_then_stop() -> bool:
+        runner.start()
+        broker.ingress[0][1]("in/a", b"1")
+        runner.stop()
+        return node.closed
+
+    assert asyncio.run_coroutine_threadsafe(start_then_stop(), loop).result(5)
+    assert runner.wait(0) and node.batches == [[("in/a", b"1")]]
+    wait_for(lambda: [m.payload for m in broker.output] == [b"online", b"1", b"closed"], 5, "output")
+
+
+def test_in_process_runner_ticks_at_the_node_deadline(loop: asyncio.AbstractEventLoop) -> None:
+    node, broker = FakeNode(), FakeBroker()
+    runner = InProcessRunner(node, broker, loop, name="sequencer-Z", batching=BatchPolicy(tick_interval=0.02))
+    runner.start()
+    wait_for(lambda: node.ticks >= 3, 5, "ticks from a loop timer")
+    runner.stop()
+    assert runner.wait(1)

@@ -1,8 +1,11 @@
-"""NodeRunner (connection + driver + worker thread) and broker URLs against a private mosquitto,
+"""NodeRunner (connection + driver on one thread) and broker URLs against a private mosquitto,
 with small fake nodes."""
 
 from __future__ import annotations
 
+import fcntl
+import struct
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -144,17 +147,33 @@ def test_runner_delivers_in_order_on_one_thread(mosquitto: Broker) -> None:
     out = [p for t, p in sink.messages if t == "test/out"]
     assert out == [b"%d" % i for i in range(count)]  # one publisher, one topic: order kept end to end
     assert b"online" in [p for t, p in sink.messages if t == "test/status"]
-    assert max(echo.batches) > 1  # the worker drained the inbox in batches
+    assert max(echo.batches) > 1  # a read pass takes everything readable: batches
     assert echo.closed and sink.closed
-    assert len(echo.threads) == 1 and len(sink.threads) == 1  # one worker thread owns each node
+    assert echo.threads == {"echo-1-node"} and sink.threads == {"sink-1-node"}  # one thread each
 
 
-def hold_until_queued(runner: NodeRunner, count: int, send: Callable[[], object]) -> None:
-    """Hold the runner's worker in a call while `send()` queues `count` messages behind it."""
+def publish_packet_size(message: Outgoing) -> int:
+    """Bytes of the MQTT 3.1.1 PUBLISH (QoS1) that carries `message`."""
+    remaining = 2 + len(message.topic.encode()) + 2 + len(message.payload)
+    length_bytes = 1 if remaining < 128 else 2 if remaining < 16384 else 3
+    return 1 + length_bytes + remaining
+
+
+def readable_bytes(runner: NodeRunner) -> int:
+    sock = runner.connection.client.socket()
+    if sock is None:
+        return 0
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def hold_until_queued(runner: NodeRunner, messages: Sequence[Outgoing], send: Callable[[], object]) -> None:
+    """Hold the runner's thread in a call while `send()` queues `messages` behind it: they wait in
+    the socket (the runner's one thread is busy), all of them readable at once when it is released."""
     release = threading.Event()
     held = runner.call(lambda: [] if release.wait(20) else [])
     send()
-    wait_for(lambda: len(runner.driver.inbox) >= count, 10, "the backlog queued")  # test-only peek
+    size = sum(publish_packet_size(m) for m in messages)
+    wait_for(lambda: readable_bytes(runner) >= size, 10, "the backlog in the socket")  # test-only peek
     release.set()
     held.result(10)
 
@@ -173,7 +192,7 @@ def test_batch_window_spaces_batches_under_load(mosquitto: Broker) -> None:
     ):
         wait_for(lambda: node.connects == 1 and sender.connects == 1, 10, "both nodes connected")
         outgoing = [Outgoing("test/win/a", b"%d" % i) for i in range(count)]
-        hold_until_queued(runner, count, lambda: send.call(lambda: outgoing).result(10))
+        hold_until_queued(runner, outgoing, lambda: send.call(lambda: outgoing).result(10))
         wait_for(lambda: len(node.messages) == count, 20, "the burst")
         assert [p for _t, p in node.messages] == [b"%d" % i for i in range(count)]
         assert runner.batches == len(node.batches) == 4 and runner.received == count
@@ -195,7 +214,7 @@ def test_batches_are_cut_by_payload_bytes(mosquitto: Broker) -> None:
     ):
         wait_for(lambda: node.connects == 1 and sender.connects == 1, 10, "both nodes connected")
         outgoing = [Outgoing("test/big/a", b"%04d" % i + b"x" * 996) for i in range(count)]
-        hold_until_queued(runner, count, lambda: send.call(lambda: outgoing).result(10))
+        hold_until_queued(runner, outgoing, lambda: send.call(lambda: outgoing).result(10))
         wait_for(lambda: len(node.messages) == count, 20, "the backlog")
     assert [p[:4] for _t, p in node.messages] == [b"%04d" % i for i in range(count)]
     # 2 x 1000 bytes < 2500 <= 3 x 1000: every third message ends a slice
@@ -219,12 +238,52 @@ def test_batch_window_never_delays_a_lone_message(mosquitto: Broker) -> None:
         assert node.batches == [1] * 5 and runner.batches == 5
 
 
+def test_stop_interrupts_the_window(mosquitto: Broker) -> None:
+    """A stop does not wait out the group-commit window, and what was queued before it still reaches
+    the node."""
+    node = Recorder(["test/stopwin/+"])
+    sender = Recorder([])
+    with NodeRunner(sender, RunnerConfig(mosquitto.url, "stopwin-sender")) as send:
+        runner = NodeRunner(node, RunnerConfig(mosquitto.url, "stopwin-node",
+                                               batching=BatchPolicy(window=1.0))).start()
+        wait_for(lambda: node.connects == 1 and sender.connects == 1, 10, "both nodes connected")
+        two = [Outgoing("test/stopwin/a", b"1"), Outgoing("test/stopwin/a", b"2")]
+        hold_until_queued(runner, two, lambda: send.call(lambda: two).result(10))
+        wait_for(lambda: node.batches == [2], 5, "a batch of two")
+        send.call(lambda: [Outgoing("test/stopwin/a", b"3")]).result(5)
+        wait_for(lambda: len(runner.driver.inbox) == 1, 5, "the third read and held for the window")
+        started = time.monotonic()
+        runner.stop(5)
+        assert time.monotonic() - started < 0.9 and node.closed
+        assert runner.received == 3
+
+
+class Sleeper(Recorder):
+    """A node without timers: next_deadline None."""
+
+    def next_deadline(self, now: float) -> float | None:
+        return None
+
+
+def test_an_idle_node_sleeps_and_a_call_wakes_it(mosquitto: Broker) -> None:
+    """No timer, no message: the runner's thread sits in select (no tick at all), and a call from
+    another thread still gets in at once through the wakeup."""
+    node = Sleeper([])
+    with NodeRunner(node, RunnerConfig(mosquitto.url, "sleeper-1")) as runner:
+        assert runner.wait_connected(10)
+        for _ in range(20):
+            started = time.monotonic()
+            assert runner.call_with_result(lambda: (1, [])).result(5) == 1
+            assert time.monotonic() - started < 0.5
+        assert node.ticks == 0
+
+
 def test_call_returns_values_and_errors(mosquitto: Broker) -> None:
     node = Recorder([])
     with NodeRunner(node, RunnerConfig(mosquitto.url, "caller-1")) as runner:
         assert runner.call_with_result(lambda: (42, [])).result(5) == 42
         thread = runner.call_with_result(lambda: (threading.current_thread().name, [])).result(5)
-        assert thread == "caller-1-node"
+        assert thread == "caller-1-node"  # the thread that also reads and writes the socket
 
         def broken() -> list[Outgoing]:
             raise KeyError("nope")

@@ -114,6 +114,9 @@ class _FlowWatcher:
     def on_tick(self, now: float) -> list[Outgoing]:
         return []
 
+    def next_deadline(self, now: float) -> float | None:
+        return None  # no timers: woken by messages only
+
     def close(self) -> list[Outgoing]:
         return []
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from fastbook.transport.node import Incoming, Outgoing
+from fastbook.transport.node import TICK_INTERVAL, Incoming, Outgoing
 from fastbook.wire.fields import REPLAY_MAX_ENTRIES
 from fastbook.wire.log import (
     LogBatch,
@@ -98,6 +98,9 @@ class LogPrinter:
         if self.done.is_set() or self._connected_at is None:
             return []
         return self._maybe_request(now)
+
+    def next_deadline(self, now: float) -> float | None:
+        return now + TICK_INTERVAL  # a replay request unanswered is asked again (_maybe_request)
 
     def on_messages(self, messages: Sequence[Incoming]) -> list[Outgoing]:
         now = self.clock()

@@ -138,6 +138,9 @@ class _StatusCollector:
     def on_tick(self, now: float) -> list[Outgoing]:
         return []
 
+    def next_deadline(self, now: float) -> float | None:
+        return None  # no timers: woken by messages only
+
     def close(self) -> list[Outgoing]:
         return []
 

@@ -39,6 +39,9 @@ _TRADE = int(EventType.TRADE)
 REPORT_DEDUPE_WINDOW = 100_000
 
 
+FOLLOWER_POLL = 0.1  # seconds between ticks while the follower is catching up or waiting for an answer
+
+
 @dataclass
 class EdgeConfig:
     client_id: str
@@ -248,6 +251,16 @@ class EdgeNode:
             Outgoing(self.topics.replay_request(self.client_id), encode_replay_request(r)) for r in requests
         ]
         return out + self._status(now)
+
+    def next_deadline(self, now: float) -> float | None:
+        """When on_tick must run: the next status, or soon while the follower has a timer of its
+        own running (a snapshot or replay awaited, a gap, behind the head): then at the runner's
+        old fixed tick, which its retry and grace timers were written for."""
+        follower = self.follower
+        if follower.replica is None or follower.pending is not None or not follower.in_sync:
+            return now + FOLLOWER_POLL
+        sent = self._status_sent_at
+        return now if sent is None else sent + self.cfg.status_interval
 
     def close(self) -> list[Outgoing]:
         return [self._status_message("offline")]

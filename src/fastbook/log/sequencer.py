@@ -239,6 +239,12 @@ class SequencerNode:
             out.append(Outgoing(self.topics.log, encode_log_message(self.market.name, head)))
         return out
 
+    def next_deadline(self, now: float) -> float | None:
+        """When on_tick is due: the idle heartbeat, or the timed snapshot once the version moved."""
+        heartbeat = now if self._log_time is None else self._log_time + self.cfg.heartbeat_interval
+        snapshot = self.snapshot_policy.next_due(self.version, now) if self.failed is None else None
+        return heartbeat if snapshot is None else min(heartbeat, snapshot)
+
     def close(self) -> list[Outgoing]:
         self.journal.close()
         return []

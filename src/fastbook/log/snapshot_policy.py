@@ -38,6 +38,12 @@ class SnapshotPolicy:
             self._time = now
         return version > self.published_version and now - self._time >= self.interval
 
+    def next_due(self, version: int, now: float) -> float | None:
+        """When due_on_tick turns true (None: not before the version moves)."""
+        if version <= self.published_version:
+            return None
+        return now if self._time is None else self._time + self.interval
+
     def take(self, replica: Replica, now: float) -> bytes:
         """Write <version>.snap and return the same bytes to publish retained."""
         # The order rows are written straight from the replica's map: a snapshot costs O(resting

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from fastbook.transport.node import TICK_INTERVAL
+
 DEFAULT_PORT = 1883
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
-TICK_INTERVAL = 0.1
 MAX_BATCH = 2000  # messages per on_messages call at most
 # ... and payload bytes (at least one message): a backlog of bulk messages is worked off in slices,
 # so the first results are published (and replicas start applying) while the rest is processed.
@@ -72,7 +73,8 @@ class BatchPolicy:
       faster than batches complete), the next batch starts no sooner than `window` after the
       previous one started, so it collects everything that arrived meanwhile. A lone message on a
       quiet connection is never delayed.
-    - `tick_interval`: how often the node's on_tick runs (seconds).
+    - `tick_interval`: how often the node's on_tick runs (seconds) if the node has no
+      `next_deadline` of its own (see Node).
     """
 
     max_messages: int = MAX_BATCH

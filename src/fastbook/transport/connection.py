@@ -1,9 +1,10 @@
-"""The MQTT side of a NodeRunner: one paho client on its own network thread.
+"""The MQTT side of a NodeRunner: one paho client driven by the runner's event loop.
 
 `MqttConnection` connects (failing over across the broker URLs with backoff, `BrokerRotation`),
 subscribes to the node's subscriptions on every (re)connect and follows their changes
 (`SubscriptionSet`), hands what arrives to the Inbox and publishes the driver's output; it is the
-driver's `Link` (fastbook.transport.seam).
+driver's `Link` (fastbook.transport.seam). It owns no thread: the runner's one thread selects on its
+socket and calls `read()`, `flush()` and `misc()` (paho's external-loop API).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 
 from fastbook.transport.config import BrokerAddress, RunnerConfig
 from fastbook.transport.node import Outgoing
-from fastbook.transport.seam import Inbox, RunnerError
+from fastbook.transport.seam import Inbox
 
 log = logging.getLogger(__name__)
 
 CLOSE_FLUSH_SECONDS = 2.0  # how long a clean stop waits for close()'s messages to leave
-LOOP_TIMEOUT = 0.05  # the network thread's poll (it also wakes when the driver publishes)
+MISC_INTERVAL = 1.0  # how often paho's keepalive bookkeeping (loop_misc) runs while connected
 
 Subscription = tuple[str, int]  # (topic filter, qos)
 
@@ -73,9 +74,10 @@ class BrokerRotation:
 class SubscriptionSet:
     """What the node wants, what this connection subscribed to, and which topics to let through.
 
-    The driver's thread calls `change()`; the network thread calls `for_connect()`, `is_change()` and
-    `accepts()`. The subscribe/unsubscribe calls are made under the lock, so a SUBACK for a change is
-    always recognised as one."""
+    `change()` comes from the driver, `for_connect()`, `is_change()` and `accepts()` from paho's
+    callbacks (all on the runner's thread today; the lock keeps it safe if they ever are not). The
+    subscribe/unsubscribe calls are made under the lock, so a SUBACK for a change is always recognised
+    as one."""
 
     def __init__(self, initial: Sequence[Subscription]) -> None:
         self._lock = threading.Lock()
@@ -140,36 +142,39 @@ class SubscriptionSet:
         self._wildcards = tuple(f for f, _ in subs if "+" in f or "#" in f)
 
 
-def _no_op_register_write(_client: paho.Client, _userdata: object, _sock: object) -> None:
-    pass
+SocketHook = Callable[[socket.socket | None], None]  # the runner: the socket to select on (None: gone)
 
 
 class MqttConnection:
-    """A paho client on its own network thread, the Link of one NodeRunner's driver.
+    """A paho client on the runner's event loop, the Link of one NodeRunner's driver.
 
     - The node's `will` is the MQTT last will.
     - A broker refusing the connection or a subscription counts as a failed connection: the node is
       told it is connected only once it holds all its subscriptions.
-    - `publish()` (from the driver's thread) only queues: the network thread alone writes the socket.
+    - `publish()` only queues (a register-write hook is set): the runner flushes the socket once per
+      loop iteration, after the node's batch, so one write pass carries the whole batch's output.
+    - Messages paho delivers go into the inbox without a wakeup: they arrive on the runner's thread.
     """
 
     def __init__(self, config: RunnerConfig, inbox: Inbox, will: Outgoing | None,
-                 subscriptions: Sequence[Subscription]) -> None:
+                 subscriptions: Sequence[Subscription], on_socket: SocketHook) -> None:
         self.config = config
         self.name = config.name
-        self.connected = threading.Event()
+        self.connected = threading.Event()  # read by other threads (wait_connected)
         self.current_broker: BrokerAddress | None = None
         self.connect_count = 0
         self.unsolicited = 0  # messages on topics the node did not subscribe to (dropped)
         self.refusal: str | None = None  # the broker's last CONNACK refusal (bad credentials, ...)
+        self.closing: list[paho.MQTTMessageInfo] | None = None  # close()'s messages, once asked
+        self.close_deadline = 0.0
+        self.aborted = False
+        self.rotation = BrokerRotation(config.addresses, config.reconnect_min, config.reconnect_max)
         self._inbox = inbox
+        self._on_socket = on_socket
         self._subscriptions = SubscriptionSet(subscriptions)
-        self._rotation = BrokerRotation(config.addresses, config.reconnect_min, config.reconnect_max)
         self._pending_subscribe: int | None = None
-        self._stopping = threading.Event()  # no more reconnects
-        self._done = threading.Event()  # disconnected for good: the network thread may exit
+        self._read_limit = config.batching.max_messages  # packets per read pass at most
         self.client = self._make_client(config, will)
-        self._thread = threading.Thread(target=self._network_loop, name=f"{self.name}-net", daemon=True)
 
     def _make_client(self, config: RunnerConfig, will: Outgoing | None) -> paho.Client:
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=config.client_id,
@@ -186,27 +191,67 @@ class MqttConnection:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
-        # Without this, paho's publish() called from the driver's thread writes to the socket itself
-        # while the network thread may be writing too, which reorders packets (seen in tests). With a
-        # register-write hook set, publish() only queues the packet and wakes the network thread, so
-        # a single thread writes and QoS1 messages leave in publish order.
-        client.on_socket_register_write = _no_op_register_write
+        client.on_socket_open = self._socket_opened
+        client.on_socket_close = self._socket_closed
+        # With a register-write hook, publish() only queues the packet; without one it would write
+        # each message at once (or, inside a callback, not until the next write pass anyway).
+        client.on_socket_register_write = _no_op_socket_hook
+        client.on_socket_unregister_write = _no_op_socket_hook
         return client
 
-    # ---- lifecycle (any thread) -------------------------------------------------------------------
+    # ---- the runner's loop ------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread.start()
+    def connect(self) -> float | None:
+        """Open a connection to the current broker URL (the CONNECT is queued; the CONNACK arrives on
+        a later read). None on success, else the seconds to wait before the next attempt."""
+        broker = self.current_broker = self.rotation.current
+        try:
+            self.client.connect(broker.host, broker.port, keepalive=self.config.keepalive)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: cannot connect to %s: %s", self.name, broker, exc)
+            return self.rotation.connect_failed()
+        return None
 
-    def stop_reconnecting(self) -> None:
-        """A stop is coming: do not reconnect any more (the network loop keeps running until close)."""
-        self._stopping.set()
+    def read(self) -> None:
+        """One read pass: every packet readable now (up to a batch's worth), each delivered to the
+        inbox as paho parses it. paho's loop_read stops after one packet when nothing is in flight,
+        so this uses the reader underneath it until the socket would block."""
+        client = self.client
+        for _ in range(self._read_limit):
+            if client.socket() is None:
+                return
+            rc = client._packet_read()  # (paho 2.x; what loop_read calls)
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                return
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                client._loop_rc_handle(rc)  # closes the socket and calls on_disconnect
+                return
 
-    def join(self, timeout: float) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+    def flush(self) -> bool:
+        """Write what is queued; True if some is left (the socket buffer is full: select for write)."""
+        client = self.client
+        if client.want_write() and client.socket() is not None:
+            client.loop_write()
+        return client.want_write() and client.socket() is not None
 
-    # ---- Link (the driver's thread) ---------------------------------------------------------------
+    def misc(self) -> None:
+        """paho's keepalive: a PINGREQ when due, and the connection dropped if PINGRESP is overdue."""
+        if self.client.socket() is not None:
+            self.client.loop_misc()
+
+    def close_done(self, now: float) -> bool:
+        """A clean stop: close()'s messages have left (acknowledged, for QoS1) or the wait is over."""
+        infos = self.closing or []
+        gone = self.client.socket() is None or not self.connected.is_set()
+        return gone or now >= self.close_deadline or all(info.is_published() for info in infos)
+
+    def disconnect(self) -> None:
+        try:
+            self.client.disconnect()  # queues DISCONNECT; the socket closes once it is written
+        except Exception:  # already gone; nothing to flush
+            pass
+
+    # ---- Link (the driver, on the runner's thread) ------------------------------------------------
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         self._publish(messages)
@@ -216,29 +261,14 @@ class MqttConnection:
                                    self._subscribe_change)
 
     def close(self, last: Sequence[Outgoing]) -> None:
-        self._stopping.set()
-        try:
-            infos = self._publish(last)
-            if self.connected.is_set():
-                deadline = time.monotonic() + CLOSE_FLUSH_SECONDS
-                for info in infos:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        info.wait_for_publish(remaining)
-                    except (RuntimeError, ValueError):
-                        break  # not connected any more: the last will covers an edge's status
-        finally:
-            try:
-                self.client.disconnect()
-            except Exception:  # already gone; nothing to flush
-                pass
-            self._done.set()
+        """Queue `last`; the runner keeps its loop going until they left (at most
+        CLOSE_FLUSH_SECONDS), then disconnects cleanly (no last will)."""
+        self.closing = self._publish(last)
+        self.close_deadline = time.monotonic() + CLOSE_FLUSH_SECONDS
 
     def abort(self) -> None:
-        self._stopping.set()
-        self._done.set()
+        """Drop the connection without DISCONNECT, so the broker publishes the last will."""
+        self.aborted = True
         sock = self.client.socket()
         if isinstance(sock, socket.socket):
             try:
@@ -254,7 +284,17 @@ class MqttConnection:
         rc, mid = self.client.subscribe(added)
         return mid if rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
 
-    # ---- paho callbacks (network thread) ----------------------------------------------------------
+    # ---- paho callbacks ---------------------------------------------------------------------------
+
+    def _socket_opened(self, _client: paho.Client, _userdata: object, sock: Any) -> None:
+        if isinstance(sock, socket.socket):
+            # paho leaves Nagle on: a small publish would wait for the ACK of the previous one (tens
+            # of ms with delayed ACKs). Latency matters more than packet count.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._on_socket(sock)
+
+    def _socket_closed(self, _client: paho.Client, _userdata: object, _sock: Any) -> None:
+        self._on_socket(None)
 
     def _on_connect(self, client: paho.Client, _userdata: object, _flags: Any, reason: Any,
                     _props: Any) -> None:
@@ -287,7 +327,7 @@ class MqttConnection:
         failed = [r for r in reasons if r.is_failure]
         if failed:
             # A node without its subscriptions (log, reports) would wait forever: treat it as a failed
-            # connection, so the network loop reconnects (next broker URL, with backoff) and retries.
+            # connection, so the runner reconnects (next broker URL, with backoff) and retries.
             log.error("%s: broker refused subscriptions: %s; reconnecting", self.name, failed)
             client.disconnect()
             return
@@ -295,6 +335,7 @@ class MqttConnection:
 
     def _mark_connected(self) -> None:
         self.connect_count += 1
+        self.rotation.connected()
         log.info("%s: connected to %s", self.name, self.current_broker)
         self.connected.set()
         self._inbox.connected()
@@ -305,49 +346,17 @@ class MqttConnection:
             self.unsolicited += 1
             return
         # paho types payload bytes | bytearray (one attribute for both directions); received, it is
-        # the bytes struct.unpack cuts from the packet.
-        self._inbox.deliver((topic, msg.payload))  # type: ignore[arg-type]
+        # the bytes struct.unpack cuts from the packet. No wakeup: this runs on the runner's thread,
+        # which works off the inbox right after the read pass.
+        self._inbox.items.append((topic, msg.payload))  # type: ignore[arg-type]
 
     def _on_disconnect(self, _client: paho.Client, _userdata: object, _flags: Any, reason: Any,
                        _props: Any) -> None:
-        if self.connected.is_set() and not self._stopping.is_set():
+        if self.connected.is_set() and self.closing is None and not self.aborted:
             log.warning("%s: disconnected from %s (%s)", self.name, self.current_broker, reason)
         self.connected.clear()
         self._pending_subscribe = None
 
-    # ---- network thread ---------------------------------------------------------------------------
 
-    def _network_loop(self) -> None:
-        client = self.client
-        rotation = self._rotation
-        try:
-            while not self._stopping.is_set():
-                broker = self.current_broker = rotation.current
-                try:
-                    client.connect(broker.host, broker.port, keepalive=self.config.keepalive)
-                    sock = client.socket()
-                    if isinstance(sock, socket.socket):
-                        # paho leaves Nagle on: a small publish would wait for the ACK of the previous
-                        # one (tens of ms with delayed ACKs). Latency matters more than packet count.
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except (OSError, ValueError) as exc:
-                    log.warning("%s: cannot connect to %s: %s", self.name, broker, exc)
-                    self._stopping.wait(rotation.connect_failed())
-                    continue
-                while not self._stopping.is_set():
-                    if client.loop(timeout=LOOP_TIMEOUT) != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                        break
-                    if self.connected.is_set():
-                        rotation.connected()
-                if self._stopping.is_set():
-                    break
-                self.connected.clear()
-                self._stopping.wait(rotation.connection_lost())
-            # The driver publishes close()'s messages, then disconnects: keep the loop running for it.
-            while not self._done.is_set():
-                if client.loop(timeout=LOOP_TIMEOUT) != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    break
-        except Exception:  # a bug here must not leave a silent zombie process
-            log.exception("%s: network thread failed", self.name)
-            self._stopping.set()
-            self._inbox.stop(RunnerError("network thread failed"))
+def _no_op_socket_hook(_client: paho.Client, _userdata: object, _sock: object) -> None:
+    pass

@@ -4,8 +4,12 @@ subscriptions; it runs the node's ticks and `call()` requests; it closes the nod
 
 It owns no thread and never blocks: a runtime calls `run_ready()` whenever the inbox may hold work or
 a tick is due (`until_tick()`), holding back first for `hold()` seconds (the group-commit window).
-Today the runtime is a worker thread woken by an Event (fastbook.transport.runner); an event loop over
-the MQTT socket can drive the same object from its own thread.
+The runtimes are event loops that share one thread with their transport: NodeRunner's selector
+over the MQTT socket (fastbook.transport.runner) and InProcessRunner's broker loop.
+
+When the node's on_tick runs: at the node's `next_deadline(now)` if it has one (see Node), asked
+after every call into the node, so an idle node is not woken at all until something is due; a node
+without one is ticked every `BatchPolicy.tick_interval`.
 """
 
 from __future__ import annotations
@@ -13,13 +17,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import TypeVar
 
 from fastbook.transport.config import BatchPolicy
 from fastbook.transport.node import Incoming, Node, Outgoing
 from fastbook.transport.seam import Call, Connected, Inbox, Link, Stop
 
 log = logging.getLogger(__name__)
+
+MIN_TICK_GAP = 0.001  # seconds between two ticks at least, whatever the node's deadline says
+IDLE_DEADLINE = 3600.0  # a node with no deadline (next_deadline returned None) is still ticked hourly
 
 
 class NodeDriver:
@@ -37,6 +46,7 @@ class NodeDriver:
         self.received = 0  # messages handed to the node
         self.batches = 0  # on_messages calls so far (with `received`: the mean batch size)
         self.published = 0
+        self._next_deadline = getattr(node, "next_deadline", None)
         self.next_tick = time.monotonic() + batching.tick_interval
         self._last_start = 0.0  # when the last batch started
         self._last_size = 0  # messages in the last batch
@@ -66,10 +76,21 @@ class NodeDriver:
                 self._publish(self.node.on_tick(now))
                 self._follow()
                 self.next_tick = now + self.batching.tick_interval
+                self._ask_deadline(now, MIN_TICK_GAP)
+            elif self._next_deadline is not None:
+                self._ask_deadline(now, 0.0)
             return True
         except Exception as exc:
-            self._fail(exc)
+            self.fail(exc)
             return False
+
+    def _ask_deadline(self, now: float, at_least: float) -> None:
+        """The node's own next deadline (if it has that method), never sooner than `at_least` from
+        now, so a node that names a time already past is not ticked in a busy loop."""
+        if self._next_deadline is None:
+            return
+        deadline = self._next_deadline(now)
+        self.next_tick = max(now + at_least, deadline if deadline is not None else now + IDLE_DEADLINE)
 
     def _drain(self) -> bool:
         items = self.inbox.items
@@ -146,9 +167,10 @@ class NodeDriver:
         finally:
             self._finish()
 
-    def _fail(self, exc: Exception) -> None:
-        """The node raised: it stops (a restart recovers from the journal/snapshot; limping on could
-        not), and the connection is dropped so the broker publishes the last will."""
+    def fail(self, exc: BaseException) -> None:
+        """The node (or the runtime around it) raised: it stops (a restart recovers from the
+        journal/snapshot; limping on could not), and the connection is dropped so the broker
+        publishes the last will."""
         log.exception("%s: node failed; stopping", self.name)
         self.error = exc
         try:
@@ -159,3 +181,46 @@ class NodeDriver:
     def _finish(self) -> None:
         self.inbox.fail_pending()
         self.stopped.set()
+
+
+T = TypeVar("T")
+
+
+class DriverView:
+    """What a runtime (NodeRunner, InProcessRunner) shows of its driver: calls into the node from
+    other threads, and what the node did."""
+
+    driver: NodeDriver
+    _started: bool
+
+    def call(self, fn: Callable[[], list[Outgoing]]) -> Future[list[Outgoing]]:
+        """Run fn on the runtime's thread and publish the messages it returns; resolves to that list."""
+        return self.driver.inbox.call(fn, returns_value=False)
+
+    def call_with_result(self, fn: Callable[[], tuple[T, list[Outgoing]]]) -> Future[T]:
+        """Run fn on the runtime's thread; fn returns (value, messages): publish them, resolve to value."""
+        return self.driver.inbox.call(fn, returns_value=True)
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self.driver.stopped.is_set()
+
+    @property
+    def node(self) -> Node:
+        return self.driver.node
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.driver.error
+
+    @property
+    def received(self) -> int:
+        return self.driver.received
+
+    @property
+    def batches(self) -> int:
+        return self.driver.batches
+
+    @property
+    def published(self) -> int:
+        return self.driver.published

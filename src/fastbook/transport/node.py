@@ -2,8 +2,8 @@
 
 A node (the sequencer, an edge's replica) is a plain object that turns incoming MQTT messages into
 outgoing ones. It never touches a socket; a runtime (`fastbook.transport.runner.NodeRunner`) owns the
-paho client, and its `fastbook.transport.driver.NodeDriver` calls the node from a single thread, so a
-node needs no locks. Tests drive nodes directly.
+paho client, and its `fastbook.transport.driver.NodeDriver` calls the node from a single thread (the
+one that also does the socket I/O), so a node needs no locks. Tests drive nodes directly.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+TICK_INTERVAL = 0.1  # seconds: the default tick of a node that names no deadline of its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +45,15 @@ class Node(Protocol):
         ...
 
     def on_tick(self, now: float) -> list[Outgoing]:
-        """Called about every 100 ms with time.monotonic(): timers, retries, status."""
+        """Called with time.monotonic() once `next_deadline` is reached: timers, retries, status."""
         ...
+
+    def next_deadline(self, now: float) -> float | None:
+        """When on_tick should run next (a time.monotonic() value; None: only after the next
+        message). Asked after every call into the node, so a node sets a timer by returning it and
+        an idle node is not woken at all. The default (also for a node without this method) is
+        today's fixed tick: `now` + the runner's `BatchPolicy.tick_interval` (100 ms)."""
+        return now + TICK_INTERVAL
 
     def close(self) -> list[Outgoing]:
         """Clean shutdown: last messages to publish (final status), then release files."""

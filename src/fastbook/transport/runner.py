@@ -1,84 +1,114 @@
-"""Node runtimes on threads: `ThreadedRuntime` runs a NodeDriver on a worker thread; `NodeRunner`
-adds an MQTT connection (a paho client on its network thread) as the driver's Link.
+"""NodeRunner: one node against an MQTT broker on ONE thread that does both the socket I/O and the
+node's logic (a selector loop over the paho socket, paho's external-loop API).
 
-The worker thread is the only thread that ever calls into the node, so nodes need no locks.
-Everything reaches it through the Inbox (fastbook.transport.seam), which keeps incoming messages,
-"connected" markers and `call()` requests in arrival order. The in-process twin for the embedded
+One iteration of the loop: select until the socket is readable, a deadline (the node's next tick,
+the group-commit window, a reconnect, paho's keepalive) or a wakeup from another thread; read every
+packet readable now (each message goes into the Inbox as paho parses it); hand that to the node as
+one batch (NodeDriver); write the node's output to the socket before selecting again. A lone order
+is therefore answered in the iteration that read it, and under load a batch holds everything that
+arrived during the previous one (group commit: one fsync for many orders). Nothing is handed
+between threads on the message path: before this runner, a paho network thread and a worker thread
+passed each message across the GIL (switch interval 5 ms) and the worker ticked every 100 ms.
+
+Calls from other threads (`call()`, `stop()`, the Edge API's submit) go into the Inbox and write a
+byte to a socketpair registered in the selector (`_Wakeup`). The in-process twin for the embedded
 broker is fastbook.transport.inprocess.InProcessRunner.
 """
 
 from __future__ import annotations
 
+import logging
+import selectors
+import socket
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
-from typing import TypeVar
 
 from fastbook.transport.config import BrokerAddress, RunnerConfig
-from fastbook.transport.connection import MqttConnection
-from fastbook.transport.driver import NodeDriver
-from fastbook.transport.node import Node, Outgoing
+from fastbook.transport.connection import MISC_INTERVAL, MqttConnection
+from fastbook.transport.driver import DriverView, NodeDriver
+from fastbook.transport.node import Node
 from fastbook.transport.seam import Inbox, RunnerError
 
-T = TypeVar("T")
-Runtime = TypeVar("Runtime", bound="ThreadedRuntime")
+log = logging.getLogger(__name__)
 
 
-class ThreadedRuntime:
-    """A NodeDriver on its own worker thread, woken by an Event; until `stop()`.
+class _Wakeup:
+    """A socketpair the loop selects on; `set()` from another thread makes the select return. At
+    most one byte is in flight: a burst of calls costs one write and one read."""
 
-    - An exception from the node stops the runtime: `error` holds it and `wait()` returns False, so
-      the program can exit non-zero (a restart recovers from the journal/snapshot; limping on could not).
-    - `stop()` closes the node: its close() messages are published, then the transport disconnects.
-    A subclass brings the transport: `_start_transport`, and optionally `_stopping_transport` and
-    `_join_transport`.
+    def __init__(self) -> None:
+        self.reader, self._writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self._writer.setblocking(False)
+        self._pending = False
+        self.loop_thread: int | None = None  # the loop's own thread needs no wakeup
+
+    def set(self) -> None:
+        if self._pending or threading.get_ident() == self.loop_thread:
+            return
+        self._pending = True
+        try:
+            self._writer.send(b"\0")
+        except (BlockingIOError, OSError):  # full (a byte is there already) or closed (stopped)
+            pass
+
+    def clear(self) -> None:
+        """Before the loop looks at the inbox: a set() from now on writes again."""
+        self._pending = False
+        try:
+            while self.reader.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        self.reader.close()
+        self._writer.close()
+
+
+class NodeRunner(DriverView):
+    """Runs one node against an MQTT broker (RunnerConfig: URLs with failover, credentials, TLS,
+    session, batching) until `stop()`, on one thread named `<name>-node`.
+
+    - The node's `will()` is the MQTT last will; `close()`'s messages are published before
+      disconnecting. A node that raises is disconnected without DISCONNECT, so the broker publishes
+      the will; `error` holds the exception and `wait()` returns False.
+    - A node's `subscriptions()` may change: after every call into the node the runner subscribes
+      and unsubscribes the difference, and every (re)connect subscribes to the current list.
     """
 
-    connected: threading.Event  # set while the transport is connected and subscribed
-
-    def __init__(self, driver: NodeDriver, wakeup: threading.Event) -> None:
-        self.driver = driver
-        self.name = driver.name
-        self._wakeup = wakeup  # set by the driver's Inbox whenever something is queued
-        self._stopping = threading.Event()
+    def __init__(self, node: Node, config: RunnerConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self._wakeup = _Wakeup()
+        inbox = Inbox(config.name, self._wakeup.set)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wakeup.reader, selectors.EVENT_READ)
+        self._sock: socket.socket | None = None  # the paho socket registered in the selector
+        self._sock_events = 0
+        self._sock_lost = False  # the socket closed since the last iteration: schedule a reconnect
+        self.connection = MqttConnection(config, inbox, node.will(), node.subscriptions(), self._on_socket)
+        self.connected = self.connection.connected
+        self.driver = NodeDriver(node, inbox, self.connection, config.batching, config.name)
+        self._stopping = threading.Event()  # no more reconnects; the stop is in the inbox
+        self._done = threading.Event()  # the loop has ended (the connection is closed)
         self._started = False
-        self._thread = threading.Thread(target=self._work, name=f"{self.name}-node", daemon=True)
-
-    # ---- transport hooks ----------------------------------------------------------------------------
-
-    def _start_transport(self) -> None:
-        raise NotImplementedError
-
-    def _stopping_transport(self) -> None:
-        """A stop was asked for (the node is closed once the inbox ahead of the stop is worked off)."""
-
-    def _join_transport(self, timeout: float) -> None:
-        """After the node closed: wait for the transport's own threads, if any."""
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-node", daemon=True)
 
     # ---- public API ---------------------------------------------------------------------------------
 
-    def start(self: Runtime) -> Runtime:
+    def start(self) -> NodeRunner:
         if self._started:
             raise RunnerError("runner already started")
         self._started = True
-        self._start_transport()
         self._thread.start()
         return self
 
-    def __enter__(self: Runtime) -> Runtime:
+    def __enter__(self) -> NodeRunner:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def call(self, fn: Callable[[], list[Outgoing]]) -> Future[list[Outgoing]]:
-        """Run fn on the worker thread and publish the messages it returns; resolves to that list."""
-        return self.driver.inbox.call(fn, returns_value=False)
-
-    def call_with_result(self, fn: Callable[[], tuple[T, list[Outgoing]]]) -> Future[T]:
-        """Run fn on the worker thread; fn returns (value, messages): publish them, resolve to value."""
-        return self.driver.inbox.call(fn, returns_value=True)
 
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
@@ -88,86 +118,16 @@ class ThreadedRuntime:
         if not self._started:
             return
         if self._stopping.is_set():
-            self.driver.stopped.wait(timeout)
+            self._done.wait(timeout)
             return
         self._stopping.set()
-        self._stopping_transport()
         self.driver.inbox.stop()
         self._thread.join(timeout)
-        self._join_transport(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the runner stopped; True if it stopped without a node error."""
-        stopped = self.driver.stopped.wait(timeout)
-        return stopped and self.driver.error is None
-
-    @property
-    def running(self) -> bool:
-        return self._started and not self.driver.stopped.is_set()
-
-    @property
-    def node(self) -> Node:
-        return self.driver.node
-
-    @property
-    def error(self) -> BaseException | None:
-        return self.driver.error
-
-    @property
-    def received(self) -> int:
-        return self.driver.received
-
-    @property
-    def batches(self) -> int:
-        return self.driver.batches
-
-    @property
-    def published(self) -> int:
-        return self.driver.published
-
-    # ---- worker thread ------------------------------------------------------------------------------
-
-    def _work(self) -> None:
-        driver = self.driver
-        wakeup = self._wakeup
-        while True:
-            if not driver.inbox:
-                wakeup.wait(driver.until_tick(time.monotonic()))
-                wakeup.clear()
-            hold = driver.hold(time.monotonic())
-            if hold > 0:
-                self._stopping.wait(hold)  # under load: let the window fill (a stop interrupts it)
-            if not driver.run_ready():
-                return
-
-
-class NodeRunner(ThreadedRuntime):
-    """Runs one node against an MQTT broker (RunnerConfig: URLs with failover, credentials, TLS,
-    session, batching) until `stop()`.
-
-    - The node's `will()` is the MQTT last will; `close()`'s messages are published before disconnecting.
-      A node that raises is disconnected without DISCONNECT, so the broker publishes the will.
-    - A node's `subscriptions()` may change: after every call into the node the runner subscribes
-      and unsubscribes the difference (an edge drops the retained snapshot's topic while it follows
-      the log), and every (re)connect subscribes to the current list.
-    """
-
-    def __init__(self, node: Node, config: RunnerConfig) -> None:
-        self.config = config
-        wakeup = threading.Event()
-        inbox = Inbox(config.name, wakeup.set)
-        self.connection = MqttConnection(config, inbox, node.will(), node.subscriptions())
-        self.connected = self.connection.connected
-        super().__init__(NodeDriver(node, inbox, self.connection, config.batching, config.name), wakeup)
-
-    def _start_transport(self) -> None:
-        self.connection.start()
-
-    def _stopping_transport(self) -> None:
-        self.connection.stop_reconnecting()
-
-    def _join_transport(self, timeout: float) -> None:
-        self.connection.join(timeout)
+        done = self._done.wait(timeout)
+        return done and self.driver.error is None
 
     @property
     def clean_session(self) -> bool:
@@ -190,3 +150,106 @@ class NodeRunner(ThreadedRuntime):
     def unsolicited(self) -> int:
         """Messages on topics the node did not subscribe to (dropped)."""
         return self.connection.unsolicited
+
+    # ---- the loop (the runner's thread) -------------------------------------------------------------
+
+    def _on_socket(self, sock: socket.socket | None) -> None:
+        """paho opened (registered for reading) or closed (unregistered) its socket."""
+        if self._sock is not None:
+            self._selector.unregister(self._sock)
+            self._sock, self._sock_events = None, 0
+            self._sock_lost = True
+        if sock is not None:
+            self._selector.register(sock, selectors.EVENT_READ)
+            self._sock, self._sock_events = sock, selectors.EVENT_READ
+
+    def _want_write(self, want: bool) -> None:
+        if self._sock is None:
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want else 0)
+        if events != self._sock_events:
+            self._selector.modify(self._sock, events)
+            self._sock_events = events
+
+    def _run(self) -> None:
+        self._wakeup.loop_thread = threading.get_ident()
+        try:
+            self._serve()
+            self._finish_close()
+        except Exception as exc:  # a bug here must not leave a silent zombie process
+            log.exception("%s: runner loop failed", self.name)
+            if not self.driver.stopped.is_set():
+                self.driver.fail(exc)
+        finally:
+            if self.connection.client.socket() is not None:
+                self.connection.abort()
+                self.connection.client._sock_close()  # (paho 2.x) unregisters and closes
+            self._selector.close()
+            self._wakeup.close()
+            self._done.set()
+
+    def _serve(self) -> None:
+        """Until the driver stopped (the node closed or failed)."""
+        driver, conn, wakeup = self.driver, self.connection, self._wakeup
+        items = driver.inbox.items
+        select = self._selector.select
+        reader = wakeup.reader
+        reconnect_at = time.monotonic()
+        next_misc = reconnect_at + MISC_INTERVAL
+        while True:
+            now = time.monotonic()
+            if self._sock_lost:
+                self._sock_lost = False
+                self.connected.clear()
+                reconnect_at = now + conn.rotation.connection_lost()
+            if self._sock is None and now >= reconnect_at and not self._stopping.is_set():
+                delay = conn.connect()
+                if delay is not None:
+                    reconnect_at = now + delay
+                self._sock_lost = False  # (a socket that opened now is the new one)
+            hold = driver.hold(now) if items and not self._stopping.is_set() else 0.0
+            if hold == 0.0 and (items or now >= driver.next_tick):
+                if not driver.run_ready():
+                    return
+            self._want_write(conn.flush())
+            if now >= next_misc:
+                conn.misc()
+                next_misc = now + MISC_INTERVAL
+            now = time.monotonic()
+            if items and hold == 0.0:
+                timeout = 0.0  # more than one batch was queued: go on after a look at the socket
+            else:
+                deadline = min(driver.next_tick, next_misc)
+                if hold:
+                    deadline = min(deadline, now + hold)
+                if self._sock is None and not self._stopping.is_set():
+                    deadline = min(deadline, reconnect_at)
+                timeout = max(0.0, deadline - now)
+            for key, events in select(timeout):
+                if key.fileobj is reader:
+                    wakeup.clear()
+                    continue
+                if events & selectors.EVENT_WRITE:
+                    self._want_write(conn.flush())
+                if events & selectors.EVENT_READ:
+                    conn.read()
+
+    def _finish_close(self) -> None:
+        """After the driver stopped: a clean stop waits for close()'s messages to leave, then sends
+        DISCONNECT; after an abort (node error) the socket is just closed, so the will goes out."""
+        conn = self.connection
+        if conn.aborted or conn.closing is None:
+            return
+        while conn.client.socket() is not None and not conn.close_done(time.monotonic()):
+            self._want_write(conn.flush())
+            for key, events in self._selector.select(0.05):
+                if key.fileobj is self._wakeup.reader:
+                    self._wakeup.clear()
+                elif events & selectors.EVENT_READ:
+                    conn.read()
+        conn.disconnect()
+        deadline = time.monotonic() + 1.0
+        while conn.client.socket() is not None and time.monotonic() < deadline:
+            if not conn.flush():
+                break  # DISCONNECT written: paho closed the socket
+            self._selector.select(0.05)

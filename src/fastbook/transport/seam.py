@@ -3,13 +3,14 @@
 - `Inbox` is how the transport (and any other thread) reaches the driver: messages on the node's
   subscriptions, "connected" markers, `call()` requests and the stop, in one FIFO so they keep their
   arrival order. Appending is thread-safe; a `wakeup` callable given by the runtime tells the driver
-  there is work (a threading.Event today; a single-threaded event loop would pass its own wakeup and
-  need none for what its own thread delivers).
+  there is work (NodeRunner: a byte on a socketpair its selector watches; InProcessRunner: a callback
+  scheduled on the broker's loop). What the runtime's own thread delivers needs no wakeup.
 - `Link` is what the driver needs from the transport: publish, follow the node's subscriptions,
-  close cleanly, drop. The driver calls it from its own thread only.
+  close cleanly, drop. The driver calls it from the runtime's thread only; none of it blocks.
 
 A runtime wires one of each to a `NodeDriver` (fastbook.transport.driver): NodeRunner (a paho client
-on a network thread + a worker thread) and InProcessRunner (the embedded broker) do so today.
+and the node on one thread, a selector loop) and InProcessRunner (the node on the embedded broker's
+event loop).
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ class Link(Protocol):
         ...
 
     def close(self, last: Sequence[Outgoing]) -> None:
-        """Publish `last` (the node's close() output), wait a little for it to leave, then disconnect
-        cleanly (no last will). Never raises because the connection is already gone."""
+        """Publish `last` (the node's close() output); the runtime lets it leave (a little while at
+        most), then disconnects cleanly (no last will). Never blocks; never raises because the
+        connection is already gone."""
         ...
 
     def abort(self) -> None:

@@ -1,0 +1,25 @@
+"""An edge names its next timer (next_deadline): the status when in sync, the follower's old tick
+while it is catching up or waiting for an answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastbook.edge.node import FOLLOWER_POLL, EdgeConfig, EdgeNode
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+
+def test_a_waiting_edge_polls_and_an_idle_one_waits_for_its_status() -> None:
+    edge = EdgeNode(EdgeConfig(client_id="alice", replay_timeout=1.0, status_interval=1.0))
+    edge.clock = lambda: 0.0
+    edge.on_connected()
+    assert edge.next_deadline(0.0) == FOLLOWER_POLL  # waiting for the snapshot: the retry timers run
+    edge.on_tick(1.5)  # no snapshot: an empty replica, replaying from seq 1 (pending)
+    assert edge.next_deadline(1.5) == 1.5 + FOLLOWER_POLL
+    edge.follower.pending = None  # as if the (empty) replay had been answered: in sync at version 0
+    assert edge.in_sync
+    edge.on_tick(2.0)
+    sent = edge._status_sent_at
+    assert sent is not None
+    assert edge.next_deadline(2.1) == sent + 1.0  # in sync and idle: only the next status
