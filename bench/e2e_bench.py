@@ -216,6 +216,19 @@ class CpuMeter:
 
 # ---- the system under test -----------------------------------------------------------------------
 
+LOG_QOS: list[int | None] = [None]  # --log-qos: the sequencer's LOG_QOS for this run (None: as built)
+
+
+def fastbook_program(name: str) -> list[str]:
+    """The command line of fastbook-<name> (broker or sequencer), with the log's QoS overridden if
+    --log-qos asked for it (a module constant: the program is started through Python to set it)."""
+    if LOG_QOS[0] is None:
+        return [str(BIN / f"fastbook-{name}")]
+    code = (f"import sys, fastbook.log.sequencer as s; s.LOG_QOS = {LOG_QOS[0]}; "
+            f"from fastbook.apps.cli.{name} import main; sys.exit(main())")
+    return [sys.executable, "-c", code]
+
+
 
 class System:
     def __init__(self, kind: str, workdir: Path) -> None:
@@ -227,7 +240,7 @@ class System:
         self.roles: dict[str, int] = {}  # role -> pid of the broker and sequencer processes
         data = workdir / "data"
         if kind == "amqtt":
-            broker = self._spawn("broker", [str(BIN / "fastbook-broker"), "--port", str(self.port),
+            broker = self._spawn("broker", [*fastbook_program("broker"), "--port", str(self.port),
                                             "--data-dir", str(data), "--market", MARKET, "-q",
                                             *SEQUENCER_ARGS])
             self.roles["broker + sequencer"] = broker.pid
@@ -240,7 +253,7 @@ class System:
             mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
             broker = self._spawn("mosquitto", [mosquitto, "-c", str(conf)])
             wait_until(lambda: port_open(self.port), 10, "mosquitto")
-            sequencer = self._spawn("sequencer", [str(BIN / "fastbook-sequencer"), "--broker", self.url,
+            sequencer = self._spawn("sequencer", [*fastbook_program("sequencer"), "--broker", self.url,
                                                   "--data-dir", str(data), "--market", MARKET, "-q",
                                                   *SEQUENCER_ARGS])
             self.roles |= {"mosquitto": broker.pid, "sequencer": sequencer.pid}
@@ -436,6 +449,7 @@ def run_e2e(
         # orders per applied batch show how much per-message work was shared.
         "replica_version_moves": [sum(1 for _t, v in trace if v > start_head) for trace in traces],
         "cpu": meter.report(accepted, elapsed),
+        "_latencies_ms": [round(x * 1000, 4) for x in latencies],  # (for the plot; not printed)
     }
 
 
@@ -460,14 +474,93 @@ def bench_broker(
         result["raw_orders_per_second_bulk_payload"] = round(bulk_msgs * bulk_size)
         result["one_order_per_message"] = run_e2e(system, single, 1, "single")
         result["bulk"] = run_e2e(system, bulk, bulk_size, "bulk")
-        paced = paced_rate or (200 if kind == "amqtt" else 1000)
-        result["latency_paced"] = run_e2e(system, paced * 3, 1, "paced", rate=paced)
+        paced = paced_rate or (500 if kind == "amqtt" else 1000)
+        rates = sorted({paced, *SWEEP_RATES}) if kind == "mosquitto" else [paced]
+        for rate in rates:
+            row = paced_against_floor(system, workdir, rate, one_order)
+            if rate == paced:
+                result["latency_paced"] = row
+            else:
+                result.setdefault("paced_sweep", []).append(row)
         single_rate = result["one_order_per_message"]["orders_per_second_applied_everywhere"]
         result["single_vs_raw"] = round(single_rate / result["raw_msgs_per_second_one_order_payload"], 3)
     finally:
         system.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+# ---- the floor, paced runs against it, the plot ------------------------------------------------------
+
+SWEEP_RATES: list[int] = []  # --sweep: more paced rates on mosquitto (each against its own floor run)
+FLOOR = [True]  # --no-floor leaves the floor runs out
+
+
+def paced_against_floor(system: System, workdir: Path, rate: int, one_order: bytes) -> dict[str, Any]:
+    """fastbook paced at `rate` orders/s (one per message) and, right after in the same run, the
+    floor at the same rate through the same broker; every latency and CPU figure with its ratio."""
+    from e2e_floor import run_floor
+
+    row = run_e2e(system, rate * 3, 1, f"paced{rate}", rate=rate)
+    if not FLOOR[0]:
+        return row
+    floor = run_floor(system.port, workdir, rate, rate * 3, one_order, 1, cpu_seconds)
+    row["floor"] = floor
+    ratios: dict[str, float] = {}
+    for key in ("latency_p50_ms", "latency_p99_ms"):
+        if floor[key]:
+            ratios[key.replace("_ms", "_vs_floor")] = round(row[key] / floor[key], 2)
+    per_order = row["cpu"]["cpu_us_per_order"]
+    relay = floor["cpu_us_per_message"]["relay"]
+    subscriber = floor["cpu_us_per_message"]["bare subscriber (mean of 3)"]
+    for role, us in per_order.items():
+        if role.startswith("replica") and subscriber:
+            ratios[f"cpu {role} vs bare subscriber"] = round(us / subscriber, 2)
+        elif role in ("sequencer", "broker + sequencer") and relay:
+            ratios[f"cpu {role} vs relay"] = round(us / relay, 2)
+    row["vs_floor"] = ratios
+    return row
+
+
+def plot_latencies(results: list[dict[str, Any]], path: Path) -> None:
+    """Per broker: the paced run's latency distribution, fastbook against the floor, p50/p99 marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.2), squeeze=False)
+    for ax, result in zip(axes[0], results, strict=True):
+        row = result["latency_paced"]
+        series = [("fastbook", row["_latencies_ms"], "tab:blue")]
+        if "floor" in row:
+            series.append(("floor (paho relay + fdatasync)", row["floor"]["_latencies_ms"], "tab:gray"))
+        # Log-spaced bins on a log axis: the two distributions may lie orders of magnitude apart.
+        low = max(0.01, min(lat[0] for _n, lat, _c in series))
+        top = max(lat[-1] for _n, lat, _c in series)
+        bins = [low * (top / low) ** (i / 80) for i in range(81)]
+        for name, lat, color in series:
+            p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
+            ax.hist(lat, bins=bins, alpha=0.55, color=color, label=f"{name}: p50 {p50:.2f}, p99 {p99:.2f} ms")
+            ax.axvline(p50, color=color, linestyle="-", linewidth=1)
+            ax.axvline(p99, color=color, linestyle="--", linewidth=1)
+        ax.set_title(f"{result['broker']}: submit -> applied at 3 replicas, "
+                     f"{row['paced_messages_per_second']} msg/s")
+        ax.set_xscale("log")
+        ax.set_xlabel("latency (ms, log scale); solid p50, dashed p99")
+        ax.set_ylabel("messages")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def printable(value: Any) -> Any:
+    """The figures without the raw latency lists (keys starting with '_')."""
+    if isinstance(value, dict):
+        return {k: printable(v) for k, v in value.items() if not k.startswith("_")}
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -480,7 +573,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bulk-size", type=int, default=500, help="orders per bulk message")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.add_argument("--paced-rate", type=int, default=0, metavar="N",
-                   help="messages/s of the paced latency run (default 200 on amqtt, 1000 on mosquitto)")
+                   help="messages/s of the paced latency run (default 500 on amqtt, 1000 on mosquitto)")
+    p.add_argument("--sweep", default="200,1000,3000", metavar="RATES",
+                   help="more paced rates on mosquitto, each against the floor ('' for none)")
+    p.add_argument("--no-floor", action="store_true", help="leave out the floor runs")
+    p.add_argument("--log-qos", type=int, choices=(0, 1), default=None,
+                   help="publish the log with this QoS (default: the sequencer's LOG_QOS)")
+    p.add_argument("--png", type=Path, default=None, help="draw the paced latency distributions here")
     p.add_argument("--replica-nice", type=int, default=0, metavar="N",
                    help="run the replica processes at this niceness (default 0: the same priority as the "
                         "sequencer; all of them share 2 cores here, where on a deployment each edge runs on "
@@ -489,6 +588,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the sequencer's --batch-window (default: the program's default)")
     args = p.parse_args(argv)
     REPLICA_NICE[0] = args.replica_nice
+    SWEEP_RATES[:] = [int(r) for r in args.sweep.split(",") if r.strip()]
+    FLOOR[0] = not args.no_floor
+    LOG_QOS[0] = args.log_qos
     if args.batch_window is not None:
         SEQUENCER_ARGS[:] = ["--batch-window", str(args.batch_window)]
     defaults = {"amqtt": (2000, 30000, 2000), "mosquitto": (20000, 200000, 20000)}
@@ -499,10 +601,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             kind, args.single or single, args.bulk or bulk, args.bulk_size, raw, args.paced_rate
         )
         results.append(result)
-        print(json.dumps(result, indent=2), flush=True)
+        print(json.dumps(printable(result), indent=2), flush=True)
     print(f"\nload average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps(printable(results), indent=2))
+    if args.png:
+        plot_latencies(results, args.png)
     return 0
 
 

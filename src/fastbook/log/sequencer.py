@@ -85,6 +85,11 @@ def _engine_reject(client_order_id: str | None, op: int, reason: int) -> dict[st
     return reject_report(client_order_id, OP_TEXT[op], code.name, ENGINE_REJECT_MESSAGES[code])
 
 
+# The MQTT QoS the log is published with. A replica detects a gap itself (seq) and replays it, so
+# QoS1's PUBACKs buy no correctness here; bench/e2e_bench.py --log-qos measures both.
+LOG_QOS = 1
+
+
 @dataclass
 class SequencerConfig:
     market: MarketSpec
@@ -236,7 +241,7 @@ class SequencerNode:
             # burst learns it is behind even when nothing else is published.
             self._log_time = now
             head = self.journal.last_seq
-            out.append(Outgoing(self.topics.log, encode_log_message(self.market.name, head)))
+            out.append(Outgoing(self.topics.log, encode_log_message(self.market.name, head), qos=LOG_QOS))
         return out
 
     def next_deadline(self, now: float) -> float | None:
@@ -265,7 +270,7 @@ class SequencerNode:
             run = batch.run()
             for i in range(0, len(run), LOG_CHUNK):
                 payload = encode_log_message(self.market.name, head, run.cut(i, i + LOG_CHUNK))
-                out.append(Outgoing(self.topics.log, payload))
+                out.append(Outgoing(self.topics.log, payload, qos=LOG_QOS))
             self._log_time = self.clock()
         out.extend(self._report_messages(batch, committed))
         if committed and batch.trades:
