@@ -100,6 +100,9 @@ class _TracingNode:
     def on_tick(self, now: float) -> list[Outgoing]:
         return self._traced(self.inner.on_tick(now))
 
+    def next_deadline(self, now: float) -> float | None:
+        return self.inner.next_deadline(now)  # type: ignore[no-any-return]
+
     def close(self) -> list[Outgoing]:
         return self.inner.close()  # type: ignore[no-any-return]
 
