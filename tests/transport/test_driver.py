@@ -3,6 +3,7 @@ and the node's own deadlines."""
 
 from __future__ import annotations
 
+import select
 import time
 from collections.abc import Callable
 
@@ -11,6 +12,7 @@ import pytest
 from fastbook.transport.config import BatchPolicy
 from fastbook.transport.driver import MIN_TICK_GAP, NodeDriver
 from fastbook.transport.node import Outgoing
+from fastbook.transport.runner import _Wakeup
 from fastbook.transport.seam import Inbox, RunnerError
 from tests.support.transport_fakes import FakeLink, FakeNode
 
@@ -184,3 +186,34 @@ def test_the_node_deadline_sets_the_next_tick() -> None:
     before = time.monotonic()
     assert driver.run_ready() and node.ticks == 1
     assert driver.next_tick >= before + MIN_TICK_GAP
+
+
+def test_the_runner_wakeup_never_goes_silent() -> None:
+    """A set() from another thread that lands while the loop drains the wakeup must not leave the
+    flag up with no byte behind it: every later set() would be silent and the loop woken only by
+    its next deadline (calls answered a second late, or never within a test's wait)."""
+    wakeup = _Wakeup()
+    real = wakeup.reader
+
+    class RacingReader:
+        """The reader, with another thread's set() arriving during the first recv of the drain."""
+
+        raced = False
+
+        def recv(self, size: int) -> bytes:
+            if not self.raced:
+                self.raced = True
+                wakeup.set()
+            return real.recv(size)
+
+    try:
+        wakeup.set()  # a call queued: flag up, one byte in flight
+        wakeup.reader = RacingReader()  # type: ignore[assignment]
+        wakeup.clear()  # the loop drains (and then works off the inbox, the racing call's included)
+        wakeup.reader = real
+        wakeup.set()  # the next call
+        readable, _w, _x = select.select([real], [], [], 1.0)
+        assert readable, "the wakeup went silent"
+    finally:
+        wakeup.reader = real
+        wakeup.close()

@@ -53,13 +53,16 @@ class _Wakeup:
             pass
 
     def clear(self) -> None:
-        """Before the loop looks at the inbox: a set() from now on writes again."""
-        self._pending = False
+        """Before the loop looks at the inbox: a set() from now on writes again. Drain first, then
+        reset the flag: reset first, a set() in between would write a byte the drain then ate,
+        leaving the flag up with no byte, and every later set() silent (the loop woken only by its
+        next deadline)."""
         try:
             while self.reader.recv(4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        self._pending = False
 
     def close(self) -> None:
         self.reader.close()
