@@ -47,17 +47,26 @@ function connect() {
 
 setInterval(() => { if (Date.now() - lastMessage > STALE_MS) setLive(false); }, 1000);
 
+// The last data each section was drawn from: a section is rebuilt only when its data changed, so
+// a view that only moved the lag leaves the buttons under the pointer where they are.
+const drawn = {};
+function changed(section, data) {
+  const key = JSON.stringify(data);
+  if (drawn[section] === key) return false;
+  drawn[section] = key;
+  return true;
+}
+
 function render(view) {
   document.title = `${view.market} · ${view.client_id} · fastbook`;
   $("market").textContent = view.market;
   $("client").textContent = view.client_id;
   setBadge($("broker-link"), view.connected, view.connected ? "broker: connected" : "broker: DISCONNECTED");
   renderProof(view);
-  renderLadder(view);
-  drawChart(view);
-  renderOrders(view.orders);
-  renderTrades(view.trades);
-  renderReports(view.reports);
+  if (changed("book", [view.bids, view.asks])) { renderLadder(view); drawChart(view); }
+  if (changed("orders", view.orders)) renderOrders(view.orders);
+  if (changed("trades", view.trades)) renderTrades(view.trades);
+  if (changed("reports", view.reports)) renderReports(view.reports);
 }
 
 function renderProof(view) {
@@ -93,11 +102,11 @@ function ladderRow(level, side, maxCum) {
   tr.dataset.price = level.price;
   const mine = el("td", level.mine ? `● ${level.mine}` : "", "mine");
   if (level.mine) tr.classList.add("has-mine");
-  const price = el("td", level.price, "price");
+  const total = el("td", level.cum, "total");
   const bar = el("div", null, "bar");
-  bar.style.width = `${maxCum > 0 ? (100 * Number(level.cum)) / maxCum : 0}%`;
-  price.appendChild(bar);
-  tr.append(mine, price, el("td", level.qty), el("td", level.orders), el("td", level.cum));
+  bar.style.width = `${maxCum > 0 ? (100 * Number(level.cum)) / maxCum : 0}%`;  // drawing only
+  total.appendChild(bar);
+  tr.append(mine, el("td", level.price, "price"), el("td", level.qty), el("td", level.orders), total);
   tr.addEventListener("click", () => { $("ticket-price").value = level.price; });
   return tr;
 }
@@ -169,7 +178,10 @@ function renderOrders(orders) {
     button.addEventListener("click", () => send({ op: "cancel", id: o.id }, button));
     const cell = el("td");
     cell.appendChild(button);
-    tr.append(el("td", o.id, "mono"), el("td", o.side, o.side), el("td", o.price), el("td", o.qty), cell);
+    // ids are long (a session prefix and a counter): the tail tells this session's orders apart
+    const id = el("td", o.id.length > 10 ? `…${o.id.slice(-8)}` : o.id, "id mono");
+    id.title = o.id;
+    tr.append(id, el("td", o.side, o.side), el("td", o.price), el("td", o.qty), cell);
     return tr;
   }));
   $("orders-empty").hidden = orders.length > 0;
