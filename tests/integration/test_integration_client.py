@@ -84,3 +84,28 @@ def test_submit_retries_the_same_id_until_answered(cluster: Cluster) -> None:
         assert again["type"] == "rejected" and again["code"] == "DUPLICATE_CLIENT_ORDER_ID"
         status = cluster.wait_converged(["py-carol"], 30)
         assert status.book_version == 1  # c-1 once, whatever the number of sends
+
+
+def test_view_and_an_edge_over_a_running_node(cluster: Cluster) -> None:
+    """Edge.over() gives the API (submit with resends, view) over a node and runner a program runs
+    (fastbook-edge --web); closing it leaves the runner to the program."""
+    from fastbook.edge.node import EdgeConfig, EdgeNode
+
+    node = EdgeNode(EdgeConfig(client_id="py-dave", market=MARKET))
+    runner = NodeRunner(node, RunnerConfig(cluster.url, "fastbook-api-py-dave"))
+    runner.start()
+    try:
+        edge = Edge.over(node, runner).start()
+        assert edge.wait_synced(30)
+        accepted = edge.submit(side="sell", price="103.00", qty="0.7").result(10)
+        assert edge.wait_synced(10, accepted["seq"])
+        view = edge.view(3)
+        assert view["version"] == accepted["seq"] and view["hash"] == f"{edge.state_hash:016x}"
+        assert (view["in_sync"], view["synced_once"], view["lag"], view["mismatch"], view["connected"]) == (
+            True, True, 0, None, True)
+        assert view["depth"] == {"bids": [], "asks": [["103.00", "0.700", 1]]}
+        assert view["orders"] == [{"id": accepted["id"], "side": "sell", "price": "103.00", "qty": "0.700"}]
+        edge.close()
+        assert runner.running and runner.connected.is_set()  # still the program's
+    finally:
+        runner.stop()

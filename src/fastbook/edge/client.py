@@ -23,12 +23,15 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastbook.transport.config import DEFAULT_BROKER, RunnerConfig
 from fastbook.transport.node import Outgoing
 from fastbook.transport.runner import NodeRunner
 from fastbook.wire.topics import DEFAULT_PREFIX
+
+if TYPE_CHECKING:
+    from fastbook.edge.node import EdgeNode
 
 # The op answered by each report type ("rejected" answers any op; "cancelled" with reason "user"
 # answers a cancel).
@@ -77,13 +80,31 @@ class Edge:
         if username is not None and client_id != username:
             raise ValueError(f"client id {client_id!r} differs from user name {username!r}: the broker "
                              "only lets a user trade under its own name")
-        self.client_id = client_id
-        self.node = EdgeNode(EdgeConfig(client_id=client_id, market=market, prefix=prefix,
-                                        map_all_orders=map_all_orders))
-        self.runner = NodeRunner(self.node, RunnerConfig(
+        node = EdgeNode(EdgeConfig(client_id=client_id, market=market, prefix=prefix,
+                                   map_all_orders=map_all_orders))
+        runner = NodeRunner(node, RunnerConfig(
             broker, mqtt_client_id or username or f"fastbook-api-{client_id}"[:128],
             name=f"edge-{client_id}", username=username, password=password, tls_ca=tls_ca,
             clean_session=clean_session))
+        self._setup(node, runner, retry_after, max_attempts, owns_runner=True)
+
+    @classmethod
+    def over(cls, node: EdgeNode, runner: NodeRunner, *, retry_after: float = 3.0,
+             max_attempts: int = 5) -> Edge:
+        """The API over a node and runner that a program already runs (fastbook-edge with --web):
+        the program starts and stops the runner; start()/close() here only start and stop the
+        API's resends."""
+        edge = cls.__new__(cls)
+        edge._setup(node, runner, retry_after, max_attempts, owns_runner=False)
+        return edge
+
+    def _setup(self, node: EdgeNode, runner: NodeRunner, retry_after: float, max_attempts: int,
+               owns_runner: bool) -> None:
+        client_id = node.client_id
+        self.client_id = client_id
+        self.node = node
+        self.runner = runner
+        self._owns_runner = owns_runner
         self.retry_after = retry_after
         self.max_attempts = max_attempts
         # (op, client order id) -> commands awaiting their answer, oldest first. A cancel or amend
@@ -98,13 +119,15 @@ class Edge:
     # ---- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> Edge:
-        self.runner.start()
+        if self._owns_runner:
+            self.runner.start()
         self._retry_thread.start()
         return self
 
     def close(self) -> None:
         self._retry_stop.set()
-        self.runner.stop()
+        if self._owns_runner:
+            self.runner.stop()
         for pending in [p for queue in self._pending.values() for p in queue]:
             if not pending.future.done():
                 pending.future.set_exception(RuntimeError("edge closed before the order was answered"))
@@ -175,6 +198,23 @@ class Edge:
         """(version, state_hash, in_sync, lag) read atomically on the runner thread."""
         node = self.node
         return tuple(self._read(lambda: (node.version, node.state_hash, node.in_sync, node.lag)))
+
+    def view(self, levels: int = 10) -> dict[str, Any]:
+        """Everything a screen shows of the replica, read at one instant on the runner thread:
+        version, hash (hex), in_sync, synced_once, lag, resyncs, mismatch (why the last check
+        failed, until resynced), connected (to the broker), and the book's `depth` and own `orders`."""
+        node, runner = self.node, self.runner
+
+        def read() -> dict[str, Any]:
+            follower = node.follower
+            return {
+                "version": node.version, "hash": f"{node.state_hash:016x}", "in_sync": node.in_sync,
+                "synced_once": node.synced_once, "lag": node.lag, "resyncs": follower.resyncs,
+                "mismatch": follower.mismatch, "connected": runner.connected.is_set(),
+                "depth": node.depth(levels), "orders": node.own_orders(),
+            }
+
+        return dict(self._read(read))
 
     def wait_synced(self, timeout: float, version: int | None = None) -> bool:
         """Wait until the replica is in sync (and at least at `version` if given)."""

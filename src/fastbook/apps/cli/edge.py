@@ -79,6 +79,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--persistent-session", action="store_true",
                    help="ask the broker to keep this edge's MQTT session (subscriptions, queued messages) "
                    "across disconnects; needed to fail over between NATS cluster nodes (docs/brokers.md)")
+    p.add_argument("--web", metavar="HOST:PORT",
+                   help="also serve a browser view of this replica (book, trades, your orders, an order "
+                   "ticket) on HOST:PORT, e.g. 127.0.0.1:8080; loopback only unless --username is given, "
+                   "and then the page asks for the same user name and password (docs/web.md)")
     add_logging_arguments(p)
     return p
 
@@ -294,9 +298,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"--client-id {args.client_id} differs from --username {args.username}: the broker "
                     "only lets a user trade under its own name", EXIT_USAGE)
     try:
-        credentials(args)
+        username, password = credentials(args)
     except CredentialsError as exc:
         return fail(str(exc), EXIT_USAGE)
+    web_access = None
+    if args.web is not None:
+        from fastbook.apps.web.access import AccessError, WebAccess, parse_listen
+
+        try:
+            web_access = WebAccess(*parse_listen(args.web), username=username, password=password)
+        except AccessError as exc:
+            return fail(str(exc), EXIT_USAGE)
     interactive = not args.no_tty and sys.stdin.isatty() and sys.stdout.isatty()
     if interactive:
         # Logs would scribble over the view: keep them quiet unless asked.
@@ -310,12 +322,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc))
     program.runner.start()
     log.info("edge %s on %s via %s", args.client_id, args.market, args.broker)
+    web = None
+    if web_access is not None:
+        from fastbook.apps.web.server import serve_edge
+
+        try:
+            web = serve_edge(program.node, program.runner, web_access)
+        except OSError as exc:
+            program.runner.stop()
+            return fail(f"--web {args.web}: cannot listen: {exc.strerror or exc}")
+        print(f"fastbook-edge: web view at {web.url}", file=sys.stderr, flush=True)
     try:
         if interactive:
             run_tty_mode(program, stop)
         else:
             run_log_mode(program, stop)
     finally:
+        if web is not None:
+            web.close()
         program.runner.stop()
     if program.runner.error is not None:
         return fail(f"edge stopped: {program.runner.error}")
