@@ -104,6 +104,8 @@ def recover(
     def restore(snap: SnapshotData) -> Replica:
         if snap.market != market:
             raise ValueError(f"snapshot is for market {snap.market}, not {market}")
+        if not snap.named:
+            raise ValueError("snapshot file has no names (an anonymous, published snapshot)")
         return Replica.from_snapshot(snap)
 
     loaded = snapshots.load_latest(restore)
@@ -141,7 +143,9 @@ def recover(
                 f"journal replay diverged ({exc}); was it written by a different engine?"
             ) from exc
         if entry.op == Op.NEW:
-            client = replica.clients[entry.owner]
+            client = replica.clients.get(entry.owner)
+            if client is None:
+                raise JournalError(f"journal record {entry.seq}: owner {entry.owner} is no client's")
             dedupe.accept(entry.seq, client, entry.client_order_id)  # type: ignore[arg-type]  # a new has an id
         dedupe.advance(entry.seq)
         trades = [event for event in events if event[0] == _TRADE]

@@ -5,6 +5,11 @@ A request `{"from": a, "to": b, "snapshot": bool}` on `replay/request/<requester
 max(a, snapshot version + 1) to b, at most REPLAY_MAX_ENTRIES per request and LOG_CHUNK per
 message; a request past the head gets one empty message carrying the head. Only durable entries
 exist in the journal, so only durable entries are ever served. Bad requests are logged and dropped.
+
+The answer is private to the requester (only it may read its response topic): its records carry
+the requester's own names (its client order ids, its client id on the entry introducing its owner
+number) and no one else's, and `"names": true` first sends its names message (its owner number
+and open orders, `fastbook.wire.names`), from the sequencer's replica.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import logging
 from fastbook.log.journal import Journal, JournalError
 from fastbook.transport.node import Outgoing
 from fastbook.wire.fields import REPLAY_MAX_ENTRIES
+from fastbook.log.replica import Replica
 from fastbook.wire.log import decode_replay_request, encode_log_message
+from fastbook.wire.names import OwnNames, encode_names
 from fastbook.wire.orders import valid_client_id
 from fastbook.wire.topics import Topics
 
@@ -27,10 +34,20 @@ LOG_CHUNK = 4096
 
 
 class ReplayService:
-    def __init__(self, market_name: str, topics: Topics, journal: Journal) -> None:
+    def __init__(self, market_name: str, topics: Topics, journal: Journal, replica: Replica | None = None) -> None:
         self.market_name = market_name
         self.topics = topics
         self.journal = journal
+        self.replica = replica  # the sequencer's: who is which owner, open orders' names
+
+    def names_message(self, requester: str) -> bytes:
+        """The requester's names at the journal's head (the replica's durable state)."""
+        replica = self.replica
+        owner = None if replica is None else replica.owners.get(requester)
+        orders: list[tuple[int, str]] = []
+        if replica is not None and owner is not None:
+            orders = sorted(((oid, coid) for coid, oid in replica.by_owner.get(owner, {}).items()))
+        return encode_names(OwnNames(self.market_name, self.journal.last_seq, owner, orders))
 
     def serve(self, requester: str, payload: bytes, snapshot: bytes, snapshot_version: int) -> list[Outgoing]:
         """The answer to one request; `snapshot` is the latest published snapshot at `snapshot_version`."""
@@ -45,9 +62,12 @@ class ReplayService:
         topic = self.topics.replay_response(requester)
         out = []
         first = request.first
+        owner = None if self.replica is None else self.replica.owners.get(requester)
         if request.snapshot:
             out.append(Outgoing(topic, snapshot))
             first = max(first, snapshot_version + 1)
+        if request.names:
+            out.append(Outgoing(topic, self.names_message(requester)))
         head = self.journal.last_seq
         try:
             records = self.journal.read(first, request.last, limit=REPLAY_MAX_ENTRIES)
@@ -56,6 +76,7 @@ class ReplayService:
             return out
         if not len(records):
             out.append(Outgoing(topic, encode_log_message(self.market_name, head, replay=True)))
+        records = records.named_for(owner)  # (only the requester's own names)
         for i in range(0, len(records), LOG_CHUNK):
             chunk = encode_log_message(self.market_name, head, records.cut(i, i + LOG_CHUNK), replay=True)
             out.append(Outgoing(topic, chunk))

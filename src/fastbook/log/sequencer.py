@@ -183,7 +183,7 @@ class SequencerNode:
             self.snapshot_policy = SnapshotPolicy(
                 self.snapshots, cfg.snapshot_every, cfg.snapshot_interval, cfg.snapshot_keep
             )
-            self.replay = ReplayService(cfg.market.name, self.topics, self.journal)
+            self.replay = ReplayService(cfg.market.name, self.topics, self.journal, self.replica)
             self._log_time: float | None = None  # last log publish (for the idle heartbeat)
             # Time source for on_messages (on_tick gets its time from the runner); tests replace it.
             self.clock: Callable[[], float] = time.monotonic
@@ -268,7 +268,9 @@ class SequencerNode:
         committed = self._commit(batch)
         if committed and batch.count:
             head = self.journal.last_seq
-            run = batch.run()
+            # The journal keeps the names; the public log carries none (docs/wire.md): each client
+            # learns its own from its reports and its replay answers.
+            run = batch.run().anonymous()
             for i in range(0, len(run), LOG_CHUNK):
                 payload = encode_log_message(self.market.name, head, run.cut(i, i + LOG_CHUNK))
                 out.append(Outgoing(self.topics.log, payload, qos=LOG_QOS))

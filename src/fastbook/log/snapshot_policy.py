@@ -45,13 +45,15 @@ class SnapshotPolicy:
         return now if self._time is None else self._time + self.interval
 
     def take(self, replica: Replica, now: float) -> bytes:
-        """Write <version>.snap and return the same bytes to publish retained."""
+        """Write <version>.snap (with the names) and return the anonymous form to publish retained
+        (no client ids, no client order ids: docs/wire.md, "Snapshots")."""
         # The order rows are written straight from the replica's map: a snapshot costs O(resting
         # orders), and building the rows first was about a third of it.
         snap = replica.snapshot_data(rows=False)
-        data = encode_snapshot(snap, orders=replica.orders)
+        data = encode_snapshot(snap, named=False)
         try:
-            self.store.write(snap, data)
+            if not self.store.path_for(snap.version).exists():
+                self.store.write(snap, encode_snapshot(snap, orders=replica.orders))
             self.store.prune(self.keep)
         except OSError as exc:
             log.error("sequencer %s: cannot write snapshot %d: %s", snap.market.name, snap.version, exc)
