@@ -156,6 +156,8 @@ class Follower:
         (gaps, no replica yet, a buffer to merge) goes entry by entry through `on_entries`."""
         replica = self.replica
         n = len(batch)
+        if batch.replay and replica is not None:
+            replica.learn_replayed(batch.run)
         # (a first seq past version + 1 is a gap: buffered and filled by a replay)
         if (
             n == 0
@@ -271,7 +273,7 @@ class Follower:
         yet (this client's own entry, see Replica.resolve)."""
         replica = self.replica
         assert replica is not None
-        if entry.client_order_id is None and replica.own_client is not None:
+        if entry.client_order_id is None and entry.client_id is None and replica.own_client is not None:
             named = replica.resolve(entry)
             if named is None:
                 if self.unnamed_since is None:

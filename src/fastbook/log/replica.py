@@ -192,8 +192,8 @@ class Replica:
         """Apply the next log entry; raises HashMismatch if the result differs from the sequencer's."""
         if entry.seq != self.version + 1:
             raise ValueError(f"entry {entry.seq} applied at version {self.version}")
-        if self.own_client is not None and entry.client_order_id is None:
-            named = self.resolve(entry)
+        if self.own_client is not None and entry.client_order_id is None and entry.client_id is None:
+            named = self.resolve(entry)  # (a resolved entry names its client: a cancel_all may lack an id)
             if named is None:
                 raise ValueError(f"seq {entry.seq}: this client's entry has no client order id")
             entry = named
@@ -378,6 +378,27 @@ class Replica:
                 by_id[coid] = order_id
             elif order_id >= self.next_order_id:
                 self.id_names[order_id] = coid
+
+    def learn_replayed(self, run: LogRun) -> None:
+        """`run` is of a replay answer to this client: its own entries carry every name they have,
+        so its cancel_alls without a client order id have none (not one still to learn)."""
+        own = self.own_client
+        if own is None:
+            return
+        records = run.records
+        if own not in self.owners:
+            for i in np.flatnonzero(records["client_len"]).tolist():
+                client = run.names_of(i)[0]
+                owner = int(records["owner"][i])
+                if client == own and owner not in self.clients:
+                    self.owners[own] = owner
+                    self.clients[owner] = own
+        mine = self.own_owner
+        if mine is None:
+            return
+        bare = (records["owner"] == mine) & (records["op"] == _CANCEL_ALL) & (records["coid_len"] == 0)
+        for seq in records["seq"][bare].tolist():
+            self.learn_seq_name(seq, None)
 
     def _learn_owner_from_seqs(self, run: LogRun) -> None:
         """An edge that does not know its owner number yet learns it from the entry at a seq its
