@@ -128,6 +128,7 @@ class EdgeNode:
             self._id_counter += 1
             order["id"] = f"{self._id_prefix}-{self._id_counter}"
         client_order_id = order.get("id")
+        self.follower.sent_orders()
         return (
             client_order_id if isinstance(client_order_id, str) else "",
             [Outgoing(self.topics.orders(self.client_id), dumps(order))],

@@ -88,6 +88,7 @@ class Follower:
         # reports, a names answer or a replay answer) waits, buffered, since this time; after
         # gap_grace a replay (which carries this client's names) is asked for.
         self.unnamed_since: float | None = None
+        self.expect_owner = False  # this client sent orders (see Replica.expect_owner)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -202,6 +203,7 @@ class Follower:
             log.error("snapshot %d unusable: %s", snap.version, exc)
             return []
         self.replica = restored
+        restored.expect_owner = self.expect_owner
         # (a snapshot without owners holds no order of this client's: nothing to learn)
         self.names_wanted = self.own_client is not None and snap.owners_assigned > 0
         self.market_known = True
@@ -241,6 +243,13 @@ class Follower:
             return self._resync_request(now)
         return self._maybe_request(now)
 
+    def sent_orders(self) -> None:
+        """This client sent orders: until its owner number is known, entries introducing one wait
+        for a replay answer (a client whose every report is lost still learns its own)."""
+        self.expect_owner = True
+        if self.replica is not None:
+            self.replica.expect_owner = True
+
     def on_head(self, head: int, now: float) -> list[ReplayRequest]:
         """The sequencer's version as seen elsewhere (the retained book)."""
         self._see_head(head, now)
@@ -256,6 +265,7 @@ class Follower:
                 # No retained snapshot: start from the empty book and replay the whole journal.
                 log.warning("no snapshot within %.1fs; replaying the log from seq 1", self.snapshot_timeout)
                 self.replica = Replica(MarketSpec(self.market_name), own_client=self.own_client)
+                self.replica.expect_owner = self.expect_owner
                 self.market_known = False
                 self.waiting_since = None
                 self.synced_once = True

@@ -68,6 +68,11 @@ class Replica:
         # of its own orders placed later than this replica's version (a names message).
         self.seq_names: dict[int, str | None] = {}
         self.id_names: dict[int, str] = {}
+        # Set once this edge's client has sent orders while its owner number is unknown: an entry
+        # introducing an owner number may then be its own, and waits until a replay answer (which
+        # names its requester's introduction) said; owners up to `_checked_owner` are others'.
+        self.expect_owner = False
+        self._checked_owner = 0
         self.orders: dict[int, tuple[int, str]] = {}  # resting engine order id -> (owner, client order id)
         self.by_owner: dict[int, dict[str, int]] = {}  # owner -> {client order id: resting engine order id}
         self.next_order_id = 1
@@ -386,6 +391,8 @@ class Replica:
         if own is None:
             return
         records = run.records
+        if len(records):
+            self._checked_owner = max(self._checked_owner, int(records["owner"].max()))
         if own not in self.owners:
             for i in np.flatnonzero(records["client_len"]).tolist():
                 client = run.names_of(i)[0]
@@ -421,9 +428,12 @@ class Replica:
             return None
         self._learn_owner_from_seqs(run)
         mine = self.own_owner
-        if mine is None:
-            return None
         records = run.records
+        if mine is None:
+            if not self.expect_owner:
+                return None
+            new = np.flatnonzero(records["owner"] > max(self.owner_count, self._checked_owner))
+            return int(new[0]) if len(new) else None
         ops = records["op"]
         need = (records["owner"] == mine) & (records["coid_len"] == 0) & ((ops == _NEW) | (ops == _CANCEL_ALL))
         if not need.any():
@@ -446,6 +456,8 @@ class Replica:
                 self.owners[own] = entry.owner
                 self.clients[entry.owner] = own
         mine = self.own_owner
+        if mine is None and self.expect_owner and entry.owner > max(self.owner_count, self._checked_owner):
+            return None  # a new owner number, maybe ours: a replay answer will say
         if mine is not None and entry.owner == mine and entry.op in (_NEW, _CANCEL_ALL):
             if entry.seq in self.seq_names:
                 coid = self.seq_names.pop(entry.seq)
