@@ -48,7 +48,11 @@ class Net:
     def flow(self, pending: list[Outgoing]) -> None:
         """Deliver messages until nothing more is sent (ticking the edges' timers)."""
         for _ in range(50):
-            to_seq = [(o.topic, o.payload) for o in pending if "/orders/" in o.topic or "/replay/request/" in o.topic]
+            to_seq = [
+                (o.topic, o.payload)
+                for o in pending
+                if "/orders/" in o.topic or "/replay/request/" in o.topic
+            ]
             out = self.seq.on_messages(to_seq) if to_seq else []
             for o in out:
                 if o.retain:
@@ -94,7 +98,10 @@ def test_no_client_id_or_order_id_in_the_public_feed_and_a_restarted_edge_report
     trades = [(r["id"], r["liquidity"], r["qty"]) for r in reports if r["type"] == "trade"]
     assert trades == [(COIDS[0], "maker", "0.500")]  # derived from the anonymous log, named privately
     # Self-trade prevention by owner number: her buy meets her own sell and is cancelled.
-    net.send(alice2, {"op": "new", "id": COIDS[2], "side": "buy", "price": "100", "qty": "1", "stp": "cancel_taker"})
+    net.send(
+        alice2,
+        {"op": "new", "id": COIDS[2], "side": "buy", "price": "100", "qty": "1", "stp": "cancel_taker"},
+    )
     assert [(r["type"], r.get("reason")) for r in reports if r["id"] == COIDS[2]] == [
         ("accepted", None), ("cancelled", "self_trade")
     ]  # fmt: skip

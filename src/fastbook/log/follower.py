@@ -347,7 +347,11 @@ class Follower:
             return []
         version = replica.version
         pending = self.pending
-        if pending is not None and version >= pending.target and not (pending.request.names and self.names_wanted):
+        if (
+            pending is not None
+            and version >= pending.target
+            and not (pending.request.names and self.names_wanted)
+        ):
             self.pending = pending = None
         if self.names_wanted:  # (its answer also replays everything after our version)
             if pending is None or now - max(pending.sent_at, self.last_progress) >= self.replay_timeout:

@@ -143,10 +143,10 @@ def recover(
                 f"journal replay diverged ({exc}); was it written by a different engine?"
             ) from exc
         if entry.op == Op.NEW:
-            client = replica.clients.get(entry.owner)
-            if client is None:
+            named = replica.clients.get(entry.owner)
+            if named is None:
                 raise JournalError(f"journal record {entry.seq}: owner {entry.owner} is no client's")
-            dedupe.accept(entry.seq, client, entry.client_order_id)  # type: ignore[arg-type]  # a new has an id
+            dedupe.accept(entry.seq, named, entry.client_order_id)  # type: ignore[arg-type]  # a new has an id
         dedupe.advance(entry.seq)
         trades = [event for event in events if event[0] == _TRADE]
         if trades:

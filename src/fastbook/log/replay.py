@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 
 from fastbook.log.journal import Journal, JournalError
+from fastbook.log.replica import Replica
 from fastbook.transport.node import Outgoing
 from fastbook.wire.fields import REPLAY_MAX_ENTRIES
-from fastbook.log.replica import Replica
 from fastbook.wire.log import decode_replay_request, encode_log_message
 from fastbook.wire.names import OwnNames, encode_names
 from fastbook.wire.orders import valid_client_id
@@ -34,7 +34,9 @@ LOG_CHUNK = 4096
 
 
 class ReplayService:
-    def __init__(self, market_name: str, topics: Topics, journal: Journal, replica: Replica | None = None) -> None:
+    def __init__(
+        self, market_name: str, topics: Topics, journal: Journal, replica: Replica | None = None
+    ) -> None:
         self.market_name = market_name
         self.topics = topics
         self.journal = journal

@@ -282,7 +282,9 @@ class Replica:
         named: dict[int, LogEntry] = {}  # entries named from what this edge learnt privately
         if self.own_client is not None:
             mine = self.own_owner
-            fill = news if mine is None else np.union1d(news, np.flatnonzero(records["owner"][:applied] == mine))
+            fill = (
+                news if mine is None else np.union1d(news, np.flatnonzero(records["owner"][:applied] == mine))
+            )
             for i in fill.tolist():
                 if coids[i] is None:
                     entry = self.resolve(batch.entry(i))
@@ -435,14 +437,16 @@ class Replica:
             new = np.flatnonzero(records["owner"] > max(self.owner_count, self._checked_owner))
             return int(new[0]) if len(new) else None
         ops = records["op"]
-        need = (records["owner"] == mine) & (records["coid_len"] == 0) & ((ops == _NEW) | (ops == _CANCEL_ALL))
+        need = (
+            (records["owner"] == mine) & (records["coid_len"] == 0) & ((ops == _NEW) | (ops == _CANCEL_ALL))
+        )
         if not need.any():
             return None
         seq_names, id_names = self.seq_names, self.id_names
         for i in np.flatnonzero(need).tolist():
             seq = int(records["seq"][i])
             if seq not in seq_names and not (int(ops[i]) == _NEW and int(records["order_id"][i]) in id_names):
-                return i
+                return int(i)
         return None
 
     def resolve(self, entry: LogEntry) -> LogEntry | None:
@@ -499,9 +503,7 @@ class Replica:
         )
 
     @classmethod
-    def from_snapshot(
-        cls, snap: SnapshotData, own_client: str | None = None
-    ) -> Replica:
+    def from_snapshot(cls, snap: SnapshotData, own_client: str | None = None) -> Replica:
         """ValueError if the engine bytes are invalid or do not hash to the snapshot's hash, or
         the maps do not match the book. Every order row is checked; with `own_client`, only
         that client's orders are mapped (see __init__). An anonymous snapshot (the published

@@ -508,7 +508,8 @@ def decode_replay_request(payload: bytes) -> ReplayRequest:
     except _BadOrder as bad:
         raise ValueError(bad.message) from None
     if not isinstance(doc, dict) or not doc.keys() <= {"v", "from", "to", "snapshot", "names"}:
-        raise ValueError('replay request must be {"from": N, "to": N or null[, "snapshot": bool, "names": bool]}')
+        shape = '{"from": N, "to": N or null[, "snapshot": bool, "names": bool]}'
+        raise ValueError(f"replay request must be {shape}")
     first, last, snap = doc.get("from"), doc.get("to"), doc.get("snapshot", False)
     names = doc.get("names", False)
     if type(first) is not int or first < 1:

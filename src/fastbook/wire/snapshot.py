@@ -127,7 +127,8 @@ def decode_snapshot(data: bytes) -> SnapshotData:
         state_hash = parse_hash_hex(meta["hash"])
         if not flags & _SNAP_FLAG_NAMES:
             if meta.keys() != {"market", "version", "hash", "next_order_id", "owners"}:
-                raise ValueError("an anonymous snapshot's meta has market, version, hash, next_order_id, owners")
+                keys = "market, version, hash, next_order_id, owners"
+                raise ValueError(f"an anonymous snapshot's meta has {keys}")
             count = _int_in(meta["owners"], 0, MAX_OWNER, "snapshot owners")
             return SnapshotData(market, version, state_hash, engine, next_order_id, {}, [], None, count)
         owners = meta["owners"] if fmt == 1 else meta["clients"]
