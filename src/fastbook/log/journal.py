@@ -278,6 +278,32 @@ class Journal:
             runs.append(run.cut(max(0, first - start), last - start + 1))
         return LogRun.concat(runs)
 
+    def frame_offset(self, seq: int) -> int:
+        """The file offset to read from for `seq` (a durable seq): the frame holding it, or one
+        shortly before it (the index keeps every INDEX_STRIDE-th seq)."""
+        return self._index[(seq - self.first_seq) // INDEX_STRIDE]
+
+    def read_frame(self, offset: int) -> tuple[LogRun, int]:
+        """The run of the durable frame at file offset `offset` (from `frame_offset` or a previous
+        read_frame) and the offset of the frame after it: a reader that streams the journal frame
+        by frame holds one frame at a time, never a whole range."""
+        if not len(FILE_MAGIC) <= offset < self._size:
+            raise JournalError(f"journal offset {offset} is outside the durable frames")
+        reader = self._reader
+        reader.seek(offset)
+        head = reader.read(FRAME_HEAD.size)
+        if len(head) < FRAME_HEAD.size:
+            raise JournalError(f"journal frame at offset {offset} unreadable (file shrank?)")
+        length, crc = FRAME_HEAD.unpack(head)
+        data = reader.read(length) if length <= MAX_FRAME else b""
+        if len(data) != length or zlib.crc32(data) != crc:
+            raise JournalError(f"journal frame at offset {offset} unreadable (disk corruption?)")
+        try:
+            run, _end = LogRun.read(data)
+        except ValueError as exc:
+            raise JournalError(f"journal frame at offset {offset} unreadable ({exc})") from None
+        return run, offset + FRAME_HEAD.size + length
+
     def entries(self, first: int = 1, last: int | None = None) -> list[LogEntry]:
         """Records first..last as LogEntry with every client id filled in (from the entries that
         introduce each owner, from the journal's start): for tools and tests, not the hot path."""

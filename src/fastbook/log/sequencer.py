@@ -243,13 +243,15 @@ class SequencerNode:
             self._log_time = now
             head = self.journal.last_seq
             out.append(Outgoing(self.topics.log, encode_log_message(self.market.name, head), qos=LOG_QOS))
+        out.extend(self.replay.pump(now))
         return out
 
     def next_deadline(self, now: float) -> float | None:
         """When on_tick is due: the idle heartbeat, or the timed snapshot once the version moved."""
         heartbeat = now if self._log_time is None else self._log_time + self.cfg.heartbeat_interval
         snapshot = self.snapshot_policy.next_due(self.version, now) if self.failed is None else None
-        return heartbeat if snapshot is None else min(heartbeat, snapshot)
+        replay = self.replay.next_deadline(now)
+        return min(t for t in (heartbeat, snapshot, replay) if t is not None)
 
     def close(self) -> list[Outgoing]:
         self.journal.close()
@@ -281,8 +283,10 @@ class SequencerNode:
             if self.snapshot_policy.due_after_batch(self.version):
                 out.extend(self._take_snapshot(self.clock()))
         policy = self.snapshot_policy
+        now = self.clock()
         for requester, payload in replays:
-            out.extend(self.replay.serve(requester, payload, policy.published, policy.published_version))
+            out.extend(self.replay.serve(requester, payload, policy.published, policy.published_version, now))
+        out.extend(self.replay.pump(now))  # a bounded part of the queued answers per turn
         return out
 
     # -- orders ----------------------------------------------------------------------------
