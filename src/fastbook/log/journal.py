@@ -44,6 +44,7 @@ MAX_FRAME = 1 << 26  # a frame larger than this is corruption, not data
 FRAME_ENTRIES = 65_536  # entries per frame at most (a larger batch is several frames, one fsync)
 INDEX_STRIDE = 64  # the index keeps the frame offsets of the seqs first_seq, first_seq + 64, ...
 MIGRATE_COMMAND = "fastbook journal migrate"
+PROBE_BYTES = 1 << 16  # appended and cut again by `resume` to see that the disk takes writes again
 
 
 class JournalError(Exception):
@@ -243,6 +244,34 @@ class Journal:
             self._index_frame(offset, first + i, first + min(n, i + FRAME_ENTRIES) - 1)
             offset += len(frame)
         self._size = offset
+
+    def resume(self) -> None:
+        """After a failed append: cut any partial batch, check that the journal's disk takes a
+        durable write again and clear `failed`; JournalError while it does not. The probe is
+        PROBE_BYTES of zeros appended to the journal, fdatasync'd and cut again: the write a batch
+        needs, on the same file (a quota or a file size limit applies to it too). A crash in
+        between leaves a zero tail, which the next open drops like a torn one. The records before
+        the failed batch were fdatasync'd by their own appends."""
+        if self.failed is None:
+            return
+        try:
+            os.ftruncate(self._fd, self._size)
+            view = memoryview(bytes(PROBE_BYTES))
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fdatasync(self._fd)
+            os.ftruncate(self._fd, self._size)
+            os.fdatasync(self._fd)
+            size = os.fstat(self._fd).st_size
+            if size != self._size:
+                raise OSError(f"journal is {size} bytes after the cut, not {self._size}")
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                pass
+            raise JournalError(f"journal still unwritable: {exc}") from exc
+        self.failed = None
 
     def read(self, first: int, last: int | None = None, limit: int = 1 << 30) -> LogRun:
         """Durable records first..last (inclusive, clipped to what exists), at most `limit` of them."""

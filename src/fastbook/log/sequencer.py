@@ -32,7 +32,7 @@ from fastbook import backend
 from fastbook.engine import EventTuple
 from fastbook.engine.types import EventType, Op, Reject
 from fastbook.log.journal import Journal, JournalError
-from fastbook.log.recovery import check_market_file, recover
+from fastbook.log.recovery import JournalRetry, check_market_file, recover
 from fastbook.log.replay import LOG_CHUNK, ReplayService
 from fastbook.log.reports import command_reports_json, public_trade
 from fastbook.log.runwriter import NewsRun
@@ -184,6 +184,7 @@ class SequencerNode:
                 self.snapshots, cfg.snapshot_every, cfg.snapshot_interval, cfg.snapshot_keep
             )
             self.replay = ReplayService(cfg.market.name, self.topics, self.journal)
+            self.journal_retry = JournalRetry()  # after a failed commit: when to try the disk again
             self._log_time: float | None = None  # last log publish (for the idle heartbeat)
             # Time source for on_messages (on_tick gets its time from the runner); tests replace it.
             self.clock: Callable[[], float] = time.monotonic
@@ -234,7 +235,7 @@ class SequencerNode:
         return [self._book_message(), Outgoing(self.topics.snapshot, self._published_snapshot, retain=True)]
 
     def on_tick(self, now: float) -> list[Outgoing]:
-        out: list[Outgoing] = []
+        out: list[Outgoing] = self._retry_journal(now) if self.failed is not None else []
         if self.snapshot_policy.due_on_tick(self.version, now) and self.failed is None:
             out += self._take_snapshot(now)
         if self._log_time is None or now - self._log_time >= self.cfg.heartbeat_interval:
@@ -251,7 +252,18 @@ class SequencerNode:
         heartbeat = now if self._log_time is None else self._log_time + self.cfg.heartbeat_interval
         snapshot = self.snapshot_policy.next_due(self.version, now) if self.failed is None else None
         replay = self.replay.next_deadline(now)
-        return min(t for t in (heartbeat, snapshot, replay) if t is not None)
+        retry = self.journal_retry.next_at if self.failed is not None else None
+        return min(t for t in (heartbeat, snapshot, replay, retry) if t is not None)
+
+    def health(self) -> dict[str, Any]:
+        """What the sequencer can and cannot do now (for status lines and operators)."""
+        return {
+            "version": self.version,
+            "journal": "ok" if self.failed is None else self.failed,
+            "snapshots": self.snapshot_policy.failure or "ok",
+            "replay_in_flight": self.replay.in_flight,
+            "replay_refused": self.replay.refused,
+        }
 
     def close(self) -> list[Outgoing]:
         self.journal.close()
@@ -532,9 +544,13 @@ class SequencerNode:
             return True
         except JournalError as exc:
             # The in-memory replica now holds changes that are not durable: never publish them and
-            # stop accepting; a restart recovers the durable state from the journal.
+            # stop accepting until _retry_journal has rebuilt the durable state from the journal.
             self.failed = str(exc)
-            log.error("sequencer %s: %s; rejecting every order until restarted", self.market.name, exc)
+            self.journal_retry.failed(self.clock())
+            log.error(
+                "sequencer %s: %s; rejecting every order until the journal takes writes again",
+                self.market.name, exc,
+            )  # fmt: skip
             message = f"not executed: {exc}"
             for client, coids, op in batch.sequenced:
                 for coid in coids:
@@ -560,6 +576,21 @@ class SequencerNode:
         payload = self._book_writer.encode(self.journal.last_seq, self.state_hash, depth, self.last_trade)
         self._durable_book = Outgoing(self.topics.book, payload, retain=True)
         return self._durable_book
+
+    def _retry_journal(self, now: float) -> list[Outgoing]:
+        """Once the failed journal takes writes again: rebuild the durable state from disk (the
+        in-memory book holds the failed batch's commands, never published) and accept again."""
+        if not self.journal_retry.attempt(now, self.journal):
+            return []
+        recovered = recover(self.market, self.journal, self.snapshots, self.cfg.dedupe_window, self.data_dir)
+        self.replica, self.dedupe, self.last_trade = recovered.replica, recovered.dedupe, recovered.last_trade
+        self.failed = None
+        log.warning(
+            "sequencer %s: journal writable again; accepting orders at version %d",
+            self.market.name,
+            self.version,
+        )
+        return [self._book_message()]
 
     # -- snapshots ---------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ class SnapshotPolicy:
         self.published_version = -1
         self._orders = 0  # resting orders in the last snapshot (sets the spacing)
         self._time: float | None = None
+        self.failure: str | None = None  # why the last snapshot file could not be written
 
     def due_after_batch(self, version: int) -> bool:
         return version - self.published_version >= max(self.every, self._orders)
@@ -54,7 +55,15 @@ class SnapshotPolicy:
             self.store.write(snap, data)
             self.store.prune(self.keep)
         except OSError as exc:
-            log.error("sequencer %s: cannot write snapshot %d: %s", snap.market.name, snap.version, exc)
+            # Published all the same (the journal holds every entry, so a restart recovers without
+            # it); said once per state change, and kept in `failure` for the sequencer's health.
+            if self.failure is None:
+                log.error("sequencer %s: cannot write snapshot %d: %s", snap.market.name, snap.version, exc)
+            self.failure = f"cannot write snapshot {snap.version}: {exc}"
+        else:
+            if self.failure is not None:
+                log.warning("sequencer %s: snapshot %d written again", snap.market.name, snap.version)
+            self.failure = None
         self.published = data
         self.published_version = snap.version
         self._orders = len(replica.orders)
