@@ -164,7 +164,9 @@ def recover(
             f"{replica.version}: seqs in between are missing"
         )
     start = replica.version
-    last_trade: dict[str, Any] | None = None
+    # The last trade up to the snapshot is in its meta (the journal after it may hold none).
+    trade = snapshots.read_meta(start).get("last_trade") if loaded is not None else None
+    last_trade: dict[str, Any] | None = trade if isinstance(trade, dict) else None
     # The ids of the news in the window before the snapshot (already applied to it) ...
     # (A journal that starts later than the window holds fewer: only the ids it has.)
     window_start = max(1, journal.first_seq, start - dedupe_window + 1)

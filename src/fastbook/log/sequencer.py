@@ -600,5 +600,5 @@ class SequencerNode:
 
     def _take_snapshot(self, now: float) -> list[Outgoing]:
         """Write <version>.snap and publish the same bytes retained."""
-        data = self.snapshot_policy.take(self.replica, now)
+        data = self.snapshot_policy.take(self.replica, now, self.last_trade)
         return [Outgoing(self.topics.snapshot, data, retain=True)]

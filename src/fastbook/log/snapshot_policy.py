@@ -11,6 +11,7 @@ entries as the snapshot holds. An idle market that moved gets one after `interva
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastbook.log.replica import Replica
 from fastbook.log.snapshots import SnapshotStore
@@ -45,14 +46,15 @@ class SnapshotPolicy:
             return None
         return now if self._time is None else self._time + self.interval
 
-    def take(self, replica: Replica, now: float) -> bytes:
-        """Write <version>.snap and return the same bytes to publish retained."""
+    def take(self, replica: Replica, now: float, last_trade: dict[str, Any] | None = None) -> bytes:
+        """Write <version>.snap (and its meta: the last public trade) and return the same bytes to
+        publish retained."""
         # The order rows are written straight from the replica's map: a snapshot costs O(resting
         # orders), and building the rows first was about a third of it.
         snap = replica.snapshot_data(rows=False)
         data = encode_snapshot(snap, orders=replica.orders)
         try:
-            self.store.write(snap, data)
+            self.store.write(snap, data, meta={"last_trade": last_trade})
             self.store.prune(self.keep)
         except OSError as exc:
             # Published all the same (the journal holds every entry, so a restart recovers without
