@@ -248,7 +248,8 @@ def test_sequencer_restart_continues_without_gap_or_duplicate(tmp_path: Path, da
     data_dir = tmp_path / "seq"
     if damage == "torn_tail":
         with open(data_dir / "journal.log", "ab") as f:
-            f.write(b"\x10\x00\x00\x00garbage-from-a-crash")
+            # (a frame the file ends inside of: a whole frame that fails its CRC is refused instead)
+            f.write(b"\x40\x00\x00\x00garbage-from-a-crash")
     snaps = sorted(int(p.stem) for p in (data_dir / "snapshots").glob("*.snap"))
     if damage == "corrupt_snapshot":
         newest = data_dir / "snapshots" / f"{snaps[-1]}.snap"

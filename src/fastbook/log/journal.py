@@ -9,8 +9,11 @@ where a run is the log's binary run (`fastbook.wire.log.LogRun`: u32 count | u32
 fixed records | names), the same bytes a log message carries. `append` writes a whole batch (one
 frame, more for a batch of over FRAME_ENTRIES entries) with one write() and one fdatasync() (group
 commit) and only returns once it is durable. Records are gap-free in seq across frames. Opening
-scans the file, verifies every frame and truncates a torn or corrupt tail (logged at WARNING): a
-crash mid-write loses at most the batch that was never acknowledged. The scan builds a sparse
+scans the file, verifies every frame and truncates a torn tail (logged at WARNING): a crash
+mid-write loses at most the batch that was never acknowledged. A last frame that is whole but fails
+its checks may be an acknowledged record with a flipped bit: cutting it would hand its seq to
+another command, so opening refuses (CorruptTail) and changes nothing; `fastbook journal repair`
+(`fastbook.log.journal_repair`) is the operator's tool for it. The scan builds a sparse
 in-memory index (the offset of the frame holding seq first_seq + k * INDEX_STRIDE, 8 bytes per 64
 seqs, so a long-running sequencer's memory stays flat); a replay seeks there and cuts the runs.
 
@@ -44,11 +47,24 @@ MAX_FRAME = 1 << 26  # a frame larger than this is corruption, not data
 FRAME_ENTRIES = 65_536  # entries per frame at most (a larger batch is several frames, one fsync)
 INDEX_STRIDE = 64  # the index keeps the frame offsets of the seqs first_seq, first_seq + 64, ...
 MIGRATE_COMMAND = "fastbook journal migrate"
+REPAIR_COMMAND = "fastbook journal repair"
 PROBE_BYTES = 1 << 16  # appended and cut again by `resume` to see that the disk takes writes again
 
 
 class JournalError(Exception):
     """The journal cannot be opened or written; nothing unjournaled may be published."""
+
+
+class CorruptTail(JournalError):
+    """The journal's last frame is whole but fails its checks: it may be an acknowledged record
+    (a bit flipped on disk), so it is not cut. Start-up refuses; nothing on disk is changed.
+    `fastbook journal repair` shows it and, with --drop-tail, sets it aside on the operator's word."""
+
+    def __init__(self, message: str, offset: int, size: int, last_seq: int) -> None:
+        super().__init__(message)
+        self.offset = offset  # where the damaged tail starts (the end of the last good frame)
+        self.size = size  # the file's size
+        self.last_seq = last_seq  # the last good seq
 
 
 def encode_frame(run: LogRun) -> bytes:
@@ -163,6 +179,16 @@ class Journal:
                     f"{following[1]}); refusing to truncate accepted records. Restore journal.log "
                     "from a backup or a replica's log before restarting"
                 )
+            if not self._unfinished_write(offset, size):
+                raise CorruptTail(
+                    f"journal {self.path} is corrupt: {problem} in its last frame at offset {offset} "
+                    f"(last good seq {self.last_seq}, {size - offset} bytes after it). The frame is "
+                    "whole, so it may hold commands that were accepted and published: not cut, "
+                    "nothing on disk changed. Restore journal.log from a backup, or see "
+                    f"`{REPAIR_COMMAND} {self.data_dir}` (it shows the damage; --drop-tail sets the "
+                    "tail aside, and replicas that applied it then resync)",
+                    offset, size, self.last_seq,
+                )  # fmt: skip
             self.dropped_bytes = size - offset
             log.warning(
                 "journal %s: %s; dropping %d bytes from offset %d (last good seq %d)",
@@ -175,6 +201,23 @@ class Journal:
             os.ftruncate(self._fd, offset)
             os.fsync(self._fd)
         self._size = offset
+
+    def _unfinished_write(self, offset: int, size: int) -> bool:
+        """Whether the bytes from `offset` to the end can only be a write that never finished (so
+        never fdatasync'd, never acknowledged): zeros (a crash in `resume`'s probe, or space the
+        file system allocated), or a frame the file ends inside of whose bytes to the end do not
+        pass its CRC (had they passed, it is a whole frame with a damaged length)."""
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            tail = f.read(size - offset)
+        if not tail.strip(b"\x00"):
+            return True
+        if len(tail) < FRAME_HEAD.size:
+            return True
+        length, crc = FRAME_HEAD.unpack_from(tail)
+        if zlib.crc32(tail[FRAME_HEAD.size :]) == crc:
+            return False
+        return bool(FRAME_HEAD.size + length > len(tail))
 
     def _index_frame(self, offset: int, first: int, last: int) -> None:
         """Record the durable frame of seqs first..last at file offset `offset`."""
