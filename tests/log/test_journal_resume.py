@@ -129,7 +129,7 @@ def test_snapshot_write_failures_show_in_health(tmp_path: Path, monkeypatch: pyt
     try:
         assert node.health()["snapshots"] == "ok"
 
-        def no_room(*_args: Any) -> None:
+        def no_room(*_args: Any, **_kwargs: Any) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
         monkeypatch.setattr(node.snapshots, "write", no_room)
