@@ -72,6 +72,24 @@ def encode_frame(run: LogRun) -> bytes:
     return FRAME_HEAD.pack(len(data), zlib.crc32(data)) + data
 
 
+def unfinished_write(path: Path, offset: int, size: int) -> bool:
+    """Whether the bytes of the journal at `path` from `offset` to `size` can only be a write that
+    never finished (so never fdatasync'd, never acknowledged): zeros (a crash in `resume`'s probe,
+    or space the file system allocated), or a frame the file ends inside of whose bytes to the end
+    do not pass its CRC (had they passed, it is a whole frame with a damaged length)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        tail = f.read(size - offset)
+    if not tail.strip(b"\x00"):
+        return True
+    if len(tail) < FRAME_HEAD.size:
+        return True
+    length, crc = FRAME_HEAD.unpack_from(tail)
+    if zlib.crc32(tail[FRAME_HEAD.size :]) == crc:
+        return False
+    return bool(FRAME_HEAD.size + length > len(tail))
+
+
 class Journal:
     FILE_NAME = "journal.log"
     LOCK_NAME = "journal.lock"
@@ -179,7 +197,7 @@ class Journal:
                     f"{following[1]}); refusing to truncate accepted records. Restore journal.log "
                     "from a backup or a replica's log before restarting"
                 )
-            if not self._unfinished_write(offset, size):
+            if not unfinished_write(self.path, offset, size):
                 raise CorruptTail(
                     f"journal {self.path} is corrupt: {problem} in its last frame at offset {offset} "
                     f"(last good seq {self.last_seq}, {size - offset} bytes after it). The frame is "
@@ -201,23 +219,6 @@ class Journal:
             os.ftruncate(self._fd, offset)
             os.fsync(self._fd)
         self._size = offset
-
-    def _unfinished_write(self, offset: int, size: int) -> bool:
-        """Whether the bytes from `offset` to the end can only be a write that never finished (so
-        never fdatasync'd, never acknowledged): zeros (a crash in `resume`'s probe, or space the
-        file system allocated), or a frame the file ends inside of whose bytes to the end do not
-        pass its CRC (had they passed, it is a whole frame with a damaged length)."""
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            tail = f.read(size - offset)
-        if not tail.strip(b"\x00"):
-            return True
-        if len(tail) < FRAME_HEAD.size:
-            return True
-        length, crc = FRAME_HEAD.unpack_from(tail)
-        if zlib.crc32(tail[FRAME_HEAD.size :]) == crc:
-            return False
-        return bool(FRAME_HEAD.size + length > len(tail))
 
     def _index_frame(self, offset: int, first: int, last: int) -> None:
         """Record the durable frame of seqs first..last at file offset `offset`."""
