@@ -675,7 +675,7 @@ def test_journal_write_error_stops_accepting_and_publishes_nothing_undurable(
         assert journal_rejects, answers
         assert all("journal write failed" in r["message"] for r in journal_rejects), journal_rejects
         assert not any(r.get("type") == "accepted" and r.get("seq", 0) > before for r in answers)
-        assert "rejecting every order until restarted" in cluster.sequencer.output()
+        assert "rejecting every order until the journal takes writes again" in cluster.sequencer.output()
         # Nothing beyond the durable journal was published: the book, the edge and the file agree.
         cluster.wait_converged(["edge-a"], 30, version=before)
         assert cluster.journal_path().stat().st_size == journal_size

@@ -32,7 +32,7 @@ from fastbook import backend
 from fastbook.engine import EventTuple
 from fastbook.engine.types import EventType, Op, Reject
 from fastbook.log.journal import Journal, JournalError
-from fastbook.log.recovery import check_market_file, recover
+from fastbook.log.recovery import JournalRetry, check_market_file, recover
 from fastbook.log.replay import LOG_CHUNK, ReplayService
 from fastbook.log.reports import command_reports_json, public_trade
 from fastbook.log.runwriter import NewsRun
@@ -184,6 +184,7 @@ class SequencerNode:
                 self.snapshots, cfg.snapshot_every, cfg.snapshot_interval, cfg.snapshot_keep
             )
             self.replay = ReplayService(cfg.market.name, self.topics, self.journal)
+            self.journal_retry = JournalRetry()  # after a failed commit: when to try the disk again
             self._log_time: float | None = None  # last log publish (for the idle heartbeat)
             # Time source for on_messages (on_tick gets its time from the runner); tests replace it.
             self.clock: Callable[[], float] = time.monotonic
@@ -234,7 +235,7 @@ class SequencerNode:
         return [self._book_message(), Outgoing(self.topics.snapshot, self._published_snapshot, retain=True)]
 
     def on_tick(self, now: float) -> list[Outgoing]:
-        out: list[Outgoing] = []
+        out: list[Outgoing] = self._retry_journal(now) if self.failed is not None else []
         if self.snapshot_policy.due_on_tick(self.version, now) and self.failed is None:
             out += self._take_snapshot(now)
         if self._log_time is None or now - self._log_time >= self.cfg.heartbeat_interval:
@@ -243,13 +244,26 @@ class SequencerNode:
             self._log_time = now
             head = self.journal.last_seq
             out.append(Outgoing(self.topics.log, encode_log_message(self.market.name, head), qos=LOG_QOS))
+        out.extend(self.replay.pump(now))
         return out
 
     def next_deadline(self, now: float) -> float | None:
         """When on_tick is due: the idle heartbeat, or the timed snapshot once the version moved."""
         heartbeat = now if self._log_time is None else self._log_time + self.cfg.heartbeat_interval
         snapshot = self.snapshot_policy.next_due(self.version, now) if self.failed is None else None
-        return heartbeat if snapshot is None else min(heartbeat, snapshot)
+        replay = self.replay.next_deadline(now)
+        retry = self.journal_retry.next_at if self.failed is not None else None
+        return min(t for t in (heartbeat, snapshot, replay, retry) if t is not None)
+
+    def health(self) -> dict[str, Any]:
+        """What the sequencer can and cannot do now (for status lines and operators)."""
+        return {
+            "version": self.version,
+            "journal": "ok" if self.failed is None else self.failed,
+            "snapshots": self.snapshot_policy.failure or "ok",
+            "replay_in_flight": self.replay.in_flight,
+            "replay_refused": self.replay.refused,
+        }
 
     def close(self) -> list[Outgoing]:
         self.journal.close()
@@ -281,8 +295,10 @@ class SequencerNode:
             if self.snapshot_policy.due_after_batch(self.version):
                 out.extend(self._take_snapshot(self.clock()))
         policy = self.snapshot_policy
+        now = self.clock()
         for requester, payload in replays:
-            out.extend(self.replay.serve(requester, payload, policy.published, policy.published_version))
+            out.extend(self.replay.serve(requester, payload, policy.published, policy.published_version, now))
+        out.extend(self.replay.pump(now))  # a bounded part of the queued answers per turn
         return out
 
     # -- orders ----------------------------------------------------------------------------
@@ -528,9 +544,13 @@ class SequencerNode:
             return True
         except JournalError as exc:
             # The in-memory replica now holds changes that are not durable: never publish them and
-            # stop accepting; a restart recovers the durable state from the journal.
+            # stop accepting until _retry_journal has rebuilt the durable state from the journal.
             self.failed = str(exc)
-            log.error("sequencer %s: %s; rejecting every order until restarted", self.market.name, exc)
+            self.journal_retry.failed(self.clock())
+            log.error(
+                "sequencer %s: %s; rejecting every order until the journal takes writes again",
+                self.market.name, exc,
+            )  # fmt: skip
             message = f"not executed: {exc}"
             for client, coids, op in batch.sequenced:
                 for coid in coids:
@@ -557,6 +577,21 @@ class SequencerNode:
         self._durable_book = Outgoing(self.topics.book, payload, retain=True)
         return self._durable_book
 
+    def _retry_journal(self, now: float) -> list[Outgoing]:
+        """Once the failed journal takes writes again: rebuild the durable state from disk (the
+        in-memory book holds the failed batch's commands, never published) and accept again."""
+        if not self.journal_retry.attempt(now, self.journal):
+            return []
+        recovered = recover(self.market, self.journal, self.snapshots, self.cfg.dedupe_window, self.data_dir)
+        self.replica, self.dedupe, self.last_trade = recovered.replica, recovered.dedupe, recovered.last_trade
+        self.failed = None
+        log.warning(
+            "sequencer %s: journal writable again; accepting orders at version %d",
+            self.market.name,
+            self.version,
+        )
+        return [self._book_message()]
+
     # -- snapshots ---------------------------------------------------------------------------
 
     @property
@@ -565,5 +600,5 @@ class SequencerNode:
 
     def _take_snapshot(self, now: float) -> list[Outgoing]:
         """Write <version>.snap and publish the same bytes retained."""
-        data = self.snapshot_policy.take(self.replica, now)
+        data = self.snapshot_policy.take(self.replica, now, self.last_trade)
         return [Outgoing(self.topics.snapshot, data, retain=True)]

@@ -40,6 +40,7 @@ UNKNOWN_MARKET = "UNKNOWN_MARKET"
 DUPLICATE_CLIENT_ORDER_ID = "DUPLICATE_CLIENT_ORDER_ID"
 UNKNOWN_ORDER = "UNKNOWN_ORDER"
 JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"
+REPLAY_LIMIT = "REPLAY_LIMIT"  # a replay request over the requester's limits (replay_refused)
 INVALID_CLIENT_ID = "INVALID_CLIENT_ID"
 
 # Name -> plain int (not the IntEnum member: ints are cheaper to compare and format on the hot path).

@@ -98,6 +98,17 @@ def parser() -> argparse.ArgumentParser:
         description="Rewrite DIR/journal.log (FBJOURN1: one JSON entry per record) in the binary "
         "format (FBJOURN2). The original is kept as DIR/journal.log.v1. Stop the sequencer first.")
     migrate.add_argument("data_dir", type=Path, metavar="DIR", help="the sequencer's data dir")
+    repair = journal_sub.add_parser(
+        "repair", help="show (and with --drop-tail, set aside) a damaged last journal record",
+        description="The sequencer refuses to start when the last frame of DIR/journal.log is whole "
+        "but fails its checks (it may be an accepted command). This shows the damage (exit 1); with "
+        "--drop-tail it copies the damaged bytes to DIR/journal.log.tail-OFFSET, cuts the journal at "
+        "the last good record and moves newer snapshots aside: the seqs after it are then reused and "
+        "replicas that applied them resync. Restore from a backup instead if you can. Stop the "
+        "sequencer first.")
+    repair.add_argument("data_dir", type=Path, metavar="DIR", help="the sequencer's data dir")
+    repair.add_argument("--drop-tail", action="store_true",
+                        help="set the damaged tail aside and cut the journal (seqs after it are reused)")
     return p
 
 
@@ -126,6 +137,17 @@ def journal_command(args: argparse.Namespace) -> int:
     from fastbook.log.journal import JournalError
     from fastbook.log.journal_migrate import migrate_journal
 
+    if args.journal_command == "repair":
+        from fastbook.log.journal_repair import repair_journal
+
+        try:
+            report = repair_journal(args.data_dir, drop_tail=args.drop_tail)
+        except (JournalError, OSError) as exc:
+            return fail(str(exc))
+        if report.damaged and not report.dropped:
+            return fail(report.message)
+        print(report.message)
+        return EXIT_OK
     try:
         count = migrate_journal(args.data_dir)
     except JournalError as exc:
