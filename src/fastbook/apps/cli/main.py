@@ -20,6 +20,7 @@ from fastbook.apps.cli.common import (
     CredentialsError,
     add_broker_argument,
     add_credentials_arguments,
+    add_version_argument,
     credentials,
     fail,
     market_name,
@@ -32,6 +33,7 @@ from fastbook.wire.topics import DEFAULT_PREFIX
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastbook", description="fastbook: a replicated limit order book.")
+    add_version_argument(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     status = sub.add_parser("status", help="show replicas, versions, hashes and lag of a market",
