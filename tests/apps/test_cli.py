@@ -39,6 +39,17 @@ def test_help(prog: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "prog", ["fastbook", "fastbook-broker", "fastbook-sequencer", "fastbook-edge"]
+)
+def test_version(prog: str) -> None:
+    from importlib.metadata import version
+
+    result = run(program(prog), "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{prog} {version('fastbook')}"
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["fastbook"], "required"),
@@ -140,6 +151,12 @@ def test_programs_stop_cleanly_on_sigterm(prog: str, mosquitto: Broker, tmp_path
                                      "post_only": True, "id": "my-1"}),
         ("buy 1 market", {"op": "new", "side": "buy", "type": "market", "qty": "1"}),
         ("cancel o-3", {"op": "cancel", "id": "o-3"}),
+        ("cancel #2", {"op": "cancel", "id": "#2"}),
+        ("amend #2 qty 1", {"op": "amend", "id": "#2", "qty": "1"}),
+        ("buy 1 @ 99 stp=cancel_taker", {"op": "new", "side": "buy", "type": "limit", "qty": "1",
+                                         "price": "99", "stp": "cancel_taker"}),
+        ("sell 1 market STP=both", {"op": "new", "side": "sell", "type": "market", "qty": "1",
+                                    "stp": "cancel_both"}),
         ("cancel all", {"op": "cancel_all"}),
         ("amend o-3 qty 1.0", {"op": "amend", "id": "o-3", "qty": "1.0"}),
         ("amend o-3 qty 1.0 price 100.5", {"op": "amend", "id": "o-3", "qty": "1.0", "price": "100.5"}),
@@ -163,6 +180,8 @@ def test_typed_orders(line: str, order: dict[str, object]) -> None:
         ("cancel", "usage"),
         ("amend o-1", "usage"),
         ("amend o-1 colour red", "usage"),
+        ("buy 1 @ 99 stp=sometimes", "stp must be one of"),
+        ("buy 1 @ 99 id=#3", "may not start with #"),
         ("sudo make me a sandwich", "unknown command"),
     ],
 )
