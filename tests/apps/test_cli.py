@@ -227,19 +227,25 @@ def test_status_shows_replicas_versions_and_hashes(tmp_path: Path) -> None:
 
 
 @pytest.mark.broker
-def test_edge_terminal_view_takes_typed_orders(mosquitto: Broker, tmp_path: Path) -> None:
-    """fastbook-edge on a pseudo-terminal: the live view shows the book, typed orders are sent, a bad
-    line gets a message and the program keeps running, `quit` ends it with status 0."""
+def test_edge_on_a_terminal_runs_the_tui(mosquitto: Broker, tmp_path: Path) -> None:
+    """fastbook-edge on a pseudo-terminal starts the full-screen UI (the TUI itself is tested with
+    textual's pilot in test_tui_app.py): it shows the replica synced, takes a typed order, and
+    `quit` ends it with status 0 and the terminal restored."""
+    import fcntl
     import os
     import pty
     import select
+    import struct
+    import termios
     import time
 
     sequencer = Proc([program("fastbook-sequencer"), "--broker", mosquitto.url, "--data-dir", str(tmp_path),
                       "--market", "TTY-USD"], tmp_path / "seq.log")
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = dict(child_env(), TERM="xterm-256color")
     edge = subprocess.Popen([program("fastbook-edge"), "--client-id", "tty-user", "--broker", mosquitto.url,
-                             "--market", "TTY-USD"], stdin=slave, stdout=slave, stderr=slave, env=child_env())
+                             "--market", "TTY-USD"], stdin=slave, stdout=slave, stderr=slave, env=env)
     os.close(slave)
     screen = bytearray()
 
@@ -252,26 +258,58 @@ def test_edge_terminal_view_takes_typed_orders(mosquitto: Broker, tmp_path: Path
         return screen.decode(errors="replace")
 
     def typed(text: str) -> None:
-        os.write(master, text.encode())
+        for ch in text:  # a key at a time, as a person types
+            os.write(master, ch.encode())
 
     try:
-        wait_for(lambda: "in sync" in read_screen(), 30, "the view to show an in-sync replica")
-        typed("buy 1.5 @ 99.50 id=t-1\r")
-        wait_for(lambda: '"type":"accepted","id":"t-1"' in read_screen(), 30, "the accepted report")
-        wait_for(lambda: "99.50" in read_screen().rsplit("\x1b[H", 1)[-1], 10, "the bid level in the book")
-        typed("buy lots @ cheap\r")
-        wait_for(lambda: "error: quantity must be a positive decimal" in read_screen(), 10, "a clear message")
+        wait_for(lambda: " SYNCED " in read_screen(), 30, "the status bar to show a synced replica")
+        typed("buy 1.5 @ 99.50\r")
+        wait_for(lambda: "#1 ACCEPTED buy 1.500 @ 99.50" in read_screen(), 30, "the accepted report")
         assert edge.poll() is None
         typed("quit\r")
         deadline = time.monotonic() + 15
         while edge.poll() is None and time.monotonic() < deadline:
             read_screen()
-        assert edge.returncode == 0
+        assert edge.returncode == 0, read_screen()[-2000:]
+        assert "\x1b[?1049l" in read_screen()  # left the alternate screen: the shell's is back
     finally:
         if edge.poll() is None:
             edge.kill()
             edge.wait(5)
         os.close(master)
+        sequencer.stop()
+
+
+@pytest.mark.broker
+def test_edge_log_mode_human_and_json(mosquitto: Broker, tmp_path: Path) -> None:
+    """Without a terminal: human report lines by default, the raw report JSON with --json."""
+    sequencer = Proc([program("fastbook-sequencer"), "--broker", mosquitto.url, "--data-dir", str(tmp_path),
+                      "--market", "LOG-USD"], tmp_path / "seq.log")
+    procs = {}
+    try:
+        for name, flags in (("human", []), ("machine", ["--json"])):
+            procs[name] = Proc([program("fastbook-edge"), "--client-id", name, "--broker", mosquitto.url,
+                                "--market", "LOG-USD", *flags], tmp_path / f"{name}.log", stdin_pipe=True)
+        for proc in procs.values():
+            wait_for(lambda p=proc: "in sync" in p.output() or not p.alive(), 30, "the edge in sync")
+            proc.send_lines(["buy 1 @ 5.00 id=log-1"])
+        human, machine = procs["human"], procs["machine"]
+        wait_for(lambda: "#1 ACCEPTED" in human.output(), 30, "the human accept line")  # #1 exists now
+        wait_for(lambda: '"type":"accepted"' in machine.output(), 30, "the JSON accept")
+        for proc in procs.values():
+            proc.send_lines(["cancel #1", "buy 1 @ 5.001"])
+        wait_for(lambda: "#1 CANCELLED 1.000 (by you)" in human.output(), 30, "the human cancel line")
+        out = human.output()
+        assert "sent: buy 1 @ 5.00 id=log-1" in out and "#1 ACCEPTED buy 1.000 @ 5.00" in out
+        wait_for(lambda: "REJECTED new: INVALID_PRICE" in human.output(), 30, "the human reject line")
+        wait_for(lambda: '"type":"cancelled","id":"log-1"' in machine.output(), 30, "the JSON cancel")
+        wait_for(lambda: '"type":"rejected"' in machine.output(), 30, "the JSON reject")
+        assert '"type":"accepted","id":"log-1"' in machine.output()
+        assert "ACCEPTED" not in machine.output()
+        assert re.search(r"edge human LOG-USD in sync version \d+ hash [0-9a-f]{16} lag 0 queued 0", out)
+    finally:
+        for proc in procs.values():
+            assert proc.stop() == 0, proc.output()
         sequencer.stop()
 
 
