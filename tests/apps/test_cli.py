@@ -331,3 +331,26 @@ def test_demo_keep_running_stops_cleanly_on_signal(tmp_path: Path, signum: int) 
     logs = {p.name: p.read_text() for p in tmp_path.glob("*.log")}
     assert {"broker.log", "edge-alice.log", "edge-bob.log", "edge-carol.log"} <= set(logs)
     assert "fastbook broker stopped" in logs["broker.log"]  # children got a clean SIGTERM too
+
+
+@pytest.mark.broker
+def test_status_prune_clears_stale_replica_entries(mosquitto: Broker, tmp_path: Path) -> None:
+    """An edge that stopped leaves a retained `offline` entry; --prune clears it and keeps the live."""
+    from fastbook.edge.client import Edge
+
+    sequencer = Proc([program("fastbook-sequencer"), "--broker", mosquitto.url, "--data-dir", str(tmp_path),
+                      "--market", "PRUNE-USD"], tmp_path / "seq.log")
+    status = [program("fastbook"), "status", "--broker", mosquitto.url, "--market", "PRUNE-USD"]
+    try:
+        with Edge("stays", mosquitto.url, "PRUNE-USD") as live:
+            with Edge("gone", mosquitto.url, "PRUNE-USD") as gone:
+                assert gone.wait_synced(30) and live.wait_synced(30)
+            wait_for(lambda: re.search(r"gone\s+offline", run(*status).stdout), 20, "gone offline")
+            pruned = run(*status, "--prune")
+            assert pruned.returncode == 0, pruned.stderr
+            assert "cleared replicas/gone (offline)" in pruned.stderr
+            assert "gone" not in pruned.stdout and re.search(r"stays\s+online", pruned.stdout)
+            again = run(*status, "--prune")
+            assert "no stale replica entries" in again.stderr and "gone" not in again.stdout
+    finally:
+        sequencer.stop()
