@@ -354,3 +354,17 @@ def test_status_prune_clears_stale_replica_entries(mosquitto: Broker, tmp_path: 
             assert "no stale replica entries" in again.stderr and "gone" not in again.stdout
     finally:
         sequencer.stop()
+
+
+def test_installed_wheel_has_licence_and_metadata() -> None:
+    """What `pip show fastbook` and an index show: the wheel's METADATA, and LICENSE inside it."""
+    from importlib.metadata import distribution
+
+    dist = distribution("fastbook")
+    meta = dist.metadata
+    assert meta["License"] == "MIT" and meta["Author"] == "the fastbook developers"
+    assert meta["Description-Content-Type"] == "text/markdown"
+    assert (meta.get_payload() or "").startswith("# fastbook")  # the README is the long description
+    licences = [f for f in dist.files or [] if f.name == "LICENSE"]
+    assert licences and "MIT License" in licences[0].read_text()
+    assert "textual>=8.2" in (dist.requires or [])
