@@ -43,6 +43,9 @@ def test_reports_read_as_human_lines() -> None:
     assert describe_report(rejected, refs) == (
         "REJECTED new: INVALID_PRICE price 100.255 is not a multiple of 0.01")
     assert refs.known("x-9") is None  # a rejected new order gets no ref
+    resent = {"type": "rejected", "id": "x-1", "op": "new", "code": "DUPLICATE_CLIENT_ORDER_ID",
+              "message": "client order id 'x-1' was already accepted at seq 4; this copy was not executed"}
+    assert describe_report(resent, refs) == "#1 ALREADY ACCEPTED at seq 4 (this copy not executed)"
     assert describe_report({"type": "cancelled_all", "id": None, "seq": 7, "count": 2}, refs) == (
         "CANCELLED ALL (2 orders)")
     assert describe_trade({"price": "100.25", "qty": "1.000", "taker_side": "sell"}) == (

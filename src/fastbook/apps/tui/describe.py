@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastbook.apps.tui.refs import OrderRefs
 
+_ALREADY_ACCEPTED = re.compile(r"was already accepted(?: at seq (\d+))?;")
 CANCEL_REASONS = {"user": "by you", "unfilled": "unfilled rest", "fok": "fill-or-kill not filled",
                   "self_trade": "self-trade prevented"}
 
@@ -42,10 +44,27 @@ def describe_report(report: dict[str, Any], refs: OrderRefs) -> str:
         return f"CANCELLED ALL ({count} order{'' if count == 1 else 's'})"
     if kind == "rejected":
         client_order_id = report.get("id")
+        message = str(report.get("message"))
+        accepted_at = _accepted_earlier(report)
+        if accepted_at is not None and isinstance(client_order_id, str):
+            # Mostly the Edge resending an order whose first answer it missed (sent while
+            # disconnected or syncing): the order stands, executed once. Not a "rejection".
+            return f"{refs.label(client_order_id)} ALREADY ACCEPTED{accepted_at} (this copy not executed)"
         known = refs.known(client_order_id) if isinstance(client_order_id, str) else None
         target = f"{known} " if known else ""
-        return f"{target}REJECTED {report.get('op') or '?'}: {report.get('code')} {report.get('message')}"
+        return f"{target}REJECTED {report.get('op') or '?'}: {report.get('code')} {message}"
     return f"{ref}{str(kind).upper()} {report}"
+
+
+def _accepted_earlier(report: dict[str, Any]) -> str | None:
+    """`at seq N` (or "") when a DUPLICATE_CLIENT_ORDER_ID rejection says the order was already
+    accepted; None for any other report."""
+    if report.get("code") != "DUPLICATE_CLIENT_ORDER_ID" or report.get("op") != "new":
+        return None
+    match = _ALREADY_ACCEPTED.search(str(report.get("message")))
+    if match is None:
+        return None
+    return f" at seq {match.group(1)}" if match.group(1) else ""
 
 
 def describe_trade(trade: dict[str, Any]) -> str:
