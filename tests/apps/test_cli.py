@@ -368,3 +368,43 @@ def test_installed_wheel_has_licence_and_metadata() -> None:
     licences = [f for f in dist.files or [] if f.name == "LICENSE"]
     assert licences and "MIT License" in licences[0].read_text()
     assert "textual>=8.2" in (dist.requires or [])
+
+
+def test_edge_tui_shows_warnings_in_its_log_panel() -> None:
+    """With the broker down the runner logs `cannot connect`; on a terminal that goes to the TUI's
+    log panel, not raw to stderr over the screen."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    edge = subprocess.Popen([program("fastbook-edge"), "--client-id", "lonely", "--broker",
+                             f"mqtt://127.0.0.1:{free_port()}"], stdin=slave, stdout=slave, stderr=slave,
+                            env=dict(child_env(), TERM="xterm-256color"))
+    os.close(slave)
+    screen = bytearray()
+
+    def read_screen() -> str:
+        while select.select([master], [], [], 0.05)[0]:
+            try:
+                screen.extend(os.read(master, 65536))
+            except OSError:
+                break
+        return screen.decode(errors="replace")
+
+    try:
+        wait_for(lambda: " DISCONNECTED " in read_screen(), 30, "the disconnected state")
+        wait_for(lambda: "warning: edge-lonely: cannot connect to" in read_screen(), 30, "the warning")
+        assert "WARNING " not in read_screen()  # no raw log line (the stderr format) on the screen
+        os.write(master, b"\x03")  # Ctrl-C quits
+        edge.wait(15)
+        assert edge.returncode == 0
+    finally:
+        if edge.poll() is None:
+            edge.kill()
+            edge.wait(5)
+        os.close(master)

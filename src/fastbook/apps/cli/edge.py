@@ -16,7 +16,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, TextIO
 
@@ -274,6 +274,34 @@ def run_log_mode(program: EdgeProgram, stop: threading.Event) -> None:
                 pass
 
 
+class _SessionLogHandler(logging.Handler):
+    """Log records as lines of the TUI's log panel: written to stderr they would scribble over
+    the screen (`cannot connect to ...` while the broker is down)."""
+
+    def __init__(self, session: TradingSession) -> None:
+        super().__init__(logging.WARNING)
+        self.session = session
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.session.note(f"{record.levelname.lower()}: {record.getMessage()}")
+        except Exception:
+            self.handleError(record)
+
+
+def logs_to_session(session: TradingSession) -> Callable[[], None]:
+    """Send log records to the TUI's log panel from now on (from before the runner starts: its
+    first `cannot connect` would otherwise land on the terminal); returns the undo."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [_SessionLogHandler(session)]
+
+    def restore() -> None:
+        root.handlers[:] = saved
+
+    return restore
+
+
 def run_tty_mode(program: EdgeProgram, stop: threading.Event) -> None:
     from fastbook.apps.tui.app import EdgeApp
 
@@ -306,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         program = EdgeProgram(args, sys.stdout)
     except ValueError as exc:
         return fail(str(exc))
+    restore_logs = logs_to_session(program.session) if interactive else None
     program.start()
     log.info("edge %s on %s via %s", args.client_id, args.market, args.broker)
     try:
@@ -316,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         program.quit.set()
         program.stop()
+        if restore_logs is not None:
+            restore_logs()
     if program.runner.error is not None:
         return fail(f"edge stopped: {program.runner.error}")
     if program.runner.refusal is not None and program.runner.connect_count == 0:
