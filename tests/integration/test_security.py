@@ -612,7 +612,10 @@ def test_edge_and_status_programs_with_credentials(secure: Deployment, tmp_path:
     try:
         wait_for(lambda: "in sync" in edge_proc.output() or not edge_proc.alive(), 20, "the edge in sync")
         edge_proc.send_lines(["buy 0.001 @ 4.00 id=cli-1"])
-        wait_for(lambda: '"type":"accepted","id":"cli-1"' in edge_proc.output(), 15, "the accepted report")
+        try:
+            wait_for(lambda: "ACCEPTED buy 0.001 @ 4.00" in edge_proc.output(), 30, "the accepted report")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the edge printed:\n{edge_proc.output()[-3000:]}") from None
     finally:
         assert edge_proc.stop() == 0, edge_proc.output()
     pw = tmp_path / "carol.pw"

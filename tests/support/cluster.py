@@ -216,9 +216,10 @@ class Cluster:
 
     def log_lines(self, name: str, last: int = 15) -> str:
         """The last log lines of an edge (its warnings and errors say why it is behind), without the
-        report/trade lines it prints for every event."""
+        report/trade lines it prints for every event (`#3 FILLED ...`, `TRADE ...`; with --json
+        `report {...}`, `trade {...}`)."""
         lines = [line for line in self.edges[name].output().splitlines()
-                 if not line.startswith(("report ", "trade "))]
+                 if not line.startswith(("report ", "trade ", "TRADE ", "#"))]
         return "\n".join(lines[-last:])
 
 

@@ -18,6 +18,10 @@ from fastbook.transport.runner import NodeRunner
 from fastbook.wire.topics import DEFAULT_PREFIX, Topics, client_from_topic
 
 QUIET_SECONDS = 0.3  # retained messages arrive right after the SUBACK; stop once they pause
+# Replica entries `fastbook status --prune` clears: edges that went away (their last will, or a
+# clean stop, says offline) and payloads that are no status at all. An online edge republishes
+# its status every second, so clearing it would not last anyway.
+STALE_STATES = frozenset({"offline", "unreadable", "?"})
 
 
 def _json_object(payload: bytes) -> dict[str, Any] | None:
@@ -102,6 +106,7 @@ class _StatusCollector:
         self.status = MarketStatus(topics.market)
         self.subscribed_at: float | None = None
         self.last_message_at = 0.0
+        self.clear_on_close: list[str] = []  # clients whose retained replicas/<id> entry to clear
 
     def subscriptions(self) -> list[tuple[str, int]]:
         return [(self.topics.book, 1), (self.topics.replicas_filter, 1)]
@@ -142,7 +147,9 @@ class _StatusCollector:
         return None  # no timers: woken by messages only
 
     def close(self) -> list[Outgoing]:
-        return []
+        # An empty retained message deletes the retained one; sent at close so the runner waits
+        # for the broker's acknowledgements before it disconnects.
+        return [Outgoing(self.topics.replica(client), b"", retain=True) for client in self.clear_on_close]
 
 
 class StatusWatcher:
@@ -199,6 +206,30 @@ def read_status(broker: str | Sequence[str], market: str, prefix: str = DEFAULT_
                 raise TimeoutError(f"the MQTT broker at {broker} refused the connection: {refusal}")
             raise TimeoutError(f"no answer from the MQTT broker at {broker} within {timeout:.0f}s")
         return watcher.snapshot()
+
+
+def prune_replicas(broker: str | Sequence[str], market: str, prefix: str = DEFAULT_PREFIX,
+                   timeout: float = 5.0, *, username: str | None = None, password: str | None = None,
+                   tls_ca: str | None = None) -> tuple[MarketStatus, list[ReplicaStatus]]:
+    """Clear the retained replicas/<id> entries of stale replicas (STALE_STATES); returns the status
+    as read before and the entries cleared. TimeoutError as read_status."""
+    with StatusWatcher(broker, market, prefix, username=username, password=password,
+                       tls_ca=tls_ca) as watcher:
+        if not watcher.runner.wait_connected(timeout) or not watcher.wait_settled(timeout):
+            refusal = watcher.runner.refusal
+            if refusal is not None:
+                raise TimeoutError(f"the MQTT broker at {broker} refused the connection: {refusal}")
+            raise TimeoutError(f"no answer from the MQTT broker at {broker} within {timeout:.0f}s")
+        status = watcher.snapshot()
+        stale = [r for r in sorted(status.replicas.values(), key=lambda r: r.client_id)
+                 if r.state in STALE_STATES]
+
+        def mark() -> tuple[None, list[Outgoing]]:
+            watcher._collector.clear_on_close = [r.client_id for r in stale]
+            return None, []
+
+        watcher.runner.call_with_result(mark).result(timeout)
+    return status, stale
 
 
 def format_status(status: MarketStatus) -> str:

@@ -15,6 +15,7 @@ from fastbook.apps.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     add_logging_arguments,
+    add_version_argument,
     fail,
     market_spec,
     port_number,
@@ -36,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
         prog="fastbook-broker",
         description="Run an MQTT broker (amqtt) and the sequencer of each market in one process.",
     )
+    add_version_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=1883, help="MQTT port (default 1883)")
     p.add_argument("--data-dir", type=Path, default=Path("fastbook-data"), metavar="DIR",

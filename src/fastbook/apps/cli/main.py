@@ -20,6 +20,7 @@ from fastbook.apps.cli.common import (
     CredentialsError,
     add_broker_argument,
     add_credentials_arguments,
+    add_version_argument,
     credentials,
     fail,
     market_name,
@@ -32,6 +33,7 @@ from fastbook.wire.topics import DEFAULT_PREFIX
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastbook", description="fastbook: a replicated limit order book.")
+    add_version_argument(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     status = sub.add_parser("status", help="show replicas, versions, hashes and lag of a market",
@@ -41,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
     status.add_argument("--timeout", type=positive_float, default=5.0, help="seconds to wait for the broker")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--prune", action="store_true",
+                        help="clear the retained replicas/<id> entries of replicas that are offline "
+                        "(or unreadable), then show what is left")
     add_credentials_arguments(status)
 
     demo = sub.add_parser("demo", help="run broker, sequencer and three edges locally and show them converge",
@@ -214,10 +219,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             username, password = credentials(args)
         except CredentialsError as exc:
             return fail(str(exc), EXIT_USAGE)
+        tls_ca = str(args.tls_ca) if args.tls_ca else None
         try:
+            if args.prune:
+                from fastbook.apps.status import prune_replicas
+
+                _before, cleared = prune_replicas(args.broker, args.market, args.prefix, args.timeout,
+                                                  username=username, password=password, tls_ca=tls_ca)
+                for replica in cleared:
+                    print(f"cleared replicas/{replica.client_id} ({replica.state})", file=sys.stderr)
+                if not cleared:
+                    print("no stale replica entries", file=sys.stderr)
             status = read_status(args.broker, args.market, args.prefix, args.timeout,
-                                 username=username, password=password,
-                                 tls_ca=str(args.tls_ca) if args.tls_ca else None)
+                                 username=username, password=password, tls_ca=tls_ca)
         except TimeoutError as exc:
             return fail(str(exc))
         if args.json:
