@@ -112,7 +112,7 @@ def write_news_run_reference(
         run.accepted_coids.append(coid)  # type: ignore[arg-type]
         run.accepted_seqs.append(seq)
         run.last_hash = post_hash
-        reports, trades = command_reports_json(market, names, seq, client, op, otype, coid, command_events)  # type: ignore[arg-type]
+        reports, trades = command_reports_json(market, names, seq, client, op, otype, coid, command_events)
         for who, text in reports:
             run.texts.setdefault(who, []).append(text)
         run.trades.extend(trades)
