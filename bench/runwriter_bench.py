@@ -23,7 +23,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -31,6 +30,7 @@ from e2e_bench import order_flow  # noqa: E402
 
 from fastbook.log.runwriter import (  # noqa: E402
     NewsRun,
+    NewsRunInput,
     write_news_run_native,
     write_news_run_reference,
 )
@@ -63,15 +63,15 @@ def batches(msgs: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
     return [msgs[i : i + size] for i in range(0, len(msgs), size)]
 
 
-def record_calls(workdir: Path, msgs: list[tuple[str, bytes]]) -> list[tuple[Any, ...]]:
+def record_calls(workdir: Path, msgs: list[tuple[str, bytes]]) -> list[NewsRunInput]:
     node = SequencerNode(SequencerConfig(SPEC, workdir))
-    calls: list[tuple[Any, ...]] = []
+    calls: list[NewsRunInput] = []
 
-    def recording(*args: Any) -> NewsRun:
-        market, client, version, rows, coids, hashes, events, orders, clients, reject = args
-        calls.append((market, client, version, rows.copy(), list(coids), hashes.copy(), events.copy(),
-                      dict(orders), dict(clients), reject))  # fmt: skip
-        return write_news_run_native(*args)
+    def recording(job: NewsRunInput) -> NewsRun:
+        calls.append(NewsRunInput(job.market, job.client, job.version, job.rows.copy(), list(job.coids),
+                                  job.hashes.copy(), job.events.copy(), dict(job.orders), dict(job.clients),
+                                  job.reject))  # fmt: skip
+        return write_news_run_native(job)
 
     node.write_news_run = recording
     for batch in batches(msgs):
@@ -80,14 +80,14 @@ def record_calls(workdir: Path, msgs: list[tuple[str, bytes]]) -> list[tuple[Any
     return calls
 
 
-def writer_us_per_order(calls: list[tuple[Any, ...]], rounds: int) -> dict[str, float]:
-    orders = sum(len(call[3]) for call in calls)
+def writer_us_per_order(calls: list[NewsRunInput], rounds: int) -> dict[str, float]:
+    orders = sum(len(call.rows) for call in calls)
     times: dict[str, list[float]] = {name: [] for name in WRITERS}
     for _ in range(rounds):
         for name, write in WRITERS.items():  # alternately: the machine's drift hits both
             t0 = time.process_time()
             for call in calls:
-                write(*call)
+                write(call)
             times[name].append(1e6 * (time.process_time() - t0) / orders)
     return {name: statistics.median(values) for name, values in times.items()}
 

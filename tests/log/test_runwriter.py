@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from fastbook.engine.types import COMMAND_DTYPE, EVENT_DTYPE
-from fastbook.log.runwriter import NewsRun, write_news_run_native, write_news_run_reference
+from fastbook.log.runwriter import NewsRun, NewsRunInput, write_news_run_native, write_news_run_reference
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
 from fastbook.wire.market import MarketSpec
 from fastbook.wire.topics import Topics
@@ -40,9 +39,9 @@ def test_native_run_writer_equals_the_reference(
     topics = Topics(spec.name)
     runs: list[int] = []
 
-    def both(*args: Any) -> NewsRun:
-        native = write_news_run_native(*args)
-        reference = write_news_run_reference(*args)
+    def both(job: NewsRunInput) -> NewsRun:
+        native = write_news_run_native(job)
+        reference = write_news_run_reference(job)
         assert native == reference
         runs.append(len(native.accepted_ids))
         return native
@@ -72,9 +71,9 @@ def test_native_run_writer_refuses_wrong_arrays() -> None:
     hashes = np.zeros(2, dtype=np.uint64)
     strided = np.zeros(4, dtype=COMMAND_DTYPE)[::2]
     with pytest.raises(ValueError):
-        write_news_run_native(spec, "a", 0, strided, ["x", "y"], hashes, events, {}, {}, print)
+        write_news_run_native(NewsRunInput(spec, "a", 0, strided, ["x", "y"], hashes, events, {}, {}, print))
     with pytest.raises(ValueError):
-        write_news_run_native(spec, "a", 0, rows, ["x"], hashes, events, {}, {}, print)
+        write_news_run_native(NewsRunInput(spec, "a", 0, rows, ["x"], hashes, events, {}, {}, print))
     with pytest.raises(ValueError):
         wrong = np.zeros(1, dtype=COMMAND_DTYPE)
-        write_news_run_native(spec, "a", 0, rows, ["x", "y"], hashes, wrong, {}, {}, print)
+        write_news_run_native(NewsRunInput(spec, "a", 0, rows, ["x", "y"], hashes, wrong, {}, {}, print))

@@ -100,11 +100,14 @@ cdef inline int add_text(dict texts, object who, str text) except -1:
     return 0
 
 
-def write_news_run(market, str client, int64_t version, rows, list coids, hashes, events,
-                   dict orders, dict clients, reject):
-    """(texts, rejections, trades, accepted_ids, accepted_coids, accepted_seqs, gone,
-    last_seq, last_hash): the fields of `fastbook.log.runwriter.NewsRun`, with the reference's
-    arguments."""
+def write_news_run(job, run):
+    """Fill `run` (a fresh `fastbook.log.runwriter.NewsRun`) with what the reference writes of
+    `job` (a `NewsRunInput`)."""
+    market, rows, hashes, events, reject = job.market, job.rows, job.hashes, job.events, job.reject
+    cdef str client = job.client
+    cdef int64_t version = job.version
+    cdef list coids = job.coids
+    cdef dict orders = job.orders, clients = job.clients
     if not (isinstance(rows, np.ndarray) and rows.dtype == COMMAND_DTYPE and rows.flags.c_contiguous):
         raise ValueError("rows must be a contiguous COMMAND_DTYPE array")
     if not (isinstance(events, np.ndarray) and events.dtype == EVENT_DTYPE and events.flags.c_contiguous):
@@ -273,6 +276,8 @@ def write_news_run(market, str client, int64_t version, rows, list coids, hashes
             else:
                 put(&o, b"}", 1)
             add_text(texts, client if ev.owner == cmd.owner else clients[ev.owner], text_of(buf, &o))
-    return texts, rejections, trades, accepted_ids, accepted_coids, accepted_seqs, gone, seq, last_hash
+    run.texts, run.rejections, run.trades, run.gone = texts, rejections, trades, gone
+    run.accepted_ids, run.accepted_coids, run.accepted_seqs = accepted_ids, accepted_coids, accepted_seqs
+    run.last_seq, run.last_hash = seq, last_hash
 
 
