@@ -10,7 +10,8 @@ of on_messages, journal included) with each writer, alternately, so the writer's
     python bench/runwriter_bench.py                  # 1 and 1000 orders per message
     python bench/runwriter_bench.py --sizes 1,10,1000 --orders 20000
 
-Prints figures; asserts nothing.
+Last, the snapshot order rows writer (wire/_snapshotrows.pyx) against wire.dumps of the rows, on a
+replica's map of --resting orders. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from fastbook.log.runwriter import (  # noqa: E402
     write_news_run_reference,
 )
 from fastbook.log.sequencer import SequencerConfig, SequencerNode  # noqa: E402
+from fastbook.wire._snapshotrows import orders_json  # noqa: E402
+from fastbook.wire.fields import dumps  # noqa: E402
 from fastbook.wire.market import MarketSpec  # noqa: E402
 from fastbook.wire.topics import Topics  # noqa: E402
 
@@ -108,11 +111,28 @@ def sequencer_us_per_order(root: Path, msgs: list[tuple[str, bytes]], rounds: in
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def snapshot_rows_ms(orders: int, rounds: int) -> tuple[float, float]:
+    """(native, Python) ms of a snapshot's order rows from a replica's map of `orders` resting
+    orders: wire/_snapshotrows.orders_json against wire.dumps of the sorted rows (the same bytes)."""
+    resting = {i: (i % 50, f"o-{i}") for i in range(1, orders + 1)}
+    times: dict[str, list[float]] = {"native": [], "python": []}
+    for _ in range(rounds):
+        t0 = time.process_time()
+        native = orders_json(resting)
+        times["native"].append(1e3 * (time.process_time() - t0))
+        t0 = time.process_time()
+        python = dumps(sorted((i, owner, coid) for i, (owner, coid) in resting.items()))
+        times["python"].append(1e3 * (time.process_time() - t0))
+        assert native == python
+    return statistics.median(times["native"]), statistics.median(times["python"])
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1,1000", help="orders per message")
     p.add_argument("--orders", type=int, default=20_000)
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--resting", type=int, default=200_000, help="resting orders of the snapshot rows figure")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
@@ -127,6 +147,9 @@ def main() -> int:
                 f"(+{100 * (whole['python'] / whole['native'] - 1):.0f}%)",
                 flush=True,
             )
+    native_ms, python_ms = snapshot_rows_ms(args.resting, args.rounds)
+    print(f"snapshot rows of {args.resting} resting orders: native {native_ms:.1f} ms, "
+          f"python (sorted rows, dumps) {python_ms:.1f} ms (x{python_ms / native_ms:.1f})")  # fmt: skip
     return 0
 
 
