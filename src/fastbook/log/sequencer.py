@@ -38,7 +38,7 @@ from fastbook.log.reports import command_reports_json, public_trade
 from fastbook.log.runwriter import NewsRun
 from fastbook.log.snapshot_policy import SnapshotPolicy
 from fastbook.log.snapshots import SnapshotStore
-from fastbook.transport.node import Incoming, Outgoing
+from fastbook.transport.node import Incoming, Outgoing, RetainedIncoming
 from fastbook.wire._orderparse import parse_orders
 from fastbook.wire.fields import (
     DUPLICATE_CLIENT_ORDER_ID,
@@ -50,7 +50,13 @@ from fastbook.wire.fields import (
 )
 from fastbook.wire.log import LogEntry, LogRun, encode_log_message
 from fastbook.wire.market import MarketSpec
-from fastbook.wire.messages import BookWriter, encode_report_texts, encode_trades, reject_report
+from fastbook.wire.messages import (
+    BookWriter,
+    encode_report_texts,
+    encode_trades,
+    reject_report,
+    retained_command_report,
+)
 from fastbook.wire.orders import OrderCommand, WireReject, decode_orders, valid_client_id
 from fastbook.wire.topics import DEFAULT_PREFIX, Topics
 
@@ -259,8 +265,13 @@ class SequencerNode:
         batch = _Batch()
         replays: list[tuple[str, bytes]] = []
         start_version = self.version
-        for topic, payload in messages:
-            if topic.startswith(self._orders_prefix):
+        for message in messages:
+            topic, payload = message
+            if type(message) is RetainedIncoming:  # a stored copy resent at each subscribe: not a command
+                log.warning("ignored a retained message on %s", topic)
+                if topic.startswith(self._orders_prefix):
+                    batch.reject(topic[len(self._orders_prefix) :], retained_command_report())
+            elif topic.startswith(self._orders_prefix):
                 self._on_orders(topic[len(self._orders_prefix) :], bytes(payload), batch)
             elif topic.startswith(self._replay_prefix):
                 replays.append((topic[len(self._replay_prefix) :], bytes(payload)))

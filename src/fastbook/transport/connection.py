@@ -20,7 +20,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from fastbook.transport.config import BrokerAddress, RunnerConfig
-from fastbook.transport.node import Outgoing
+from fastbook.transport.node import Outgoing, RetainedIncoming
 from fastbook.transport.seam import Inbox
 
 log = logging.getLogger(__name__)
@@ -348,7 +348,10 @@ class MqttConnection:
         # paho types payload bytes | bytearray (one attribute for both directions); received, it is
         # the bytes struct.unpack cuts from the packet. No wakeup: this runs on the runner's thread,
         # which works off the inbox right after the read pass.
-        self._inbox.items.append((topic, msg.payload))  # type: ignore[arg-type]
+        if msg.retain:  # a stored copy sent on subscribing, not a message published now
+            self._inbox.items.append(RetainedIncoming((topic, bytes(msg.payload))))
+        else:
+            self._inbox.items.append((topic, msg.payload))  # type: ignore[arg-type]
 
     def _on_disconnect(self, _client: paho.Client, _userdata: object, _flags: Any, reason: Any,
                        _props: Any) -> None:
