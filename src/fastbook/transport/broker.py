@@ -98,15 +98,19 @@ class BoundedStreamReader(StreamReaderAdapter):
     read in one call once its length is known, so an oversized one is refused (and the connection
     aborted) before a byte of it is buffered. The limit is raised once the client's role is known."""
 
-    def __init__(self, reader: asyncio.StreamReader, transport: asyncio.BaseTransport, limit: int) -> None:
+    def __init__(self, reader: asyncio.StreamReader, transport: asyncio.BaseTransport, limit: int,
+                 refused: Callable[[PacketTooLarge], None]) -> None:
         super().__init__(reader)
         self._transport = transport
+        self._refused = refused
         self.limit = limit
 
     async def read(self, n: int = -1) -> bytes:
         if n > self.limit:
             self._transport.abort()
-            raise PacketTooLarge(f"a packet of {n} bytes, over the limit of {self.limit}")
+            exc = PacketTooLarge(f"a packet of {n} bytes, over the limit of {self.limit}")
+            self._refused(exc)
+            raise exc
         return bytes(await super().read(n))
 
 
@@ -225,7 +229,10 @@ class FastbookAmqttBroker(Broker):
         # Until the client's role is known it gets a trader's limit (an open broker has no roles:
         # everyone may be an external sequencer there).
         limit = MAX_CLIENT_MESSAGE if self.secured else MAX_SEQUENCER_MESSAGE
-        bounded = BoundedStreamReader(reader, writer.transport, limit)
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) else "unknown address"
+        bounded = BoundedStreamReader(reader, writer.transport, limit,
+                                      lambda exc: self.note_oversize(source, exc))
         await self._client_connected(listener_name, bounded, StreamWriterAdapter(writer))
 
     async def _initialize_client_session(
@@ -238,8 +245,7 @@ class FastbookAmqttBroker(Broker):
         try:
             handler, client_session = await BrokerProtocolHandler.init_from_connect(
                 reader, writer, self.plugins_manager)
-        except PacketTooLarge as exc:
-            self.note_oversize(remote_address, exc)
+        except PacketTooLarge as exc:  # logged by the reader
             raise MQTTError(f"connection refused: {exc} ({remote_address}:{remote_port})") from None
         except AMQTTError as exc:
             raise AMQTTError(exc) from exc
@@ -427,17 +433,62 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _quiet_probe_connections(record: logging.LogRecord) -> bool:
     """A TCP connect without an MQTT CONNECT (port probes, health checks) is not an error worth a
-    log line; amqtt logs it at ERROR."""
+    log line; amqtt logs it at ERROR. Refused logins and oversized packets are logged, rate-limited
+    per source, by FastbookAuthPlugin and FastbookAmqttBroker.note_oversize: amqtt's own line for
+    each (a WARNING per try) is dropped."""
     message = record.getMessage()
-    return not (message.startswith("No data from") or "No data to decode MQTT packet" in message)
+    return not (message.startswith("No data from") or "No data to decode MQTT packet" in message
+                or "PacketTooLarge" in message or "connection refused: " in message)
 
 
-def _ignore_cancelled_connections(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """amqtt leaves connection tasks to be cancelled at shutdown and asyncio logs each with a
-    traceback; those are expected. Everything else goes to asyncio's default handler."""
-    if isinstance(context.get("exception"), asyncio.CancelledError):
-        return
-    loop.default_exception_handler(context)
+SLOW_CONSUMER_LOGGERS = ("amqtt.broker", "amqtt.mqtt.protocol.handler")
+
+
+class SlowConsumerLog(logging.Filter):
+    """amqtt reports every QoS1 delivery a client does not acknowledge in time with a WARNING and
+    an ERROR with a traceback (a client that stopped reading produced about 200 tracebacks a
+    second): those become one line per interval with a count. Attached to amqtt's loggers; the
+    event loop's handler passes the same failures (never-retrieved task exceptions) to `note`."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        super().__init__()
+        self._log = LogThrottle(log, interval)
+
+    @staticmethod
+    def is_puback_timeout(exc: object) -> bool:
+        return isinstance(exc, TimeoutError) and "PUBACK" in str(exc)
+
+    def note(self) -> None:
+        self._log.log(logging.WARNING, "slow", "slow consumer: a QoS1 delivery was not acknowledged "
+                      "within amqtt's timeout (a client that does not read; its messages are dropped)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        message = record.getMessage()
+        if self.is_puback_timeout(exc) or message.startswith("Timeout waiting for PUBACK"):
+            self.note()
+            return False
+        if "failed during shutdown" in message or "failed during broadcast shutdown" in message:
+            # deliveries still queued for clients when the broker stops: one line, not one each
+            self._log.log(logging.WARNING, "shutdown", "stopping: dropped deliveries still queued "
+                          "for clients that were not reading")
+            return False
+        return True
+
+
+def _exception_handler(slow: SlowConsumerLog) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """amqtt leaves connection tasks to be cancelled at shutdown and asyncio logs each with a
+        traceback; those are expected, and PUBACK timeouts are counted by `slow`. Everything else
+        goes to asyncio's default handler."""
+        exc = context.get("exception")
+        if isinstance(exc, asyncio.CancelledError):
+            return
+        if slow.is_puback_timeout(exc):
+            slow.note()
+            return
+        loop.default_exception_handler(context)
+    return handle
 
 
 class EmbeddedBroker:
@@ -459,6 +510,7 @@ class EmbeddedBroker:
         self.tls = tls
         self.scope = scope
         self._broker: FastbookAmqttBroker | None = None
+        self._slow: SlowConsumerLog | None = None
 
     @property
     def url(self) -> str:
@@ -469,9 +521,13 @@ class EmbeddedBroker:
         # amqtt logs every connect/disconnect at INFO; fastbook's own logs say what matters.
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        logging.getLogger("amqtt.broker").addFilter(_quiet_probe_connections)
+        for name in SLOW_CONSUMER_LOGGERS:
+            logging.getLogger(name).addFilter(_quiet_probe_connections)
+        self._slow = slow = SlowConsumerLog()
+        for name in SLOW_CONSUMER_LOGGERS:
+            logging.getLogger(name).addFilter(slow)
         loop = asyncio.get_running_loop()
-        loop.set_exception_handler(_ignore_cancelled_connections)
+        loop.set_exception_handler(_exception_handler(slow))
         if self.users_file is not None:
             UsersFile.load(self.users_file)  # a missing or malformed file: UsersFileError, before listening
         if self.tls is not None:
@@ -502,3 +558,7 @@ class EmbeddedBroker:
                 await broker.shutdown()
             except Exception:  # shutting down anyway; amqtt may complain about half-closed sessions
                 log.debug("broker shutdown raised", exc_info=True)
+        if self._slow is not None:  # after the shutdown, which reports the deliveries it drops
+            for name in SLOW_CONSUMER_LOGGERS:
+                logging.getLogger(name).removeFilter(self._slow)
+            self._slow = None
