@@ -35,7 +35,7 @@ from fastbook.apps.cli.common import (
     stop_on_signals,
     tune_gc_for_throughput,
 )
-from fastbook.transport.config import RunnerConfig
+from fastbook.transport.config import RunnerConfig, parse_broker_urls
 from fastbook.transport.runner import NodeRunner
 from fastbook.wire.topics import DEFAULT_PREFIX
 
@@ -76,11 +76,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--market", type=market_name, default="BTC-USD", help="market name (default BTC-USD)")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
     p.add_argument("--no-tty", action="store_true", help="log lines even on a terminal")
-    p.add_argument("--persistent-session", action="store_true",
-                   help="ask the broker to keep this edge's MQTT session (subscriptions, queued messages) "
-                   "across disconnects; needed to fail over between NATS cluster nodes (docs/brokers.md)")
+    session = p.add_mutually_exclusive_group()
+    session.add_argument("--persistent-session", action="store_true",
+                         help="ask the broker to keep this edge's MQTT session (subscriptions, queued "
+                         "messages) across disconnects: what fails over between the nodes of a NATS "
+                         "cluster (docs/brokers.md). The default with several --broker URLs")
+    session.add_argument("--clean-session", action="store_true",
+                         help="a new MQTT session at every connect (the default with one --broker URL)")
     add_logging_arguments(p)
     return p
+
+
+def persistent_session(args: argparse.Namespace) -> bool:
+    """Persistent unless asked otherwise when --broker lists several nodes: a failover list is a
+    cluster, and on NATS only a resumed session can subscribe while a node is down (a clean one
+    needs new JetStream consumers, which cannot be placed then; docs/brokers.md)."""
+    if args.persistent_session or args.clean_session:
+        return bool(args.persistent_session)
+    return len(parse_broker_urls(args.broker)) > 1
 
 
 class EdgeProgram:
@@ -96,7 +109,7 @@ class EdgeProgram:
         # With credentials the MQTT client id must be the user name (the broker's ACL rule).
         self.runner = NodeRunner(self.node, RunnerConfig(
             args.broker, username or f"fastbook-edge-{args.client_id}"[:128],
-            clean_session=not args.persistent_session, name=f"edge-{args.client_id}",
+            clean_session=not persistent_session(args), name=f"edge-{args.client_id}",
             username=username, password=password, tls_ca=str(args.tls_ca) if args.tls_ca else None))
         self.events: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self.node.add_listener(self._on_event)
