@@ -98,7 +98,7 @@ class BoundedStreamReader(StreamReaderAdapter):
     read in one call once its length is known, so an oversized one is refused (and the connection
     aborted) before a byte of it is buffered. The limit is raised once the client's role is known."""
 
-    def __init__(self, reader: asyncio.StreamReader, transport: asyncio.BaseTransport, limit: int,
+    def __init__(self, reader: asyncio.StreamReader, transport: asyncio.WriteTransport, limit: int,
                  refused: Callable[[PacketTooLarge], None]) -> None:
         super().__init__(reader)
         self._transport = transport
