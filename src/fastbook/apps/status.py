@@ -97,16 +97,15 @@ class MarketStatus:
 class _StatusCollector:
     """A node that only listens (retained book + replica statuses)."""
 
-    def __init__(self, topics: Topics) -> None:
+    def __init__(self, topics: Topics, qos: int = 1) -> None:
         self.topics = topics
+        self.qos = qos
         self.status = MarketStatus(topics.market)
         self.subscribed_at: float | None = None
         self.last_message_at = 0.0
 
     def subscriptions(self) -> list[tuple[str, int]]:
-        # QoS 0: retained messages arrive all the same, and on NATS a QoS 1 subscription is a new
-        # JetStream consumer, which cannot be created while any node of the cluster is down.
-        return [(self.topics.book, 0), (self.topics.replicas_filter, 0)]
+        return [(self.topics.book, self.qos), (self.topics.replicas_filter, self.qos)]
 
     def will(self) -> Outgoing | None:
         return None
@@ -149,12 +148,13 @@ class _StatusCollector:
 
 class StatusWatcher:
     """A live view of a market's retained status topics (used by the demo and tests to wait for
-    convergence): `snapshot()` returns a copy of what has been seen so far."""
+    convergence): `snapshot()` returns a copy of what has been seen so far. `qos` 1 (the default)
+    for a live view that must not miss an update; a one-shot read uses 0 (see read_status)."""
 
     def __init__(self, broker: str | Sequence[str], market: str, prefix: str = DEFAULT_PREFIX,
                  client_id: str | None = None, *, username: str | None = None,
-                 password: str | None = None, tls_ca: str | None = None) -> None:
-        self._collector = _StatusCollector(Topics(market, prefix))
+                 password: str | None = None, tls_ca: str | None = None, qos: int = 1) -> None:
+        self._collector = _StatusCollector(Topics(market, prefix), qos)
         # With credentials the MQTT client id must be the user name (the broker's ACL rule).
         self.runner = NodeRunner(self._collector, RunnerConfig(
             broker, client_id or username or f"fastbook-status-{time.monotonic_ns() % 10**9}",
@@ -196,8 +196,10 @@ def read_status(broker: str | Sequence[str], market: str, prefix: str = DEFAULT_
     did (no answer, refused the connection, refused the subscriptions), if none answers."""
     outcomes = []
     for address in parse_broker_urls(broker):
+        # QoS 0: retained messages arrive all the same, and on NATS a QoS 1 subscription is a new
+        # JetStream consumer, which cannot be created while any node of the cluster is down.
         with StatusWatcher(str(address), market, prefix, username=username, password=password,
-                           tls_ca=tls_ca) as watcher:
+                           tls_ca=tls_ca, qos=0) as watcher:
             outcome = _settle(watcher, timeout)
             if outcome is None:
                 return watcher.snapshot()
