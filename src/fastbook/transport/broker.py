@@ -180,7 +180,8 @@ class FastbookAuthPlugin(BaseAuthPlugin):
 
 
 class FastbookAclPlugin(BaseTopicPlugin):
-    """The topic ACL of fastbook.transport.users for publish, subscribe and each delivery."""
+    """The topic ACL of fastbook.transport.acl (bounded to the broker's prefix and markets) for
+    publish, subscribe and each delivery."""
 
     @dataclass
     class Config:
