@@ -94,10 +94,14 @@ def test_broker_on_taken_port_says_so(tmp_path: Path) -> None:
 
 
 def test_status_without_broker_fails_clearly() -> None:
-    result = run(program("fastbook"), "status", "--broker", f"mqtt://127.0.0.1:{free_port()}",
-                 "--timeout", "1")
+    first, second = free_port(), free_port()
+    result = run(program("fastbook"), "status", "--broker",
+                 f"mqtt://127.0.0.1:{first},mqtt://127.0.0.1:{second}", "--timeout", "1")
     assert result.returncode == 1
-    assert "no answer from the MQTT broker" in result.stderr
+    # every URL tried, each with what happened
+    assert "no MQTT broker answered" in result.stderr
+    for port in (first, second):
+        assert f"mqtt://127.0.0.1:{port} did not answer within 1s (cannot connect:" in result.stderr
 
 
 def test_sequencer_with_unusable_data_dir_fails_clearly(tmp_path: Path) -> None:

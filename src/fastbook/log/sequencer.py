@@ -33,8 +33,9 @@ from fastbook.log.replay import ReplayService
 from fastbook.log.runwriter import NewsRun, NewsRunInput
 from fastbook.log.snapshot_policy import SnapshotPolicy
 from fastbook.log.snapshots import SnapshotStore
-from fastbook.transport.node import Incoming, Outgoing
+from fastbook.transport.node import Incoming, Outgoing, RetainedIncoming
 from fastbook.wire.market import MarketSpec
+from fastbook.wire.messages import retained_command_report
 from fastbook.wire.topics import DEFAULT_PREFIX, Topics
 
 # The MQTT QoS the log is published with. A replica detects a gap itself (seq, the head in the book
@@ -184,10 +185,14 @@ class SequencerNode:
         batch = Batch()
         replays: list[tuple[str, bytes]] = []
         start_version = self.version
-        for topic, payload in messages:
-            if topic.startswith(self._orders_prefix):
-                client = topic[len(self._orders_prefix) :]
-                self.intake.on_orders(client, bytes(payload), batch, self.failed)
+        for message in messages:
+            topic, payload = message
+            if type(message) is RetainedIncoming:  # a stored copy resent at each subscribe: not a command
+                log.warning("ignored a retained message on %s", topic)
+                if topic.startswith(self._orders_prefix):
+                    batch.reject(topic[len(self._orders_prefix) :], retained_command_report())
+            elif topic.startswith(self._orders_prefix):
+                self.intake.on_orders(topic[len(self._orders_prefix) :], bytes(payload), batch, self.failed)
             elif topic.startswith(self._replay_prefix):
                 replays.append((topic[len(self._replay_prefix) :], bytes(payload)))
         committed = self.commit.commit(batch)

@@ -42,6 +42,7 @@ from fastbook.apps.tui.refs import UnknownRef
 from fastbook.apps.tui.session import TradingSession
 from fastbook.apps.tui.view import EdgeView, read_view
 from fastbook.edge.client import Edge
+from fastbook.transport.config import parse_broker_urls
 from fastbook.wire.topics import DEFAULT_PREFIX
 
 log = logging.getLogger("fastbook.edge.node")
@@ -92,15 +93,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="log lines as raw JSON (`report {...}`, `trade {...}`) for machines; "
                    "implies --no-tty")
-    p.add_argument("--persistent-session", action="store_true",
-                   help="ask the broker to keep this edge's MQTT session (subscriptions, queued messages) "
-                   "across disconnects; needed to fail over between NATS cluster nodes (docs/brokers.md)")
+    session = p.add_mutually_exclusive_group()
+    session.add_argument("--persistent-session", action="store_true",
+                         help="ask the broker to keep this edge's MQTT session (subscriptions, queued "
+                         "messages) across disconnects: what fails over between the nodes of a NATS "
+                         "cluster (docs/brokers.md). The default with several --broker URLs")
+    session.add_argument("--clean-session", action="store_true",
+                         help="a new MQTT session at every connect (the default with one --broker URL)")
     p.add_argument("--web", metavar="HOST:PORT",
                    help="also serve a browser view of this replica (book, trades, your orders, an order "
                    "ticket) on HOST:PORT, e.g. 127.0.0.1:8080; loopback only unless --username is given, "
                    "and then the page asks for the same user name and password (docs/web.md)")
     add_logging_arguments(p)
     return p
+
+
+def persistent_session(args: argparse.Namespace) -> bool:
+    """Persistent unless asked otherwise when --broker lists several nodes: a failover list is a
+    cluster, and on NATS only a resumed session can subscribe while a node is down (a clean one
+    needs new JetStream consumers, which cannot be placed then; docs/brokers.md)."""
+    if args.persistent_session or args.clean_session:
+        return bool(args.persistent_session)
+    return len(parse_broker_urls(args.broker)) > 1
 
 
 class EdgeProgram:
@@ -119,7 +133,7 @@ class EdgeProgram:
                          mqtt_client_id=username or f"fastbook-edge-{args.client_id}"[:128],
                          username=username, password=password,
                          tls_ca=str(args.tls_ca) if args.tls_ca else None,
-                         clean_session=not args.persistent_session)
+                         clean_session=not persistent_session(args))
         self.node = self.edge.node
         self.runner = self.edge.runner
         self.session = TradingSession()
