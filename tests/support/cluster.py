@@ -198,14 +198,17 @@ class Cluster:
         wait_for(lambda: self.status().book_version is not None, timeout, "the sequencer's retained book")
 
     def wait_converged(
-        self, clients: Sequence[str], timeout: float, version: int | None = None
+        self, clients: Sequence[str], timeout: float, version: int | None = None, min_version: int = 0
     ) -> MarketStatus:
-        """Every named replica reports the sequencer's version and hash (and that version, if given)."""
+        """Every named replica reports the sequencer's version and hash (and that version, if given;
+        at least `min_version`)."""
 
         def converged() -> bool:
             self.check_alive()
             s = self.status()
-            return s.converged(clients) and (version is None or s.book_version == version)
+            if not s.converged(clients) or s.book_version is None or s.book_version < min_version:
+                return False
+            return version is None or s.book_version == version
 
         try:
             wait_for(converged, timeout, f"replicas {list(clients)} to converge", interval=0.2)
