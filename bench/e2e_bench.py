@@ -1,4 +1,4 @@
-"""End-to-end benchmark: sequencer + 3 replicas on amqtt and on mosquitto.
+"""End-to-end benchmark: sequencer + 3 replicas on amqtt, on mosquitto and on a 3-node NATS cluster.
 
 For each broker it measures, in one run:
 - raw: paho publish -> subscribe QoS1 messages/s through that broker (the denominator), with a
@@ -9,6 +9,10 @@ For each broker it measures, in one run:
 
     python bench/e2e_bench.py                   # both brokers (about 2 minutes on 2 cores)
     python bench/e2e_bench.py --brokers mosquitto --single 20000 --bulk 200000
+    python bench/e2e_bench.py --brokers nats    # a 3-node cluster on free loopback ports it starts
+
+On NATS the sequencer and the publisher use n1 and the replicas n1, n2, n3 (one each, with the
+others as failover); there is no floor run (the floor relays through a single broker).
 
 Each replica process records (monotonic time, version) whenever its version moves; CLOCK_MONOTONIC
 is system-wide on Linux, so times compare across processes. The latency of an order is
@@ -233,16 +237,23 @@ def fastbook_program(name: str) -> list[str]:
 
 
 
+BROKERS = ("amqtt", "mosquitto", "nats")
+
+
 class System:
     def __init__(self, kind: str, workdir: Path) -> None:
         self.kind = kind
         self.workdir = workdir
         self.port = free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.replica_urls: list[str] = []  # per replica, if not self.url
         self.procs: list[subprocess.Popen[bytes]] = []
         self.roles: dict[str, int] = {}  # role -> pid of the broker and sequencer processes
+        self.cluster: Any = None  # tests.support.nats_cluster.NatsCluster
         data = workdir / "data"
-        if kind == "amqtt":
+        if kind == "nats":
+            self._start_nats(data)
+        elif kind == "amqtt":
             broker = self._spawn("broker", [*fastbook_program("broker"), "--port", str(self.port),
                                             "--data-dir", str(data), "--market", MARKET, "-q",
                                             *SEQUENCER_ARGS])
@@ -262,6 +273,22 @@ class System:
             self.roles |= {"mosquitto": broker.pid, "sequencer": sequencer.pid}
         wait_until(lambda: port_open(self.port), 30, "broker")
 
+    def _start_nats(self, data: Path) -> None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests package
+        from tests.support.nats_cluster import start_nats_cluster
+
+        self.cluster = cluster = start_nats_cluster(self.workdir / "nats")
+        first = cluster.nodes[0]
+        self.port, self.url = first.mqtt_port, first.url
+        self.replica_urls = [cluster.urls(i % 3, (i + 1) % 3, (i + 2) % 3) for i in range(REPLICAS)]
+        sequencer = self._spawn("sequencer", [*fastbook_program("sequencer"), "--broker",
+                                              cluster.urls(0, 1, 2), "--data-dir", str(data),
+                                              "--market", MARKET, "-q", *SEQUENCER_ARGS])
+        self.roles |= {f"nats {n.name}": n.proc.pid for n in cluster.nodes}
+        self.roles["sequencer"] = sequencer.pid
+        with StatusWatcher(self.url, MARKET) as watcher:
+            wait_until(lambda: watcher.snapshot().book_version is not None, 60, "the sequencer's book")
+
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         with open(self.workdir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -273,7 +300,7 @@ class System:
         for i in range(REPLICAS):
             trace = self.workdir / f"trace-{tag}-{i}.json"
             args = [sys.executable, __file__, "--replica", str(REPLICA_NICE[0])]
-            args += [self.url, f"r{i}-{tag}", str(trace)]
+            args += [self.replica_urls[i] if self.replica_urls else self.url, f"r{i}-{tag}", str(trace)]
             proc = self._spawn(f"replica-{tag}-{i}", args)
             out.append((proc, trace))
         return out
@@ -287,6 +314,8 @@ class System:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(5)
+        if self.cluster is not None:
+            self.cluster.stop()
 
 
 # The start of an accepted or a rejected report as the sequencer writes them (docs/wire.md). Inside
@@ -477,9 +506,12 @@ def bench_broker(
         result["raw_orders_per_second_bulk_payload"] = round(bulk_msgs * bulk_size)
         result["one_order_per_message"] = run_e2e(system, single, 1, "single")
         result["bulk"] = run_e2e(system, bulk, bulk_size, "bulk")
-        paced = paced_rate or (500 if kind == "amqtt" else 1000)
+        paced = paced_rate or PACED_RATES[kind]
         rates = sorted({paced, *SWEEP_RATES}) if kind == "mosquitto" else [paced]
         for rate in rates:
+            if kind == "nats":  # no floor: it relays through one broker
+                result["latency_paced"] = run_e2e(system, rate * 3, 1, f"paced{rate}", rate=rate)
+                continue
             row = paced_against_floor(system, workdir, rate, one_order)
             if rate == paced:
                 result["latency_paced"] = row
@@ -495,6 +527,7 @@ def bench_broker(
 
 # ---- the floor, paced runs against it, the plot ------------------------------------------------------
 
+PACED_RATES = {"amqtt": 500, "mosquitto": 1000, "nats": 200}  # messages/s, well below saturation
 SWEEP_RATES: list[int] = []  # --sweep: more paced rates on mosquitto (each against its own floor run)
 FLOOR = [True]  # --no-floor leaves the floor runs out
 
@@ -570,7 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--replica":
         return replica_worker(sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[2]))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--brokers", default="amqtt,mosquitto")
+    p.add_argument("--brokers", default="amqtt,mosquitto",
+                   help=f"comma-separated, from {', '.join(BROKERS)} (default amqtt,mosquitto)")
     p.add_argument("--single", type=int, default=0, help="orders sent one per message (default per broker)")
     p.add_argument("--bulk", type=int, default=0, help="orders sent in bulk messages (default per broker)")
     p.add_argument("--bulk-size", type=int, default=500, help="orders per bulk message")
@@ -596,9 +630,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     LOG_QOS[0] = args.log_qos
     if args.batch_window is not None:
         SEQUENCER_ARGS[:] = ["--batch-window", str(args.batch_window)]
-    defaults = {"amqtt": (2000, 30000, 2000), "mosquitto": (20000, 200000, 20000)}
+    # (one-order-per-message orders, bulk orders, raw messages) per broker
+    defaults = {"amqtt": (2000, 30000, 2000), "mosquitto": (20000, 200000, 20000),
+                "nats": (2000, 30000, 2000)}
+    kinds = [k.strip() for k in args.brokers.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in BROKERS]
+    if unknown or not kinds:
+        p.error(f"--brokers: unknown broker {', '.join(unknown) or '(none)'}; "
+                f"choose from {', '.join(BROKERS)}")
     results = []
-    for kind in args.brokers.split(","):
+    for kind in kinds:
         single, bulk, raw = defaults[kind]
         result = bench_broker(
             kind, args.single or single, args.bulk or bulk, args.bulk_size, raw, args.paced_rate

@@ -39,6 +39,17 @@ def test_help(prog: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "prog", ["fastbook", "fastbook-broker", "fastbook-sequencer", "fastbook-edge"]
+)
+def test_version(prog: str) -> None:
+    from importlib.metadata import version
+
+    result = run(program(prog), "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{prog} {version('fastbook')}"
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["fastbook"], "required"),
@@ -83,10 +94,14 @@ def test_broker_on_taken_port_says_so(tmp_path: Path) -> None:
 
 
 def test_status_without_broker_fails_clearly() -> None:
-    result = run(program("fastbook"), "status", "--broker", f"mqtt://127.0.0.1:{free_port()}",
-                 "--timeout", "1")
+    first, second = free_port(), free_port()
+    result = run(program("fastbook"), "status", "--broker",
+                 f"mqtt://127.0.0.1:{first},mqtt://127.0.0.1:{second}", "--timeout", "1")
     assert result.returncode == 1
-    assert "no answer from the MQTT broker" in result.stderr
+    # every URL tried, each with what happened
+    assert "no MQTT broker answered" in result.stderr
+    for port in (first, second):
+        assert f"mqtt://127.0.0.1:{port} did not answer within 1s (cannot connect:" in result.stderr
 
 
 def test_sequencer_with_unusable_data_dir_fails_clearly(tmp_path: Path) -> None:
@@ -140,6 +155,12 @@ def test_programs_stop_cleanly_on_sigterm(prog: str, mosquitto: Broker, tmp_path
                                      "post_only": True, "id": "my-1"}),
         ("buy 1 market", {"op": "new", "side": "buy", "type": "market", "qty": "1"}),
         ("cancel o-3", {"op": "cancel", "id": "o-3"}),
+        ("cancel #2", {"op": "cancel", "id": "#2"}),
+        ("amend #2 qty 1", {"op": "amend", "id": "#2", "qty": "1"}),
+        ("buy 1 @ 99 stp=cancel_taker", {"op": "new", "side": "buy", "type": "limit", "qty": "1",
+                                         "price": "99", "stp": "cancel_taker"}),
+        ("sell 1 market STP=both", {"op": "new", "side": "sell", "type": "market", "qty": "1",
+                                    "stp": "cancel_both"}),
         ("cancel all", {"op": "cancel_all"}),
         ("amend o-3 qty 1.0", {"op": "amend", "id": "o-3", "qty": "1.0"}),
         ("amend o-3 qty 1.0 price 100.5", {"op": "amend", "id": "o-3", "qty": "1.0", "price": "100.5"}),
@@ -163,6 +184,8 @@ def test_typed_orders(line: str, order: dict[str, object]) -> None:
         ("cancel", "usage"),
         ("amend o-1", "usage"),
         ("amend o-1 colour red", "usage"),
+        ("buy 1 @ 99 stp=sometimes", "stp must be one of"),
+        ("buy 1 @ 99 id=#3", "may not start with #"),
         ("sudo make me a sandwich", "unknown command"),
     ],
 )
@@ -208,19 +231,25 @@ def test_status_shows_replicas_versions_and_hashes(tmp_path: Path) -> None:
 
 
 @pytest.mark.broker
-def test_edge_terminal_view_takes_typed_orders(mosquitto: Broker, tmp_path: Path) -> None:
-    """fastbook-edge on a pseudo-terminal: the live view shows the book, typed orders are sent, a bad
-    line gets a message and the program keeps running, `quit` ends it with status 0."""
+def test_edge_on_a_terminal_runs_the_tui(mosquitto: Broker, tmp_path: Path) -> None:
+    """fastbook-edge on a pseudo-terminal starts the full-screen UI (the TUI itself is tested with
+    textual's pilot in test_tui_app.py): it shows the replica synced, takes a typed order, and
+    `quit` ends it with status 0 and the terminal restored."""
+    import fcntl
     import os
     import pty
     import select
+    import struct
+    import termios
     import time
 
     sequencer = Proc([program("fastbook-sequencer"), "--broker", mosquitto.url, "--data-dir", str(tmp_path),
                       "--market", "TTY-USD"], tmp_path / "seq.log")
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = dict(child_env(), TERM="xterm-256color")
     edge = subprocess.Popen([program("fastbook-edge"), "--client-id", "tty-user", "--broker", mosquitto.url,
-                             "--market", "TTY-USD"], stdin=slave, stdout=slave, stderr=slave, env=child_env())
+                             "--market", "TTY-USD"], stdin=slave, stdout=slave, stderr=slave, env=env)
     os.close(slave)
     screen = bytearray()
 
@@ -233,26 +262,58 @@ def test_edge_terminal_view_takes_typed_orders(mosquitto: Broker, tmp_path: Path
         return screen.decode(errors="replace")
 
     def typed(text: str) -> None:
-        os.write(master, text.encode())
+        for ch in text:  # a key at a time, as a person types
+            os.write(master, ch.encode())
 
     try:
-        wait_for(lambda: "in sync" in read_screen(), 30, "the view to show an in-sync replica")
-        typed("buy 1.5 @ 99.50 id=t-1\r")
-        wait_for(lambda: '"type":"accepted","id":"t-1"' in read_screen(), 30, "the accepted report")
-        wait_for(lambda: "99.50" in read_screen().rsplit("\x1b[H", 1)[-1], 10, "the bid level in the book")
-        typed("buy lots @ cheap\r")
-        wait_for(lambda: "error: quantity must be a positive decimal" in read_screen(), 10, "a clear message")
+        wait_for(lambda: " SYNCED " in read_screen(), 30, "the status bar to show a synced replica")
+        typed("buy 1.5 @ 99.50\r")
+        wait_for(lambda: "#1 ACCEPTED buy 1.500 @ 99.50" in read_screen(), 30, "the accepted report")
         assert edge.poll() is None
         typed("quit\r")
         deadline = time.monotonic() + 15
         while edge.poll() is None and time.monotonic() < deadline:
             read_screen()
-        assert edge.returncode == 0
+        assert edge.returncode == 0, read_screen()[-2000:]
+        assert "\x1b[?1049l" in read_screen()  # left the alternate screen: the shell's is back
     finally:
         if edge.poll() is None:
             edge.kill()
             edge.wait(5)
         os.close(master)
+        sequencer.stop()
+
+
+@pytest.mark.broker
+def test_edge_log_mode_human_and_json(mosquitto: Broker, tmp_path: Path) -> None:
+    """Without a terminal: human report lines by default, the raw report JSON with --json."""
+    sequencer = Proc([program("fastbook-sequencer"), "--broker", mosquitto.url, "--data-dir", str(tmp_path),
+                      "--market", "LOG-USD"], tmp_path / "seq.log")
+    procs = {}
+    try:
+        for name, flags in (("human", []), ("machine", ["--json"])):
+            procs[name] = Proc([program("fastbook-edge"), "--client-id", name, "--broker", mosquitto.url,
+                                "--market", "LOG-USD", *flags], tmp_path / f"{name}.log", stdin_pipe=True)
+        for proc in procs.values():
+            wait_for(lambda p=proc: "in sync" in p.output() or not p.alive(), 30, "the edge in sync")
+            proc.send_lines(["buy 1 @ 5.00 id=log-1"])
+        human, machine = procs["human"], procs["machine"]
+        wait_for(lambda: "#1 ACCEPTED" in human.output(), 30, "the human accept line")  # #1 exists now
+        wait_for(lambda: '"type":"accepted"' in machine.output(), 30, "the JSON accept")
+        for proc in procs.values():
+            proc.send_lines(["cancel #1", "buy 1 @ 5.001"])
+        wait_for(lambda: "#1 CANCELLED 1.000 (by you)" in human.output(), 30, "the human cancel line")
+        out = human.output()
+        assert "sent: buy 1 @ 5.00 id=log-1" in out and "#1 ACCEPTED buy 1.000 @ 5.00" in out
+        wait_for(lambda: "REJECTED new: INVALID_PRICE" in human.output(), 30, "the human reject line")
+        wait_for(lambda: '"type":"cancelled","id":"log-1"' in machine.output(), 30, "the JSON cancel")
+        wait_for(lambda: '"type":"rejected"' in machine.output(), 30, "the JSON reject")
+        assert '"type":"accepted","id":"log-1"' in machine.output()
+        assert "ACCEPTED" not in machine.output()
+        assert re.search(r"edge human LOG-USD in sync version \d+ hash [0-9a-f]{16} lag 0 queued 0", out)
+    finally:
+        for proc in procs.values():
+            assert proc.stop() == 0, proc.output()
         sequencer.stop()
 
 
@@ -274,3 +335,80 @@ def test_demo_keep_running_stops_cleanly_on_signal(tmp_path: Path, signum: int) 
     logs = {p.name: p.read_text() for p in tmp_path.glob("*.log")}
     assert {"broker.log", "edge-alice.log", "edge-bob.log", "edge-carol.log"} <= set(logs)
     assert "fastbook broker stopped" in logs["broker.log"]  # children got a clean SIGTERM too
+
+
+@pytest.mark.broker
+def test_status_prune_clears_stale_replica_entries(mosquitto: Broker, tmp_path: Path) -> None:
+    """An edge that stopped leaves a retained `offline` entry; --prune clears it and keeps the live."""
+    from fastbook.edge.client import Edge
+
+    sequencer = Proc([program("fastbook-sequencer"), "--broker", mosquitto.url, "--data-dir", str(tmp_path),
+                      "--market", "PRUNE-USD"], tmp_path / "seq.log")
+    status = [program("fastbook"), "status", "--broker", mosquitto.url, "--market", "PRUNE-USD"]
+    try:
+        with Edge("stays", mosquitto.url, "PRUNE-USD") as live:
+            with Edge("gone", mosquitto.url, "PRUNE-USD") as gone:
+                assert gone.wait_synced(30) and live.wait_synced(30)
+            wait_for(lambda: re.search(r"gone\s+offline", run(*status).stdout), 20, "gone offline")
+            pruned = run(*status, "--prune")
+            assert pruned.returncode == 0, pruned.stderr
+            assert "cleared replicas/gone (offline)" in pruned.stderr
+            assert "gone" not in pruned.stdout and re.search(r"stays\s+online", pruned.stdout)
+            again = run(*status, "--prune")
+            assert "no stale replica entries" in again.stderr and "gone" not in again.stdout
+    finally:
+        sequencer.stop()
+
+
+def test_installed_wheel_has_licence_and_metadata() -> None:
+    """What `pip show fastbook` and an index show: the wheel's METADATA, and LICENSE inside it."""
+    from importlib.metadata import distribution
+
+    dist = distribution("fastbook")
+    meta = dist.metadata
+    assert meta["License"] == "MIT" and meta["Author"] == "the fastbook developers"
+    assert meta["Description-Content-Type"] == "text/markdown"
+    assert (meta.get_payload() or "").startswith("# fastbook")  # the README is the long description
+    licences = [f for f in dist.files or [] if f.name == "LICENSE"]
+    assert licences and "MIT License" in licences[0].read_text()
+    assert "textual>=8.2" in (dist.requires or [])
+
+
+def test_edge_tui_shows_warnings_in_its_log_panel() -> None:
+    """With the broker down the runner logs `cannot connect`; on a terminal that goes to the TUI's
+    log panel, not raw to stderr over the screen."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    edge = subprocess.Popen([program("fastbook-edge"), "--client-id", "lonely", "--broker",
+                             f"mqtt://127.0.0.1:{free_port()}"], stdin=slave, stdout=slave, stderr=slave,
+                            env=dict(child_env(), TERM="xterm-256color"))
+    os.close(slave)
+    screen = bytearray()
+
+    def read_screen() -> str:
+        while select.select([master], [], [], 0.05)[0]:
+            try:
+                screen.extend(os.read(master, 65536))
+            except OSError:
+                break
+        return screen.decode(errors="replace")
+
+    try:
+        wait_for(lambda: " DISCONNECTED " in read_screen(), 30, "the disconnected state")
+        wait_for(lambda: "warning: edge-lonely: cannot connect to" in read_screen(), 30, "the warning")
+        assert "WARNING " not in read_screen()  # no raw log line (the stderr format) on the screen
+        os.write(master, b"\x03")  # Ctrl-C quits
+        edge.wait(15)
+        assert edge.returncode == 0
+    finally:
+        if edge.poll() is None:
+            edge.kill()
+            edge.wait(5)
+        os.close(master)

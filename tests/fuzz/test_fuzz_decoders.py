@@ -44,7 +44,7 @@ from fastbook.apps.cli.commands import Command, CommandError, parse_command
 from fastbook.apps.cli.common import broker_urls, market_name, market_spec
 from fastbook.edge.node import EdgeConfig, EdgeNode
 from fastbook.engine.types import MAX_ORDER_ID, MAX_OWNER, MAX_PRICE, MAX_QTY, Op
-from fastbook.log.journal import FILE_MAGIC, FRAME_HEAD, Journal, JournalError
+from fastbook.log.journal import FILE_MAGIC, FRAME_HEAD, CorruptTail, Journal, JournalError
 from fastbook.log.journal_migrate import decode_json_entry
 from fastbook.log.replica import Replica
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
@@ -734,7 +734,7 @@ def records_in(data: bytes) -> LogRun:
 
 @settings(FUZZ, max_examples=120)
 @given(st.data())
-def test_journal_bit_flip_drops_the_damaged_record_and_after(
+def test_journal_bit_flip_is_refused_and_changes_nothing(
     corpus: Corpus, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
 ) -> None:
     bit = data.draw(st.integers(0, len(corpus.journal) * 8 - 1), label="bit")
@@ -751,9 +751,10 @@ def test_journal_bit_flip_drops_the_damaged_record_and_after(
         with pytest.raises(JournalError, match="valid records follow"):
             reopen(directory, damaged)
         return
-    journal = reopen(directory, damaged)  # the last record: indistinguishable from a torn tail
-    assert journal.last_seq == damaged_record, (bit, journal.last_seq)
-    journal.close()
+    # The last record: whole, so it may have been accepted and published; not cut (issue 15, D2).
+    with pytest.raises(CorruptTail, match=f"last good seq {damaged_record}"):
+        reopen(directory, damaged)
+    assert (directory / Journal.FILE_NAME).read_bytes() == damaged
 
 
 @settings(FUZZ, max_examples=80)
@@ -762,7 +763,12 @@ def test_journal_arbitrary_tail_after_a_valid_prefix(
     corpus: Corpus, tmp_path_factory: pytest.TempPathFactory, tail: bytes
 ) -> None:
     directory = tmp_path_factory.mktemp("tail")
-    journal = reopen(directory, corpus.journal + tail)
+    try:
+        journal = reopen(directory, corpus.journal + tail)
+    except CorruptTail as exc:  # a whole frame that fails its checks: refused, nothing changed
+        assert exc.last_seq == corpus.version
+        assert (directory / Journal.FILE_NAME).read_bytes() == corpus.journal + tail
+        return
     assert journal.last_seq >= corpus.version
     assert journal.read(1, corpus.version) == records_in(corpus.journal)
     journal.close()

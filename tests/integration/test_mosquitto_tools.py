@@ -97,7 +97,12 @@ def test_readme_commands_work_as_written(cluster: Cluster, tmp_path: Path) -> No
     assert reports[3]["reason"] == "user"
     readme = (EDGE_DIR / "README.md").read_text()
     rejected = json.dumps(reports[4], separators=(",", ":"))
-    assert rejected in readme  # the README shows the exact rejected report
+    assert f"[{rejected}]" in readme  # the exact rejected report, as mosquitto_sub prints it
+    printed = [line for line in follower.output().splitlines()
+               if line.strip() and "INVALID_MESSAGE" not in line]
+    shown = [line for block in re.findall(r"```text\n(.*?)```", readme, flags=re.S)
+             for line in block.splitlines() if line.startswith("[")]
+    assert printed == shown  # every line mosquitto_sub printed, exactly as the README shows it
 
     book = subprocess.run(on_port(book_cmd, cluster.broker.port), capture_output=True, text=True, timeout=10)
     assert book.returncode == 0

@@ -11,6 +11,7 @@ docs/brokers.md.
 from __future__ import annotations
 
 import random
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -29,7 +30,7 @@ from fastbook.transport.runner import NodeRunner
 from fastbook.wire.fields import DUPLICATE_CLIENT_ORDER_ID
 from fastbook.wire.topics import Topics
 from tests.integration.test_integration_cluster import check_accounting, random_flow, resting_orders
-from tests.support.brokers import Proc, start_edge, start_sequencer, wait_for
+from tests.support.brokers import Proc, program, start_edge, start_sequencer, wait_for
 from tests.support.cluster import MARKET, Traffic, count_answers
 from tests.support.nats_cluster import NatsCluster, mqtt_round_trip, start_nats_cluster, start_shipped_cluster
 
@@ -412,3 +413,40 @@ def test_shipped_example_configs_form_a_cluster(tmp_path: Path) -> None:
         round_trips(cluster.nodes[1], cluster.nodes[2], "shipped")
     finally:
         cluster.stop()
+
+
+def test_documented_commands_fail_over_and_status_answers_while_a_node_is_down(
+    nats: NatsCluster, tmp_path: Path
+) -> None:
+    """Issue 15: docs/brokers.md's edge command (no --persistent-session) never failed over (2+
+    minutes of "broker refused subscriptions; reconnecting"), and `fastbook status` against a
+    healthy node failed while any node was down. Now an edge with a failover list keeps its session
+    by default, and status subscribes at QoS 0 (no JetStream consumer) and tries every URL."""
+    killed_index = 2 if nats.meta_leader(nats.nodes[0]) == nats.nodes[1].name else 1
+    kept_index = 3 - killed_index
+    sequencer = start_sequencer(tmp_path, nats.urls(0, 1, 2), tmp_path / "data", MARKET)
+    edge = start_edge(tmp_path, nats.urls(killed_index, kept_index, 0), "alice", MARKET)  # as documented
+    trader = None
+    watcher = StatusWatcher(nats.urls(0), MARKET, client_id="test-status-doc")
+    try:
+        watcher.__enter__()
+        wait_for(lambda: watcher.snapshot().converged(["alice"]), 60, "alice at the sequencer's version")
+        nats.nodes[killed_index].kill()
+        status = subprocess.run(
+            [program("fastbook"), "status", "--market", MARKET, "--timeout", "10",
+             "--broker", nats.urls(killed_index, 0)], capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+        assert "sequencer: version" in status.stdout
+        trader = Edge("bob", nats.urls(0), MARKET, clean_session=False).start()
+        assert trader.wait_synced(60)
+        trader.submit({"op": "new", "id": "b1", "side": "buy", "price": "1.00", "qty": "0.001"})
+        wait_for(lambda: (watcher.snapshot().book_version or 0) >= 1, 60, "bob's order sequenced")
+        # alice's edge moved to a live node and follows the log from there
+        wait_for(lambda: watcher.snapshot().converged(["alice"]) and edge.alive(), 90,
+                 "alice's edge at the new version after failing over")
+    finally:
+        if trader is not None:
+            trader.close()
+        watcher.__exit__(None, None, None)
+        edge.stop()
+        sequencer.stop()

@@ -26,8 +26,17 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from fastbook.apps.status import read_status
 from fastbook.edge.client import Edge
+from fastbook.transport.acl import (
+    MAX_CLIENT_MESSAGE,
+    MAX_RETAINED_STATUS,
+    MAX_SEQUENCER_MESSAGE,
+    TopicScope,
+    may_publish,
+    may_retain,
+    may_subscribe,
+)
 from fastbook.transport.node import Outgoing
-from fastbook.transport.users import UsersFile, UsersFileError, may_publish, may_subscribe
+from fastbook.transport.users import UsersFile, UsersFileError
 from fastbook.wire.topics import Topics
 from tests.support.brokers import (
     MOSQUITTO,
@@ -359,6 +368,67 @@ def test_bob_cannot_forge_log_book_snapshot_or_reports(secure: Deployment) -> No
         watcher.close()
 
 
+def test_bob_cannot_store_retained_messages_outside_the_contract(secure: Deployment) -> None:
+    """Issue 15, D3: retained messages under any prefix and market (2,000 x 100 KB were accepted on
+    both brokers) are refused; on amqtt also retained messages on non-retained topics of bob's own
+    and an oversized status. (mosquitto cannot refuse the retain flag on a topic bob may publish to:
+    there the topics and message_size_limit bound it, and the sequencer ignores retained orders.)"""
+    status = b'{"forged-status":"bob"}'
+    outside = [("other/BTC-USD/replicas/bob", status, True), ("fastbook/NOPE/replicas/bob", status, True),
+               ("fastbook/NOPE/orders/bob", status, True), ("x/y/replay/request/bob", status, True)]
+    forge_as_bob(secure, outside)
+    if secure.kind == "amqtt":
+        bob = probe(secure, "bob")
+        try:
+            bob.publish(T.replica("bob"), b"x" * (MAX_RETAINED_STATUS + 1), retain=True)
+            bob.publish(T.replay_request("bob"), b'{"from":1,"to":1}', retain=True)
+        finally:
+            bob.close()
+    late = probe(secure, "carol")
+    try:
+        late.subscribe("+/+/replicas/+")
+        late.subscribe(T.book)  # its retained copy comes after the ones of the filter above
+        wait_for(lambda: late.received(T.book), 10, "the retained book")
+        kept = [(t, len(p)) for t, p in late.received("/replicas/")]
+        assert not [(t, n) for t, n in kept if not t.startswith(T.base) or n > MAX_RETAINED_STATUS], kept
+    finally:
+        late.close()
+
+
+def test_message_size_limits(secure: Deployment) -> None:
+    """amqtt cuts a trader's connection at MAX_CLIENT_MESSAGE without reading the payload;
+    mosquitto's shipped message_size_limit (MAX_SEQUENCER_MESSAGE) drops anything larger. Between
+    the sequencer's max_payload (1 MiB) and the broker's limit, the sequencer answers the order
+    message with PAYLOAD_TOO_LARGE."""
+    bob = probe(secure, "bob")
+    try:
+        bob.subscribe(T.reports("bob"))
+        bob.publish(T.orders("bob"), b" " * ((1 << 20) + 10))
+        wait_for(lambda: any(r.get("code") == "PAYLOAD_TOO_LARGE" for r in bob.reports()), 15,
+                 "PAYLOAD_TOO_LARGE")
+    finally:
+        bob.close()
+    too_large = (MAX_CLIENT_MESSAGE if secure.kind == "amqtt" else MAX_SEQUENCER_MESSAGE) + 1
+    watcher = probe(secure, "carol")
+    try:
+        watcher.subscribe(T.replica("bob"))
+        bob = probe(secure, "bob")
+        bob.client.publish(T.replica("bob"), b"y" * too_large, qos=0, retain=True)
+        if secure.kind == "amqtt":  # refused before the payload is read: the connection closes
+            wait_for(bob.disconnected.is_set, 20, "amqtt to close bob's connection")
+        bob.client.disconnect()
+        bob.client.loop_stop()
+        fine = probe(secure, "bob")
+        try:
+            fine.publish(T.replica("bob"), b'{"status":"ok"}', retain=True)
+            wait_for(lambda: watcher.received(T.replica("bob")), 10, "bob's status")
+            assert all(len(p) < too_large for _t, p in watcher.received(T.replica("bob")))
+        finally:
+            fine.close()
+    finally:
+        watcher.close()
+
+
 def test_a_forged_last_will_is_never_published(secure: Deployment) -> None:
     watcher = probe(secure, "carol")
     try:
@@ -422,9 +492,31 @@ def test_trade_end_to_end_with_credentials(secure: Deployment) -> None:
     ("seq", "sequencer", "fastbook/M/reports/alice", True),
     ("seq", "sequencer", "fastbook/M/replay/response/alice", True),
     ("seq", "sequencer", "fastbook/M/orders/alice", False),
+    # bounded to the broker's prefix and markets (issue 15, D3)
+    ("bob", "trader", "other/M/replicas/bob", False),
+    ("bob", "trader", "fastbook/N/replicas/bob", False),
+    ("bob", "trader", "fastbook/N/orders/bob", False),
+    ("bob", "trader", "x/y/replay/request/bob", False),
+    ("seq", "sequencer", "fastbook/N/log", False),
 ])
 def test_publish_rules(user: str, role: str, topic: str, allowed: bool) -> None:
-    assert may_publish(user, role, topic) is allowed
+    assert may_publish(user, role, topic, TopicScope("fastbook", frozenset({"M"}))) is allowed
+
+
+@pytest.mark.parametrize(("user", "role", "topic", "size", "kept"), [
+    ("bob", "trader", "fastbook/M/replicas/bob", 200, True),
+    ("bob", "trader", "fastbook/M/replicas/bob", MAX_RETAINED_STATUS + 1, False),
+    ("bob", "trader", "fastbook/M/orders/bob", 20, False),
+    ("bob", "trader", "fastbook/M/replay/request/bob", 20, False),
+    ("bob", "trader", "fastbook/N/replicas/bob", 20, False),
+    ("bob", "trader", "fastbook/M/replicas/alice", 20, False),
+    ("seq", "sequencer", "fastbook/M/book", 1 << 20, True),
+    ("seq", "sequencer", "fastbook/M/snapshot", 8 << 20, True),
+    ("seq", "sequencer", "fastbook/M/log", 20, False),
+    ("seq", "sequencer", "fastbook/M/reports/bob", 20, False),
+])
+def test_retain_rules(user: str, role: str, topic: str, size: int, kept: bool) -> None:
+    assert may_retain(user, role, topic, size, TopicScope("fastbook", frozenset({"M"}))) is kept
 
 
 @pytest.mark.parametrize(("topic_filter", "allowed"), [
@@ -612,7 +704,10 @@ def test_edge_and_status_programs_with_credentials(secure: Deployment, tmp_path:
     try:
         wait_for(lambda: "in sync" in edge_proc.output() or not edge_proc.alive(), 20, "the edge in sync")
         edge_proc.send_lines(["buy 0.001 @ 4.00 id=cli-1"])
-        wait_for(lambda: '"type":"accepted","id":"cli-1"' in edge_proc.output(), 15, "the accepted report")
+        try:
+            wait_for(lambda: "ACCEPTED buy 0.001 @ 4.00" in edge_proc.output(), 30, "the accepted report")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the edge printed:\n{edge_proc.output()[-3000:]}") from None
     finally:
         assert edge_proc.stop() == 0, edge_proc.output()
     pw = tmp_path / "carol.pw"
@@ -667,3 +762,10 @@ def test_password_hash_parameters_are_bounded() -> None:
     assert not verify_password("pw", encoded.replace("$8$1$", "$8$99$"))
     assert not verify_password("pw", "plain") and not verify_password(None, encoded)
     assert encoded != hash_password("pw")  # a fresh salt every time
+
+
+def test_shipped_mosquitto_configs_limit_message_size() -> None:
+    for name in ("mosquitto.conf", "mosquitto-secure.conf"):
+        settings_ = dict(line.split(" ", 1) for line in (REPO / "edge" / name).read_text().splitlines()
+                         if line and not line.startswith("#") and " " in line)
+        assert int(settings_["message_size_limit"]) == MAX_SEQUENCER_MESSAGE, name

@@ -116,18 +116,52 @@ def test_torn_tail_truncated(tmp_path: Path, cut: int, caplog: pytest.LogCapture
     j.close()
 
 
-def test_corrupt_record_and_garbage_tail(tmp_path: Path) -> None:
+def test_a_damaged_last_record_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    """A whole last frame that fails its CRC may be an accepted, published record (issue 15, D2):
+    cutting it would give its seq to another command. Refused; the file is left as it was."""
     j = Journal(tmp_path)
     fill(j, 1, 10, batch=1)
     j.close()
     path = tmp_path / Journal.FILE_NAME
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF  # inside the names of record 10 (its own frame)
-    path.write_bytes(bytes(data) + b"\x00" * 100)
+    for damaged in (bytes(data), bytes(data) + b"\x00" * 100):
+        path.write_bytes(damaged)
+        with pytest.raises(journal_mod.CorruptTail, match="last good seq 9.*nothing on disk changed") as info:
+            Journal(tmp_path)
+        assert path.read_bytes() == damaged
+        assert "fastbook journal repair" in str(info.value)
+
+
+def test_a_damaged_length_that_looks_torn_is_refused(tmp_path: Path) -> None:
+    """A flipped high bit in the last frame's length makes it run past the end of the file, like a
+    torn write; its bytes to the end still pass its CRC, so it is a whole record: refused."""
     j = Journal(tmp_path)
-    assert j.last_seq == 9
+    fill(j, 1, 10, batch=1)
     j.close()
-    assert path.stat().st_size < len(data)
+    path = tmp_path / Journal.FILE_NAME
+    data = bytearray(path.read_bytes())
+    last = len(journal_mod.encode_frame(LogRun.from_entries([entry(10)])))
+    data[len(data) - last + 2] ^= 0x01  # bit 16 of the length
+    path.write_bytes(bytes(data))
+    with pytest.raises(journal_mod.CorruptTail):
+        Journal(tmp_path)
+    assert path.read_bytes() == bytes(data)
+
+
+def test_a_zero_tail_is_dropped(tmp_path: Path) -> None:
+    """Zeros after the last frame (space allocated by a crash, or resume's probe) held no record."""
+    j = Journal(tmp_path)
+    fill(j, 1, 10, batch=1)
+    j.close()
+    path = tmp_path / Journal.FILE_NAME
+    size = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(b"\x00" * 300)
+    j = Journal(tmp_path)
+    assert (j.last_seq, j.dropped_bytes) == (10, 300)
+    j.close()
+    assert path.stat().st_size == size
 
 
 def test_not_a_journal(tmp_path: Path) -> None:

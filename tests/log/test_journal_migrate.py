@@ -5,6 +5,7 @@ the sequencer then recovers exactly the state the old journal held."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import struct
@@ -116,3 +117,41 @@ def test_migrate_refuses_while_a_sequencer_holds_the_lock(tmp_path: Path) -> Non
             migrate_journal(tmp_path)
     finally:
         journal.close()
+
+
+class Crash(BaseException):
+    """The process dies here (nothing after this point runs)."""
+
+
+@pytest.mark.parametrize("crash_at", [1, 2])
+def test_a_crash_during_the_swap_leaves_a_whole_journal(
+    old_dir: tuple[Path, int, int], monkeypatch: pytest.MonkeyPatch, crash_at: int
+) -> None:
+    """The swap renames twice (the backup's name, then the new journal over the old): a crash before
+    either leaves journal.log the old journal, byte for byte, and the conversion runs again."""
+    data_dir, version, state_hash = old_dir
+    path = data_dir / Journal.FILE_NAME
+    original = path.read_bytes()
+    calls: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def crashing_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        calls.append((Path(src).name, Path(dst).name))
+        if len(calls) == crash_at:
+            raise Crash
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crashing_replace)
+    with pytest.raises(Crash):
+        migrate_journal(data_dir)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert calls[-1][1] == (BACKUP_NAME if crash_at == 1 else Journal.FILE_NAME)
+    assert path.read_bytes() == original  # still the whole old journal
+    assert migrate_journal(data_dir) == version  # and the conversion simply runs again
+    assert (data_dir / BACKUP_NAME).read_bytes() == original
+    assert not (data_dir / (Journal.FILE_NAME + ".new")).exists()
+    node = SequencerNode(SequencerConfig(SPEC, data_dir))
+    try:
+        assert (node.version, node.state_hash) == (version, state_hash)
+    finally:
+        node.close()

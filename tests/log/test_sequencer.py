@@ -235,7 +235,7 @@ def test_snapshots_by_count_and_interval(tmp_path: Path) -> None:
     node = SequencerNode(cfg)
     node.clock = lambda: 99.0
     snaps = tmp_path / "d" / "snapshots"
-    assert sorted(p.name for p in snaps.iterdir()) == ["0.snap"]
+    assert sorted(p.name for p in snaps.iterdir()) == ["0.meta.json", "0.snap"]
     out = send(node, "a", *[new(f"x{i}", "buy", "99.00", "1") for i in range(4)])
     published = [o for o in out if o.topic == T.snapshot]
     assert len(published) == 1 and published[0].retain and decode_snapshot(published[0].payload).version == 4
@@ -295,3 +295,29 @@ def test_idle_heartbeat_carries_the_head(seq: SequencerNode) -> None:
     assert (msg.head, msg.entries, beat.retain) == (2, [], False)
     assert [o for o in seq.on_tick(11.5) if o.topic == T.log] == []
     assert len([o for o in seq.on_tick(12.0) if o.topic == T.log]) == 1
+
+
+def test_last_trade_survives_any_number_of_restarts(tmp_path: Path) -> None:
+    """The retained book's last_trade was null after a second restart (recovery replayed only the
+    journal after the newest snapshot, and every restart writes one): it is kept beside each
+    snapshot now."""
+    cfg = SequencerConfig(SPEC, tmp_path / "d")
+    node = SequencerNode(cfg)
+    send(node, "alice", new("a1", "sell", "100.25", "1"))
+    send(node, "bob", new("b1", "buy", "100.25", "1"))
+    send(node, "alice", new("a2", "sell", "101.00", "1"))  # no trade after the one at seq 2
+    trade = node.last_trade
+    assert trade is not None and trade["trade_id"] == "2-1"
+    node.close()
+    for _restart in range(3):
+        node = SequencerNode(cfg)
+        assert node.last_trade == trade
+        (book,) = [json.loads(o.payload) for o in node.on_connected() if o.topic == T.book]
+        assert book["last_trade"] == trade and book["version"] == 3
+        node.close()
+    # A corrupt meta file costs the last trade, never the start.
+    meta = tmp_path / "d" / "snapshots" / "3.meta.json"
+    meta.write_text("{not json")
+    node = SequencerNode(cfg)
+    assert node.version == 3 and node.last_trade is None
+    node.close()

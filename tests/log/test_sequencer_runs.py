@@ -89,13 +89,13 @@ def test_run_path_publishes_what_the_per_command_path_publishes(
     slow.read_orders = None
     fast = SequencerNode(SequencerConfig(spec, tmp_path / "fast", dedupe_window=window, snapshot_every=97))
     run_lengths: list[int] = []
-    execute_news = fast._execute_news
+    execute_news = fast.executor.execute_news
 
     def counting(client: str, rows: Any, coids: Any, batch: Any) -> None:
         run_lengths.append(len(rows))
         execute_news(client, rows, coids, batch)
 
-    fast._execute_news = counting  # type: ignore[method-assign]
+    fast.executor.execute_news = counting  # type: ignore[method-assign]
     rng = random.Random(seed)
     recent: dict[str, list[str]] = {c: [] for c in CLIENTS}
     i = 0

@@ -198,14 +198,17 @@ class Cluster:
         wait_for(lambda: self.status().book_version is not None, timeout, "the sequencer's retained book")
 
     def wait_converged(
-        self, clients: Sequence[str], timeout: float, version: int | None = None
+        self, clients: Sequence[str], timeout: float, version: int | None = None, min_version: int = 0
     ) -> MarketStatus:
-        """Every named replica reports the sequencer's version and hash (and that version, if given)."""
+        """Every named replica reports the sequencer's version and hash (and that version, if given;
+        at least `min_version`)."""
 
         def converged() -> bool:
             self.check_alive()
             s = self.status()
-            return s.converged(clients) and (version is None or s.book_version == version)
+            if not s.converged(clients) or s.book_version is None or s.book_version < min_version:
+                return False
+            return version is None or s.book_version == version
 
         try:
             wait_for(converged, timeout, f"replicas {list(clients)} to converge", interval=0.2)
@@ -216,9 +219,10 @@ class Cluster:
 
     def log_lines(self, name: str, last: int = 15) -> str:
         """The last log lines of an edge (its warnings and errors say why it is behind), without the
-        report/trade lines it prints for every event."""
+        report/trade lines it prints for every event (`#3 FILLED ...`, `TRADE ...`; with --json
+        `report {...}`, `trade {...}`)."""
         lines = [line for line in self.edges[name].output().splitlines()
-                 if not line.startswith(("report ", "trade "))]
+                 if not line.startswith(("report ", "trade ", "TRADE ", "#"))]
         return "\n".join(lines[-last:])
 
 

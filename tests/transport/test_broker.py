@@ -47,10 +47,14 @@ def test_retained_and_large_payloads(amqtt: Broker) -> None:
     big = b"x" * (3 << 20)  # larger than the sequencer's 1 MiB limit: must reach it to be rejected
     with NodeRunner(Recorder([]), RunnerConfig(amqtt.url, "retainer-1")) as sender:
         assert sender.wait_connected(10)
-        sender.call(lambda: [Outgoing("test/retained", b"kept", retain=True), Outgoing("test/big", big)])
-        reader = Recorder(["test/retained"])
+        # retained only where docs/wire.md retains (book, snapshot, replicas/<id>), even when open
+        status_topic = "fastbook/M/replicas/x"
+        sender.call(lambda: [Outgoing("test/retained", b"not kept", retain=True),
+                             Outgoing(status_topic, b"kept", retain=True), Outgoing("test/big", big)])
+        reader = Recorder(["test/retained", status_topic])
         with NodeRunner(reader, RunnerConfig(amqtt.url, "reader-1")):
-            wait_for(lambda: ("test/retained", b"kept") in reader.messages, 10, "retained message")
+            wait_for(lambda: (status_topic, b"kept") in reader.messages, 10, "retained message")
+        assert ("test/retained", b"not kept") not in reader.messages
         big_reader = Recorder(["test/big2"])
         with NodeRunner(big_reader, RunnerConfig(amqtt.url, "big-reader-1")) as r:
             wait_for(lambda: big_reader.connects == 1, 10, "subscribed")

@@ -170,7 +170,17 @@ def hold_until_queued(runner: NodeRunner, messages: Sequence[Outgoing], send: Ca
     """Hold the runner's thread in a call while `send()` queues `messages` behind it: they wait in
     the socket (the runner's one thread is busy), all of them readable at once when it is released."""
     release = threading.Event()
-    held = runner.call(lambda: [] if release.wait(20) else [])
+    entered = threading.Event()
+
+    def hold() -> list[Outgoing]:
+        entered.set()
+        release.wait(20)
+        return []
+
+    held = runner.call(hold)
+    # Send only once the runner's thread is inside the call: sent earlier, a message can be read
+    # before the call runs, and the backlog never reaches `size` (seen on a loaded machine).
+    assert entered.wait(10), "the runner did not run the holding call"
     send()
     size = sum(publish_packet_size(m) for m in messages)
     wait_for(lambda: readable_bytes(runner) >= size, 10, "the backlog in the socket")  # test-only peek

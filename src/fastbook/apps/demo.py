@@ -30,6 +30,9 @@ from fastbook.transport.node import Incoming, Outgoing
 from fastbook.transport.runner import NodeRunner
 from fastbook.wire.topics import Topics
 
+# Waited on a condition, so it costs nothing when the edges start fast; three edge processes under
+# qemu on two loaded cores took over 30 s to import and connect (.ci/crossarch).
+COME_UP_TIMEOUT = 120.0
 MARKET = "BTC-USD"
 EDGE_CLIENTS = ("alice", "bob", "carol")
 ORDERS_PER_MESSAGE = 10
@@ -156,11 +159,11 @@ class Demo:
         self.spawn("broker", program_command("fastbook-broker", "fastbook.apps.cli.broker")
                    + ["--host", "127.0.0.1", "--port", str(self.port),
                       "--data-dir", str(self.data_dir / "data"), "--market", MARKET])
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + COME_UP_TIMEOUT
         while "fastbook-broker listening on" not in self.logs["broker"].read_text(errors="replace"):
             self.check_alive()
             if time.monotonic() > deadline:
-                raise RuntimeError("fastbook-broker did not start within 30 s")
+                raise RuntimeError(f"fastbook-broker did not start within {COME_UP_TIMEOUT:.0f} s")
             time.sleep(0.05)
         for client in EDGE_CLIENTS:
             self.spawn(f"edge-{client}", program_command("fastbook-edge", "fastbook.apps.cli.edge")
@@ -188,7 +191,7 @@ class Demo:
             NodeRunner(feeder, RunnerConfig(self.url, "fastbook-demo-feeder")) as feeder_runner,
         ):
             # 1. everyone up: the sequencer's book is retained and the three edges report online
-            status = self.wait_status(watcher, 30, None)
+            status = self.wait_status(watcher, COME_UP_TIMEOUT, None)
             if not status.converged(EDGE_CLIENTS):
                 self.say(format_status(status))
                 self.say("FAILED: the edges did not come up in sync")

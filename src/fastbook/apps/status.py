@@ -12,12 +12,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastbook.transport.config import RunnerConfig
+from fastbook.transport.config import RunnerConfig, parse_broker_urls
 from fastbook.transport.node import Incoming, Outgoing
 from fastbook.transport.runner import NodeRunner
 from fastbook.wire.topics import DEFAULT_PREFIX, Topics, client_from_topic
 
 QUIET_SECONDS = 0.3  # retained messages arrive right after the SUBACK; stop once they pause
+# Replica entries `fastbook status --prune` clears: edges that went away (their last will, or a
+# clean stop, says offline) and payloads that are no status at all. An online edge republishes
+# its status every second, so clearing it would not last anyway.
+STALE_STATES = frozenset({"offline", "unreadable", "?"})
 
 
 def _json_object(payload: bytes) -> dict[str, Any] | None:
@@ -97,14 +101,16 @@ class MarketStatus:
 class _StatusCollector:
     """A node that only listens (retained book + replica statuses)."""
 
-    def __init__(self, topics: Topics) -> None:
+    def __init__(self, topics: Topics, qos: int = 1) -> None:
         self.topics = topics
+        self.qos = qos
         self.status = MarketStatus(topics.market)
         self.subscribed_at: float | None = None
         self.last_message_at = 0.0
+        self.clear_on_close: list[str] = []  # clients whose retained replicas/<id> entry to clear
 
     def subscriptions(self) -> list[tuple[str, int]]:
-        return [(self.topics.book, 1), (self.topics.replicas_filter, 1)]
+        return [(self.topics.book, self.qos), (self.topics.replicas_filter, self.qos)]
 
     def will(self) -> Outgoing | None:
         return None
@@ -142,17 +148,20 @@ class _StatusCollector:
         return None  # no timers: woken by messages only
 
     def close(self) -> list[Outgoing]:
-        return []
+        # An empty retained message deletes the retained one; sent at close so the runner waits
+        # for the broker's acknowledgements before it disconnects.
+        return [Outgoing(self.topics.replica(client), b"", retain=True) for client in self.clear_on_close]
 
 
 class StatusWatcher:
     """A live view of a market's retained status topics (used by the demo and tests to wait for
-    convergence): `snapshot()` returns a copy of what has been seen so far."""
+    convergence): `snapshot()` returns a copy of what has been seen so far. `qos` 1 (the default)
+    for a live view that must not miss an update; a one-shot read uses 0 (see read_status)."""
 
     def __init__(self, broker: str | Sequence[str], market: str, prefix: str = DEFAULT_PREFIX,
                  client_id: str | None = None, *, username: str | None = None,
-                 password: str | None = None, tls_ca: str | None = None) -> None:
-        self._collector = _StatusCollector(Topics(market, prefix))
+                 password: str | None = None, tls_ca: str | None = None, qos: int = 1) -> None:
+        self._collector = _StatusCollector(Topics(market, prefix), qos)
         # With credentials the MQTT client id must be the user name (the broker's ACL rule).
         self.runner = NodeRunner(self._collector, RunnerConfig(
             broker, client_id or username or f"fastbook-status-{time.monotonic_ns() % 10**9}",
@@ -189,8 +198,48 @@ class StatusWatcher:
 def read_status(broker: str | Sequence[str], market: str, prefix: str = DEFAULT_PREFIX,
                 timeout: float = 5.0, *, username: str | None = None,
                 password: str | None = None, tls_ca: str | None = None) -> MarketStatus:
-    """Connect, collect the retained messages, disconnect. TimeoutError if the broker is unreachable
-    or refuses the credentials."""
+    """Collect the retained messages from the first broker URL that answers (each URL of `broker`
+    in turn, up to `timeout` seconds each), then disconnect. TimeoutError, saying what each URL
+    did (no answer, refused the connection, refused the subscriptions), if none answers."""
+    outcomes = []
+    for address in parse_broker_urls(broker):
+        # QoS 0: retained messages arrive all the same, and on NATS a QoS 1 subscription is a new
+        # JetStream consumer, which cannot be created while any node of the cluster is down.
+        with StatusWatcher(str(address), market, prefix, username=username, password=password,
+                           tls_ca=tls_ca, qos=0) as watcher:
+            outcome = _settle(watcher, timeout)
+            if outcome is None:
+                return watcher.snapshot()
+            outcomes.append(f"{address} {outcome}")
+    raise TimeoutError(f"no MQTT broker answered for market {market}: " + "; ".join(outcomes))
+
+
+def _settle(watcher: StatusWatcher, timeout: float) -> str | None:
+    """None once connected, subscribed and the retained burst is over; else what the broker did.
+    A refusal ends the attempt at once: another try at the same URL would be refused the same way."""
+    deadline = time.monotonic() + timeout
+    runner = watcher.runner
+    while time.monotonic() < deadline:
+        if runner.refusal is not None:
+            return f"refused the connection: {runner.refusal}"
+        failure = runner.last_failure
+        if failure is not None and failure.startswith("accepted the connection"):
+            return failure
+        if runner.wait_connected(0.05):
+            break
+    else:
+        failure = runner.last_failure
+        return f"did not answer within {timeout:.0f}s" + (f" ({failure})" if failure else "")
+    if not watcher.wait_settled(max(0.0, deadline - time.monotonic()) + QUIET_SECONDS * 2):
+        return f"connected but sent nothing within {timeout:.0f}s"
+    return None
+
+
+def prune_replicas(broker: str | Sequence[str], market: str, prefix: str = DEFAULT_PREFIX,
+                   timeout: float = 5.0, *, username: str | None = None, password: str | None = None,
+                   tls_ca: str | None = None) -> tuple[MarketStatus, list[ReplicaStatus]]:
+    """Clear the retained replicas/<id> entries of stale replicas (STALE_STATES); returns the status
+    as read before and the entries cleared. TimeoutError as read_status."""
     with StatusWatcher(broker, market, prefix, username=username, password=password,
                        tls_ca=tls_ca) as watcher:
         if not watcher.runner.wait_connected(timeout) or not watcher.wait_settled(timeout):
@@ -198,7 +247,16 @@ def read_status(broker: str | Sequence[str], market: str, prefix: str = DEFAULT_
             if refusal is not None:
                 raise TimeoutError(f"the MQTT broker at {broker} refused the connection: {refusal}")
             raise TimeoutError(f"no answer from the MQTT broker at {broker} within {timeout:.0f}s")
-        return watcher.snapshot()
+        status = watcher.snapshot()
+        stale = [r for r in sorted(status.replicas.values(), key=lambda r: r.client_id)
+                 if r.state in STALE_STATES]
+
+        def mark() -> tuple[None, list[Outgoing]]:
+            watcher._collector.clear_on_close = [r.client_id for r in stale]
+            return None, []
+
+        watcher.runner.call_with_result(mark).result(timeout)
+    return status, stale
 
 
 def format_status(status: MarketStatus) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from fastbook.engine import EventTuple
 from fastbook.engine.types import EventType
 from fastbook.log.follower import Follower
-from fastbook.log.reports import command_reports
+from fastbook.log.reports import command_reports_json
 from fastbook.transport.node import Incoming, Outgoing
 from fastbook.wire.fields import MAX_SEQ, SIDE_TEXT, dumps, hash_hex
 from fastbook.wire.log import LogEntry, ReplayRequest, decode_log_message, encode_replay_request
@@ -327,7 +327,8 @@ class EdgeNode:
                         break
             if not ours:
                 return
-        reports, _trades = command_reports(
+        # The sequencer's own writer: the report is what reports/<client> carries, decoded.
+        reports, _trades = command_reports_json(
             replica.market,
             replica,
             entry.seq,
@@ -337,9 +338,9 @@ class EdgeNode:
             entry.client_order_id,
             events,
         )
-        for client, report in reports:
+        for client, text in reports:
             if client == self.client_id:
-                self._deliver_report(report)
+                self._deliver_report(json.loads(text))
 
     def _deliver_report(self, report: dict[str, Any]) -> None:
         """Emit a report unless the same one (same type, order, seq, trade) was already emitted:

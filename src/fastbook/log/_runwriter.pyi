@@ -1,38 +1,7 @@
 """Typed surface of the native run writer (_runwriter.pyx beside it), used by runwriter."""
 
-from collections.abc import Callable
-from typing import Any
+from fastbook.log.runwriter import NewsRun, NewsRunInput
 
-import numpy as np
-import numpy.typing as npt
-
-from fastbook.wire.market import MarketSpec
-
-def write_news_run(
-    market: MarketSpec,
-    client: str,
-    version: int,
-    rows: npt.NDArray[np.void],  # COMMAND_DTYPE, numbered by Book.apply_batch
-    coids: list[str | None],
-    hashes: npt.NDArray[np.uint64],
-    events: npt.NDArray[np.void],  # EVENT_DTYPE
-    orders: dict[int, tuple[int, str]],
-    clients: dict[int, str],
-    reject: Callable[[str | None, int, int], dict[str, Any]],
-) -> tuple[
-    dict[str, list[str]],  # report texts by client
-    list[str],  # rejections (texts)
-    list[str],  # public trades (texts)
-    list[int],  # accepted ids
-    list[str],  # accepted client order ids
-    list[int],  # accepted seqs
-    list[int],  # gone order ids
-    int,  # last seq
-    int,  # last hash
-]: ...
-def orders_json(orders: list[tuple[int, int, str]] | dict[int, tuple[int, str]]) -> bytes:
-    """wire.dumps(orders) of a snapshot's resting orders (rows, or a replica's map: sorted by id)."""
-    ...
-def snapshot_order_rows(orders: dict[int, tuple[int, str]]) -> list[tuple[int, int, str]]:
-    """[(engine id, owner, client order id), ...] of a replica's order map, sorted by id."""
+def write_news_run(job: NewsRunInput, run: NewsRun) -> None:
+    """Fill `run` (fresh) with what runwriter.write_news_run_reference(job) returns."""
     ...

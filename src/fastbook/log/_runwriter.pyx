@@ -7,68 +7,26 @@ the same report and public trade texts
 (`reports.command_reports_json`) grouped by client the same way, and the same map changes. Numbers and decimal strings are
 formatted here (`MarketSpec.ticks_to_price` / `lots_to_qty` exactly); a client order id with a
 character JSON escapes, and a decimal too large for 64-bit arithmetic, go through the Python
-functions instead. tests/test_runwriter.py compares the two over random runs.
+functions instead. tests/log/test_runwriter.py compares the two over random runs.
 
 Why: writing each accepted order's log entry and reports with f-strings was ~2 µs of the
 sequencer's ~15 µs per order.
 """
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.dict cimport PyDict_Next
-from cpython.object cimport PyObject
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
+from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memcpy
 
 from contract cimport CommandRec, EventRec, EV_ACCEPTED, EV_REJECTED, EV_TRADE, EV_CANCELLED, EV_DONE
+from textout cimport Out, put, put_json_string, put_lit, put_str, put_u64
 
 import json
 
 import numpy as np
 
 from fastbook.engine.types import COMMAND_DTYPE, EVENT_DTYPE
-from json.encoder import encode_basestring_ascii as json_string  # = wire.json_string (no import cycle)
 
 cdef enum:
-    TEXT_MAX = 1024  # every entry and report fits (ids <= 64 characters, numbers <= 20 digits)
-    STR_MAX = 300  # the longest text put_str copies (an escaped id, a decimal from Python)
-    ROW_MAX = STR_MAX + 64  # a snapshot order row: two numbers, the id, punctuation
-
-
-cdef struct Out:
-    char* p
-
-
-cdef inline void put(Out* o, const char* s, Py_ssize_t n) noexcept:
-    memcpy(o.p, s, n)
-    o.p += n
-
-
-cdef inline void put_u64(Out* o, uint64_t v) noexcept:
-    cdef char tmp[20]
-    cdef int n = 0
-    if v == 0:
-        o.p[0] = b'0'
-        o.p += 1
-        return
-    while v:
-        tmp[n] = <char>(48 + v % 10)
-        v //= 10
-        n += 1
-    while n:
-        n -= 1
-        o.p[0] = tmp[n]
-        o.p += 1
-
-
-cdef inline void put_hex16(Out* o, uint64_t v) noexcept:
-    cdef int i
-    cdef const char* digits = b"0123456789abcdef"
-    for i in range(16):
-        o.p[15 - i] = digits[v & 15]
-        v >>= 4
-    o.p += 16
+    TEXT_MAX = 1024  # every report fits (ids <= 64 characters, numbers <= 20 digits)
 
 
 cdef inline bint put_steps(Out* o, int64_t count, int places, uint64_t units) noexcept:
@@ -92,35 +50,6 @@ cdef inline bint put_steps(Out* o, int64_t count, int places, uint64_t units) no
         o.p[0] = tmp[i] if i < n else b'0'
         o.p += 1
     return True
-
-
-cdef inline int put_str(Out* o, str text) except -1:
-    """An ASCII str's characters as they are."""
-    cdef Py_ssize_t n
-    cdef const char* data = PyUnicode_AsUTF8AndSize(text, &n)
-    if n > STR_MAX:
-        raise ValueError("text too long for a report")
-    put(o, data, n)
-    return 0
-
-
-cdef inline int put_json_string(Out* o, str text) except -1:
-    """`wire.json_string(text)`: quoted; printable ASCII without '"' or '\\' needs no escape."""
-    cdef Py_ssize_t n, i
-    cdef const char* data = PyUnicode_AsUTF8AndSize(text, &n)
-    cdef uint8_t ch
-    if n <= 64:
-        for i in range(n):
-            ch = <uint8_t>data[i]
-            if ch < 0x20 or ch > 0x7E or ch == 34 or ch == 92:
-                break
-        else:
-            o.p[0] = b'"'
-            memcpy(o.p + 1, data, n)
-            o.p[n + 1] = b'"'
-            o.p += n + 2
-            return 0
-    return put_str(o, json_string(text))
 
 
 cdef class Decimals:
@@ -161,13 +90,6 @@ cdef inline const char* side_text(uint8_t side) except NULL:
     raise KeyError(side)
 
 
-cdef inline void put_lit(Out* o, const char* s) noexcept:
-    cdef Py_ssize_t n = 0
-    while s[n]:
-        n += 1
-    put(o, s, n)
-
-
 cdef inline int add_text(dict texts, object who, str text) except -1:
     """Append a report's text to its client's list (texts: client -> texts in order)."""
     cdef object got = texts.get(who)
@@ -178,11 +100,14 @@ cdef inline int add_text(dict texts, object who, str text) except -1:
     return 0
 
 
-def write_news_run(market, str client, int64_t version, rows, list coids, hashes, events,
-                   dict orders, dict clients, reject):
-    """(texts, rejections, trades, accepted_ids, accepted_coids, accepted_seqs, gone,
-    last_seq, last_hash): the fields of `fastbook.log.runwriter.NewsRun`, with the reference's
-    arguments."""
+def write_news_run(job, run):
+    """Fill `run` (a fresh `fastbook.log.runwriter.NewsRun`) with what the reference writes of
+    `job` (a `NewsRunInput`)."""
+    market, rows, hashes, events, reject = job.market, job.rows, job.hashes, job.events, job.reject
+    cdef str client = job.client
+    cdef int64_t version = job.version
+    cdef list coids = job.coids
+    cdef dict orders = job.orders, clients = job.clients
     if not (isinstance(rows, np.ndarray) and rows.dtype == COMMAND_DTYPE and rows.flags.c_contiguous):
         raise ValueError("rows must be a contiguous COMMAND_DTYPE array")
     if not (isinstance(events, np.ndarray) and events.dtype == EVENT_DTYPE and events.flags.c_contiguous):
@@ -351,126 +276,8 @@ def write_news_run(market, str client, int64_t version, rows, list coids, hashes
             else:
                 put(&o, b"}", 1)
             add_text(texts, client if ev.owner == cmd.owner else clients[ev.owner], text_of(buf, &o))
-    return texts, rejections, trades, accepted_ids, accepted_coids, accepted_seqs, gone, seq, last_hash
+    run.texts, run.rejections, run.trades, run.gone = texts, rejections, trades, gone
+    run.accepted_ids, run.accepted_coids, run.accepted_seqs = accepted_ids, accepted_coids, accepted_seqs
+    run.last_seq, run.last_hash = seq, last_hash
 
 
-def orders_json(orders):
-    """`wire.dumps(orders)` of a snapshot's resting orders, [(engine id, owner, client order id),
-    ...]: the largest part of a snapshot, written in C (json.dumps of it was about a third of
-    the sequencer's time on a deep book). `orders` may also be a replica's map (engine id ->
-    (owner, client order id)): then the rows are not built at all (`snapshot_order_rows`)."""
-    if isinstance(orders, dict):
-        return map_json(orders)
-    return rows_json(orders)
-
-
-cdef struct RowsOut:
-    char* buf
-    Py_ssize_t capacity
-    Py_ssize_t count
-    Out o
-
-
-cdef int rows_begin(RowsOut* r, Py_ssize_t n) except -1:
-    r.capacity = 4096 + 64 * n
-    r.count = 0
-    r.buf = <char*>PyMem_Malloc(r.capacity)
-    if r.buf == NULL:
-        raise MemoryError()
-    r.o.p = r.buf
-    put(&r.o, b"[", 1)
-    return 0
-
-
-cdef int rows_add(RowsOut* r, int64_t order_id, int64_t owner, str coid) except -1:
-    """Append [order_id,owner,"coid"] (growing the buffer first if a row might not fit)."""
-    cdef Py_ssize_t used = r.o.p - r.buf
-    cdef char* grown
-    if r.capacity - used < ROW_MAX:
-        grown = <char*>PyMem_Realloc(r.buf, r.capacity * 2)
-        if grown == NULL:
-            raise MemoryError()
-        r.capacity *= 2
-        r.buf = grown
-        r.o.p = r.buf + used
-    if order_id < 0 or owner < 0:
-        raise ValueError("order ids and owners are not negative")
-    if r.count:
-        put(&r.o, b",", 1)
-    r.count += 1
-    put(&r.o, b"[", 1)
-    put_u64(&r.o, <uint64_t>order_id)
-    put(&r.o, b",", 1)
-    put_u64(&r.o, <uint64_t>owner)
-    put(&r.o, b",", 1)
-    put_json_string(&r.o, coid)
-    put(&r.o, b"]", 1)
-    return 0
-
-
-cdef bytes rows_json(list orders):
-    cdef RowsOut r
-    cdef object row
-    r.buf = NULL
-    try:
-        rows_begin(&r, len(orders))
-        for row in orders:
-            rows_add(&r, row[0], row[1], row[2])
-        put(&r.o, b"]", 1)
-        return PyBytes_FromStringAndSize(r.buf, r.o.p - r.buf)
-    finally:
-        PyMem_Free(r.buf)
-
-
-cdef bytes map_json(dict orders):
-    """rows_json(snapshot_order_rows(orders)) without the rows, when the map is in id order (it
-    almost always is); else exactly that."""
-    cdef Py_ssize_t pos = 0
-    cdef PyObject* key
-    cdef PyObject* value
-    cdef int64_t previous = -1
-    cdef tuple pair
-    cdef RowsOut r
-    # First pass: the ids must be increasing (and in range) for the map order to be the row order.
-    while PyDict_Next(orders, &pos, &key, &value):
-        if type(<object>key) is not int or <object>key <= previous:
-            return rows_json(snapshot_order_rows(orders))
-        previous = <object>key
-    r.buf = NULL
-    try:
-        rows_begin(&r, len(orders))
-        pos = 0
-        while PyDict_Next(orders, &pos, &key, &value):
-            pair = <tuple?><object>value
-            if len(pair) != 2:
-                raise ValueError("an order map value is (owner, client order id)")
-            rows_add(&r, <object>key, pair[0], pair[1])
-        put(&r.o, b"]", 1)
-        return PyBytes_FromStringAndSize(r.buf, r.o.p - r.buf)
-    finally:
-        PyMem_Free(r.buf)
-
-
-def snapshot_order_rows(dict orders):
-    """A snapshot's resting orders from a replica's map (engine id -> (owner, client order id)):
-    [(engine id, owner, client order id), ...] by id. Ids are given in increasing order and a
-    dict keeps insertion order, so the map is almost always in id order already: then no sort.
-    (The Python comprehension and sort were about half of a deep book's snapshot time.)"""
-    cdef list rows = []
-    cdef Py_ssize_t pos = 0
-    cdef PyObject* key
-    cdef PyObject* value
-    cdef object previous = None
-    cdef bint ordered = True
-    cdef tuple pair
-    while PyDict_Next(orders, &pos, &key, &value):
-        pair = <tuple?><object>value
-        if len(pair) != 2:
-            raise ValueError("an order map value is (owner, client order id)")
-        if ordered and previous is not None and not (<object>key > previous):
-            ordered = False
-        previous = <object>key
-        rows.append((<object>key, pair[0], pair[1]))
-    if not ordered:
-        rows.sort()
-    return rows

@@ -9,8 +9,11 @@ where a run is the log's binary run (`fastbook.wire.log.LogRun`: u32 count | u32
 fixed records | names), the same bytes a log message carries. `append` writes a whole batch (one
 frame, more for a batch of over FRAME_ENTRIES entries) with one write() and one fdatasync() (group
 commit) and only returns once it is durable. Records are gap-free in seq across frames. Opening
-scans the file, verifies every frame and truncates a torn or corrupt tail (logged at WARNING): a
-crash mid-write loses at most the batch that was never acknowledged. The scan builds a sparse
+scans the file, verifies every frame and truncates a torn tail (logged at WARNING): a crash
+mid-write loses at most the batch that was never acknowledged. A last frame that is whole but fails
+its checks may be an acknowledged record with a flipped bit: cutting it would hand its seq to
+another command, so opening refuses (CorruptTail) and changes nothing; `fastbook journal repair`
+(`fastbook.log.journal_repair`) is the operator's tool for it. The scan builds a sparse
 in-memory index (the offset of the frame holding seq first_seq + k * INDEX_STRIDE, 8 bytes per 64
 seqs, so a long-running sequencer's memory stays flat); a replay seeks there and cuts the runs.
 
@@ -44,15 +47,47 @@ MAX_FRAME = 1 << 26  # a frame larger than this is corruption, not data
 FRAME_ENTRIES = 65_536  # entries per frame at most (a larger batch is several frames, one fsync)
 INDEX_STRIDE = 64  # the index keeps the frame offsets of the seqs first_seq, first_seq + 64, ...
 MIGRATE_COMMAND = "fastbook journal migrate"
+REPAIR_COMMAND = "fastbook journal repair"
+PROBE_BYTES = 1 << 16  # appended and cut again by `resume` to see that the disk takes writes again
 
 
 class JournalError(Exception):
     """The journal cannot be opened or written; nothing unjournaled may be published."""
 
 
+class CorruptTail(JournalError):
+    """The journal's last frame is whole but fails its checks: it may be an acknowledged record
+    (a bit flipped on disk), so it is not cut. Start-up refuses; nothing on disk is changed.
+    `fastbook journal repair` shows it and, with --drop-tail, sets it aside on the operator's word."""
+
+    def __init__(self, message: str, offset: int, size: int, last_seq: int) -> None:
+        super().__init__(message)
+        self.offset = offset  # where the damaged tail starts (the end of the last good frame)
+        self.size = size  # the file's size
+        self.last_seq = last_seq  # the last good seq
+
+
 def encode_frame(run: LogRun) -> bytes:
     data = run.to_bytes()
     return FRAME_HEAD.pack(len(data), zlib.crc32(data)) + data
+
+
+def unfinished_write(path: Path, offset: int, size: int) -> bool:
+    """Whether the bytes of the journal at `path` from `offset` to `size` can only be a write that
+    never finished (so never fdatasync'd, never acknowledged): zeros (a crash in `resume`'s probe,
+    or space the file system allocated), or a frame the file ends inside of whose bytes to the end
+    do not pass its CRC (had they passed, it is a whole frame with a damaged length)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        tail = f.read(size - offset)
+    if not tail.strip(b"\x00"):
+        return True
+    if len(tail) < FRAME_HEAD.size:
+        return True
+    length, crc = FRAME_HEAD.unpack_from(tail)
+    if zlib.crc32(tail[FRAME_HEAD.size :]) == crc:
+        return False
+    return bool(FRAME_HEAD.size + length > len(tail))
 
 
 class Journal:
@@ -162,6 +197,16 @@ class Journal:
                     f"{following[1]}); refusing to truncate accepted records. Restore journal.log "
                     "from a backup or a replica's log before restarting"
                 )
+            if not unfinished_write(self.path, offset, size):
+                raise CorruptTail(
+                    f"journal {self.path} is corrupt: {problem} in its last frame at offset {offset} "
+                    f"(last good seq {self.last_seq}, {size - offset} bytes after it). The frame is "
+                    "whole, so it may hold commands that were accepted and published: not cut, "
+                    "nothing on disk changed. Restore journal.log from a backup, or see "
+                    f"`{REPAIR_COMMAND} {self.data_dir}` (it shows the damage; --drop-tail sets the "
+                    "tail aside, and replicas that applied it then resync)",
+                    offset, size, self.last_seq,
+                )  # fmt: skip
             self.dropped_bytes = size - offset
             log.warning(
                 "journal %s: %s; dropping %d bytes from offset %d (last good seq %d)",
@@ -244,6 +289,34 @@ class Journal:
             offset += len(frame)
         self._size = offset
 
+    def resume(self) -> None:
+        """After a failed append: cut any partial batch, check that the journal's disk takes a
+        durable write again and clear `failed`; JournalError while it does not. The probe is
+        PROBE_BYTES of zeros appended to the journal, fdatasync'd and cut again: the write a batch
+        needs, on the same file (a quota or a file size limit applies to it too). A crash in
+        between leaves a zero tail, which the next open drops like a torn one. The records before
+        the failed batch were fdatasync'd by their own appends."""
+        if self.failed is None:
+            return
+        try:
+            os.ftruncate(self._fd, self._size)
+            view = memoryview(bytes(PROBE_BYTES))
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fdatasync(self._fd)
+            os.ftruncate(self._fd, self._size)
+            os.fdatasync(self._fd)
+            size = os.fstat(self._fd).st_size
+            if size != self._size:
+                raise OSError(f"journal is {size} bytes after the cut, not {self._size}")
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                pass
+            raise JournalError(f"journal still unwritable: {exc}") from exc
+        self.failed = None
+
     def read(self, first: int, last: int | None = None, limit: int = 1 << 30) -> LogRun:
         """Durable records first..last (inclusive, clipped to what exists), at most `limit` of them."""
         if not self.last_seq:
@@ -277,6 +350,32 @@ class Journal:
                 continue
             runs.append(run.cut(max(0, first - start), last - start + 1))
         return LogRun.concat(runs)
+
+    def frame_offset(self, seq: int) -> int:
+        """The file offset to read from for `seq` (a durable seq): the frame holding it, or one
+        shortly before it (the index keeps every INDEX_STRIDE-th seq)."""
+        return self._index[(seq - self.first_seq) // INDEX_STRIDE]
+
+    def read_frame(self, offset: int) -> tuple[LogRun, int]:
+        """The run of the durable frame at file offset `offset` (from `frame_offset` or a previous
+        read_frame) and the offset of the frame after it: a reader that streams the journal frame
+        by frame holds one frame at a time, never a whole range."""
+        if not len(FILE_MAGIC) <= offset < self._size:
+            raise JournalError(f"journal offset {offset} is outside the durable frames")
+        reader = self._reader
+        reader.seek(offset)
+        head = reader.read(FRAME_HEAD.size)
+        if len(head) < FRAME_HEAD.size:
+            raise JournalError(f"journal frame at offset {offset} unreadable (file shrank?)")
+        length, crc = FRAME_HEAD.unpack(head)
+        data = reader.read(length) if length <= MAX_FRAME else b""
+        if len(data) != length or zlib.crc32(data) != crc:
+            raise JournalError(f"journal frame at offset {offset} unreadable (disk corruption?)")
+        try:
+            run, _end = LogRun.read(data)
+        except ValueError as exc:
+            raise JournalError(f"journal frame at offset {offset} unreadable ({exc})") from None
+        return run, offset + FRAME_HEAD.size + length
 
     def entries(self, first: int = 1, last: int | None = None) -> list[LogEntry]:
         """Records first..last as LogEntry with every client id filled in (from the entries that

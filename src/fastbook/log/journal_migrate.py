@@ -7,8 +7,9 @@ sequencer refuses to open such a journal and names this command (fastbook.log.jo
 
 The conversion reads and checks every record (CRC, seq order, each field as the old decoder did),
 writes the same entries as binary runs (the client id on the first entry of each owner number, as
-the sequencer writes them) to journal.log.new, fsyncs it, keeps the original as journal.log.v1 and
-renames the new file into place. A torn tail (a crash mid-write) is dropped as the old sequencer
+the sequencer writes them) to journal.log.new, fsyncs it, keeps the original as journal.log.v1 (a
+hard link) and renames the new file into place in one os.replace: a crash at any point leaves a
+whole journal.log, the old one or the new. A torn tail (a crash mid-write) is dropped as the old sequencer
 would have dropped it; a bad record followed by good ones is refused, nothing is changed. It takes
 the journal's lock, so it cannot run beside a sequencer.
 """
@@ -19,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import struct
 import zlib
 from collections.abc import Iterator
@@ -116,6 +118,42 @@ def _old_record_follows(data: bytes, start: int, expected: int) -> bool:
     return False
 
 
+def _fsync_dir(data_dir: Path) -> None:
+    dir_fd = os.open(data_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _replace_atomically(data_dir: Path, path: Path, frames: list[bytes]) -> None:
+    """Put the converted journal in place of `path`, keeping the original as journal.log.v1, so a
+    crash at any point leaves journal.log whole: the old one (the conversion runs again) or the new.
+
+    The new file is written beside and fsynced; the backup is a second name of the original (a
+    hard link, or a copy where the file system has none), made durable with the folder; then one
+    os.replace swaps the new file in, and the folder is fsynced again."""
+    new_path = data_dir / (Journal.FILE_NAME + ".new")
+    with open(new_path, "wb") as f:
+        f.write(FILE_MAGIC)
+        for frame in frames:
+            f.write(frame)
+        f.flush()
+        os.fsync(f.fileno())
+    backup_tmp = data_dir / (BACKUP_NAME + ".tmp")
+    backup_tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, backup_tmp)
+    except OSError:
+        shutil.copyfile(path, backup_tmp)
+        with open(backup_tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    os.replace(backup_tmp, data_dir / BACKUP_NAME)  # a backup left by an interrupted run is replaced
+    _fsync_dir(data_dir)
+    os.replace(new_path, path)  # the one step that changes journal.log: atomic
+    _fsync_dir(data_dir)
+
+
 def migrate_journal(data_dir: Path) -> int:
     """Convert DIR/journal.log in place (keeping DIR/journal.log.v1); returns the entries converted.
     JournalError if it is not a journal of the previous format, is corrupt, or is in use."""
@@ -163,21 +201,8 @@ def migrate_journal(data_dir: Path) -> int:
                 chunk = []
         if chunk:
             frames.append(encode_frame(LogRun.from_entries(chunk)))
-        new_path = data_dir / (Journal.FILE_NAME + ".new")
         try:
-            with open(new_path, "wb") as f:
-                f.write(FILE_MAGIC)
-                for frame in frames:
-                    f.write(frame)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(path, data_dir / BACKUP_NAME)
-            os.replace(new_path, path)
-            dir_fd = os.open(data_dir, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _replace_atomically(data_dir, path, frames)
         except OSError as exc:
             raise JournalError(f"cannot write the converted journal in {data_dir}: {exc}") from exc
         return count

@@ -42,6 +42,45 @@ class Recovered:
     last_trade: dict[str, Any] | None  # the public trade of the newest journaled entry that traded
 
 
+class JournalRetry:
+    """When a sequencer whose journal failed (disk full, I/O error) tries it again: after
+    `first_delay` seconds, doubling up to `max_delay` while it still fails. Logged once per state
+    change (the failure is logged where it happened; the retries that fail only at DEBUG)."""
+
+    def __init__(self, first_delay: float = 0.5, max_delay: float = 30.0) -> None:
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.delay = first_delay
+        self.next_at: float | None = None  # None: the journal has not failed
+        self.resumed_at: float | None = None
+        self.attempts = 0
+
+    def failed(self, now: float) -> None:
+        if self.next_at is None:
+            # Failing again soon after a resume (a disk with room for the probe but not a batch):
+            # keep backing off rather than start from the shortest delay.
+            recent = self.resumed_at is not None and now - self.resumed_at < 2 * self.max_delay
+            self.delay = min(self.delay * 2, self.max_delay) if recent else self.first_delay
+            self.next_at = now + self.delay
+
+    def attempt(self, now: float, journal: Journal) -> bool:
+        """True once the journal takes durable writes again (then the caller rebuilds its state)."""
+        if self.next_at is None or now < self.next_at:
+            return False
+        self.attempts += 1
+        try:
+            journal.resume()
+        except JournalError as exc:
+            self.delay = min(self.delay * 2, self.max_delay)
+            self.next_at = now + self.delay
+            log.debug("%s (retry %d in %.1fs)", exc, self.attempts, self.delay)
+            return False
+        self.next_at = None
+        self.resumed_at = now
+        self.attempts = 0
+        return True
+
+
 def check_market_file(data_dir: Path, market: MarketSpec) -> None:
     """A data dir belongs to one market: written on first start, compared on every other."""
     path = data_dir / MARKET_FILE
@@ -127,7 +166,9 @@ def recover(
             f"{replica.version}: seqs in between are missing"
         )
     start = replica.version
-    last_trade: dict[str, Any] | None = None
+    # The last trade up to the snapshot is in its meta (the journal after it may hold none).
+    trade = snapshots.read_meta(start).get("last_trade") if loaded is not None else None
+    last_trade: dict[str, Any] | None = trade if isinstance(trade, dict) else None
     # The ids of the news in the window before the snapshot (already applied to it) ...
     # (A journal that starts later than the window holds fewer: only the ids it has.)
     window_start = max(1, journal.first_seq, start - dedupe_window + 1)

@@ -15,7 +15,7 @@ import numpy as np
 from fastbook import backend
 from fastbook.engine import EventTuple, OrderBook, new_book, restore_book
 from fastbook.engine.types import EventType, Op, event_rows_to_tuples
-from fastbook.log._runwriter import snapshot_order_rows
+from fastbook.wire._snapshotrows import snapshot_order_rows
 from fastbook.wire.fields import hash_hex
 from fastbook.wire.log import LogBatch, LogEntry, LogRun
 from fastbook.wire.market import MarketSpec

@@ -1,14 +1,14 @@
 """The sequencer's output for a run of news executed in one engine call.
 
 The sequencer executes a run of `new` commands whose client order ids need no check against the
-book (`SequencerNode._news_run`) with one `Book.apply_batch(rows, hashes, next_order_id)`: the book
+book (`Intake.news_run_end`, log/intake.py) with one `Book.apply_batch(rows, hashes, next_order_id)`: the book
 numbers the orders as the per-command path would. `write_news_run_native` (`write_news_run_reference` is the
-same in Python; fastbook.backend selects one) turns the run's rows, post-state
-hashes and events into what the per-command path (`SequencerNode._execute`) produces for the same
+same in Python; fastbook.backend selects one) turns the run (`NewsRunInput`: its rows, post-state
+hashes and events) into what the per-command path (`Executor.execute`, log/executor.py) produces for the same
 commands: the reports as JSON text grouped by the client they go to (each client's in command
 order: rejections as `wire.dumps` writes them, execution reports as `reports.command_reports_json`
 writes them) and the public trades as JSON text, plus what the caller needs to update the
-replica's maps and the dedupe window. Nothing is changed here; the caller applies the result
+replica's maps and the dedupe window (`NewsRun`). Nothing is changed here; the caller applies the result
 (and builds the run's log records with numpy, `wire.log.LogRun.from_commands`). (Grouped by
 client because that is how they are published: one reports message per client per batch.)
 """
@@ -34,7 +34,25 @@ RejectReport = Callable[[str | None, int, int], dict[str, Any]]
 
 
 @dataclass(slots=True)
+class NewsRunInput:
+    """A run of `client`'s news executed in one `Book.apply_batch` at `version`: what its writer reads."""
+
+    market: MarketSpec
+    client: str
+    version: int  # the replica's version before the run
+    rows: np.ndarray  # COMMAND_DTYPE, numbered by the book
+    coids: list[str | None]  # the client order id of each row
+    hashes: np.ndarray  # uint64: the post-state hash apply_batch gave each row
+    events: np.ndarray  # EVENT_DTYPE: what apply_batch returned
+    orders: dict[int, tuple[int, str]]  # the replica's map before the run: engine id -> (owner, coid)
+    clients: dict[int, str]  # owner -> client id (the run's own client must be in it)
+    reject: RejectReport  # the rejected report of a row the book refused
+
+
+@dataclass(slots=True)
 class NewsRun:
+    """What the writer made of a run: the sequencer applies it (replica maps, dedupe, batch)."""
+
     # client -> the JSON text of every report to it (rejections included), in command order.
     texts: dict[str, list[str]] = field(default_factory=dict)
     # The run's rejections again (all the run's client's), in order: a batch whose journal commit
@@ -49,10 +67,12 @@ class NewsRun:
     last_hash: int = 0
 
 
-def write_news_run_native(*args: Any) -> NewsRun:
-    """`write_news_run_reference(*args)` written natively (src/fastbook/log/_runwriter.pyx, typed in its
+def write_news_run_native(job: NewsRunInput) -> NewsRun:
+    """`write_news_run_reference(job)` written natively (src/fastbook/log/_runwriter.pyx, typed in its
     .pyi): the same output."""
-    return NewsRun(*_runwriter.write_news_run(*args))
+    run = NewsRun()
+    _runwriter.write_news_run(job, run)
+    return run
 
 
 class _RunNames:
@@ -69,26 +89,13 @@ class _RunNames:
         return found if found is not None else self.orders.get(order_id)
 
 
-def write_news_run_reference(
-    market: MarketSpec,
-    client: str,
-    version: int,
-    rows: np.ndarray,
-    coids: list[str | None],
-    hashes: np.ndarray,
-    events: np.ndarray,
-    orders: dict[int, tuple[int, str]],
-    clients: dict[int, str],
-    reject: RejectReport,
-) -> NewsRun:
-    """The output of `client`'s news `rows` (COMMAND_DTYPE, numbered by the book) run at `version`,
-    built command by command with the per-command path's own writer (`command_reports_json`).
-
-    `hashes` and `events` are what `apply_batch` returned for them; `orders` (engine id -> (owner,
-    client order id)) and `clients` (owner -> client id) are the replica's maps before the run (the
-    run's own client must be in `clients`)."""
+def write_news_run_reference(job: NewsRunInput) -> NewsRun:
+    """The output of the job's run, built command by command with the per-command path's own
+    writer (`command_reports_json`)."""
+    market, client, version, rows, coids = job.market, job.client, job.version, job.rows, job.coids
+    hashes, events, reject = job.hashes, job.events, job.reject
     run = NewsRun(last_seq=version)
-    names = _RunNames(orders, clients)
+    names = _RunNames(job.orders, job.clients)
     event_cmds = events["cmd"].tolist()
     event_tuples = event_rows_to_tuples(events)
     k, total = 0, len(event_tuples)
@@ -112,7 +119,7 @@ def write_news_run_reference(
         run.accepted_coids.append(coid)  # type: ignore[arg-type]
         run.accepted_seqs.append(seq)
         run.last_hash = post_hash
-        reports, trades = command_reports_json(market, names, seq, client, op, otype, coid, command_events)  # type: ignore[arg-type]
+        reports, trades = command_reports_json(market, names, seq, client, op, otype, coid, command_events)
         for who, text in reports:
             run.texts.setdefault(who, []).append(text)
         run.trades.extend(trades)

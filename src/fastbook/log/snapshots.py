@@ -4,20 +4,28 @@ The bytes are `fastbook.wire.encode_snapshot` (checksummed). A file is written t
 fsync'd, renamed into place and the directory fsync'd, so a crash leaves either the whole file or
 none; a snapshot for a version never changes. A file that fails its checks on load is renamed to
 `<version>.snap.corrupt` (kept as evidence, logged at ERROR) and the next older one is tried.
+
+Beside a snapshot, `<version>.meta.json` keeps what the sequencer knows at that version and the
+public snapshot does not carry: the last public trade (the retained book's `last_trade`; recovery
+replays only the journal after the snapshot, which may hold no trade). Written first, the same
+durable way; a snapshot without one (older data dirs) has no last trade to start from.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fastbook.wire.snapshot import SnapshotData, decode_snapshot, encode_snapshot
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".snap"
+META_SUFFIX = ".meta.json"
 
 
 class SnapshotStore:
@@ -38,15 +46,27 @@ class SnapshotStore:
                 found.append(int(stem))
         return sorted(found, reverse=True)
 
-    def write(self, snap: SnapshotData, data: bytes | None = None) -> Path:
-        """Durably write the snapshot for snap.version (`data`: its encoding, if the caller has it);
-        an existing file for that version is kept."""
+    def meta_path_for(self, version: int) -> Path:
+        return self.directory / f"{version}{META_SUFFIX}"
+
+    def write(
+        self, snap: SnapshotData, data: bytes | None = None, meta: dict[str, Any] | None = None
+    ) -> Path:
+        """Durably write the snapshot for snap.version (`data`: its encoding, if the caller has it)
+        and, first, its `meta` if given; an existing file for that version is kept."""
         final = self.path_for(snap.version)
         if final.exists():
             return final
         if data is None:
             data = encode_snapshot(snap)
-        temp = self.directory / f".{snap.version}{SUFFIX}.tmp"
+        if meta is not None:
+            self._write_file(self.meta_path_for(snap.version), json.dumps(meta).encode())
+        self._write_file(final, data)
+        return final
+
+    def _write_file(self, final: Path, data: bytes) -> None:
+        """Temp file, fsync, rename, fsync of the directory: the whole file or none after a crash."""
+        temp = self.directory / f".{final.name}.tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(data)
@@ -61,7 +81,18 @@ class SnapshotStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return final
+
+    def read_meta(self, version: int) -> dict[str, Any]:
+        """The meta of the snapshot at `version` ({} if it has none or it is unreadable)."""
+        path = self.meta_path_for(version)
+        try:
+            meta = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, RecursionError) as exc:
+            log.error("snapshot meta %s is unreadable (%s); starting without it", path, exc)
+            return {}
+        return meta if isinstance(meta, dict) else {}
 
     def prune(self, keep: int) -> list[int]:
         """Delete all but the newest `keep` snapshot files (the journal holds everything, so older
@@ -70,6 +101,7 @@ class SnapshotStore:
         for version in doomed:
             try:
                 self.path_for(version).unlink()
+                self.meta_path_for(version).unlink(missing_ok=True)
             except OSError as exc:
                 log.warning("cannot delete old snapshot %s: %s", self.path_for(version), exc)
         return doomed

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
@@ -46,9 +47,22 @@ from amqtt.session import Session
 from amqtt.utils import gen_client_id
 from paho.mqtt.client import topic_matches_sub
 
+from fastbook.transport.acl import (
+    ANY_MARKET,
+    MAX_CLIENT_MESSAGE,
+    MAX_SEQUENCER_MESSAGE,
+    TopicScope,
+    is_retained_topic,
+    may_publish,
+    may_receive,
+    may_retain,
+    may_subscribe,
+)
 from fastbook.transport.config import DEFAULT_BATCHING, BatchPolicy
 from fastbook.transport.inprocess import InProcessRunner
-from fastbook.transport.users import UsersFile, UsersFileError, may_publish, may_receive, may_subscribe
+from fastbook.transport.throttle import LoginBackoff, LogThrottle
+from fastbook.transport.users import UsersFile, UsersFileError
+from fastbook.wire.topics import DEFAULT_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +80,38 @@ class AllowAllAuthPlugin(BaseAuthPlugin):
 
 
 ROLE_ATTRIBUTE = "fastbook_role"  # set on an amqtt Session by FastbookAuthPlugin, read by the ACL
+# Password checks (scrypt, about 50 ms of a core each) running at once, whatever the number of
+# connecting clients: a login storm takes at most this many cores from the order flow.
+CONCURRENT_PASSWORD_CHECKS = 2
+
+
+def _scope(prefix: str, markets: list[str] | None) -> TopicScope:
+    return TopicScope(prefix, frozenset(markets) if markets is not None else None)
+
+
+class PacketTooLarge(Exception):
+    """A client announced a packet over its size limit; its connection is closed unread."""
+
+
+class BoundedStreamReader(StreamReaderAdapter):
+    """amqtt's stream reader, refusing any single read over `limit` bytes: a PUBLISH payload is
+    read in one call once its length is known, so an oversized one is refused (and the connection
+    aborted) before a byte of it is buffered. The limit is raised once the client's role is known."""
+
+    def __init__(self, reader: asyncio.StreamReader, transport: asyncio.WriteTransport, limit: int,
+                 refused: Callable[[PacketTooLarge], None]) -> None:
+        super().__init__(reader)
+        self._transport = transport
+        self._refused = refused
+        self.limit = limit
+
+    async def read(self, n: int = -1) -> bytes:
+        if n > self.limit:
+            self._transport.abort()
+            exc = PacketTooLarge(f"a packet of {n} bytes, over the limit of {self.limit}")
+            self._refused(exc)
+            raise exc
+        return bytes(await super().read(n))
 
 
 class FastbookAuthPlugin(BaseAuthPlugin):
@@ -76,11 +122,17 @@ class FastbookAuthPlugin(BaseAuthPlugin):
     @dataclass
     class Config:
         users_file: str = ""
+        prefix: str = DEFAULT_PREFIX
+        markets: list[str] | None = None
 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
         self._users = UsersFile(Path(self.config.users_file or os.devnull))
         self._stamp: tuple[int, int] | None = None
+        self._scope = _scope(self.config.prefix, self.config.markets)
+        self.backoff = LoginBackoff(free_failures=10)
+        self._checks = asyncio.Semaphore(CONCURRENT_PASSWORD_CHECKS)
+        self._refusals = LogThrottle(log)
 
     def _current_users(self) -> UsersFile:
         """The file as it is now: `fastbook users add/remove` take effect without a restart. A file
@@ -96,34 +148,50 @@ class FastbookAuthPlugin(BaseAuthPlugin):
         return self._users
 
     async def authenticate(self, *, session: Session) -> bool:
+        source = session.remote_address or "unknown address"
         user, password = session.username, session.password
-        role = None
+        wait = self.backoff.blocked(source)
+        if wait > 0:  # no password check at all: a wrong-password flood costs no scrypt
+            return self._refuse(source, user, f"too many failed logins from there ({wait:.0f} s left)",
+                                failed=False)
         if user is None or password is None:
-            log.warning("refused an anonymous connection (client id %r)", session.client_id)
-            return False
+            return self._refuse(source, user, f"anonymous (client id {session.client_id!r})")
         users = self._current_users()
-        found = await asyncio.get_running_loop().run_in_executor(None, users.check, user, password)
+        async with self._checks:
+            found = await asyncio.get_running_loop().run_in_executor(None, users.check, user, password)
         role = found.role if found is not None else None
         if role is None:
-            log.warning("refused %r: wrong user name or password", user)
-            return False
+            return self._refuse(source, user, "wrong user name or password")
         if session.client_id != user:
-            log.warning("refused %r: client id %r is not the user name", user, session.client_id)
-            return False
-        if session.will_flag and not may_publish(user, role, session.will_topic or ""):
-            log.warning("refused %r: last will on %r is not allowed", user, session.will_topic)
-            return False
+            return self._refuse(source, user, f"client id {session.client_id!r} is not the user name")
+        if session.will_flag and not may_publish(user, role, session.will_topic or "", self._scope):
+            return self._refuse(source, user, f"last will on {session.will_topic!r} is not allowed")
+        self.backoff.succeeded(source)
         setattr(session, ROLE_ATTRIBUTE, role)
         session.is_anonymous = False
         return True
 
+    def _refuse(self, source: str, user: str | None, reason: str, failed: bool = True) -> bool:
+        """Count a failed login of `source` and log it: one line per source per interval."""
+        if failed:
+            self.backoff.failed(source)
+        self._refusals.log(logging.WARNING, source, "refused %r from %s: %s", user, source, reason)
+        return False
+
 
 class FastbookAclPlugin(BaseTopicPlugin):
-    """The topic ACL of fastbook.transport.users for publish, subscribe and each delivery."""
+    """The topic ACL of fastbook.transport.acl (bounded to the broker's prefix and markets) for
+    publish, subscribe and each delivery."""
 
     @dataclass
     class Config:
-        pass
+        prefix: str = DEFAULT_PREFIX
+        markets: list[str] | None = None
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self._scope = _scope(self.config.prefix, self.config.markets)
+        self._refusals = LogThrottle(log)
 
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
@@ -133,13 +201,14 @@ class FastbookAclPlugin(BaseTopicPlugin):
         if role is None or user is None or not topic:
             return False
         if action == Action.PUBLISH:
-            allowed = may_publish(user, role, topic)
+            allowed = may_publish(user, role, topic, self._scope)
         elif action == Action.SUBSCRIBE:
             allowed = may_subscribe(user, role, topic)
         else:
             allowed = may_receive(user, role, topic)
         if not allowed:
-            log.warning("ACL: %s %r may not %s %r", role, user, getattr(action, "value", action), topic)
+            self._refusals.log(logging.WARNING, user, "ACL: %s %r may not %s %r", role, user,
+                               getattr(action, "value", action), topic)
         return allowed
 
 
@@ -148,8 +217,24 @@ class FastbookAmqttBroker(Broker):
     and (with credentials) to authenticate a connection before it can touch an existing session."""
 
     secured = False  # set by EmbeddedBroker when a FastbookAuthPlugin is configured
+    scope = ANY_MARKET  # set by EmbeddedBroker: the prefix and markets clients may publish to
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._oversize = LogThrottle(log)  # refused packets and retained messages, per source
     # In-process nodes' subscriptions: (topic filters, deliver). Replaced, never mutated in place.
     _ingress: tuple[tuple[list[str], Callable[[str, bytes], None]], ...] = ()
+
+    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               listener_name: str) -> None:
+        # Until the client's role is known it gets a trader's limit (an open broker has no roles:
+        # everyone may be an external sequencer there).
+        limit = MAX_CLIENT_MESSAGE if self.secured else MAX_SEQUENCER_MESSAGE
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) else "unknown address"
+        bounded = BoundedStreamReader(reader, writer.transport, limit,
+                                      lambda exc: self.note_oversize(source, exc))
+        await self._client_connected(listener_name, bounded, StreamWriterAdapter(writer))
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
@@ -161,6 +246,8 @@ class FastbookAmqttBroker(Broker):
         try:
             handler, client_session = await BrokerProtocolHandler.init_from_connect(
                 reader, writer, self.plugins_manager)
+        except PacketTooLarge as exc:  # logged by the reader
+            raise MQTTError(f"connection refused: {exc} ({remote_address}:{remote_port})") from None
         except AMQTTError as exc:
             raise AMQTTError(exc) from exc
         except MQTTError as exc:
@@ -169,11 +256,14 @@ class FastbookAmqttBroker(Broker):
         except NoDataError as exc:
             raise AMQTTError(exc) from exc
         if self.secured:
+            client_session.remote_address = remote_address  # the login backoff is per source address
             if not await super()._authenticate(client_session, None):
                 await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
                 await writer.close()
                 raise MQTTError(f"connection refused: not authorized ({remote_address}:{remote_port})")
             role = getattr(client_session, ROLE_ATTRIBUTE)
+            if isinstance(reader, BoundedStreamReader) and role == "sequencer":
+                reader.limit = MAX_SEQUENCER_MESSAGE
 
         if client_session.clean_session:
             if client_session.client_id is not None and client_session.client_id != "":
@@ -201,6 +291,26 @@ class FastbookAmqttBroker(Broker):
         if client_session.keep_alive > 0 and isinstance(timeout_disconnect_delay, int):
             client_session.keep_alive += timeout_disconnect_delay
         return handler, client_session
+
+    def note_oversize(self, source: str, exc: PacketTooLarge) -> None:
+        self._oversize.log(logging.WARNING, source, "closed a connection from %s: %s", source, exc)
+
+    async def retain_message(self, source_session: Session | None, topic_name: str | None,
+                             data: bytes | bytearray | None, qos: int | None = None) -> None:
+        """Keep a client's retained message only where the contract retains one (docs/wire.md),
+        and (with credentials) only the sender's own, in scope and small enough (acl.may_retain).
+        The message was still delivered live; only the stored copy is refused."""
+        if source_session is not None and topic_name is not None:
+            user = source_session.username or ""
+            role = getattr(source_session, ROLE_ATTRIBUTE, None)
+            size = len(data or b"")
+            kept = (may_retain(user, role, topic_name, size, self.scope) if role is not None
+                    else not self.secured and is_retained_topic(topic_name))
+            if not kept:
+                self._oversize.log(logging.WARNING, ("retain", user), "not retaining %r's message on %r "
+                                   "(%d bytes): not a retained topic of %r", user, topic_name, size, user)
+                return
+        await super().retain_message(source_session, topic_name, data, qos)
 
     async def _authenticate(self, session: Session, listener: Any) -> bool:
         # Secured: _initialize_client_session already authenticated this connection (and refused it
@@ -261,9 +371,11 @@ def broker_config(
     port: int,
     users_file: Path | None = None,
     tls: tuple[Path, Path] | None = None,
+    scope: TopicScope = ANY_MARKET,
 ) -> dict[str, Any]:
-    """amqtt's configuration. With `users_file` every connection authenticates and the ACL applies;
-    without it the broker is open (AllowAllAuthPlugin). `tls` = (certificate, key) PEM files."""
+    """amqtt's configuration. With `users_file` every connection authenticates and the ACL applies
+    (publishing bounded to `scope`); without it the broker is open (AllowAllAuthPlugin). `tls` =
+    (certificate, key) PEM files."""
     listener: dict[str, Any] = {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}
     if tls is not None:
         listener.update({"ssl": True, "certfile": str(tls[0]), "keyfile": str(tls[1])})
@@ -272,9 +384,11 @@ def broker_config(
     if users_file is None:
         plugins = {_plugin_name(AllowAllAuthPlugin): {}}
     else:
+        markets = sorted(scope.markets) if scope.markets is not None else None
         plugins = {
-            _plugin_name(FastbookAuthPlugin): {"users_file": str(users_file)},
-            _plugin_name(FastbookAclPlugin): {},
+            _plugin_name(FastbookAuthPlugin): {"users_file": str(users_file), "prefix": scope.prefix,
+                                               "markets": markets},
+            _plugin_name(FastbookAclPlugin): {"prefix": scope.prefix, "markets": markets},
         }
     return {
         "listeners": listeners,
@@ -320,21 +434,67 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _quiet_probe_connections(record: logging.LogRecord) -> bool:
     """A TCP connect without an MQTT CONNECT (port probes, health checks) is not an error worth a
-    log line; amqtt logs it at ERROR."""
+    log line; amqtt logs it at ERROR. Refused logins and oversized packets are logged, rate-limited
+    per source, by FastbookAuthPlugin and FastbookAmqttBroker.note_oversize: amqtt's own line for
+    each (a WARNING per try) is dropped."""
     message = record.getMessage()
-    return not (message.startswith("No data from") or "No data to decode MQTT packet" in message)
+    return not (message.startswith("No data from") or "No data to decode MQTT packet" in message
+                or "PacketTooLarge" in message or "connection refused: " in message)
 
 
-def _ignore_cancelled_connections(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """amqtt leaves connection tasks to be cancelled at shutdown and asyncio logs each with a
-    traceback; those are expected. Everything else goes to asyncio's default handler."""
-    if isinstance(context.get("exception"), asyncio.CancelledError):
-        return
-    loop.default_exception_handler(context)
+SLOW_CONSUMER_LOGGERS = ("amqtt.broker", "amqtt.mqtt.protocol.handler")
+
+
+class SlowConsumerLog(logging.Filter):
+    """amqtt reports every QoS1 delivery a client does not acknowledge in time with a WARNING and
+    an ERROR with a traceback (a client that stopped reading produced about 200 tracebacks a
+    second): those become one line per interval with a count. Attached to amqtt's loggers; the
+    event loop's handler passes the same failures (never-retrieved task exceptions) to `note`."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        super().__init__()
+        self._log = LogThrottle(log, interval)
+
+    @staticmethod
+    def is_puback_timeout(exc: object) -> bool:
+        return isinstance(exc, TimeoutError) and "PUBACK" in str(exc)
+
+    def note(self) -> None:
+        self._log.log(logging.WARNING, "slow", "slow consumer: a QoS1 delivery was not acknowledged "
+                      "within amqtt's timeout (a client that does not read; its messages are dropped)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        message = record.getMessage()
+        if self.is_puback_timeout(exc) or message.startswith("Timeout waiting for PUBACK"):
+            self.note()
+            return False
+        if "failed during shutdown" in message or "failed during broadcast shutdown" in message:
+            # deliveries still queued for clients when the broker stops: one line, not one each
+            self._log.log(logging.WARNING, "shutdown", "stopping: dropped deliveries still queued "
+                          "for clients that were not reading")
+            return False
+        return True
+
+
+def _exception_handler(slow: SlowConsumerLog) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """amqtt leaves connection tasks to be cancelled at shutdown and asyncio logs each with a
+        traceback; those are expected, and PUBACK timeouts are counted by `slow`. Everything else
+        goes to asyncio's default handler."""
+        exc = context.get("exception")
+        if isinstance(exc, asyncio.CancelledError):
+            return
+        if slow.is_puback_timeout(exc):
+            slow.note()
+            return
+        loop.default_exception_handler(context)
+    return handle
 
 
 class EmbeddedBroker:
-    """An amqtt broker on host:port inside the running asyncio loop."""
+    """An amqtt broker on host:port inside the running asyncio loop. `scope`: the prefix and markets
+    clients may publish to (with `users_file`); the default allows any market under `fastbook`."""
 
     def __init__(
         self,
@@ -343,12 +503,15 @@ class EmbeddedBroker:
         *,
         users_file: Path | None = None,
         tls: tuple[Path, Path] | None = None,
+        scope: TopicScope = ANY_MARKET,
     ) -> None:
         self.host = host
         self.port = port
         self.users_file = users_file
         self.tls = tls
+        self.scope = scope
         self._broker: FastbookAmqttBroker | None = None
+        self._slow: SlowConsumerLog | None = None
 
     @property
     def url(self) -> str:
@@ -359,18 +522,23 @@ class EmbeddedBroker:
         # amqtt logs every connect/disconnect at INFO; fastbook's own logs say what matters.
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        logging.getLogger("amqtt.broker").addFilter(_quiet_probe_connections)
+        for name in SLOW_CONSUMER_LOGGERS:
+            logging.getLogger(name).addFilter(_quiet_probe_connections)
+        self._slow = slow = SlowConsumerLog()
+        for name in SLOW_CONSUMER_LOGGERS:
+            logging.getLogger(name).addFilter(slow)
         loop = asyncio.get_running_loop()
-        loop.set_exception_handler(_ignore_cancelled_connections)
+        loop.set_exception_handler(_exception_handler(slow))
         if self.users_file is not None:
             UsersFile.load(self.users_file)  # a missing or malformed file: UsersFileError, before listening
         if self.tls is not None:
             for pem in self.tls:
                 if not Path(pem).is_file():
                     raise BrokerStartError(f"TLS: {pem} is not a readable file")
-        config = broker_config(self.host, self.port, self.users_file, self.tls)
+        config = broker_config(self.host, self.port, self.users_file, self.tls, self.scope)
         self._broker = FastbookAmqttBroker(config, loop=loop)
         self._broker.secured = self.users_file is not None
+        self._broker.scope = self.scope
         try:
             await self._broker.start()
         except Exception as exc:
@@ -391,3 +559,7 @@ class EmbeddedBroker:
                 await broker.shutdown()
             except Exception:  # shutting down anyway; amqtt may complain about half-closed sessions
                 log.debug("broker shutdown raised", exc_info=True)
+        if self._slow is not None:  # after the shutdown, which reports the deliveries it drops
+            for name in SLOW_CONSUMER_LOGGERS:
+                logging.getLogger(name).removeFilter(self._slow)
+            self._slow = None

@@ -20,7 +20,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from fastbook.transport.config import BrokerAddress, RunnerConfig
-from fastbook.transport.node import Outgoing
+from fastbook.transport.node import Outgoing, RetainedIncoming
 from fastbook.transport.seam import Inbox
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,9 @@ class MqttConnection:
         self.connect_count = 0
         self.unsolicited = 0  # messages on topics the node did not subscribe to (dropped)
         self.refusal: str | None = None  # the broker's last CONNACK refusal (bad credentials, ...)
+        # What went wrong with the last attempt (cannot connect, CONNACK refusal, refused
+        # subscriptions), in words; None once connected and subscribed.
+        self.last_failure: str | None = None
         self.closing: list[paho.MQTTMessageInfo] | None = None  # close()'s messages, once asked
         self.close_deadline = 0.0
         self.aborted = False
@@ -173,6 +176,7 @@ class MqttConnection:
         self._on_socket = on_socket
         self._subscriptions = SubscriptionSet(subscriptions)
         self._pending_subscribe: int | None = None
+        self._connect_filters: list[str] = []  # what the connect's SUBSCRIBE asked for, in order
         self._read_limit = config.batching.max_messages  # packets per read pass at most
         self.client = self._make_client(config, will)
 
@@ -209,6 +213,7 @@ class MqttConnection:
             self.client.connect(broker.host, broker.port, keepalive=self.config.keepalive)
         except (OSError, ValueError) as exc:
             log.warning("%s: cannot connect to %s: %s", self.name, broker, exc)
+            self.last_failure = f"cannot connect: {exc}"
             return self.rotation.connect_failed()
         return None
 
@@ -300,6 +305,7 @@ class MqttConnection:
                     _props: Any) -> None:
         if reason.is_failure:
             self.refusal = str(reason)
+            self.last_failure = f"refused the connection: {reason}"
             log.error("%s: broker %s refused the connection: %s", self.name, self.current_broker, reason)
             return
         self.refusal = None
@@ -307,6 +313,7 @@ class MqttConnection:
         if not subs:
             self._mark_connected()
             return
+        self._connect_filters = [topic_filter for topic_filter, _qos in subs]
         rc, mid = client.subscribe(subs)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             log.warning("%s: subscribe failed (%s); reconnecting", self.name, rc)
@@ -329,11 +336,15 @@ class MqttConnection:
             # A node without its subscriptions (log, reports) would wait forever: treat it as a failed
             # connection, so the runner reconnects (next broker URL, with backoff) and retries.
             log.error("%s: broker refused subscriptions: %s; reconnecting", self.name, failed)
+            refused = [f for f, r in zip(self._connect_filters, reasons, strict=False) if r.is_failure]
+            self.last_failure = (f"accepted the connection but refused the subscription to "
+                                 f"{', '.join(refused) or '?'} ({failed[0]})")
             client.disconnect()
             return
         self._mark_connected()
 
     def _mark_connected(self) -> None:
+        self.last_failure = None
         self.connect_count += 1
         self.rotation.connected()
         log.info("%s: connected to %s", self.name, self.current_broker)
@@ -348,7 +359,10 @@ class MqttConnection:
         # paho types payload bytes | bytearray (one attribute for both directions); received, it is
         # the bytes struct.unpack cuts from the packet. No wakeup: this runs on the runner's thread,
         # which works off the inbox right after the read pass.
-        self._inbox.items.append((topic, msg.payload))  # type: ignore[arg-type]
+        if msg.retain:  # a stored copy sent on subscribing, not a message published now
+            self._inbox.items.append(RetainedIncoming((topic, bytes(msg.payload))))
+        else:
+            self._inbox.items.append((topic, msg.payload))  # type: ignore[arg-type]
 
     def _on_disconnect(self, _client: paho.Client, _userdata: object, _flags: Any, reason: Any,
                        _props: Any) -> None:

@@ -26,6 +26,15 @@ class Outgoing:
 Incoming = tuple[str, bytes]
 
 
+class RetainedIncoming(tuple[str, bytes]):
+    """An Incoming (topic, payload) the broker delivered as a *retained* message: a stored copy sent
+    because a subscription was just made, not a message published now. A transport marks it so with
+    this type (a plain tuple otherwise, so the hot path pays nothing); a node that takes commands
+    must not act on one again at every reconnect (the sequencer rejects them)."""
+
+    __slots__ = ()
+
+
 class Node(Protocol):
     def subscriptions(self) -> list[tuple[str, int]]:
         """(topic filter, qos) pairs to subscribe to on every (re)connect."""

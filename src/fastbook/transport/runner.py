@@ -150,6 +150,12 @@ class NodeRunner(DriverView):
         return self.connection.refusal
 
     @property
+    def last_failure(self) -> str | None:
+        """What the last connection attempt ran into, in words (cannot connect, a CONNACK refusal,
+        refused subscriptions); None once connected and subscribed."""
+        return self.connection.last_failure
+
+    @property
     def unsolicited(self) -> int:
         """Messages on topics the node did not subscribe to (dropped)."""
         return self.connection.unsolicited

@@ -1,4 +1,4 @@
-"""The credentials file of the embedded broker, and the ACL every connection is held to.
+"""The credentials file of the embedded broker.
 
 File format (JSON, written by `fastbook users`, mode 0600, replaced atomically):
 
@@ -9,13 +9,8 @@ File format (JSON, written by `fastbook users`, mode 0600, replaced atomically):
 Passwords are never stored: each user has a random 16-byte salt and the scrypt key of the password
 (n=2^14, r=8, p=1, 32 bytes); a check recomputes it and compares in constant time.
 
-The ACL (topics are `<prefix>/<market>/...`; the prefix is one topic level):
-- every user: publish `orders/<user>`, `replay/request/<user>`, `replicas/<user>`;
-  read `reports/<user>`, `replay/response/<user>` and the public `book`, `trades`, `snapshot`,
-  `log`, `replicas/+`;
-- role `sequencer`: additionally publish `log`, `book`, `snapshot`, `trades`, `reports/+`,
-  `replay/response/+` and read `orders/+`, `replay/request/+`.
-The MQTT client id must be the user name (so bob cannot take over alice's session).
+The topic ACL every connection is held to is fastbook.transport.acl. The MQTT client id must be the
+user name (so bob cannot take over alice's session).
 """
 
 from __future__ import annotations
@@ -203,61 +198,3 @@ class UsersFile:
 
 
 _DUMMY_HASH = hash_password("not a password", salt=b"fastbook-dummy-salt")
-
-
-# ---- the ACL -------------------------------------------------------------------------------------
-
-PUBLIC_TOPICS = frozenset({"book", "trades", "snapshot", "log"})
-PRIVATE_KINDS = frozenset({"orders", "reports", "replicas", "replay", "request", "response"})
-
-
-def _levels(topic: str) -> list[str] | None:
-    """Levels of `<prefix>/<market>/...` (at least 3), or None."""
-    levels = topic.split("/")
-    return levels if len(levels) >= 3 and all(levels[:2]) else None
-
-
-def may_publish(user: str, role: str, topic: str) -> bool:
-    levels = _levels(topic)
-    if levels is None or "+" in topic or "#" in topic:
-        return False
-    tail = levels[2:]
-    if tail in (["orders", user], ["replay", "request", user], ["replicas", user]):
-        return True
-    if role != "sequencer":
-        return False
-    if len(tail) == 1 and tail[0] in PUBLIC_TOPICS:
-        return True
-    return (len(tail) == 2 and tail[0] == "reports") or (
-        len(tail) == 3 and tail[:2] == ["replay", "response"])
-
-
-def may_subscribe(user: str, role: str, topic_filter: str) -> bool:
-    """A filter is allowed only if every topic it can match is readable: wildcards are allowed in
-    the prefix and market levels only, and as the client level of replicas/+ (public)."""
-    levels = _levels(topic_filter)
-    if levels is None or "#" in topic_filter:
-        return False
-    tail = levels[2:]
-    if any(level == "+" for level in tail):
-        if tail == ["replicas", "+"]:
-            return True
-        if role != "sequencer":
-            return False
-        return tail in (["orders", "+"], ["replay", "request", "+"], ["reports", "+"],
-                        ["replay", "response", "+"])
-    if len(tail) == 1 and tail[0] in PUBLIC_TOPICS:
-        return True
-    if tail in (["reports", user], ["replay", "response", user]):
-        return True
-    if len(tail) == 2 and tail[0] == "replicas":
-        return True
-    return role == "sequencer" and (
-        (len(tail) == 2 and tail[0] in ("orders", "reports"))
-        or (len(tail) == 3 and tail[:2] in (["replay", "request"], ["replay", "response"]))
-    )
-
-
-def may_receive(user: str, role: str, topic: str) -> bool:
-    """Delivery of one message on `topic` (a concrete topic; same rules as subscribing to it)."""
-    return "+" not in topic and "#" not in topic and may_subscribe(user, role, topic)

@@ -430,10 +430,30 @@ class LogBatch:
         return self.run.entries()
 
 
+class ReplayRefused(ValueError):
+    """The sequencer refused a replay request (its answer topic carried a `replay_refused`)."""
+
+
+def _refusal(payload: bytes) -> ReplayRefused | None:
+    """The refusal a replay answer topic carries instead of log messages, if it is one."""
+    try:
+        doc = parse_json(payload)
+    except _BadOrder:
+        return None
+    if not isinstance(doc, dict) or doc.get("type") != "replay_refused":
+        return None
+    return ReplayRefused(f"replay refused: {str(doc.get('code'))[:40]}: {str(doc.get('message'))[:300]}")
+
+
 def decode_log_message(payload: bytes | memoryview) -> LogBatch:
-    """Raises ValueError on anything that is not a well-formed log message of LOG_FORMAT."""
+    """Raises ValueError on anything that is not a well-formed log message of LOG_FORMAT
+    (ReplayRefused, a ValueError, for the sequencer's refusal of a replay request)."""
     if type(payload) is not bytes:  # the records are a view: of bytes nobody can change under them
         payload = bytes(payload)
+    if payload[:1] == b"{":
+        refusal = _refusal(payload)
+        if refusal is not None:
+            raise refusal
     if len(payload) < MESSAGE_HEAD.size:
         raise ValueError("log message truncated (no header)")
     magic, version, flags, head, market_len = MESSAGE_HEAD.unpack_from(payload, 0)

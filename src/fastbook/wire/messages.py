@@ -6,12 +6,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from fastbook.wire.fields import UNKNOWN_MARKET, WIRE_VERSION, dumps, hash_hex, json_string
+from fastbook.wire.fields import RETAINED_COMMAND, UNKNOWN_MARKET, WIRE_VERSION, dumps, hash_hex, json_string
 from fastbook.wire.market import MarketSpec
 
 
 def reject_report(client_order_id: str | None, op: str | None, code: str, message: str) -> dict[str, Any]:
     return {"type": "rejected", "id": client_order_id, "op": op, "code": code, "message": message}
+
+
+def retained_command_report() -> dict[str, Any]:
+    """The answer to an order message the broker delivered as a retained copy: a broker resends it
+    at every (re)subscribe, so acting on it would run the same commands again each time."""
+    return reject_report(None, None, RETAINED_COMMAND,
+                         "retained order messages are ignored (a broker resends them at every "
+                         "reconnect); publish orders without the retain flag, and clear the retained "
+                         "one with an empty retained message on the same topic")
 
 
 def unknown_market_reports(market_name: str, known: Iterable[str]) -> bytes:

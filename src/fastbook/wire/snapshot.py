@@ -12,7 +12,7 @@ from fastbook.engine.types import (
     MAX_ORDER_ID,
     MAX_OWNER,
 )
-from fastbook.log._runwriter import orders_json
+from fastbook.wire._snapshotrows import orders_json
 from fastbook.wire.fields import CLIENT_ORDER_ID_RE, MAX_SEQ, dumps, hash_hex, parse_hash_hex
 from fastbook.wire.log import _int_in
 from fastbook.wire.market import MarketSpec

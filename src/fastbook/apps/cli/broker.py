@@ -15,6 +15,7 @@ from fastbook.apps.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     add_logging_arguments,
+    add_version_argument,
     fail,
     market_spec,
     port_number,
@@ -22,6 +23,7 @@ from fastbook.apps.cli.common import (
     tune_gc_for_throughput,
 )
 from fastbook.apps.cli.sequencer import add_sequencer_arguments, open_sequencer
+from fastbook.transport.acl import TopicScope
 from fastbook.transport.broker import BrokerStartError, EmbeddedBroker, is_loopback
 from fastbook.transport.config import BatchPolicy
 from fastbook.transport.inprocess import InProcessRunner
@@ -36,12 +38,14 @@ def parser() -> argparse.ArgumentParser:
         prog="fastbook-broker",
         description="Run an MQTT broker (amqtt) and the sequencer of each market in one process.",
     )
+    add_version_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=1883, help="MQTT port (default 1883)")
     p.add_argument("--data-dir", type=Path, default=Path("fastbook-data"), metavar="DIR",
                    help="journals and snapshots, one DIR/<market>/ each (default ./fastbook-data)")
     p.add_argument("--market", type=market_spec, action="extend", nargs="+", metavar="SPEC",
-                   help="NAME[:tick=0.01][:lot=0.001], one or more (default BTC-USD)")
+                   help="NAME[:tick=0.01][:lot=0.001], one or more (default BTC-USD); clients may "
+                   "publish for these markets only (also with --no-sequencer)")
     p.add_argument("--no-sequencer", action="store_true",
                    help="broker only (run fastbook-sequencer separately)")
     p.add_argument("--users", type=Path, metavar="FILE",
@@ -55,14 +59,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-async def serve(args: argparse.Namespace, markets: list[MarketSpec]) -> int:
+async def serve(args: argparse.Namespace, markets: list[MarketSpec], acl_markets: list[MarketSpec]) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
     tls = (args.tls_cert, args.tls_key) if args.tls_cert is not None else None
-    broker = EmbeddedBroker(args.host, args.port, users_file=args.users, tls=tls)
+    # Clients may publish under --prefix for the --market markets only, sequenced here or not.
+    scope = TopicScope(args.prefix, frozenset(m.name for m in acl_markets))
+    broker = EmbeddedBroker(args.host, args.port, users_file=args.users, tls=tls, scope=scope)
     try:
         await broker.start()
     except (BrokerStartError, ValueError) as exc:
@@ -110,8 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args)
     tune_gc_for_throughput()
-    markets: list[MarketSpec] = [] if args.no_sequencer else (args.market or [MarketSpec(DEFAULT_MARKET)])
-    if len({m.name for m in markets}) != len(markets):
+    acl_markets: list[MarketSpec] = args.market or [MarketSpec(DEFAULT_MARKET)]
+    markets = [] if args.no_sequencer else acl_markets
+    if len({m.name for m in acl_markets}) != len(acl_markets):
         return fail("the same market is given twice", 2)
     if args.users is None and not is_loopback(args.host):
         return fail(f"refusing to listen on {args.host} without credentials: anyone on the network "
@@ -120,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.tls_cert is None) != (args.tls_key is None):
         return fail("--tls-cert and --tls-key go together", 2)
     try:
-        return asyncio.run(serve(args, markets))
+        return asyncio.run(serve(args, markets, acl_markets))
     except KeyboardInterrupt:
         return EXIT_FAILURE
 

@@ -1,8 +1,11 @@
 """Orders typed by a person at fastbook-edge's prompt, turned into wire-contract order dicts.
 
-    buy 1.5 @ 100.25 [ioc|fok|post] [id=o-7]     sell 2 @ 101
-    buy 1 market                                 cancel o-3      cancel all
-    amend o-3 qty 1.0 [price 100.5]              help            quit
+    buy 1.5 @ 100.25 [ioc|fok|post] [stp=cancel_taker] [id=o-7]     sell 2 @ 101
+    buy 1 market                 cancel #3       cancel all
+    amend #3 qty 1.0 [price 100.5]               help            quit
+
+`#N` is a short ref of one of your orders (the program numbers them as it sees them); it is kept
+as typed here and the program resolves it (`is_ref`), so the parser needs no state.
 """
 
 from __future__ import annotations
@@ -12,13 +15,27 @@ from typing import Any
 
 HELP = """\
 commands:
-  buy QTY @ PRICE [ioc|fok|post] [id=ID]   limit order (gtc unless ioc/fok; post = post-only)
-  sell QTY @ PRICE [...]
-  buy QTY market / sell QTY market         market order
-  cancel ID | cancel all                   cancel one order / all of yours
-  amend ID qty QTY [price PRICE]           amend quantity and/or price
+  buy QTY @ PRICE [ioc|fok|post] [stp=MODE] [id=ID]   limit order (gtc unless
+                                   ioc/fok; post = post-only)
+  sell QTY @ PRICE [...]           the same, selling
+  buy QTY market / sell QTY market market order (stp= works here too)
+  cancel #N | cancel ID            cancel one of your orders (ref or full id)
+  cancel all                       cancel all of yours
+  amend #N qty QTY [price PRICE]   amend quantity and/or price
   book | orders | help | quit
-prices and quantities are decimals on the market's tick and lot (e.g. 100.25, 1.5)"""
+#N is the short ref shown beside each of your orders ('orders' lists them).
+stp=MODE: self-trade prevention against your own resting orders: none
+  (default), cancel_taker, cancel_maker, cancel_both (or taker, maker, both).
+prices and quantities are decimals on the market's tick and lot (100.25, 1.5)"""
+
+STP_MODES = {"none": "none", "cancel_taker": "cancel_taker", "cancel_maker": "cancel_maker",
+             "cancel_both": "cancel_both", "taker": "cancel_taker", "maker": "cancel_maker",
+             "both": "cancel_both"}
+
+
+def is_ref(text: str) -> bool:
+    """`#N`: a short order ref typed in place of a client order id."""
+    return len(text) > 1 and text[0] == "#" and text[1:].isdigit()
 
 
 class CommandError(ValueError):
@@ -54,7 +71,7 @@ def parse_command(line: str) -> Command:
         return Command("order", _parse_new(verb, rest))
     if verb == "cancel":
         if len(rest) != 1:
-            raise CommandError("usage: cancel ID   or   cancel all")
+            raise CommandError("usage: cancel #N   or   cancel ID   or   cancel all")
         if rest[0].lower() == "all":
             return Command("order", {"op": "cancel_all"})
         return Command("order", {"op": "cancel", "id": rest[0]})
@@ -64,7 +81,7 @@ def parse_command(line: str) -> Command:
 
 
 def _parse_new(side: str, rest: list[str]) -> dict[str, Any]:
-    usage = f"usage: {side} QTY @ PRICE [ioc|fok|post] [id=ID]   or   {side} QTY market"
+    usage = f"usage: {side} QTY @ PRICE [ioc|fok|post] [stp=MODE] [id=ID]   or   {side} QTY market"
     if len(rest) < 2:
         raise CommandError(usage)
     order: dict[str, Any] = {"op": "new", "side": side, "qty": _decimal_text(rest[0], "quantity")}
@@ -83,7 +100,15 @@ def _parse_new(side: str, rest: list[str]) -> dict[str, Any]:
             order["tif"] = low
         elif low in ("post", "post_only", "post-only"):
             order["post_only"] = True
+        elif low.startswith("stp="):
+            mode = STP_MODES.get(low[4:])
+            if mode is None:
+                raise CommandError(f"stp must be one of none, cancel_taker, cancel_maker, cancel_both, got "
+                                   f"{option[4:]!r}")
+            order["stp"] = mode
         elif low.startswith("id="):
+            if option[3:].startswith("#"):
+                raise CommandError("an id may not start with # (that is how short refs like #2 are typed)")
             order["id"] = option[3:]
         else:
             raise CommandError(f"unknown option {option!r}; {usage}")
@@ -91,7 +116,7 @@ def _parse_new(side: str, rest: list[str]) -> dict[str, Any]:
 
 
 def _parse_amend(rest: list[str]) -> dict[str, Any]:
-    usage = "usage: amend ID qty QTY [price PRICE]   or   amend ID price PRICE"
+    usage = "usage: amend #N qty QTY [price PRICE]   or   amend #N price PRICE"
     if len(rest) < 3 or len(rest) % 2 == 0:
         raise CommandError(usage)
     order: dict[str, Any] = {"op": "amend", "id": rest[0]}

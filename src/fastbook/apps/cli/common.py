@@ -136,6 +136,20 @@ def credentials(args: argparse.Namespace) -> tuple[str | None, str | None]:
     return username, password
 
 
+def fastbook_version() -> str:
+    """The installed distribution's version (what the wheel says), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fastbook")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def add_version_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"%(prog)s {fastbook_version()}")
+
+
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")

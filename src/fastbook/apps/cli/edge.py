@@ -1,8 +1,10 @@
-"""fastbook-edge: a client's replica of the book, with a live terminal view and an order prompt.
+"""fastbook-edge: a client's replica of the book, with a terminal UI and an order prompt.
 
-On a TTY: a full-screen view (book, own orders, recent reports) redrawn in plain ANSI, and a prompt
-that takes typed orders (see fastbook.apps.cli.commands). Otherwise: log lines on stdout, and command
-lines read from stdin if it is a pipe (EOF just stops reading; the replica keeps running).
+On a TTY: the full-screen terminal UI (fastbook.apps.tui.app: depth ladder, trades, own orders with
+short refs, fills, position, status bar) and a prompt that takes typed orders (see
+fastbook.apps.cli.commands). Otherwise: one human line per report on stdout (`--json`: the raw
+report JSON, for machines) and a status line every few seconds, and command lines read from stdin
+if it is a pipe (EOF just stops reading; the replica keeps running).
 """
 
 from __future__ import annotations
@@ -10,14 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import queue
-import select
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any, TextIO
 
 from fastbook.apps.cli.commands import HELP, CommandError, parse_command
@@ -28,6 +28,7 @@ from fastbook.apps.cli.common import (
     add_broker_argument,
     add_credentials_arguments,
     add_logging_arguments,
+    add_version_argument,
     credentials,
     fail,
     market_name,
@@ -35,14 +36,26 @@ from fastbook.apps.cli.common import (
     stop_on_signals,
     tune_gc_for_throughput,
 )
-from fastbook.transport.config import RunnerConfig
-from fastbook.transport.runner import NodeRunner
+from fastbook.apps.tui.describe import describe_trade
+from fastbook.apps.tui.liveness import ReplicaState, ReplicaView, replica_state
+from fastbook.apps.tui.refs import UnknownRef
+from fastbook.apps.tui.session import TradingSession
+from fastbook.apps.tui.view import EdgeView, read_view
+from fastbook.edge.client import Edge
+from fastbook.transport.config import parse_broker_urls
 from fastbook.wire.topics import DEFAULT_PREFIX
 
 log = logging.getLogger("fastbook.edge.node")
 VIEW_LEVELS = 10
-REFRESH_SECONDS = 0.25
 STATUS_LOG_SECONDS = 5.0
+# How a state reads in a log line (`in sync` is what scripts and tests wait for).
+STATE_WORDS = {
+    ReplicaState.DISCONNECTED: "DISCONNECTED",
+    ReplicaState.SYNCING: "syncing",
+    ReplicaState.RESYNCING: "RESYNCING",
+    ReplicaState.STALLED: "STALLED",
+    ReplicaState.SYNCED: "in sync",
+}
 
 
 def client_id_arg(text: str) -> str:
@@ -68,6 +81,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version_argument(p)
     p.add_argument("--client-id", type=client_id_arg, metavar="ID",
                    help="this client's id (orders go to <prefix>/<market>/orders/ID); "
                    "defaults to --username, and must equal it when given")
@@ -76,9 +90,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--market", type=market_name, default="BTC-USD", help="market name (default BTC-USD)")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
     p.add_argument("--no-tty", action="store_true", help="log lines even on a terminal")
-    p.add_argument("--persistent-session", action="store_true",
-                   help="ask the broker to keep this edge's MQTT session (subscriptions, queued messages) "
-                   "across disconnects; needed to fail over between NATS cluster nodes (docs/brokers.md)")
+    p.add_argument("--json", action="store_true",
+                   help="log lines as raw JSON (`report {...}`, `trade {...}`) for machines; "
+                   "implies --no-tty")
+    session = p.add_mutually_exclusive_group()
+    session.add_argument("--persistent-session", action="store_true",
+                         help="ask the broker to keep this edge's MQTT session (subscriptions, queued "
+                         "messages) across disconnects: what fails over between the nodes of a NATS "
+                         "cluster (docs/brokers.md). The default with several --broker URLs")
+    session.add_argument("--clean-session", action="store_true",
+                         help="a new MQTT session at every connect (the default with one --broker URL)")
     p.add_argument("--web", metavar="HOST:PORT",
                    help="also serve a browser view of this replica (book, trades, your orders, an order "
                    "ticket) on HOST:PORT, e.g. 127.0.0.1:8080; loopback only unless --username is given, "
@@ -87,44 +108,91 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def persistent_session(args: argparse.Namespace) -> bool:
+    """Persistent unless asked otherwise when --broker lists several nodes: a failover list is a
+    cluster, and on NATS only a resumed session can subscribe while a node is down (a clean one
+    needs new JetStream consumers, which cannot be placed then; docs/brokers.md)."""
+    if args.persistent_session or args.clean_session:
+        return bool(args.persistent_session)
+    return len(parse_broker_urls(args.broker)) > 1
+
+
 class EdgeProgram:
-    """Glue between the runner thread (node events) and the main thread (view, typed commands)."""
+    """The edge of one client (an `Edge`: replica, submit with retries) and what its session has
+    seen; shared by the terminal UI and the log mode. Events arrive on the runner thread."""
 
     def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
-        from fastbook.edge.node import EdgeConfig, EdgeNode
-
         self.args = args
         self.out = out
-        self.node = EdgeNode(EdgeConfig(client_id=args.client_id, market=args.market, prefix=args.prefix))
+        self.client_id: str = args.client_id
+        self.market: str = args.market
+        self.broker: str = args.broker
         username, password = credentials(args)
         # With credentials the MQTT client id must be the user name (the broker's ACL rule).
-        self.runner = NodeRunner(self.node, RunnerConfig(
-            args.broker, username or f"fastbook-edge-{args.client_id}"[:128],
-            clean_session=not args.persistent_session, name=f"edge-{args.client_id}",
-            username=username, password=password, tls_ca=str(args.tls_ca) if args.tls_ca else None))
-        self.events: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
-        self.node.add_listener(self._on_event)
-        self.recent: deque[str] = deque(maxlen=12)
+        self.edge = Edge(args.client_id, args.broker, args.market, prefix=args.prefix,
+                         mqtt_client_id=username or f"fastbook-edge-{args.client_id}"[:128],
+                         username=username, password=password,
+                         tls_ca=str(args.tls_ca) if args.tls_ca else None,
+                         clean_session=not persistent_session(args))
+        self.node = self.edge.node
+        self.runner = self.edge.runner
+        self.session = TradingSession()
+        # (kind, data, human line) for the log mode; the TUI reads the session instead
+        self.events: queue.SimpleQueue[tuple[str, dict[str, Any], str | None]] = queue.SimpleQueue()
+        self.edge.add_listener(self._on_event)
+        self._unanswered: set[Future[dict[str, Any]]] = set()
+        self._unanswered_lock = threading.Lock()
         self.quit = threading.Event()
+
+    def start(self) -> None:
+        self.edge.start()
+
+    def stop(self) -> None:
+        self.edge.close()
 
     # runner thread: never block here
     def _on_event(self, kind: str, data: dict[str, Any]) -> None:
         if kind in ("report", "resync", "trade"):
-            self.events.put((kind, data))
+            human = self.session.on_event(kind, data)
+            if kind == "trade":  # the TUI shows public trades on its tape; a log has one line each
+                human = describe_trade(data)
+            self.events.put((kind, data, human))
 
-    def describe(self, kind: str, data: dict[str, Any]) -> str:
-        if kind == "report":
-            return "report " + json.dumps(data, separators=(",", ":"))
-        if kind == "resync":
-            return "RESYNC " + json.dumps(data, separators=(",", ":"))
-        return f"{kind} " + json.dumps(data, separators=(",", ":"))
+    def _note(self, line: str) -> None:
+        self.session.note(line)
+        self.events.put(("note", {}, line))
 
-    def submit(self, order: dict[str, Any]) -> str:
+    @staticmethod
+    def describe_json(kind: str, data: dict[str, Any]) -> str:
+        """The machine line of an event: `report {...}` (as the edge has always printed it)."""
+        word = "RESYNC" if kind == "resync" else kind
+        return f"{word} " + json.dumps(data, separators=(",", ":"))
+
+    def queued(self) -> int:
+        """Commands sent (or queued while disconnected) that have no answer yet."""
+        with self._unanswered_lock:
+            return len(self._unanswered)
+
+    def submit(self, order: dict[str, Any], typed: str) -> str:
+        """Send one command; `queued ...` while disconnected (the runner sends it on reconnect)."""
+        connected = self.runner.connected.is_set()
         try:
-            client_order_id = self.runner.call_with_result(lambda: self.node.submit(order)).result(5)
+            future = self.edge.submit(order)
         except Exception as exc:
             return f"not sent: {exc}"
-        return f"sent {order.get('op')} {client_order_id}"
+        with self._unanswered_lock:
+            self._unanswered.add(future)
+        future.add_done_callback(lambda f: self._answered(f, typed))
+        if connected:
+            return f"sent: {typed}"
+        return f"queued (disconnected; sent when the broker is back): {typed}"
+
+    def _answered(self, future: Future[dict[str, Any]], typed: str) -> None:
+        with self._unanswered_lock:
+            self._unanswered.discard(future)
+        exc = future.exception()
+        if exc is not None and not self.quit.is_set():
+            self._note(f"no answer to '{typed}': {exc} (a late answer still shows here)")
 
     def execute(self, line: str) -> str | None:
         """Run one typed line; returns the text to show (never raises on bad input)."""
@@ -142,56 +210,55 @@ class EdgeProgram:
         if command.kind == "orders":
             return "\n".join(self.orders_lines()) or "no open orders"
         assert command.order is not None
-        return self.submit(command.order)
+        order = dict(command.order)
+        if order.get("op") in ("cancel", "amend"):
+            try:
+                order["id"] = self.session.resolve(str(order["id"]))
+            except UnknownRef as exc:
+                return f"error: {exc}"
+        return self.submit(order, " ".join(line.split()))
 
-    def snapshot_view(self) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-        node = self.node
-
-        def read() -> tuple[tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]], list[Any]]:
-            state = {"version": node.version, "hash": node.state_hash, "in_sync": node.in_sync,
-                     "lag": node.lag, "synced_once": node.synced_once}
-            return (node.depth(VIEW_LEVELS), node.own_orders(), state), []
-
-        return self.runner.call_with_result(read).result(5)
+    def view(self, levels: int = VIEW_LEVELS) -> EdgeView:
+        return read_view(self.edge, levels)
 
     def book_text(self) -> str:
-        depth, _orders, _state = self.snapshot_view()
-        return "\n".join(render_book(depth))
+        return "\n".join(render_book(self.view()))
 
     def orders_lines(self) -> list[str]:
-        _depth, orders, _state = self.snapshot_view()
-        return render_orders(orders)
+        return render_orders(self.session.label_orders(self.view().orders))
 
-    def status_line(self, state: dict[str, Any]) -> str:
-        link = "connected" if self.runner.connected.is_set() else "DISCONNECTED"
-        sync = "in sync" if state["in_sync"] else ("RESYNCING" if state["synced_once"] else "syncing")
-        return (f"edge {self.args.client_id} {self.args.market} {link} version {state['version']} "
-                f"hash {state['hash']:016x} lag {state['lag']} {sync}")
+    def status_line(self, replica: ReplicaView) -> str:
+        word = STATE_WORDS[replica_state(replica)]
+        return (f"edge {self.client_id} {self.market} {word} version {replica.version} "
+                f"hash {replica.state_hash:016x} lag {replica.lag} queued {self.queued()}")
 
 
-def render_book(depth: dict[str, Any]) -> list[str]:
-    lines = [f"{'':2}{'price':>14} {'qty':>14} {'orders':>6}"]
-    for price, qty, count in reversed(depth.get("asks", [])[:VIEW_LEVELS]):
-        lines.append(f"\x1b[31mA \x1b[0m{price:>14} {qty:>14} {count:>6}")
+def render_book(view: EdgeView) -> list[str]:
+    """The depth as text (the `book` command); own levels marked with `*` and your quantity."""
+    lines = [f"{'':2}{'price':>14} {'qty':>14} {'orders':>6}  mine"]
+    for price, qty, count in reversed(view.asks):
+        mine = view.mine.get(("sell", price))
+        lines.append(f"A {price:>14} {qty:>14} {count:>6}" + (f"  *{mine}" if mine else ""))
     lines.append("  " + "-" * 36)
-    for price, qty, count in depth.get("bids", [])[:VIEW_LEVELS]:
-        lines.append(f"\x1b[32mB \x1b[0m{price:>14} {qty:>14} {count:>6}")
+    for price, qty, count in view.bids:
+        mine = view.mine.get(("buy", price))
+        lines.append(f"B {price:>14} {qty:>14} {count:>6}" + (f"  *{mine}" if mine else ""))
     return lines
 
 
-def render_orders(orders: list[dict[str, Any]]) -> list[str]:
-    lines = []
-    for o in orders[:15]:
-        fields = " ".join(f"{k}={v}" for k, v in o.items() if k != "id")
-        lines.append(f"  {o.get('id', '?')}: {fields}")
-    if len(orders) > 15:
-        lines.append(f"  ... {len(orders) - 15} more")
+def render_orders(orders: list[dict[str, Any]], limit: int = 15) -> list[str]:
+    """`#2 buy 1.500 @ 100.25  (id 1a232f061c1846a-3)`: refs to type, ids for the logs."""
+    lines = [f"  {o.get('ref')} {o.get('side')} {o.get('qty')} @ {o.get('price')}  (id {o.get('id')})"
+             for o in orders[:limit]]
+    if len(orders) > limit:
+        lines.append(f"  ... {len(orders) - limit} more")
     return lines
 
 
 def run_log_mode(program: EdgeProgram, stop: threading.Event) -> None:
-    """Non-TTY: log lines; command lines from a piped stdin."""
+    """Non-TTY: log lines (human, or raw JSON with --json); command lines from a piped stdin."""
     out = program.out
+    as_json = bool(getattr(program.args, "json", False))
 
     def read_stdin() -> None:
         stdin = sys.stdin
@@ -208,82 +275,55 @@ def run_log_mode(program: EdgeProgram, stop: threading.Event) -> None:
     next_status = time.monotonic() + 1.0
     while not stop.is_set() and not program.quit.is_set() and program.runner.running:
         try:
-            kind, data = program.events.get(timeout=0.2)
-            print(program.describe(kind, data), file=out, flush=True)
+            kind, data, human = program.events.get(timeout=0.2)
+            if kind == "note":
+                print(human, file=out, flush=True)
+            elif as_json:
+                print(program.describe_json(kind, data), file=out, flush=True)
+            elif human is not None:
+                print(human, file=out, flush=True)
         except queue.Empty:
             pass
         if time.monotonic() >= next_status:
             next_status = time.monotonic() + STATUS_LOG_SECONDS
             try:
-                _depth, _orders, state = program.snapshot_view()
-                print(program.status_line(state), file=out, flush=True)
+                print(program.status_line(program.view(1).replica), file=out, flush=True)
             except Exception:  # stopping: the runner refuses calls
                 pass
 
 
+class _SessionLogHandler(logging.Handler):
+    """Log records as lines of the TUI's log panel: written to stderr they would scribble over
+    the screen (`cannot connect to ...` while the broker is down)."""
+
+    def __init__(self, session: TradingSession) -> None:
+        super().__init__(logging.WARNING)
+        self.session = session
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.session.note(f"{record.levelname.lower()}: {record.getMessage()}")
+        except Exception:
+            self.handleError(record)
+
+
+def logs_to_session(session: TradingSession) -> Callable[[], None]:
+    """Send log records to the TUI's log panel from now on (from before the runner starts: its
+    first `cannot connect` would otherwise land on the terminal); returns the undo."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [_SessionLogHandler(session)]
+
+    def restore() -> None:
+        root.handlers[:] = saved
+
+    return restore
+
+
 def run_tty_mode(program: EdgeProgram, stop: threading.Event) -> None:
-    """A full-screen view redrawn in place, and a line editor in cbreak mode for the prompt."""
-    import termios
-    import tty
+    from fastbook.apps.tui.app import EdgeApp
 
-    fd = sys.stdin.fileno()
-    saved = termios.tcgetattr(fd)
-    out = program.out
-    buffer = ""
-    program.recent.append("type 'help' for commands")
-    try:
-        tty.setcbreak(fd)
-        out.write("\x1b[?1049h")  # alternate screen: the user's scrollback survives
-        next_draw = 0.0
-        while not stop.is_set() and not program.quit.is_set() and program.runner.running:
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if ready:
-                chunk = os.read(fd, 1024).decode(errors="ignore")
-                for ch in chunk:
-                    if ch in ("\r", "\n"):
-                        line, buffer = buffer, ""
-                        if line.strip():
-                            program.recent.append(f"> {line}")
-                            for text_line in (program.execute(line) or "").splitlines():
-                                program.recent.append(text_line)
-                    elif ch in ("\x7f", "\b"):
-                        buffer = buffer[:-1]
-                    elif ch == "\x15":  # Ctrl-U
-                        buffer = ""
-                    elif ch == "\x04" and not buffer:  # Ctrl-D on an empty line
-                        program.quit.set()
-                    elif ch.isprintable():
-                        buffer += ch
-                next_draw = 0.0
-            while True:
-                try:
-                    kind, data = program.events.get_nowait()
-                except queue.Empty:
-                    break
-                program.recent.append(program.describe(kind, data))
-                next_draw = 0.0
-            if time.monotonic() >= next_draw:
-                next_draw = time.monotonic() + REFRESH_SECONDS
-                draw(program, buffer)
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        out.write("\x1b[?1049l")
-        out.flush()
-
-
-def draw(program: EdgeProgram, buffer: str) -> None:
-    try:
-        depth, orders, state = program.snapshot_view()
-    except Exception:
-        return
-    width = os.get_terminal_size(program.out.fileno()).columns if program.out.isatty() else 100
-    lines = [program.status_line(state), ""]
-    lines += render_book(depth)
-    lines += ["", f"my open orders ({len(orders)}):"] + render_orders(orders)
-    lines += ["", "recent:"] + [f"  {r[: width - 3]}" for r in program.recent]
-    screen = "\x1b[H" + "".join(f"{line}\x1b[K\r\n" for line in lines) + "\x1b[J" + f"> {buffer}"
-    program.out.write(screen)
-    program.out.flush()
+    EdgeApp(program, stop).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -309,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             web_access = WebAccess(*parse_listen(args.web), username=username, password=password)
         except AccessError as exc:
             return fail(str(exc), EXIT_USAGE)
-    interactive = not args.no_tty and sys.stdin.isatty() and sys.stdout.isatty()
+    interactive = not args.no_tty and not args.json and sys.stdin.isatty() and sys.stdout.isatty()
     if interactive:
         # Logs would scribble over the view: keep them quiet unless asked.
         args.quiet = args.quiet or not args.verbose
@@ -320,16 +360,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         program = EdgeProgram(args, sys.stdout)
     except ValueError as exc:
         return fail(str(exc))
-    program.runner.start()
+    restore_logs = logs_to_session(program.session) if interactive else None
+    program.start()
     log.info("edge %s on %s via %s", args.client_id, args.market, args.broker)
     web = None
     if web_access is not None:
-        from fastbook.apps.web.server import serve_edge
+        from fastbook.apps.web.server import WebServer
 
         try:
-            web = serve_edge(program.node, program.runner, web_access)
+            # the page reads the program's own Edge: one replica, one set of resends
+            web = WebServer(program.edge, web_access, args.market).start()
         except OSError as exc:
-            program.runner.stop()
+            program.stop()
+            if restore_logs is not None:
+                restore_logs()
             return fail(f"--web {args.web}: cannot listen: {exc.strerror or exc}")
         print(f"fastbook-edge: web view at {web.url}", file=sys.stderr, flush=True)
     try:
@@ -340,7 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if web is not None:
             web.close()
-        program.runner.stop()
+        program.quit.set()
+        program.stop()
+        if restore_logs is not None:
+            restore_logs()
     if program.runner.error is not None:
         return fail(f"edge stopped: {program.runner.error}")
     if program.runner.refusal is not None and program.runner.connect_count == 0:

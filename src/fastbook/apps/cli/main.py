@@ -20,6 +20,7 @@ from fastbook.apps.cli.common import (
     CredentialsError,
     add_broker_argument,
     add_credentials_arguments,
+    add_version_argument,
     credentials,
     fail,
     market_name,
@@ -32,6 +33,7 @@ from fastbook.wire.topics import DEFAULT_PREFIX
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastbook", description="fastbook: a replicated limit order book.")
+    add_version_argument(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     status = sub.add_parser("status", help="show replicas, versions, hashes and lag of a market",
@@ -41,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
     status.add_argument("--timeout", type=positive_float, default=5.0, help="seconds to wait for the broker")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--prune", action="store_true",
+                        help="clear the retained replicas/<id> entries of replicas that are offline "
+                        "(or unreadable), then show what is left")
     add_credentials_arguments(status)
 
     demo = sub.add_parser("demo", help="run broker, sequencer and three edges locally and show them converge",
@@ -98,6 +103,17 @@ def parser() -> argparse.ArgumentParser:
         description="Rewrite DIR/journal.log (FBJOURN1: one JSON entry per record) in the binary "
         "format (FBJOURN2). The original is kept as DIR/journal.log.v1. Stop the sequencer first.")
     migrate.add_argument("data_dir", type=Path, metavar="DIR", help="the sequencer's data dir")
+    repair = journal_sub.add_parser(
+        "repair", help="show (and with --drop-tail, set aside) a damaged last journal record",
+        description="The sequencer refuses to start when the last frame of DIR/journal.log is whole "
+        "but fails its checks (it may be an accepted command). This shows the damage (exit 1); with "
+        "--drop-tail it copies the damaged bytes to DIR/journal.log.tail-OFFSET, cuts the journal at "
+        "the last good record and moves newer snapshots aside: the seqs after it are then reused and "
+        "replicas that applied them resync. Restore from a backup instead if you can. Stop the "
+        "sequencer first.")
+    repair.add_argument("data_dir", type=Path, metavar="DIR", help="the sequencer's data dir")
+    repair.add_argument("--drop-tail", action="store_true",
+                        help="set the damaged tail aside and cut the journal (seqs after it are reused)")
     return p
 
 
@@ -126,6 +142,17 @@ def journal_command(args: argparse.Namespace) -> int:
     from fastbook.log.journal import JournalError
     from fastbook.log.journal_migrate import migrate_journal
 
+    if args.journal_command == "repair":
+        from fastbook.log.journal_repair import repair_journal
+
+        try:
+            report = repair_journal(args.data_dir, drop_tail=args.drop_tail)
+        except (JournalError, OSError) as exc:
+            return fail(str(exc))
+        if report.damaged and not report.dropped:
+            return fail(report.message)
+        print(report.message)
+        return EXIT_OK
     try:
         count = migrate_journal(args.data_dir)
     except JournalError as exc:
@@ -192,10 +219,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             username, password = credentials(args)
         except CredentialsError as exc:
             return fail(str(exc), EXIT_USAGE)
+        tls_ca = str(args.tls_ca) if args.tls_ca else None
         try:
+            if args.prune:
+                from fastbook.apps.status import prune_replicas
+
+                _before, cleared = prune_replicas(args.broker, args.market, args.prefix, args.timeout,
+                                                  username=username, password=password, tls_ca=tls_ca)
+                for replica in cleared:
+                    print(f"cleared replicas/{replica.client_id} ({replica.state})", file=sys.stderr)
+                if not cleared:
+                    print("no stale replica entries", file=sys.stderr)
             status = read_status(args.broker, args.market, args.prefix, args.timeout,
-                                 username=username, password=password,
-                                 tls_ca=str(args.tls_ca) if args.tls_ca else None)
+                                 username=username, password=password, tls_ca=tls_ca)
         except TimeoutError as exc:
             return fail(str(exc))
         if args.json:

@@ -17,6 +17,7 @@ from fastbook.apps.cli.common import (
     add_broker_argument,
     add_credentials_arguments,
     add_logging_arguments,
+    add_version_argument,
     credentials,
     fail,
     market_spec,
@@ -108,6 +109,7 @@ def parser() -> argparse.ArgumentParser:
         prog="fastbook-sequencer",
         description="Sequence, journal and publish one market's log on an MQTT broker.",
     )
+    add_version_argument(p)
     add_broker_argument(p, required=True)
     p.add_argument("--data-dir", type=Path, required=True, metavar="DIR",
                    help="journal and snapshots go to DIR/<market>/")

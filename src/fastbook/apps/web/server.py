@@ -28,8 +28,7 @@ from fastbook.apps.web.live import LiveView
 from fastbook.edge.client import Edge
 
 if TYPE_CHECKING:
-    from fastbook.edge.node import EdgeNode
-    from fastbook.transport.runner import NodeRunner
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -241,11 +240,3 @@ class WebServer:
             return HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"not sent: {exc}"}
         return HTTPStatus.OK, report
 
-
-def serve_edge(node: EdgeNode, runner: NodeRunner, access: WebAccess) -> WebServer:
-    """The page of a replica that a program runs (fastbook-edge --web): an `Edge` over its node and
-    runner (resends included), served on `access`'s address. Raises OSError if it cannot bind."""
-    edge = Edge.over(node, runner)
-    server = WebServer(edge, access, node.cfg.market, owns_edge=True).start()
-    edge.start()
-    return server
