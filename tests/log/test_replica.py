@@ -62,7 +62,8 @@ def test_replica_applies_the_log_to_the_same_state(tmp_path: Path) -> None:
         replica.apply(entry)
     assert (replica.version, replica.state_hash) == (node.version, node.state_hash)
     resting = sorted(node.replica.orders)
-    assert resting and [replica.book.order(i) for i in resting] == [node.replica.book.order(i) for i in resting]
+    assert resting
+    assert [replica.book.order(i) for i in resting] == [node.replica.book.order(i) for i in resting]
     assert replica.next_order_id == node.replica.next_order_id
     with pytest.raises(ValueError, match="applied at version"):
         replica.apply(entries[0])

@@ -171,9 +171,8 @@ class ReplayService:
         last = head if request.last is None else min(request.last, head)
         last = min(last, first + REPLAY_MAX_ENTRIES - 1)
         topic = self.topics.replay_response(requester)
-        state.requests.append(
-            _Request(key, topic, requester, first, last, snapshot if request.snapshot else None, request.names)
-        )
+        snap = snapshot if request.snapshot else None
+        state.requests.append(_Request(key, topic, requester, first, last, snap, request.names))
         self._in_flight += 1
         if len(state.requests) == 1:
             self._active.append(requester)
