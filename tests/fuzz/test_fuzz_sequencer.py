@@ -322,7 +322,8 @@ def test_hostile_messages_in_one_batch_with_a_valid_one(node: SequencerNode) -> 
     batch.insert(17, (T.orders("good"), json.dumps({**VALID_NEW, "id": "g1"}).encode()))
     out = node.on_messages(batch)
     log = [e for o in out if o.topic == T.log for e in decode_log_message(o.payload).entries]
-    assert [(e.seq, e.client_id, e.client_order_id) for e in log] == [(version + 1, None, None)]  # (anonymous)
+    # the public log names nobody; the journal keeps the names
+    assert [(e.seq, e.client_id, e.client_order_id) for e in log] == [(version + 1, None, None)]
     journaled = node.journal.entries(version + 1)
     assert [(e.seq, e.client_id, e.client_order_id) for e in journaled] == [(version + 1, "good", "g1")]
     evil = [r for o in out if o.topic == T.reports("evil") for r in json.loads(o.payload)]
