@@ -608,7 +608,7 @@ def _pump(seq: Any, edge_node: Any, messages: list[Any], rounds: int = 10) -> No
     pending: list[Outgoing] = list(messages)
     for _ in range(rounds):
         to_edge = [(m.topic, m.payload) for m in pending
-                   if m.topic in (T.log, T.snapshot, T.book, T.replay_response("alice"))]
+                   if m.topic in (T.log, T.snapshot, T.book, T.replay_response("alice"), T.reports("alice"))]
         to_seq = [(m.topic, m.payload) for m in pending if "/replay/request/" in m.topic]
         pending = edge_node.on_messages(to_edge) if to_edge else []
         pending += seq.on_messages(to_seq) if to_seq else []
