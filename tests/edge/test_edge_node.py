@@ -43,7 +43,8 @@ def test_topics_will_and_status() -> None:
     edge, events = make_edge()
     subs = dict(edge.subscriptions())
     assert set(subs) == {
-        T.log, T.snapshot, T.book, T.trades, T.reports("alice"), T.replay_response("alice"), T.replica("alice")
+        T.log, T.snapshot, T.book, T.trades, T.reports("alice"), T.replay_response("alice"),
+        T.replica("alice"),
     }  # (its own status topic: another process under the same client id, ClientPresence)
     will = edge.will()
     assert will is not None and will.retain and will.topic == T.replica("alice")
