@@ -109,7 +109,9 @@ class SequencerWatch:
             self.stalled_since = now
             self._reconnect_at = now
             log.error("STALLED: no log message or heartbeat from the sequencer of %s for %.0fs (at "
-                      "version %d); reconnecting and replaying", self.market, now - self.heard_at, version)
+                      "version %d); reconnecting and replaying (the sequencer is down, or another "
+                      "process connected with this edge's client id and the broker gave it this "
+                      "edge's session)", self.market, now - self.heard_at, version)
         if now < self._reconnect_at:
             return False
         self.reconnects += 1
@@ -158,6 +160,11 @@ class ClientPresence:
         self._seen: dict[str, tuple[int, set[int], float]] = {}  # instance -> (started, n seen, last)
         self._conflict_with: str | None = None
 
+    @property
+    def other(self) -> str | None:
+        """The instance of the other live process, once proven."""
+        return self._conflict_with
+
     def stamp(self) -> int:
         """The `n` of the next status message (or will) this process sends."""
         self.sent += 1
@@ -177,6 +184,9 @@ class ClientPresence:
             return False
         if type(started) is not int or type(n) is not int:
             return False
+        if doc.get("yielded_to") == self.instance:
+            log.error("another process with client id %s (instance %.16s) found this one running and "
+                      "stopped (the newer one stops)", self.client_id, instance)
         _started, counts, _last = self._seen.get(instance[:64], (started, set(), now))
         if len(counts) < LIVE_PROOF:
             counts.add(n)

@@ -325,7 +325,12 @@ class EdgeNode:
 
     def close(self) -> list[Outgoing]:
         if self.presence.newer:
-            return []  # the retained status is the other process's: leave it
+            # The retained status is the other process's: leave it, and tell that process (if it
+            # hears this now) that this one found it running and stopped.
+            payload = encode_status(self.client_id, "offline", self.version, self.state_hash, self.lag,
+                                    instance=self.presence.instance, started=self.presence.started,
+                                    n=self.presence.stamp(), yielded_to=self.presence.other)
+            return [Outgoing(self.topics.replica(self.client_id), payload, retain=False)]
         return [self._status_message("offline")]
 
     # -- internals -------------------------------------------------------------------------

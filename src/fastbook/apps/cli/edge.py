@@ -35,6 +35,7 @@ from fastbook.apps.cli.common import (
     stop_on_signals,
     tune_gc_for_throughput,
 )
+from fastbook.edge.liveness import EdgeStatus, SyncState
 from fastbook.transport.config import RunnerConfig
 from fastbook.transport.runner import NodeRunner
 from fastbook.wire.topics import DEFAULT_PREFIX
@@ -145,7 +146,7 @@ class EdgeProgram:
 
         def read() -> tuple[tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]], list[Any]]:
             state = {"version": node.version, "hash": node.state_hash, "in_sync": node.in_sync,
-                     "lag": node.lag, "synced_once": node.synced_once}
+                     "lag": node.lag, "synced_once": node.synced_once, "status": node.status()}
             return (node.depth(VIEW_LEVELS), node.own_orders(), state), []
 
         return self.runner.call_with_result(read).result(5)
@@ -160,9 +161,20 @@ class EdgeProgram:
 
     def status_line(self, state: dict[str, Any]) -> str:
         link = "connected" if self.runner.connected.is_set() else "DISCONNECTED"
-        sync = "in sync" if state["in_sync"] else ("RESYNCING" if state["synced_once"] else "syncing")
-        return (f"edge {self.args.client_id} {self.args.market} {link} version {state['version']} "
+        status: EdgeStatus = state["status"]
+        if status.sync in (SyncState.STALLED, SyncState.NO_SEQUENCER):
+            # "STALLED: no log message or heartbeat ...", "no sequencer for market X (...)"
+            sync = "STALLED" + status.detail.removeprefix("stalled") if status.stalled else status.detail
+        else:
+            sync = "in sync" if state["in_sync"] else ("RESYNCING" if state["synced_once"] else "syncing")
+        line = (f"edge {self.args.client_id} {self.args.market} {link} version {state['version']} "
                 f"hash {state['hash']:016x} lag {state['lag']} {sync}")
+        return line if status.conflict is None else f"{line}; {status.conflict}"
+
+    def stop_reason(self) -> str | None:
+        """Why the edge stopped by itself (None: it did not, or it failed: runner.error)."""
+        presence = self.node.presence
+        return presence.conflict if presence.newer else None
 
 
 def render_book(depth: dict[str, Any]) -> list[str]:
@@ -317,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_log_mode(program, stop)
     finally:
         program.runner.stop()
+    reason = program.stop_reason()
+    if reason is not None:
+        return fail(f"edge stopped: {reason}")
     if program.runner.error is not None:
         return fail(f"edge stopped: {program.runner.error}")
     if program.runner.refusal is not None and program.runner.connect_count == 0:
