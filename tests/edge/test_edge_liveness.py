@@ -124,7 +124,9 @@ def status_messages(edge: EdgeNode, count: int) -> list[Outgoing]:
     return out
 
 
-def test_the_newer_of_two_processes_with_one_client_id_stops_and_the_older_says_so() -> None:
+def test_the_newer_of_two_processes_with_one_client_id_stops_and_the_older_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     older, newer = make_edge(), make_edge()
     older.presence.started, newer.presence.started = 1_000, 2_000
     # Each sees the other's live status messages on its own status topic.
@@ -134,12 +136,19 @@ def test_the_newer_of_two_processes_with_one_client_id_stops_and_the_older_says_
     conflict = newer.status().conflict
     assert conflict is not None and "another process with client id bob" in conflict
     assert "this one started later and stops" in conflict
-    assert newer.close() == []  # leaves the older one's retained status alone
     for message in status_messages(newer, 3):
         older.on_messages([(message.topic, message.payload)])
     assert older.take_link_request() is None  # the older one keeps running ...
     conflict = older.status().conflict
     assert conflict is not None and "started after this one" in conflict  # ... and says so
+    # The newer one's last word leaves the older one's retained status alone and names it.
+    (last,) = newer.close()
+    assert not last.retain and last.topic == T.replica("bob")
+    said = json.loads(last.payload)
+    assert (said["state"], said["yielded_to"]) == ("offline", older.presence.instance)
+    with caplog.at_level("ERROR"):
+        older.on_messages([(last.topic, last.payload)])
+    assert "found this one running and stopped" in caplog.text
     older.on_tick(200.0)  # the newer one gone for stall_timeout: forgotten
     assert older.status().conflict is None
     assert json.loads(older.close()[0].payload)["state"] == "offline"
