@@ -26,3 +26,17 @@ def test_a_waiting_edge_polls_and_an_idle_one_waits_for_its_status() -> None:
     sent = edge._status_sent_at
     assert sent is not None
     assert edge.next_deadline(2.1) == sent + 1.0  # in sync and idle: only the next status
+
+
+def test_frequent_calls_do_not_put_off_the_follower_s_poll() -> None:
+    """The deadline is asked after every call into the node: Edge.wait_synced reads the state every
+    few ms, and a poll counted from each call never came (no snapshot timeout, no sync)."""
+    edge = EdgeNode(EdgeConfig(client_id="alice"))
+    edge.clock = lambda: 0.5
+    edge.on_connected()
+    for now in (0.53, 0.56, 0.59):  # before the first tick too
+        assert edge.next_deadline(now) == 0.5 + FOLLOWER_POLL
+    edge.on_tick(1.0)
+    for now in (1.03, 1.06, 1.09):  # calls (reads) between ticks
+        assert edge.next_deadline(now) == 1.0 + FOLLOWER_POLL
+    assert edge.next_deadline(1.2) == 1.0 + FOLLOWER_POLL  # overdue: the driver ticks at once

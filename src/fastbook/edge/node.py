@@ -96,6 +96,7 @@ class EdgeNode:
         self.watch = SequencerWatch(cfg.market, cfg.stall_timeout)
         self.presence = ClientPresence(cfg.client_id)
         self._link_request: LinkRequest | None = None
+        self._ticked_at: float | None = None  # the last on_tick (the follower's poll counts from it)
         # The time source of on_messages/on_connected; on_tick gets its time from the runner.
         # Tests driving nodes with a virtual clock replace it.
         self.clock: Callable[[], float] = time.monotonic
@@ -230,6 +231,8 @@ class EdgeNode:
         now = self.clock()
         self.follower.start(now)
         self.watch.connected(now)
+        if self._ticked_at is None:
+            self._ticked_at = now  # (the first poll counts from here: see next_deadline)
         out = []
         if self.watch.stalled and self.follower.replica is not None:
             # reconnected after a silence: replay whatever was missed (the answer, even an empty one
@@ -295,6 +298,7 @@ class EdgeNode:
         return out + self._status(now)
 
     def on_tick(self, now: float) -> list[Outgoing]:
+        self._ticked_at = now
         requests = self.follower.on_tick(now)
         if self.watch.check(now, self.version) and self._link_request is None:
             self._link_request = LinkRequest.RECONNECT
@@ -311,7 +315,10 @@ class EdgeNode:
         old fixed tick, which its retry and grace timers were written for."""
         follower = self.follower
         if follower.replica is None or follower.pending is not None or not follower.in_sync:
-            return now + FOLLOWER_POLL
+            # From the last tick, not from now: the deadline is asked after every call into the
+            # node, and calls more often than the poll (Edge.wait_synced polls) must not put the
+            # tick off for ever (the snapshot timeout never fired while someone waited for sync).
+            return (now if self._ticked_at is None else self._ticked_at) + FOLLOWER_POLL
         sent = self._status_sent_at
         status = now if sent is None else sent + self.cfg.status_interval
         silence = self.watch.deadline()
