@@ -412,3 +412,18 @@ def test_edge_tui_shows_warnings_in_its_log_panel() -> None:
             edge.kill()
             edge.wait(5)
         os.close(master)
+
+
+def test_status_shows_a_stalled_replica_as_stalled() -> None:
+    """An online edge whose status says `"sync":"stalled"` (or no_sequencer) shows that state."""
+    from fastbook.apps.status import MarketStatus, ReplicaStatus, format_status
+    from fastbook.wire.messages import encode_status
+
+    stalled = ReplicaStatus.from_payload("carol", encode_status("carol", "online", 7, 1, 0, sync="stalled"))
+    plain = ReplicaStatus.from_payload("dave", encode_status("dave", "online", 7, 1, 0))  # an older edge
+    lonely = ReplicaStatus.from_payload("erin", encode_status("erin", "online", 0, 0, 0, sync="no_sequencer"))
+    status = MarketStatus("BTC-USD", 7, "0000000000000001", replicas={"carol": stalled, "dave": plain,
+                                                                        "erin": lonely})
+    rows = {line.split()[0]: line.split()[1] for line in format_status(status).splitlines()[3:]}
+    assert rows == {"carol": "stalled", "dave": "online", "erin": "no_sequencer"}
+    assert stalled.sync == "stalled" and plain.sync is None

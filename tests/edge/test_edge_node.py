@@ -42,7 +42,10 @@ def test_config_validation() -> None:
 def test_topics_will_and_status() -> None:
     edge, events = make_edge()
     subs = dict(edge.subscriptions())
-    assert set(subs) == {T.log, T.snapshot, T.book, T.trades, T.reports("alice"), T.replay_response("alice")}
+    assert set(subs) == {
+        T.log, T.snapshot, T.book, T.trades, T.reports("alice"), T.replay_response("alice"),
+        T.replica("alice"),
+    }  # (its own status topic: another process under the same client id, ClientPresence)
     will = edge.will()
     assert will is not None and will.retain and will.topic == T.replica("alice")
     assert json.loads(will.payload)["state"] == "offline"
@@ -54,6 +57,10 @@ def test_topics_will_and_status() -> None:
         "version": 0,
         "hash": "0000000000000000",
         "lag": 0,
+        "sync": "syncing",
+        "instance": edge.presence.instance,
+        "started": edge.presence.started,
+        "n": 2,  # every message of this process counts, the will (n 1) too
     }
     assert events[-1][0] == "status"
     assert edge.on_tick(0.5) == []
@@ -75,8 +82,8 @@ def test_a_bulk_batch_is_one_log_message_and_no_status_flap(tmp_path: Path) -> N
     seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD"), tmp_path / "d"))
     edge, _ = make_edge()
     edge.on_connected()
-    edge.on_messages([(o.topic, o.payload) for o in seq.on_connected()])
-    assert edge.in_sync
+    edge.on_messages([(o.topic, o.payload) for o in seq.on_connected() + seq.on_tick(0.0)])
+    assert edge.in_sync  # the snapshot, and the sequencer heard (its heartbeat)
     sides = ["buy", "sell"]
     orders = [
         {"op": "new", "id": f"b{i}", "side": sides[i % 2], "price": f"{100 + i % 7}.00", "qty": "1"}
@@ -118,7 +125,9 @@ def test_follows_sequencer_and_reports_to_listeners(tmp_path: Path) -> None:
     edge.on_connected()
     retained = seq.on_connected()
     edge.on_messages([(o.topic, o.payload) for o in retained])
-    assert edge.synced_once and edge.in_sync and edge.version == 0
+    assert edge.synced_once and not edge.in_sync  # a retained snapshot: the sequencer may be gone
+    edge.on_messages([(o.topic, o.payload) for o in seq.on_tick(0.0)])  # its heartbeat: it is not
+    assert edge.in_sync and edge.version == 0
     _, messages = edge.submit({"op": "new", "id": "s1", "side": "sell", "price": "100.5", "qty": "2"})
     out = seq.on_messages([(m.topic, m.payload) for m in messages])
     _, messages = edge.submit({"op": "new", "id": "b1", "side": "buy", "price": "101", "qty": "0.5"})
@@ -181,7 +190,7 @@ def test_following_edge_skips_retained_snapshots_but_a_resync_uses_one(
     edge.on_messages([(o.topic, o.payload) for o in seq.on_connected()])
     assert edge.synced_once and edge.version == 0
     assert set(dict(edge.subscriptions())) == {
-        T.log, T.book, T.trades, T.reports("alice"), T.replay_response("alice")
+        T.log, T.book, T.trades, T.reports("alice"), T.replay_response("alice"), T.replica("alice")
     }  # fmt: skip
     out = []
     for i in range(4):

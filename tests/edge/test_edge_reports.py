@@ -161,6 +161,7 @@ def test_client_edge_future_resolves_from_a_log_derived_accepted(tmp_path: Path)
     api.runner.call_with_result = call_here  # type: ignore[method-assign]
     node = api.node
     node.on_messages([(TOPICS.snapshot, seq.on_connected()[1].payload)])
+    node.on_messages([(o.topic, o.payload) for o in seq.on_tick(0.0)])  # the sequencer's heartbeat
     assert node.in_sync
     future = api.submit(side="buy", price="100.00", qty="1")
     assert not future.done()

@@ -917,11 +917,14 @@ def synced_edge(corpus: Corpus) -> EdgeNode:
     edge.clock = lambda: now[0]
     edge.on_connected()
     edge.on_messages([(T.snapshot, corpus.published_snapshot)])
+    edge.on_messages([(T.log, encode_log_message("BTC-USD", corpus.version))])  # the heartbeat: heard
     assert (edge.version, edge.state_hash) == (corpus.version, corpus.state_hash)
     return edge
 
 
-EDGE_TOPICS = [T.log, T.snapshot, T.book, T.trades, T.reports("eve"), T.replay_response("eve")]
+EDGE_TOPICS = [
+    T.log, T.snapshot, T.book, T.trades, T.reports("eve"), T.replay_response("eve"), T.replica("eve")
+]
 EDGE_PAYLOADS: list[tuple[str, bytes]] = [
     ("empty", b""),
     ("not UTF-8", b"\xff\xfe\xfd"),

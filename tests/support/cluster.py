@@ -153,8 +153,8 @@ class Cluster:
 
     # -- processes ------------------------------------------------------------------------------
 
-    def start_edge(self, client_id: str) -> Proc:
-        proc = start_edge(self.workdir, self.url, client_id, MARKET)
+    def start_edge(self, client_id: str, *extra: str) -> Proc:
+        proc = start_edge(self.workdir, self.url, client_id, MARKET, *extra)
         self.edges[client_id] = proc
         return proc
 

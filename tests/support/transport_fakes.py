@@ -53,6 +53,7 @@ class FakeLink:
         self.followed: list[list[tuple[str, int]]] = []
         self.closed_with: list[Outgoing] | None = None
         self.aborted = False
+        self.reconnects = 0
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
         self.published.extend(messages)
@@ -62,6 +63,9 @@ class FakeLink:
 
     def close(self, last: Sequence[Outgoing]) -> None:
         self.closed_with = list(last)
+
+    def reconnect(self) -> None:
+        self.reconnects += 1
 
     def abort(self) -> None:
         self.aborted = True

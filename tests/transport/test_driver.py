@@ -11,7 +11,7 @@ import pytest
 
 from fastbook.transport.config import BatchPolicy
 from fastbook.transport.driver import MIN_TICK_GAP, NodeDriver
-from fastbook.transport.node import Outgoing
+from fastbook.transport.node import LinkRequest, Outgoing
 from fastbook.transport.runner import _Wakeup
 from fastbook.transport.seam import Inbox, RunnerError
 from tests.support.transport_fakes import FakeLink, FakeNode
@@ -217,3 +217,38 @@ def test_the_runner_wakeup_never_goes_silent() -> None:
     finally:
         wakeup.reader = real
         wakeup.close()
+
+
+class AskingNode(FakeNode):
+    """A FakeNode that asks its transport for what `requests` holds, once each, after a batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[LinkRequest] = []
+
+    def take_link_request(self) -> LinkRequest | None:
+        return self.requests.pop(0) if self.requests else None
+
+
+def test_a_node_can_ask_for_a_reconnect_and_for_a_clean_stop() -> None:
+    node, link = AskingNode(), FakeLink()
+    inbox = Inbox("test", lambda: None)
+    driver = NodeDriver(node, inbox, link, BatchPolicy(tick_interval=60), "test")
+    inbox.deliver(("in/a", b"1"))
+    assert driver.run_ready()
+    assert link.reconnects == 0  # asked nothing: nothing done
+    node.requests.append(LinkRequest.RECONNECT)
+    inbox.deliver(("in/a", b"2"))
+    assert driver.run_ready()
+    assert link.reconnects == 1 and not node.closed
+    assert driver.run_ready() and link.reconnects == 1  # asked once, done once
+    node.requests.append(LinkRequest.STOP)
+    inbox.deliver(("in/a", b"3"))
+    assert driver.run_ready()  # the stop is queued behind what came first ...
+    inbox.deliver(("in/a", b"late"))
+    while driver.run_ready():
+        pass
+    # ... and is a clean close: the node's last messages go out, no abort (so no last will)
+    assert node.closed and link.closed_with == [Outgoing("status", b"closed")] and not link.aborted
+    assert [p for b in node.batches for _t, p in b] == [b"1", b"2", b"3"]
+    assert driver.stopped.is_set() and driver.error is None

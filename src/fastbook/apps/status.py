@@ -52,6 +52,14 @@ class ReplicaStatus:
     version: int | None
     hash: str | None
     lag: int | None
+    sync: str | None = None  # the edge's SyncState ("stalled", "no_sequencer", ...), if it says
+
+    @property
+    def shown_state(self) -> str:
+        """online/offline, or what is wrong with an online replica (stalled, no_sequencer)."""
+        if self.state == "online" and self.sync in ("stalled", "no_sequencer"):
+            return self.sync
+        return self.state
 
     @classmethod
     def from_payload(cls, client_id: str, payload: bytes) -> ReplicaStatus:
@@ -65,6 +73,7 @@ class ReplicaStatus:
             _int_field(doc, "version"),
             doc.get("hash") if isinstance(doc.get("hash"), str) else None,
             _int_field(doc, "lag"),
+            doc.get("sync") if isinstance(doc.get("sync"), str) else None,
         )
 
 
@@ -269,7 +278,7 @@ def format_status(status: MarketStatus) -> str:
     if not status.replicas:
         lines.append("  replicas: none reported")
         return "\n".join(lines)
-    lines.append(f"  {'replica':<24} {'state':<10} {'version':>10} {'hash':<16} {'lag':>6}  match")
+    lines.append(f"  {'replica':<24} {'state':<12} {'version':>10} {'hash':<16} {'lag':>6}  match")
     for r in sorted(status.replicas.values(), key=lambda r: r.client_id):
         behind = (
             status.book_version - r.version
@@ -278,6 +287,7 @@ def format_status(status: MarketStatus) -> str:
         )
         match = ("yes" if r.version == status.book_version and r.hash == status.book_hash
                  else f"behind {behind}" if behind is not None and behind > 0 else "no")
-        lines.append(f"  {r.client_id:<24} {r.state:<10} {r.version if r.version is not None else '-':>10} "
+        version = r.version if r.version is not None else "-"
+        lines.append(f"  {r.client_id:<24} {r.shown_state[:12]:<12} {version:>10} "
                      f"{r.hash or '-':<16} {r.lag if r.lag is not None else '-':>6}  {match}")
     return "\n".join(lines)

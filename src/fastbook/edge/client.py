@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fastbook.edge.liveness import EdgeStatus, SyncState
 from fastbook.transport.config import DEFAULT_BROKER, RunnerConfig
 from fastbook.transport.node import Outgoing
 from fastbook.transport.runner import NodeRunner
@@ -39,6 +40,19 @@ ANSWERED_OP = {"accepted": "new", "amended": "amend", "cancelled_all": "cancel_a
 
 
 _OPS = frozenset({"new", "cancel", "amend", "cancel_all"})
+
+
+class EdgeError(RuntimeError):
+    """The edge cannot follow its market (raised by Edge.wait_synced; the message says why)."""
+
+
+class NoSequencerError(EdgeError):
+    """Nothing from a sequencer of the market (no log message, heartbeat or replay answer)."""
+
+
+class DuplicateClientError(EdgeError):
+    """Another, older process follows under this client id: this edge stopped (docs/security.md)."""
+
 
 @dataclass
 class _Pending:
@@ -214,19 +228,43 @@ class Edge:
 
         return dict(self._read(read))
 
+    def status(self) -> EdgeStatus:
+        """The edge's state in one read: `sync` (SyncState: syncing, in_sync, behind, stalled,
+        no_sequencer), version, hash, lag, `detail` (one line in words), `conflict` (another process
+        under this client id), and the `stalled` / `in_sync` properties."""
+        return self._read(self.node.status)  # type: ignore[no-any-return]
+
     def wait_synced(self, timeout: float, version: int | None = None) -> bool:
-        """Wait until the replica is in sync (and at least at `version` if given)."""
+        """Wait until the replica is in sync (and at least at `version` if given); False if it is
+        not by `timeout`. Raises NoSequencerError when no sequencer of the market is heard (at
+        once once the edge says so, else at the timeout), DuplicateClientError when this edge
+        stopped for an older process under its client id."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
+            if self.node.presence.newer:
+                raise DuplicateClientError(f"edge {self.client_id}: {self.node.presence.conflict}")
             try:
-                v, _h, in_sync, _lag = self.state()
+                status = self.status()
                 synced_once = bool(self._read(lambda: self.node.synced_once))
             except Exception:
                 return False
-            if in_sync and synced_once and (version is None or v >= version):
+            if status.in_sync and synced_once and (version is None or status.version >= version):
                 return True
+            past = time.monotonic() >= deadline
+            unheard = self.node.watch.heard_at is None and self.runner.connected.is_set()
+            if status.sync is SyncState.NO_SEQUENCER or (past and unheard):
+                waited = min(timeout, self.node.cfg.stall_timeout)
+                raise NoSequencerError(
+                    f"no sequencer for market {self.node.cfg.market} on broker {self._broker()}: no log "
+                    f"message or heartbeat within {waited:.0f}s"
+                )
+            if past:
+                return False
             time.sleep(0.05)
-        return False
+
+    def _broker(self) -> str:
+        current = self.runner.current_broker
+        return str(current) if current is not None else str(self.runner.config.brokers)
 
     # ---- runner thread --------------------------------------------------------------------------
 

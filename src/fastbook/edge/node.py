@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fastbook.edge.liveness import ClientPresence, EdgeStatus, SequencerWatch, SyncState
 from fastbook.engine import EventTuple
 from fastbook.engine.types import EventType
 from fastbook.log.follower import Follower
 from fastbook.log.reports import command_reports_json
-from fastbook.transport.node import Incoming, Outgoing
+from fastbook.transport.node import Incoming, LinkRequest, Outgoing
 from fastbook.wire.fields import MAX_SEQ, SIDE_TEXT, dumps, hash_hex
 from fastbook.wire.log import LogEntry, ReplayRequest, decode_log_message, encode_replay_request
 from fastbook.wire.market import NAME_RE
@@ -50,6 +51,10 @@ class EdgeConfig:
     prefix: str = DEFAULT_PREFIX
     status_interval: float = 1.0
     replay_timeout: float = 2.0
+    # Seconds without any log message, heartbeat or replay answer (the sequencer heartbeats every
+    # second when idle) before the edge says it is stalled (or that the market has no sequencer)
+    # and reconnects (docs/security.md, "Liveness").
+    stall_timeout: float = 5.0
 
 
 class EdgeNode:
@@ -58,8 +63,8 @@ class EdgeNode:
             raise ValueError(f"client id must be 1-64 characters of A-Z a-z 0-9 . _ -, got {cfg.client_id!r}")
         if not NAME_RE.fullmatch(cfg.market):
             raise ValueError(f"market name must be 1-64 characters of A-Z a-z 0-9 . _ -, got {cfg.market!r}")
-        if cfg.replay_timeout <= 0 or cfg.status_interval <= 0:
-            raise ValueError("replay_timeout and status_interval must be positive")
+        if cfg.replay_timeout <= 0 or cfg.status_interval <= 0 or cfg.stall_timeout <= 0:
+            raise ValueError("replay_timeout, status_interval and stall_timeout must be positive")
         self.cfg = cfg
         self.client_id = cfg.client_id
         self.topics = Topics(cfg.market, cfg.prefix)
@@ -85,6 +90,10 @@ class EdgeNode:
         self._id_counter = 0
         self._status_sent_at: float | None = None
         self._status_key: tuple[Any, ...] | None = None
+        self.watch = SequencerWatch(cfg.market, cfg.stall_timeout)
+        self.presence = ClientPresence(cfg.client_id)
+        self._link_request: LinkRequest | None = None
+        self._ticked_at: float | None = None  # the last on_tick (the follower's poll counts from it)
         # The time source of on_messages/on_connected; on_tick gets its time from the runner.
         # Tests driving nodes with a virtual clock replace it.
         self.clock: Callable[[], float] = time.monotonic
@@ -101,7 +110,34 @@ class EdgeNode:
 
     @property
     def in_sync(self) -> bool:
-        return self.follower.in_sync
+        """At the sequencer's head, and the sequencer is heard (see sync_state)."""
+        return self.sync_state is SyncState.IN_SYNC
+
+    @property
+    def sync_state(self) -> SyncState:
+        watch = self.watch
+        if watch.no_sequencer:
+            return SyncState.NO_SEQUENCER
+        if watch.stalled:
+            return SyncState.STALLED
+        if self.follower.in_sync:
+            # (restored from a retained snapshot, an edge is at the head as far as it knows; in
+            # sync once a live sequencer was heard: its heartbeat comes within a second)
+            return SyncState.IN_SYNC if watch.heard_at is not None else SyncState.SYNCING
+        return SyncState.BEHIND if self._reports_live else SyncState.SYNCING
+
+    def status(self) -> EdgeStatus:
+        """The edge's state in one read (call on the runner's thread: Edge.status() does)."""
+        sync = self.sync_state
+        detail = self.watch.describe(self.clock())
+        if not detail:
+            detail = {
+                SyncState.IN_SYNC: f"in sync at version {self.version}",
+                SyncState.BEHIND: f"behind the sequencer by {self.lag}: repairing (version {self.version})",
+                SyncState.SYNCING: f"syncing (version {self.version})",
+            }.get(sync, sync.value)
+        return EdgeStatus(self.client_id, self.cfg.market, sync, self.version, self.state_hash, self.lag,
+                          detail, self.presence.conflict)
 
     @property
     def lag(self) -> int:
@@ -178,6 +214,7 @@ class EdgeNode:
         if self._listeners:
             subs.append((t.trades, 1))
         subs += [(t.reports(self.client_id), 1), (t.replay_response(self.client_id), 1)]
+        subs.append((t.replica(self.client_id), 1))  # another process under this client id (ClientPresence)
         return subs
 
     def _following(self) -> bool:
@@ -191,7 +228,16 @@ class EdgeNode:
     def on_connected(self) -> list[Outgoing]:
         now = self.clock()
         self.follower.start(now)
-        return self._status(now, force=True)
+        self.watch.connected(now)
+        if self._ticked_at is None:
+            self._ticked_at = now  # (the first poll counts from here: see next_deadline)
+        out = []
+        if self.watch.stalled and self.follower.replica is not None:
+            # reconnected after a silence: replay whatever was missed (the answer, even an empty one
+            # carrying the head, also proves the sequencer hears this edge again)
+            request = self.follower.replay_after_version(now)
+            out.append(Outgoing(self.topics.replay_request(self.client_id), encode_replay_request(request)))
+        return out + self._status(now, force=True)
 
     def on_messages(self, messages: Sequence[Incoming]) -> list[Outgoing]:
         now = self.clock()
@@ -199,6 +245,7 @@ class EdgeNode:
         t = self.topics
         response_topic = t.replay_response(self.client_id)
         learnt = False  # names of own entries learnt from reports
+        heard = -1  # the head of the last log message of this batch (-1: none: the sequencer unheard)
         for topic, payload in messages:
             try:
                 if topic == response_topic and is_names_payload(payload):
@@ -211,6 +258,7 @@ class EdgeNode:
                     msg = decode_log_message(payload)
                     if msg.market != self.cfg.market:  # said aloud: a replica stuck at 0 must say why
                         raise ValueError(f"log of market {msg.market!r:.70}")
+                    heard = msg.head
                     requests += self.follower.on_batch(msg, now)
                 elif topic == t.snapshot:
                     # Empty: the retained message was cleared. Following the log: a snapshot is
@@ -241,16 +289,25 @@ class EdgeNode:
                     for report in json.loads(payload):
                         learnt |= self._learn_name(report)
                         self._deliver_report(report)
+                elif topic == t.replica(self.client_id):
+                    if self.presence.on_status(payload, now):
+                        self._link_request = LinkRequest.STOP  # the newer of two processes stops
             except (ValueError, AttributeError, TypeError, KeyError, RecursionError) as exc:
                 log.warning("edge %s: ignoring bad message on %s: %s", self.client_id, topic, exc)
         if learnt:
             requests += self.follower.names_learnt(now)
+        if heard >= 0:
+            self.watch.heard(now, heard)
         self._check_reports_live()
         out = [Outgoing(t.replay_request(self.client_id), encode_replay_request(r)) for r in requests]
         return out + self._status(now)
 
     def on_tick(self, now: float) -> list[Outgoing]:
+        self._ticked_at = now
         requests = self.follower.on_tick(now)
+        if self.watch.check(now, self.version) and self._link_request is None:
+            self._link_request = LinkRequest.RECONNECT
+        self.presence.check(now, self.cfg.stall_timeout)
         self._check_reports_live()
         out = [
             Outgoing(self.topics.replay_request(self.client_id), encode_replay_request(r)) for r in requests
@@ -263,11 +320,29 @@ class EdgeNode:
         old fixed tick, which its retry and grace timers were written for."""
         follower = self.follower
         if follower.replica is None or follower.pending is not None or not follower.in_sync:
-            return now + FOLLOWER_POLL
+            # From the last tick, not from now: the deadline is asked after every call into the
+            # node, and calls more often than the poll (Edge.wait_synced polls) must not put the
+            # tick off for ever (the snapshot timeout never fired while someone waited for sync).
+            return (now if self._ticked_at is None else self._ticked_at) + FOLLOWER_POLL
         sent = self._status_sent_at
-        return now if sent is None else sent + self.cfg.status_interval
+        status = now if sent is None else sent + self.cfg.status_interval
+        silence = self.watch.deadline()
+        return status if silence is None else min(status, silence)
+
+    def take_link_request(self) -> LinkRequest | None:
+        """A reconnect after a silence of the log, or a stop as the newer of two processes with
+        this client id (see Node)."""
+        request, self._link_request = self._link_request, None
+        return request
 
     def close(self) -> list[Outgoing]:
+        if self.presence.newer:
+            # The retained status is the other process's: leave it, and tell that process (if it
+            # hears this now) that this one found it running and stopped.
+            payload = encode_status(self.client_id, "offline", self.version, self.state_hash, self.lag,
+                                    instance=self.presence.instance, started=self.presence.started,
+                                    n=self.presence.stamp(), yielded_to=self.presence.other)
+            return [Outgoing(self.topics.replica(self.client_id), payload, retain=False)]
         return [self._status_message("offline")]
 
     # -- internals -------------------------------------------------------------------------
@@ -377,12 +452,15 @@ class EdgeNode:
         )
 
     def _status_message(self, state: str) -> Outgoing:
-        payload = encode_status(self.client_id, state, self.version, self.state_hash, self.lag)
+        payload = encode_status(self.client_id, state, self.version, self.state_hash, self.lag,
+                                sync=self.sync_state.value, instance=self.presence.instance,
+                                started=self.presence.started, n=self.presence.stamp())
         return Outgoing(self.topics.replica(self.client_id), payload, retain=True)
 
     def _status(self, now: float, force: bool = False) -> list[Outgoing]:
         """Retained status every status_interval, and at once when sync state changes."""
-        key = (self.in_sync, self.follower.replica is None)
+        sync = self.sync_state
+        key = (sync, self.follower.replica is None)
         due = self._status_sent_at is None or now - self._status_sent_at >= self.cfg.status_interval
         if not (force or due or key != self._status_key):
             return []
@@ -397,7 +475,8 @@ class EdgeNode:
                 "version": self.version,
                 "hash": hash_hex(self.state_hash),
                 "lag": self.lag,
-                "in_sync": self.in_sync,
+                "in_sync": sync is SyncState.IN_SYNC,
+                "sync": sync.value,
             },
         )
         return [message]

@@ -255,6 +255,11 @@ class Follower:
         self._see_head(head, now)
         return self._maybe_request(now)
 
+    def replay_after_version(self, now: float) -> ReplayRequest:
+        """Ask for everything after this replica's version (after a silence of the log: what was
+        missed, and an answer from the sequencer even if nothing was)."""
+        return self._send(ReplayRequest(self.version + 1, None), now)[0]
+
     def on_tick(self, now: float) -> list[ReplayRequest]:
         if self.replica is None:
             if self.pending is not None:

@@ -148,7 +148,9 @@ SocketHook = Callable[[socket.socket | None], None]  # the runner: the socket to
 class MqttConnection:
     """A paho client on the runner's event loop, the Link of one NodeRunner's driver.
 
-    - The node's `will` is the MQTT last will.
+    - The node's `will` is the MQTT last will; given as a callable it is asked again before every
+      (re)connect (an edge's will carries its current version and a count that tells a live
+      process's messages from a stale retained one).
     - A broker refusing the connection or a subscription counts as a failed connection: the node is
       told it is connected only once it holds all its subscriptions.
     - `publish()` only queues (a register-write hook is set): the runner flushes the socket once per
@@ -156,7 +158,8 @@ class MqttConnection:
     - Messages paho delivers go into the inbox without a wakeup: they arrive on the runner's thread.
     """
 
-    def __init__(self, config: RunnerConfig, inbox: Inbox, will: Outgoing | None,
+    def __init__(self, config: RunnerConfig, inbox: Inbox,
+                 will: Outgoing | Callable[[], Outgoing | None] | None,
                  subscriptions: Sequence[Subscription], on_socket: SocketHook) -> None:
         self.config = config
         self.name = config.name
@@ -178,9 +181,10 @@ class MqttConnection:
         self._pending_subscribe: int | None = None
         self._connect_filters: list[str] = []  # what the connect's SUBSCRIBE asked for, in order
         self._read_limit = config.batching.max_messages  # packets per read pass at most
-        self.client = self._make_client(config, will)
+        self._will = will
+        self.client = self._make_client(config)
 
-    def _make_client(self, config: RunnerConfig, will: Outgoing | None) -> paho.Client:
+    def _make_client(self, config: RunnerConfig) -> paho.Client:
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=config.client_id,
                              clean_session=config.clean_session, protocol=MQTTProtocolVersion.MQTTv311)
         client.max_inflight_messages_set(config.max_inflight)
@@ -189,8 +193,6 @@ class MqttConnection:
             client.username_pw_set(config.username, config.password)
         if config.tls_ca is not None:
             client.tls_set(ca_certs=config.tls_ca)
-        if will is not None:
-            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -209,6 +211,7 @@ class MqttConnection:
         """Open a connection to the current broker URL (the CONNECT is queued; the CONNACK arrives on
         a later read). None on success, else the seconds to wait before the next attempt."""
         broker = self.current_broker = self.rotation.current
+        self._set_will()
         try:
             self.client.connect(broker.host, broker.port, keepalive=self.config.keepalive)
         except (OSError, ValueError) as exc:
@@ -216,6 +219,12 @@ class MqttConnection:
             self.last_failure = f"cannot connect: {exc}"
             return self.rotation.connect_failed()
         return None
+
+    def _set_will(self) -> None:
+        will = self._will() if callable(self._will) else self._will
+        self.client.will_clear()
+        if will is not None:
+            self.client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
 
     def read(self) -> None:
         """One read pass: every packet readable now (up to a batch's worth), each delivered to the
@@ -264,6 +273,13 @@ class MqttConnection:
     def follow(self, subscriptions: list[Subscription]) -> None:
         self._subscriptions.change(subscriptions, self.connected.is_set(), self.client.unsubscribe,
                                    self._subscribe_change)
+
+    def reconnect(self) -> None:
+        """A clean DISCONNECT (no last will); the runner then connects again (after its backoff, to
+        the next broker URL) and subscribes to everything afresh."""
+        if self.connected.is_set() and self.closing is None:
+            log.warning("%s: reconnecting to %s (asked by the node)", self.name, self.current_broker)
+            self.disconnect()
 
     def close(self, last: Sequence[Outgoing]) -> None:
         """Queue `last`; the runner keeps its loop going until they left (at most

@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from typing import TypeVar
 
 from fastbook.transport.config import BatchPolicy
-from fastbook.transport.node import Incoming, Node, Outgoing
+from fastbook.transport.node import Incoming, LinkRequest, Node, Outgoing
 from fastbook.transport.seam import Call, Connected, Inbox, Link, Stop
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ class NodeDriver:
         self.batches = 0  # on_messages calls so far (with `received`: the mean batch size)
         self.published = 0
         self._next_deadline = getattr(node, "next_deadline", None)
+        self._take_link_request: Callable[[], LinkRequest | None] | None = getattr(
+            node, "take_link_request", None
+        )
         self.next_tick = time.monotonic() + batching.tick_interval
         self._last_start = 0.0  # when the last batch started
         self._last_size = 0  # messages in the last batch
@@ -79,10 +82,21 @@ class NodeDriver:
                 self._ask_deadline(now, MIN_TICK_GAP)
             elif self._next_deadline is not None:
                 self._ask_deadline(now, 0.0)
+            self._serve_link_request()
             return True
         except Exception as exc:
             self.fail(exc)
             return False
+
+    def _serve_link_request(self) -> None:
+        """Do what the node asked of the transport (see Node), if anything."""
+        if self._take_link_request is None:
+            return
+        request = self._take_link_request()
+        if request is LinkRequest.RECONNECT:
+            self.link.reconnect()
+        elif request is LinkRequest.STOP:
+            self.inbox.stop()  # the node's close() runs in order, after what is queued before it
 
     def _ask_deadline(self, now: float, at_least: float) -> None:
         """The node's own next deadline (if it has that method), never sooner than `at_least` from

@@ -69,6 +69,12 @@ class InProcessLink:
     def follow(self, subscriptions: list[tuple[str, int]]) -> None:
         pass
 
+    def reconnect(self) -> None:
+        """No broker session to lose in process: take the ingress afresh and say connected again."""
+        self._broker.remove_ingress(self._deliver)
+        self.attach()
+        self._inbox.connected()
+
     def close(self, last: Sequence[Outgoing]) -> None:
         try:
             self.publish(last)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Protocol
 
 TICK_INTERVAL = 0.1  # seconds: the default tick of a node that names no deadline of its own
@@ -35,7 +36,20 @@ class RetainedIncoming(tuple[str, bytes]):
     __slots__ = ()
 
 
+class LinkRequest(Enum):
+    """What a node may ask of its transport (see Node: `take_link_request`)."""
+
+    RECONNECT = "reconnect"  # drop the connection cleanly and connect again: every subscription afresh
+    STOP = "stop"  # close the node (its close() output goes out) and stop the runtime
+
+
 class Node(Protocol):
+    """What a runtime's driver calls. Optionally (not part of the protocol: most nodes never ask) a
+    node has `take_link_request() -> LinkRequest | None`: what it wants of its transport now, asked
+    after every call into it (and forgotten by the node once returned). An edge whose log went
+    silent asks for a reconnect (its broker session may have been taken over); one that found
+    another, older process running under its client id asks to stop."""
+
     def subscriptions(self) -> list[tuple[str, int]]:
         """(topic filter, qos) pairs to subscribe to on every (re)connect."""
         ...

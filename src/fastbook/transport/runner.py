@@ -90,7 +90,7 @@ class NodeRunner(DriverView):
         self._sock: socket.socket | None = None  # the paho socket registered in the selector
         self._sock_events = 0
         self._sock_lost = False  # the socket closed since the last iteration: schedule a reconnect
-        self.connection = MqttConnection(config, inbox, node.will(), node.subscriptions(), self._on_socket)
+        self.connection = MqttConnection(config, inbox, node.will, node.subscriptions(), self._on_socket)
         self.connected = self.connection.connected
         self.driver = NodeDriver(node, inbox, self.connection, config.batching, config.name)
         self._stopping = threading.Event()  # no more reconnects; the stop is in the inbox

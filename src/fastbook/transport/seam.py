@@ -6,7 +6,7 @@
   there is work (NodeRunner: a byte on a socketpair its selector watches; InProcessRunner: a callback
   scheduled on the broker's loop). What the runtime's own thread delivers needs no wakeup.
 - `Link` is what the driver needs from the transport: publish, follow the node's subscriptions,
-  close cleanly, drop. The driver calls it from the runtime's thread only; none of it blocks.
+  reconnect, close cleanly, drop. The driver calls it from the runtime's thread only; none of it blocks.
 
 A runtime wires one of each to a `NodeDriver` (fastbook.transport.driver): NodeRunner (a paho client
 and the node on one thread, a selector loop) and InProcessRunner (the node on the embedded broker's
@@ -44,6 +44,12 @@ class Link(Protocol):
         """Publish `last` (the node's close() output); the runtime lets it leave (a little while at
         most), then disconnects cleanly (no last will). Never blocks; never raises because the
         connection is already gone."""
+        ...
+
+    def reconnect(self) -> None:
+        """Drop the connection cleanly (no last will) and connect again, subscribing to everything
+        afresh; the node's on_connected runs again once that is done. Not connected: nothing to do
+        (the runtime is reconnecting already)."""
         ...
 
     def abort(self) -> None:

@@ -108,9 +108,18 @@ def encode_trades(market: MarketSpec, trades: Sequence[str]) -> bytes:
     return f'{head}{",".join(trades)}]}}'.encode()
 
 
-def encode_status(client_id: str, state: str, version: int, state_hash: int, lag: int) -> bytes:
-    return dumps(
-        {"client_id": client_id, "state": state, "version": version, "hash": hash_hex(state_hash), "lag": lag}
-    )
+def encode_status(client_id: str, state: str, version: int, state_hash: int, lag: int, *,
+                  sync: str | None = None, instance: str | None = None, started: int | None = None,
+                  n: int | None = None, yielded_to: str | None = None) -> bytes:
+    """An edge's retained status (docs/wire.md, "Replica status"); the keyword fields are left
+    out when None."""
+    doc: dict[str, object] = {
+        "client_id": client_id, "state": state, "version": version, "hash": hash_hex(state_hash), "lag": lag
+    }
+    optional = {"sync": sync, "instance": instance, "started": started, "n": n, "yielded_to": yielded_to}
+    for name, value in optional.items():
+        if value is not None:
+            doc[name] = value
+    return dumps(doc)
 
 

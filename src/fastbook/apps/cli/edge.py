@@ -54,6 +54,7 @@ STATE_WORDS = {
     ReplicaState.SYNCING: "syncing",
     ReplicaState.RESYNCING: "RESYNCING",
     ReplicaState.STALLED: "STALLED",
+    ReplicaState.NO_SEQUENCER: "NO SEQUENCER",
     ReplicaState.SYNCED: "in sync",
 }
 
@@ -230,7 +231,14 @@ class EdgeProgram:
     def status_line(self, replica: ReplicaView) -> str:
         word = STATE_WORDS[replica_state(replica)]
         return (f"edge {self.client_id} {self.market} {word} version {replica.version} "
-                f"hash {replica.state_hash:016x} lag {replica.lag} queued {self.queued()}")
+                f"hash {replica.state_hash:016x} lag {replica.lag} queued {self.queued()}"
+                + (f"; {replica.detail}" if replica.detail else "")
+                + (f"; {replica.conflict}" if replica.conflict else ""))
+
+    def stop_reason(self) -> str | None:
+        """Why the edge stopped by itself (None: it did not, or it failed: runner.error)."""
+        presence = self.node.presence
+        return presence.conflict if presence.newer else None
 
 
 def render_book(view: EdgeView) -> list[str]:
@@ -388,6 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         program.stop()
         if restore_logs is not None:
             restore_logs()
+    reason = program.stop_reason()
+    if reason is not None:
+        return fail(f"edge stopped: {reason}")
     if program.runner.error is not None:
         return fail(f"edge stopped: {program.runner.error}")
     if program.runner.refusal is not None and program.runner.connect_count == 0:

@@ -10,7 +10,8 @@ class ReplicaState(enum.Enum):
     DISCONNECTED = "disconnected"  # no broker connection: orders typed now are queued
     SYNCING = "syncing"  # connected, not yet caught up for the first time
     RESYNCING = "resyncing"  # was in sync, now restoring from a snapshot or filling a gap
-    STALLED = "stalled"  # connected and nominally in sync, but the log has stopped arriving
+    STALLED = "stalled"  # the sequencer was heard, then nothing for a while: reconnecting
+    NO_SEQUENCER = "no sequencer"  # connected, and no sequencer of the market ever heard
     SYNCED = "synced"  # applying the log live, hash-checked
 
 
@@ -24,19 +25,22 @@ class ReplicaView:
     lag: int
     in_sync: bool
     synced_once: bool
-    # The edge does not say "stalled" yet (a heartbeat check is being added to edge/node.py);
-    # whoever fills this in gets STALLED from replica_state with no other change.
-    stalled: bool = False
+    stalled: bool = False  # the edge's SyncState.STALLED (edge/liveness.py)
+    no_sequencer: bool = False  # SyncState.NO_SEQUENCER
+    detail: str = ""  # the edge's own words for stalled / no sequencer ("no sequencer for market X")
+    conflict: str | None = None  # another process under this client id (EdgeStatus.conflict)
 
 
 def replica_state(view: ReplicaView) -> ReplicaState:
     """The one mapping from the edge's flags to the state shown (TUI status bar, log lines)."""
     if not view.connected:
         return ReplicaState.DISCONNECTED
-    if not view.in_sync:
-        return ReplicaState.RESYNCING if view.synced_once else ReplicaState.SYNCING
+    if view.no_sequencer:
+        return ReplicaState.NO_SEQUENCER
     if view.stalled:
         return ReplicaState.STALLED
+    if not view.in_sync:
+        return ReplicaState.RESYNCING if view.synced_once else ReplicaState.SYNCING
     return ReplicaState.SYNCED
 
 
@@ -46,5 +50,6 @@ STATE_STYLE = {
     ReplicaState.SYNCING: "bold black on yellow",
     ReplicaState.RESYNCING: "bold black on yellow",
     ReplicaState.STALLED: "bold black on dark_orange",
+    ReplicaState.NO_SEQUENCER: "bold white on red",
     ReplicaState.SYNCED: "bold black on green",
 }

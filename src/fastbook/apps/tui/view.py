@@ -9,6 +9,7 @@ from typing import Any
 
 from fastbook.apps.tui.liveness import ReplicaView
 from fastbook.edge.client import Edge
+from fastbook.edge.liveness import SyncState
 
 Level = tuple[str, str, int]  # price, qty, order count
 
@@ -39,8 +40,12 @@ def read_view(edge: Edge, levels: int, timeout: float = 1.0) -> EdgeView:
     def read() -> tuple[EdgeView, list[Any]]:
         depth = node.depth(levels)
         orders = node.own_orders()
+        status = node.status()
+        unusual = status.stalled or status.sync is SyncState.NO_SEQUENCER
         replica = ReplicaView(connected.is_set(), node.version, node.state_hash, node.lag, node.in_sync,
-                              node.synced_once)
+                              node.synced_once, stalled=status.stalled,
+                              no_sequencer=status.sync is SyncState.NO_SEQUENCER,
+                              detail=status.detail if unusual else "", conflict=status.conflict)
         bids = [(str(p), str(q), int(c)) for p, q, c in depth["bids"]]
         asks = [(str(p), str(q), int(c)) for p, q, c in depth["asks"]]
         return EdgeView(bids, asks, orders, replica, own_quantities(orders)), []

@@ -1,0 +1,177 @@
+"""An edge's liveness on a virtual clock: silence of the log (stalled, reconnect, replay), a market
+without a sequencer, and a second process under the same client id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fastbook.edge.liveness import ClientPresence, SyncState
+from fastbook.edge.node import EdgeConfig, EdgeNode
+from fastbook.log.sequencer import SequencerConfig, SequencerNode
+from fastbook.transport.node import LinkRequest, Outgoing
+from fastbook.wire.log import decode_replay_request
+from fastbook.wire.market import MarketSpec
+from fastbook.wire.topics import Topics
+
+T = Topics("BTC-USD")
+pytestmark = pytest.mark.usefixtures("backend")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_edge(name: str = "bob", clock: Clock | None = None) -> EdgeNode:
+    edge = EdgeNode(EdgeConfig(client_id=name, stall_timeout=5.0, status_interval=1.0))
+    edge.clock = clock or Clock()
+    return edge
+
+
+def deliver(edge: EdgeNode, out: list[Outgoing]) -> list[Outgoing]:
+    subs = dict(edge.subscriptions())
+    return edge.on_messages([(o.topic, o.payload) for o in out if o.topic in subs])
+
+
+def statuses(out: list[Outgoing], name: str = "bob") -> list[dict[str, object]]:
+    return [json.loads(o.payload) for o in out if o.topic == T.replica(name)]
+
+
+def test_a_silent_log_is_a_stall_that_reconnects_with_backoff_and_replays(tmp_path: Path) -> None:
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD"), tmp_path / "d"))
+    clock = Clock()
+    edge = make_edge(clock=clock)
+    edge.on_connected()
+    deliver(edge, seq.on_connected() + seq.on_tick(0.0))
+    assert edge.sync_state is SyncState.IN_SYNC and edge.status().detail == "in sync at version 0"
+    for t in (1.0, 2.0, 3.0, 4.0):  # heartbeats every second: nothing to say
+        clock.now = t
+        deliver(edge, seq.on_tick(t))
+        edge.on_tick(t)
+        assert edge.take_link_request() is None
+    assert edge.next_deadline(4.0) == 5.0  # the next status (the silence deadline is 9.0)
+    # The heartbeats stop reaching the edge (its broker session taken over, say).
+    clock.now = 8.9
+    out = edge.on_tick(8.9)
+    assert edge.sync_state is SyncState.IN_SYNC and edge.take_link_request() is None
+    clock.now = 9.0
+    out = edge.on_tick(9.0)
+    status = edge.status()
+    assert status.sync is SyncState.STALLED and status.stalled and not status.in_sync
+    assert "no log message or heartbeat from the sequencer of BTC-USD for 5s" in status.detail
+    assert [s["sync"] for s in statuses(out)] == ["stalled"]  # said at once on the status topic
+    assert edge.take_link_request() is LinkRequest.RECONNECT
+    assert edge.take_link_request() is None  # asked once
+    # Reconnected: everything after the version is asked for.
+    (request,) = [o for o in edge.on_connected() if o.topic == T.replay_request("bob")]
+    replay = decode_replay_request(request.payload)
+    assert (replay.first, replay.last) == (1, None)
+    # Still silent: reconnect again after 5 s, then 10 s (doubling).
+    asked = []
+    for t in range(10, 31):
+        clock.now = float(t)
+        edge.on_tick(float(t))
+        if edge.take_link_request() is LinkRequest.RECONNECT:
+            asked.append(t)
+    assert asked == [14, 24]
+    assert edge.watch.reconnects == 3
+    # The sequencer is heard again (its answer to the replay request): in sync, backoff reset.
+    clock.now = 31.0
+    deliver(edge, seq.on_messages([(request.topic, request.payload)]))
+    assert edge.sync_state is SyncState.IN_SYNC
+    assert edge.next_deadline(31.0) <= 36.0
+    seq.close()
+
+
+def test_no_sequencer_is_said_and_never_called_in_sync() -> None:
+    clock = Clock()
+    edge = make_edge(clock=clock)
+    edge.on_connected()
+    clock.now = 2.5
+    edge.on_tick(2.5)  # no retained snapshot: an empty replica, replaying from seq 1 (unanswered)
+    edge.follower.pending = None
+    assert edge.follower.in_sync  # what it said before: "in sync at version 0"
+    assert edge.sync_state is SyncState.SYNCING and not edge.in_sync
+    clock.now = 5.0
+    out = edge.on_tick(5.0)
+    status = edge.status()
+    assert status.sync is SyncState.NO_SEQUENCER and not status.in_sync
+    assert status.detail.startswith("no sequencer for market BTC-USD")
+    assert [s["sync"] for s in statuses(out)] == ["no_sequencer"]
+    assert edge.take_link_request() is None  # nothing to reconnect for
+    assert edge.next_deadline(5.0) == 6.0  # only its status
+    # A sequencer comes up: its heartbeat ends it.
+    from fastbook.wire.log import encode_log_message
+
+    edge.on_messages([(T.log, encode_log_message("BTC-USD", 0))])
+    assert edge.sync_state is SyncState.IN_SYNC
+
+
+def status_messages(edge: EdgeNode, count: int) -> list[Outgoing]:
+    """`count` status messages of `edge` as its process publishes them (the will, then statuses)."""
+    out = []
+    will = edge.will()
+    assert will is not None
+    out.append(will)
+    for i in range(count - 1):
+        out.extend(edge._status(100.0 + i, force=True))
+    return out
+
+
+def test_the_newer_of_two_processes_with_one_client_id_stops_and_the_older_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    older, newer = make_edge(), make_edge()
+    older.presence.started, newer.presence.started = 1_000, 2_000
+    # Each sees the other's live status messages on its own status topic.
+    for message in status_messages(older, 3):
+        newer.on_messages([(message.topic, message.payload)])
+    assert newer.take_link_request() is LinkRequest.STOP
+    conflict = newer.status().conflict
+    assert conflict is not None and "another process with client id bob" in conflict
+    assert "this one started later and stops" in conflict
+    for message in status_messages(newer, 3):
+        older.on_messages([(message.topic, message.payload)])
+    assert older.take_link_request() is None  # the older one keeps running ...
+    conflict = older.status().conflict
+    assert conflict is not None and "started after this one" in conflict  # ... and says so
+    # The newer one's last word leaves the older one's retained status alone and names it.
+    (last,) = newer.close()
+    assert not last.retain and last.topic == T.replica("bob")
+    said = json.loads(last.payload)
+    assert (said["state"], said["yielded_to"]) == ("offline", older.presence.instance)
+    with caplog.at_level("ERROR"):
+        older.on_messages([(last.topic, last.payload)])
+    assert "found this one running and stopped" in caplog.text
+    older.on_tick(200.0)  # the newer one gone for stall_timeout: forgotten
+    assert older.status().conflict is None
+    assert json.loads(older.close()[0].payload)["state"] == "offline"
+
+
+def test_a_gone_process_s_retained_status_and_will_are_no_conflict() -> None:
+    gone, edge = make_edge(), make_edge()
+    gone.presence.started, edge.presence.started = 1_000, 2_000
+    last_status = gone._status(5.0, force=True)[0]
+    will = gone.will()
+    assert will is not None
+    for _reconnect in range(5):  # delivered again at every (re)subscribe
+        for message in (last_status, will):
+            edge.on_messages([(message.topic, message.payload)])
+    assert edge.take_link_request() is None and edge.status().conflict is None
+    own = edge._status(1.0, force=True)[0]  # its own messages come back too
+    for _ in range(5):
+        edge.on_messages([(own.topic, own.payload)])
+    assert edge.status().conflict is None
+
+
+def test_presence_ignores_what_is_not_a_status() -> None:
+    presence = ClientPresence("bob", wall_clock_ms=5)
+    for payload in (b"", b"[]", b"{", b'{"instance": 3}', b'{"instance": "x", "started": "1", "n": 1}'):
+        assert presence.on_status(payload, 0.0) is False
+    assert presence.conflict is None and presence.started == 5
