@@ -75,12 +75,14 @@ def test_dump_prints_every_entry_as_json(market: tuple[Broker, Path]) -> None:
     entries = dump(broker, workdir, "--from", "1", "--to", "3")
     assert [e["seq"] for e in entries] == [1, 2, 3]
     first, second, third = entries
-    assert first["client_id"] == "alice" and first["id"] == "a1" and first["op"] == "new"
+    # The feed is anonymous: orders by engine id and owner number, no client id or client order id.
+    assert not any("client_id" in e or "id" in e for e in entries)
+    assert (first["op"], first["order_id"], first["owner"]) == ("new", 1, 1)
     assert (first["side"], first["type"]) == ("sell", "limit")
     assert (first["price"], first["qty"]) == ("100.25", "1.500")  # decimals: the snapshot gave tick and lot
-    assert second["client_id"] == "bob" and second["price"] == "100.30"
-    # seq 3 names no client in its record (alice's owner number came with seq 1): still known
-    assert (third["op"], third["client_id"], third["id"]) == ("cancel", "alice", "a1")
+    assert (second["owner"], second["price"]) == (2, "100.30")
+    # seq 3 is alice's cancel of a1: the same owner number and engine order id
+    assert (third["op"], third["order_id"], third["owner"]) == ("cancel", 1, 1)
     assert all(len(e["hash"]) == 16 for e in entries)
     assert [e["seq"] for e in dump(broker, workdir, "--from", "2")] == [2, 3]  # up to the head
 
@@ -96,6 +98,7 @@ def test_tail_from_a_seq_then_follows_the_live_log(market: tuple[Broker, Path]) 
         wait_for(lambda: '"seq": 4' in tail.output() or not tail.alive(), 20, "the live entry")
         lines = [json.loads(line) for line in tail.output().splitlines() if line.startswith("{")]
         assert [e["seq"] for e in lines] == [2, 3, 4]
-        assert (lines[-1]["client_id"], lines[-1]["id"], lines[-1]["price"]) == ("carol", "c1", "99.00")
+        assert "client_id" not in lines[-1] and "id" not in lines[-1]  # (anonymous)
+        assert (lines[-1]["op"], lines[-1]["owner"], lines[-1]["price"]) == ("new", 3, "99.00")
     finally:
         tail.stop()

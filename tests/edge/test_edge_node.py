@@ -143,13 +143,14 @@ def test_follows_sequencer_and_reports_to_listeners(tmp_path: Path) -> None:
     seq.close()
 
 
-def test_an_edge_maps_its_own_orders_unless_asked_for_all(tmp_path: Path) -> None:
+def test_an_edge_maps_its_own_orders_and_an_observer_sees_owner_numbers_only(tmp_path: Path) -> None:
     """Another client's trade with our resting order reports to us; their orders are in the book
-    (depth, hash) but not in our maps, unless the edge maps all orders."""
+    (depth, hash, owner numbers) but not in our maps; an observer maps no one's (the log is
+    anonymous)."""
     seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD"), tmp_path / "d"))
     retained = seq.on_connected()
     edge, events = make_edge()
-    observer = EdgeNode(EdgeConfig(client_id="observer", map_all_orders=True))
+    observer = EdgeNode(EdgeConfig(client_id="observer"))
     for node in (edge, observer):
         node.on_connected()
         node.on_messages([(o.topic, o.payload) for o in retained])
@@ -167,7 +168,10 @@ def test_an_edge_maps_its_own_orders_unless_asked_for_all(tmp_path: Path) -> Non
     mine, everyone = edge.follower.replica, observer.follower.replica
     assert mine is not None and everyone is not None
     assert sorted(coid for _owner, coid in mine.orders.values()) == ["a1"]
-    assert sorted(coid for _owner, coid in everyone.orders.values()) == ["a1", "b0", "b1", "b2"]
+    assert everyone.orders == {} and everyone.owners == {}
+    infos = [everyone.book.order(i) for i in range(1, seq.replica.next_order_id)]
+    assert {info[1] for info in infos if info is not None} == {1, 2}
+    # (alice's and bob's owner numbers: the observer sees no names)
     trades = [data for kind, data in events if kind == "report" and data["type"] == "trade"]
     assert [(t["id"], t["liquidity"], t["qty"]) for t in trades] == [("a1", "maker", "0.500")]
     seq.close()

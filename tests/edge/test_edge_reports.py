@@ -168,5 +168,13 @@ def test_client_edge_future_resolves_from_a_log_derived_accepted(tmp_path: Path)
     out = seq.on_messages([(m.topic, m.payload) for m in sent])
     assert any(m.topic == TOPICS.reports("erin") for m in out)
     node.on_messages([(m.topic, m.payload) for m in out if m.topic == TOPICS.log])  # reports dropped
+    # The public log does not say the entry is erin's (it introduces an owner number): it waits,
+    # and after the grace the edge asks for a replay, whose answer names erin's own entries.
+    assert not future.done()
+    requests = node.on_tick(node.clock() + 1.0)
+    requests = [m for m in requests if m.topic == TOPICS.replay_request("erin")]
+    assert len(requests) == 1
+    out = seq.on_messages([(m.topic, m.payload) for m in requests])
+    node.on_messages([(m.topic, m.payload) for m in out if m.topic == TOPICS.replay_response("erin")])
     answer = future.result(0)
     assert (answer["type"], answer["seq"], answer["qty"]) == ("accepted", 1, "1.000")

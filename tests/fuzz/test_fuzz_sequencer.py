@@ -125,9 +125,10 @@ def still_works(node: SequencerNode, client: str, coid: str = "after-1") -> None
     out = send(node, client, {"op": "new", "id": coid, "side": "buy", "price": "50", "qty": "1"})
     assert [o.topic for o in out] == [T.log, T.reports(client), T.book]
     (entry,) = decode_log_message(out[0].payload).entries
-    assert (entry.seq, entry.client_order_id) == (version + 1, coid)
+    # the public log names nobody; the journal has the entry with its client order id
+    assert (entry.seq, entry.client_id, entry.client_order_id) == (version + 1, None, None)
     assert node.replica.clients[entry.owner] == client
-    assert entry.client_id in (None, client)  # (named only on the entry introducing its owner)
+    assert node.journal.entries(version + 1) == [entry._replace(client_id=client, client_order_id=coid)]
     assert json.loads(out[1].payload)[0]["type"] == "accepted"
     assert node.version == version + 1 and node.journal.last_seq == version + 1
 
@@ -321,7 +322,10 @@ def test_hostile_messages_in_one_batch_with_a_valid_one(node: SequencerNode) -> 
     batch.insert(17, (T.orders("good"), json.dumps({**VALID_NEW, "id": "g1"}).encode()))
     out = node.on_messages(batch)
     log = [e for o in out if o.topic == T.log for e in decode_log_message(o.payload).entries]
-    assert [(e.seq, e.client_id, e.client_order_id) for e in log] == [(version + 1, "good", "g1")]
+    # the public log names nobody; the journal keeps the names
+    assert [(e.seq, e.client_id, e.client_order_id) for e in log] == [(version + 1, None, None)]
+    journaled = node.journal.entries(version + 1)
+    assert [(e.seq, e.client_id, e.client_order_id) for e in journaled] == [(version + 1, "good", "g1")]
     evil = [r for o in out if o.topic == T.reports("evil") for r in json.loads(o.payload)]
     assert [r["code"] for r in evil] == [code for _, _, codes in HOSTILE_ORDERS[:40] for code in codes]
     assert node.version == version + 1

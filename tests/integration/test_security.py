@@ -37,6 +37,7 @@ from fastbook.transport.acl import (
 )
 from fastbook.transport.node import Outgoing
 from fastbook.transport.users import UsersFile, UsersFileError
+from fastbook.wire.log import decode_log_message
 from fastbook.wire.topics import Topics
 from tests.support.brokers import (
     MOSQUITTO,
@@ -235,11 +236,24 @@ def forge_as_bob(d: Deployment, messages: list[tuple[str, bytes, bool]]) -> None
         bob.client.loop_stop()
 
 
-def bob_barrier(bob: Probe, order_id: str) -> None:
-    """Bob's own (allowed) order, answered: everything bob published before it has been handled."""
+def bob_barrier(bob: Probe, order_id: str) -> int:
+    """Bob's own (allowed) order, answered: everything bob published before it has been handled.
+    Its seq (the public log is anonymous: the barrier is found there by its seq)."""
     order = {"op": "new", "id": order_id, "side": "buy", "price": "1.00", "qty": "0.001"}
     bob.publish(T.orders("bob"), json.dumps(order).encode())
     wait_for(lambda: any(r.get("id") == order_id for r in bob.reports()), 15, f"bob's {order_id} answered")
+    return int(next(r["seq"] for r in bob.reports() if r.get("id") == order_id and r.get("seq")))
+
+
+def log_reached(watcher: Probe, seq: int) -> bool:
+    """Whether the live log the watcher saw reached `seq`."""
+    for _t, payload in watcher.received(T.log):
+        try:
+            if any(e.seq >= seq for e in decode_log_message(payload).entries):
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 # ---- authentication ------------------------------------------------------------------------------
@@ -317,8 +331,8 @@ def test_bob_cannot_trade_or_cancel_as_alice(secure: Deployment) -> None:
         bob.publish(T.orders("bob"), json.dumps({"op": "cancel", "id": "a-rest"}).encode())
         wait_for(lambda: any(r.get("id") == "a-rest" and r.get("type") == "rejected" for r in bob.reports()),
                  15, "bob's cancel of a-rest rejected")
-        bob_barrier(bob, "b-trade-barrier")
-        wait_for(lambda: any(b"b-trade-barrier" in p for _t, p in watcher.received()), 15, "barrier logged")
+        barrier = bob_barrier(bob, "b-trade-barrier")
+        wait_for(lambda: log_reached(watcher, barrier), 15, "barrier logged")
         open_ids = [o["id"] for o in alice.own_orders()]
         assert "a-rest" in open_ids and "forged-new" not in open_ids  # bob neither cancelled nor added
         logged = b"".join(p for _t, p in watcher.received())
@@ -327,8 +341,11 @@ def test_bob_cannot_trade_or_cancel_as_alice(secure: Deployment) -> None:
 
         logs = [p for _t, p in watcher.received() if p[:4] == b"FBLG"]
         entries = [e for p in logs for e in decode_log_message(p).entries]
-        # alice's own order is in the log; bob's cancels of it are not
-        assert [e.op for e in entries if e.client_order_id == "a-rest"] == [1]
+        # alice's own order is in the log (at the seq she was told, the log is anonymous); bob's
+        # cancels of it are not: no other entry touches its engine order id
+        (placed,) = [e for e in entries if e.seq == resting["seq"]]
+        assert placed.op == 1
+        assert [e.op for e in entries if e.order_id == placed.order_id] == [1]
     finally:
         watcher.close()
         if bob is not None:
@@ -349,9 +366,8 @@ def test_bob_cannot_forge_log_book_snapshot_or_reports(secure: Deployment) -> No
         forge_as_bob(secure, [(topic, forged, retain) for topic, retain in targets])
         bob = probe(secure, "bob")
         bob.subscribe(T.reports("bob"))
-        bob_barrier(bob, "b-forge-barrier")
-        wait_for(lambda: any(b"b-forge-barrier" in p for _t, p in watcher.received(T.log)), 15,
-                 "barrier in the log")
+        barrier = bob_barrier(bob, "b-forge-barrier")
+        wait_for(lambda: log_reached(watcher, barrier), 15, "barrier in the log")
         assert not [t for t, p in watcher.received() if p == forged]
         late = probe(secure, "carol")  # a new subscriber gets the retained book/snapshot: the sequencer's
         try:
@@ -445,8 +461,8 @@ def test_a_forged_last_will_is_never_published(secure: Deployment) -> None:
         bob = probe(secure, "bob")
         try:
             bob.subscribe(T.reports("bob"))
-            bob_barrier(bob, "b-will-barrier")
-            wait_for(lambda: any(b"b-will-barrier" in p for _t, p in watcher.received(T.log)), 15, "barrier")
+            barrier = bob_barrier(bob, "b-will-barrier")
+            wait_for(lambda: log_reached(watcher, barrier), 15, "barrier")
         finally:
             bob.close()
         assert all(p != forged for _t, p in watcher.received())
@@ -592,7 +608,7 @@ def _pump(seq: Any, edge_node: Any, messages: list[Any], rounds: int = 10) -> No
     pending: list[Outgoing] = list(messages)
     for _ in range(rounds):
         to_edge = [(m.topic, m.payload) for m in pending
-                   if m.topic in (T.log, T.snapshot, T.book, T.replay_response("alice"))]
+                   if m.topic in (T.log, T.snapshot, T.book, T.replay_response("alice"), T.reports("alice"))]
         to_seq = [(m.topic, m.payload) for m in pending if "/replay/request/" in m.topic]
         pending = edge_node.on_messages(to_edge) if to_edge else []
         pending += seq.on_messages(to_seq) if to_seq else []

@@ -54,14 +54,25 @@ def started(at: float = 0.0) -> Follower:
 
 def test_replica_applies_the_log_to_the_same_state(tmp_path: Path) -> None:
     entries, node = history(tmp_path)
+    # The public log names nobody: applied, it gives the same book (hash, resting orders by engine
+    # id and owner) and maps no names.
+    assert all(e.client_id is None and e.client_order_id is None for e in entries)
     replica = Replica(SPEC)
     for entry in entries:
         replica.apply(entry)
     assert (replica.version, replica.state_hash) == (node.version, node.state_hash)
-    assert replica.owners == node.replica.owners and replica.orders == node.replica.orders
+    resting = sorted(node.replica.orders)
+    assert resting
+    assert [replica.book.order(i) for i in resting] == [node.replica.book.order(i) for i in resting]
     assert replica.next_order_id == node.replica.next_order_id
     with pytest.raises(ValueError, match="applied at version"):
         replica.apply(entries[0])
+    # The journal keeps the names: its entries rebuild the sequencer's maps.
+    named = Replica(SPEC)
+    for entry in node.journal.entries():
+        named.apply(entry)
+    assert (named.version, named.state_hash) == (node.version, node.state_hash)
+    assert named.owners == node.replica.owners and named.orders == node.replica.orders
     node.close()
 
 

@@ -60,7 +60,8 @@ def random_order(rng: random.Random, i: int, open_ids: list[str]) -> dict[str, A
 
 
 def sequenced_log(tmp_path: Path, seed: int, count: int = 400) -> list[LogEntry]:
-    """The log entries of a random multi-client flow through a real sequencer."""
+    """The journal's (named) entries of a random multi-client flow through a real sequencer: what
+    the sequencer's recovery applies; the public log is the same entries without names."""
     node = SequencerNode(SequencerConfig(SPEC, tmp_path / f"seq{seed}", dedupe_window=1))
     rng = random.Random(seed)
     open_ids: dict[str, list[str]] = {c: [] for c in CLIENTS}
@@ -74,7 +75,16 @@ def sequenced_log(tmp_path: Path, seed: int, count: int = 400) -> list[LogEntry]
             if out.topic == T.log:
                 entries += decode_log_message(out.payload).entries
         open_ids[client] = [o["id"] for o in orders if o["op"] == "new"][-10:]
-    return entries
+    named = node.journal.read(1).entries()  # (as journaled: a client id on its owner's first entry)
+    assert entries == [e._replace(client_id=None, client_order_id=None) for e in named]
+    node.close()
+    return named
+
+
+def as_seen_by(entries: list[LogEntry], owner: int | None) -> list[LogEntry]:
+    """The entries with only `owner`'s names, as the replay service answers its client (None: the
+    public log)."""
+    return LogRun.from_entries(entries).named_for(owner).entries()
 
 
 def chunks(entries: list[LogEntry], rng: random.Random) -> list[LogBatch]:
@@ -110,7 +120,7 @@ class Recorder:
 
     def __call__(self, entry: LogEntry, events: list) -> None:
         if entry.client_id is None:  # (a record names its client only on its first entry)
-            entry = entry._replace(client_id=self.replica.clients[entry.owner])
+            entry = entry._replace(client_id=self.replica.clients.get(entry.owner, ""))
         reports = command_reports_json(
             SPEC, self.replica, entry.seq, entry.client_id, entry.op, entry.order_type,
             entry.client_order_id, list(events),
@@ -227,12 +237,17 @@ def test_follower_on_batch_equals_on_entries_with_duplicates_gaps_and_overlaps(t
     assert fast[1] == list(range(1, entries[-1].seq + 1))  # each entry applied once, in order
 
 
-def own_part(replica: Replica, client: str) -> tuple[Any, ...]:
-    """A whole replica's state with its maps cut down to one client's orders."""
+def own_part(replica: Replica, client: str, others_known: bool = True) -> tuple[Any, ...]:
+    """A whole replica's state with its maps cut down to one client's orders (and, unless
+    `others_known` (a named snapshot names them), its owner numbers to that client's own)."""
     owner = replica.owners.get(client)
     orders = {i: o for i, o in replica.orders.items() if o[0] == owner}
     by_owner = {owner: replica.by_owner[owner]} if owner in replica.by_owner else {}
-    return state(replica)[:5] + (orders, by_owner, replica.next_order_id)
+    owners, clients = replica.owners, replica.clients
+    if not others_known:
+        owners = {c: o for c, o in owners.items() if c == client}
+        clients = {o: c for o, c in clients.items() if c == client}
+    return state(replica)[:3] + (owners, clients, orders, by_owner, replica.next_order_id)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -248,13 +263,16 @@ def test_a_replica_of_one_client_maps_its_orders_only_and_reports_the_same(tmp_p
     for client in [*CLIENTS, "watcher"]:
         one_by_one, batched = Replica(SPEC, own_client=client), Replica(SPEC, own_client=client)
         slow, fast = Recorder(one_by_one), Recorder(batched)
-        for entry in entries:
+        seen = as_seen_by(entries, whole.owners.get(client))  # (its own names only)
+        for entry in seen:  # (as a follower does with a replay answer: learn from it, then apply)
+            one_by_one.learn_replayed(LogRun.from_entries([entry]))
             slow(entry, one_by_one.apply(entry))
         mapped = 0  # the most orders the batched replica mapped at once
-        for batch in chunks(entries, random.Random(seed)):
+        for batch in chunks(seen, random.Random(seed)):
+            batched.learn_replayed(batch.run)
             batched.apply_batch(batch, fast)
             mapped = max(mapped, len(batched.orders))
-        assert state(one_by_one) == state(batched) == own_part(whole, client)
+        assert state(one_by_one) == state(batched) == own_part(whole, client, others_known=False)
         if client == "watcher":
             assert mapped == 0 and batched.by_owner == {}
         else:
@@ -289,8 +307,10 @@ def test_a_replica_of_one_client_from_a_snapshot_and_its_refusals(tmp_path: Path
     # and each follows on from there as a whole replica does
     for entry in entries[half:]:
         whole.apply(entry)
-        for replica in mine.values():
-            replica.apply(entry)
+        for client, replica in mine.items():  # (what a replay answers each: its own names only)
+            seen = LogRun.from_entries([entry]).named_for(whole.owners[client])
+            replica.learn_replayed(seen)
+            replica.apply(seen.entries()[0])
     for client, replica in mine.items():
         assert same(state(replica), own_part(whole, client))
     with pytest.raises(ValueError, match="maps only that client's orders"):

@@ -196,7 +196,12 @@ def test_commit_journals_the_batch_then_publishes_log_reports_trades_and_book(tm
         assert journal.last_seq == 1
         out = commit.publish(batch, True, 10.0, None, moved=True)
         assert [o.topic for o in out] == [T.log, T.reports("alice"), T.trades, T.book]
-        assert decode_log_message(out[0].payload).entries[0].client_order_id == "a"
+        # the journal keeps the names, the public log carries none (the anonymous feed)
+        (published,) = decode_log_message(out[0].payload).entries
+        assert (published.client_id, published.client_order_id) == (None, None)
+        (journaled,) = journal.entries()
+        assert (journaled.client_id, journaled.client_order_id) == ("alice", "a")
+        assert published == journaled._replace(client_id=None, client_order_id=None)
         assert commit.heartbeat(10.5) == []  # the log just spoke
         assert commit.next_heartbeat(10.5) == 11.0
         (beat,) = commit.heartbeat(11.0)

@@ -114,7 +114,7 @@ def bad_message(mutate: str, many: bool = False) -> bytes:
     if mutate == "magic":
         payload[0:4] = b"FBLX"
     elif mutate == "version":
-        payload[4] = 2
+        payload[4] = 1  # format 1 (named records) is refused too
     elif mutate == "flags":
         payload[6] = 2
     elif mutate == "head":

@@ -3,6 +3,7 @@ the same bytes for rows and for a replica's map, and a refusal of what is not a 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -93,8 +94,15 @@ def test_snapshot_meta_is_the_json_of_every_field() -> None:
         snap = SnapshotData(spec, 7, 99, b"engine", 12, {"a": 1, "b": 2}, [(3, 1, 'q"'), (9, 2, "z")], seen)
         data = encode_snapshot(snap)
         meta = {"market": spec.to_json(), "version": 7, "hash": hash_hex(99), "next_order_id": 12,
-                "owners": {"a": 1, "b": 2}, "orders": [[3, 1, 'q"'], [9, 2, "z"]]}  # fmt: skip
+                "owners": 2, "clients": {"a": 1, "b": 2}, "orders": [[3, 1, 'q"'], [9, 2, "z"]]}  # fmt: skip
         if seen is not None:
             meta["seen"] = seen
         assert dumps(meta) in data
         assert decode_snapshot(data) == snap
+        # The published form names nobody: the owner count only, no clients, orders or seen ids.
+        public = encode_snapshot(snap, named=False)
+        anonymous = {"market": spec.to_json(), "version": 7, "hash": hash_hex(99), "next_order_id": 12,
+                     "owners": 2}  # fmt: skip
+        assert dumps(anonymous) in public and b'"a"' not in public and b"q" not in public
+        unnamed = dataclasses.replace(snap, owners={}, orders=[], seen=None, owner_count=2)
+        assert decode_snapshot(public) == unnamed

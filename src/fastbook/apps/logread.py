@@ -6,11 +6,11 @@ default: the head when the first answer came); `tail` follows the live `log` top
 (replayed first) or from the first entry that arrives. Entries are printed strictly in seq order
 with no gap: a hole is replayed before anything after it is printed.
 
-Client ids: a record names its client only on the entry that introduces the client's owner number,
-so the printer learns them from the retained snapshot (read before the first replay request) and
-from those entries; an owner it never saw introduced is printed with `"client_id": null`. Prices
-and quantities are decimals on the market's tick and lot once the snapshot gave them, else ticks
-and lots (`price_ticks`, `qty_lots`).
+The log is anonymous: entries name orders by engine order id and owner number, never by client id
+or client order id (docs/wire.md); a replay answer carries the requester's own client order ids,
+so an entry of the reader's own client is printed with its `id`. Prices and quantities are
+decimals on the market's tick and lot once the snapshot gave them, else ticks and lots
+(`price_ticks`, `qty_lots`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from fastbook.wire.market import MarketSpec
 from fastbook.wire.snapshot import decode_snapshot, is_snapshot_payload
 from fastbook.wire.topics import Topics
 
-SNAPSHOT_WAIT = 0.5  # seconds to wait for the retained snapshot (owners, tick/lot) before replaying
+SNAPSHOT_WAIT = 0.5  # seconds to wait for the retained snapshot (tick/lot) before replaying
 REPLAY_RETRY = 2.0  # seconds without progress before a replay request is repeated
 
 
@@ -64,7 +64,6 @@ class LogPrinter:
         self.out = out
         self.clock = clock
         self.market: MarketSpec | None = None
-        self.clients: dict[int, str] = {}
         self.buffer: dict[int, LogEntry] = {}
         self.head = 0
         self.done = threading.Event()
@@ -112,8 +111,6 @@ class LogPrinter:
                     snap = decode_snapshot(bytes(payload))
                     if snap.market.name == self.topics.market:
                         self.market = snap.market
-                        for client, owner in snap.owners.items():
-                            self.clients.setdefault(owner, client)
                     continue
                 if topic == self.topics.snapshot:  # a cleared retained snapshot
                     continue
@@ -129,8 +126,6 @@ class LogPrinter:
         if batch.replay and self.last is None and not self.follow:
             self.last = batch.head  # dump: up to the head of the first answer
         for entry in batch.entries:
-            if entry.client_id is not None:
-                self.clients.setdefault(entry.owner, entry.client_id)
             if self.next_seq is None:
                 self.next_seq = entry.seq  # tail without --from: from the first live entry
             if entry.seq >= self.next_seq:
@@ -139,8 +134,6 @@ class LogPrinter:
             entry = self.buffer.pop(self.next_seq)
             if self.last is not None and entry.seq > self.last:
                 break
-            if entry.client_id is None:
-                entry = entry._replace(client_id=self.clients.get(entry.owner))
             self.out.write(json.dumps(entry_json(entry, self.market)) + "\n")
             self.printed += 1
             self.next_seq += 1
@@ -154,7 +147,7 @@ class LogPrinter:
         if self.next_seq is None or self._connected_at is None:
             return []
         if self.market is None and now - self._connected_at < SNAPSHOT_WAIT:
-            return []  # let the retained snapshot (owners, tick and lot) arrive first
+            return []  # let the retained snapshot (tick and lot) arrive first
         if self._pending is not None:
             if (
                 self.next_seq <= self._pending

@@ -80,22 +80,20 @@ class Edge:
         password: str | None = None,
         tls_ca: str | None = None,
         clean_session: bool = True,
-        map_all_orders: bool = False,
     ) -> None:
         """With `username` (and its `password`, e.g. from os.environ["FASTBOOK_PASSWORD"]) the
         broker authenticates the connection; its ACL then requires client_id == username.
         `clean_session=False` asks the broker to keep this client's MQTT session (subscriptions,
         queued QoS1 messages) across disconnects: what lets a client fail over between the nodes
         of a NATS cluster (docs/brokers.md). Its MQTT client id must then be stable and unique.
-        `map_all_orders=True` keeps every client's client order ids in the replica (EdgeConfig),
-        not only this client's."""
+        The public log is anonymous: the replica knows client order ids of this client's orders
+        only (every order's owner number is in its book)."""
         from fastbook.edge.node import EdgeConfig, EdgeNode
 
         if username is not None and client_id != username:
             raise ValueError(f"client id {client_id!r} differs from user name {username!r}: the broker "
                              "only lets a user trade under its own name")
-        node = EdgeNode(EdgeConfig(client_id=client_id, market=market, prefix=prefix,
-                                   map_all_orders=map_all_orders))
+        node = EdgeNode(EdgeConfig(client_id=client_id, market=market, prefix=prefix))
         runner = NodeRunner(node, RunnerConfig(
             broker, mqtt_client_id or username or f"fastbook-api-{client_id}"[:128],
             name=f"edge-{client_id}", username=username, password=password, tls_ca=tls_ca,

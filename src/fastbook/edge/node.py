@@ -26,6 +26,7 @@ from fastbook.wire.fields import MAX_SEQ, SIDE_TEXT, dumps, hash_hex
 from fastbook.wire.log import LogEntry, ReplayRequest, decode_log_message, encode_replay_request
 from fastbook.wire.market import NAME_RE
 from fastbook.wire.messages import encode_status
+from fastbook.wire.names import decode_names, is_names_payload
 from fastbook.wire.orders import valid_client_id
 from fastbook.wire.snapshot import decode_snapshot, is_snapshot_payload
 from fastbook.wire.topics import DEFAULT_PREFIX, Topics
@@ -54,10 +55,6 @@ class EdgeConfig:
     # second when idle) before the edge says it is stalled (or that the market has no sequencer)
     # and reconnects (docs/security.md, "Liveness").
     stall_timeout: float = 5.0
-    # Keep every client's client order ids in the replica's maps, not only this client's (an
-    # observer that audits the whole book); they cost an edge about as much as the engine and
-    # the log reader together.
-    map_all_orders: bool = False
 
 
 class EdgeNode:
@@ -77,8 +74,8 @@ class EdgeNode:
             on_resync=self._on_resync,
             on_applied=self._on_applied,
             interest=self._report_owner,
-            # reports and open orders are this client's only (Replica.own_client)
-            own_client=None if cfg.map_all_orders else cfg.client_id,
+            # the log is anonymous: the maps are this client's orders only (Replica.own_client)
+            own_client=cfg.client_id,
         )
         # Reports are derived from the log once the replica has caught up the first time: entries
         # applied before that are history from before this edge was connected.
@@ -167,6 +164,7 @@ class EdgeNode:
             self._id_counter += 1
             order["id"] = f"{self._id_prefix}-{self._id_counter}"
         client_order_id = order.get("id")
+        self.follower.sent_orders()
         return (
             client_order_id if isinstance(client_order_id, str) else "",
             [Outgoing(self.topics.orders(self.client_id), dumps(order))],
@@ -246,9 +244,13 @@ class EdgeNode:
         requests: list[ReplayRequest] = []
         t = self.topics
         response_topic = t.replay_response(self.client_id)
+        learnt = False  # names of own entries learnt from reports
         heard = -1  # the head of the last log message of this batch (-1: none: the sequencer unheard)
         for topic, payload in messages:
             try:
+                if topic == response_topic and is_names_payload(payload):
+                    requests += self.follower.on_names(decode_names(payload), now)
+                    continue
                 if topic == t.log or topic == response_topic:
                     if is_snapshot_payload(payload):
                         requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
@@ -285,12 +287,15 @@ class EdgeNode:
                             self._emit("trade", trade)
                 elif topic == t.reports(self.client_id):
                     for report in json.loads(payload):
+                        learnt |= self._learn_name(report)
                         self._deliver_report(report)
                 elif topic == t.replica(self.client_id):
                     if self.presence.on_status(payload, now):
                         self._link_request = LinkRequest.STOP  # the newer of two processes stops
             except (ValueError, AttributeError, TypeError, KeyError, RecursionError) as exc:
                 log.warning("edge %s: ignoring bad message on %s: %s", self.client_id, topic, exc)
+        if learnt:
+            requests += self.follower.names_learnt(now)
         if heard >= 0:
             self.watch.heard(now, heard)
         self._check_reports_live()
@@ -352,8 +357,23 @@ class EdgeNode:
     # -- reports ---------------------------------------------------------------------------
 
     def _check_reports_live(self) -> None:
-        if not self._reports_live and self.follower.in_sync:
+        if not self._reports_live and self.follower.in_sync and self.follower.names_known:
             self._reports_live = True
+
+    def _learn_name(self, report: Any) -> bool:
+        """The sequencer's `accepted` and `cancelled_all` reports name the seq of this client's
+        new / cancel_all: the public log entry at that seq has no client order id (docs/wire.md,
+        "Names"). Whether one was learnt."""
+        replica = self.follower.replica
+        if replica is None or not isinstance(report, dict):
+            return False
+        seq, coid = report.get("seq"), report.get("id")
+        if report.get("type") not in ("accepted", "cancelled_all") or type(seq) is not int:
+            return False
+        if coid is not None and not isinstance(coid, str):
+            return False
+        replica.learn_seq_name(seq, coid)
+        return True
 
     def _report_owner(self) -> int | None:
         """The owner whose log entries _on_applied needs (None: no entry needs it now)."""
@@ -387,7 +407,7 @@ class EdgeNode:
             replica.market,
             replica,
             entry.seq,
-            replica.clients[entry.owner],  # a record names its client only when it introduces it
+            replica.clients.get(entry.owner, ""),  # (the log names no client: we know only our own)
             entry.op,
             entry.order_type,
             entry.client_order_id,

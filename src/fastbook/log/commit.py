@@ -80,7 +80,9 @@ class BatchCommit:
         out: list[Outgoing] = []
         if committed and batch.count:
             head = self.journal.last_seq
-            run = batch.run()
+            # The journal keeps the names; the public log carries none (docs/wire.md): each client
+            # learns its own from its reports and its replay answers.
+            run = batch.run().anonymous()
             for i in range(0, len(run), LOG_CHUNK):
                 payload = encode_log_message(self.market.name, head, run.cut(i, i + LOG_CHUNK))
                 out.append(Outgoing(self.topics.log, payload, qos=self.log_qos))

@@ -14,6 +14,7 @@ from fastbook.log.replica import HashMismatch, Replica
 from fastbook.wire.fields import REPLAY_MAX_ENTRIES, hash_hex
 from fastbook.wire.log import LogBatch, LogEntry, ReplayRequest
 from fastbook.wire.market import MarketSpec
+from fastbook.wire.names import OwnNames
 from fastbook.wire.snapshot import SnapshotData
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,9 @@ class Follower:
         own_client: str | None = None,
     ) -> None:
         self.market_name = market_name
-        self.own_client = own_client  # the replicas it makes map only that client's orders (Replica)
+        # The replicas it makes map only that client's orders (Replica): the log is anonymous, so
+        # without a client (None) they map none (an observer of the book).
+        self.own_client = own_client
         self.replay_timeout = replay_timeout
         self.snapshot_timeout = replay_timeout if snapshot_timeout is None else snapshot_timeout
         self.gap_grace = min(0.25, replay_timeout / 4)  # silence tolerated while the head is ahead
@@ -78,6 +81,14 @@ class Follower:
         self.on_applied = on_applied
         # For whole-message applies: the owner whose entries on_applied wants (Replica.apply_batch)
         self.interest = interest
+        # The public log and snapshots carry no names: after restoring a snapshot, an edge asks
+        # for its own (owner number, open orders: a replay request with "names") ...
+        self.names_wanted = False
+        # ... and an own new / cancel_all whose client order id it has not learnt (from its
+        # reports, a names answer or a replay answer) waits, buffered, since this time; after
+        # gap_grace a replay (which carries this client's names) is asked for.
+        self.unnamed_since: float | None = None
+        self.expect_owner = False  # this client sent orders (see Replica.expect_owner)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -96,6 +107,11 @@ class Follower:
     @property
     def in_sync(self) -> bool:
         return self.replica is not None and not self.buffer and self.version >= self.head
+
+    @property
+    def names_known(self) -> bool:
+        """Whether the replica's maps hold every open order of its own client (see names_wanted)."""
+        return self.replica is not None and not self.names_wanted
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -123,7 +139,11 @@ class Follower:
                 continue
             if entry.seq <= replica.version:
                 continue  # duplicate
-            if not self._apply(entry, now):
+            applied = self._apply(entry, now)
+            if applied is None:  # waits for its name: it and what follows are buffered
+                self.buffer[entry.seq] = entry
+                continue
+            if not applied:
                 return self._resync_request(now)
             replica = self.replica
         if self.replica is not None:
@@ -137,6 +157,8 @@ class Follower:
         (gaps, no replica yet, a buffer to merge) goes entry by entry through `on_entries`."""
         replica = self.replica
         n = len(batch)
+        if batch.replay and replica is not None:
+            replica.learn_replayed(batch.run)
         # (a first seq past version + 1 is a gap: buffered and filled by a replay)
         if (
             n == 0
@@ -145,6 +167,7 @@ class Follower:
             or int(batch.seqs[0]) > replica.version + 1
             or not batch.consecutive()
             or n <= self.ENTRY_BY_ENTRY
+            or replica.first_unnamed(batch.run) is not None  # (waits for a name: entry by entry)
         ):
             return self.on_entries(batch.entries, batch.head, now)
         first = int(batch.seqs[0])
@@ -180,6 +203,9 @@ class Follower:
             log.error("snapshot %d unusable: %s", snap.version, exc)
             return []
         self.replica = restored
+        restored.expect_owner = self.expect_owner
+        # (a snapshot without owners holds no order of this client's: nothing to learn)
+        self.names_wanted = self.own_client is not None and snap.owners_assigned > 0
         self.market_known = True
         self.mismatch = None
         self.waiting_since = None
@@ -192,6 +218,37 @@ class Follower:
         if not self._drain(now):
             return self._resync_request(now)
         return self._maybe_request(now)
+
+    def on_names(self, names: OwnNames, now: float) -> list[ReplayRequest]:
+        """This client's names (an answer to a request with "names"): its owner number and
+        open orders, merged into the replica's maps; buffered entries that waited for a name
+        are applied."""
+        replica = self.replica
+        if replica is None or names.market != self.market_name:
+            return []
+        try:
+            replica.learn_names(names)
+        except ValueError as exc:
+            self._diverged(str(exc))
+            return self._resync_request(now)
+        self.names_wanted = False
+        return self.names_learnt(now)
+
+    def names_learnt(self, now: float) -> list[ReplayRequest]:
+        """The replica learnt names (its client's reports said which seqs were its own): apply
+        the entries that waited for them."""
+        if self.replica is None:
+            return []
+        if not self._drain(now):
+            return self._resync_request(now)
+        return self._maybe_request(now)
+
+    def sent_orders(self) -> None:
+        """This client sent orders: until its owner number is known, entries introducing one wait
+        for a replay answer (a client whose every report is lost still learns its own)."""
+        self.expect_owner = True
+        if self.replica is not None:
+            self.replica.expect_owner = True
 
     def on_head(self, head: int, now: float) -> list[ReplayRequest]:
         """The sequencer's version as seen elsewhere (the retained book)."""
@@ -213,6 +270,7 @@ class Follower:
                 # No retained snapshot: start from the empty book and replay the whole journal.
                 log.warning("no snapshot within %.1fs; replaying the log from seq 1", self.snapshot_timeout)
                 self.replica = Replica(MarketSpec(self.market_name), own_client=self.own_client)
+                self.replica.expect_owner = self.expect_owner
                 self.market_known = False
                 self.waiting_since = None
                 self.synced_once = True
@@ -225,17 +283,28 @@ class Follower:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _apply(self, entry: LogEntry, now: float) -> bool:
-        assert self.replica is not None
+    def _apply(self, entry: LogEntry, now: float) -> bool | None:
+        """True: applied; False: diverged; None: not applied, its client order id is not known
+        yet (this client's own entry, see Replica.resolve)."""
+        replica = self.replica
+        assert replica is not None
+        if entry.client_order_id is None and entry.client_id is None and replica.own_client is not None:
+            named = replica.resolve(entry)
+            if named is None:
+                if self.unnamed_since is None:
+                    self.unnamed_since = now
+                return None
+            entry = named
         try:
-            events = self.replica.apply(entry)
+            events = replica.apply(entry)
         except (HashMismatch, ValueError, KeyError) as exc:
             self._diverged(_divergence(exc))
             return False
         self.last_progress = now
+        self.unnamed_since = None
         if self.on_applied is not None:
-            if entry.client_id is None:  # (a record names its client only where it introduces it)
-                entry = entry._replace(client_id=self.replica.clients[entry.owner])
+            if entry.client_id is None:  # (the log names no client: this edge knows only its own)
+                entry = entry._replace(client_id=replica.clients.get(entry.owner))
             self.on_applied(entry, events)
         return True
 
@@ -247,7 +316,11 @@ class Follower:
             entry = buffer.pop(replica.version + 1, None)
             if entry is None:
                 break
-            if not self._apply(entry, now):
+            applied = self._apply(entry, now)
+            if applied is None:  # still waits for its name
+                buffer[entry.seq] = entry
+                break
+            if not applied:
                 return False
             replica = self.replica
             assert replica is not None
@@ -265,6 +338,8 @@ class Follower:
         self.replica = None
         self.buffer.clear()
         self.pending = None
+        self.names_wanted = False
+        self.unnamed_since = None
         if self.on_resync is not None:
             self.on_resync(reason)
 
@@ -277,12 +352,25 @@ class Follower:
             return []
         version = replica.version
         pending = self.pending
-        if pending is not None and version >= pending.target:
+        if (
+            pending is not None
+            and version >= pending.target
+            and not (pending.request.names and self.names_wanted)
+        ):
             self.pending = pending = None
+        if self.names_wanted:  # (its answer also replays everything after our version)
+            if pending is None or now - max(pending.sent_at, self.last_progress) >= self.replay_timeout:
+                return self._send(ReplayRequest(version + 1, None, names=True), now)
+            return []
         if version >= self.head and not self.buffer:
             return []
         if pending is not None and now - max(pending.sent_at, self.last_progress) < self.replay_timeout:
             return []  # an answer is due or arriving
+        if self.buffer and min(self.buffer) == version + 1:  # the next entry waits for its name
+            if self.unnamed_since is not None and now - self.unnamed_since < self.gap_grace:
+                return []  # its report (which names it) may still be on its way
+            last = min(max(self.buffer), version + REPLAY_MAX_ENTRIES)
+            return self._send(ReplayRequest(version + 1, last), now)  # a replay answer names it
         if self.buffer:
             return self._send(ReplayRequest(version + 1, min(self.buffer) - 1), now)  # exactly the hole
         if now - max(self.last_progress, self.head_seen_at) < self.gap_grace:

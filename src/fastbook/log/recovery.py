@@ -143,6 +143,8 @@ def recover(
     def restore(snap: SnapshotData) -> Replica:
         if snap.market != market:
             raise ValueError(f"snapshot is for market {snap.market}, not {market}")
+        if not snap.named:
+            raise ValueError("snapshot file has no names (an anonymous, published snapshot)")
         return Replica.from_snapshot(snap)
 
     loaded = snapshots.load_latest(restore)
@@ -182,8 +184,10 @@ def recover(
                 f"journal replay diverged ({exc}); was it written by a different engine?"
             ) from exc
         if entry.op == Op.NEW:
-            client = replica.clients[entry.owner]
-            dedupe.accept(entry.seq, client, entry.client_order_id)  # type: ignore[arg-type]  # a new has an id
+            named = replica.clients.get(entry.owner)
+            if named is None:
+                raise JournalError(f"journal record {entry.seq}: owner {entry.owner} is no client's")
+            dedupe.accept(entry.seq, named, entry.client_order_id)  # type: ignore[arg-type]  # a new has an id
         dedupe.advance(entry.seq)
         trades = [event for event in events if event[0] == _TRADE]
         if trades:

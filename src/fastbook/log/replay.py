@@ -22,6 +22,11 @@ Replay is served fairly and bounded, so that one requester cannot stall the mark
   `{"type": "replay_refused", "code": "REPLAY_LIMIT", "message": ...}` (at most a few a second per
   requester; the rest are dropped), logged once per requester per refusing spell. An identical
   request to one still queued (a replica repeating itself) is dropped: its answer is coming.
+
+The answer is private to the requester (only it may read its response topic): its records carry
+the requester's own names (its client order ids, its client id on the entry introducing its owner
+number) and no one else's, and `"names": true` first sends its names message (its owner number
+and open orders, `fastbook.wire.names`, from the sequencer's replica when the request's turn comes).
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from fastbook.log.journal import Journal, JournalError
+from fastbook.log.replica import Replica
 from fastbook.transport.node import Outgoing
 from fastbook.wire.fields import REPLAY_LIMIT, REPLAY_MAX_ENTRIES, dumps
 from fastbook.wire.log import LOG_RECORD_DTYPE, LogRun, decode_replay_request, encode_log_message
+from fastbook.wire.names import OwnNames, encode_names
 from fastbook.wire.orders import valid_client_id
 from fastbook.wire.topics import Topics
 
@@ -64,11 +71,13 @@ class ReplayLimits:
 
 @dataclass(slots=True)
 class _Request:
-    key: tuple[int, int | None, bool]  # (from, to, snapshot) as asked: spots a repeated request
+    key: tuple[int, int | None, bool, bool]  # (from, to, snapshot, names) as asked: spots a repeat
     topic: str
+    requester: str
     next: int  # next seq to send
     last: int  # last seq to send (next > last: nothing, or nothing left, to send)
     snapshot: bytes | None  # still to send first
+    names: bool  # the requester's names message still to send (after the snapshot)
     sent: bool = False  # a log message (entries, or the empty answer) went out for it
     offset: int | None = None  # journal offset to read `next` from (None: look it up in the index)
 
@@ -93,17 +102,37 @@ class _Requester:
 
 class ReplayService:
     def __init__(
-        self, market_name: str, topics: Topics, journal: Journal, limits: ReplayLimits | None = None
+        self,
+        market_name: str,
+        topics: Topics,
+        journal: Journal,
+        limits: ReplayLimits | None = None,
+        replica: Replica | None = None,
     ) -> None:
         self.market_name = market_name
         self.topics = topics
         self.journal = journal
+        # The sequencer's (durable at each pump: it pumps after its turn's commit): who is which
+        # owner, open orders' names. The sequencer replaces it when it recovers its journal.
+        self.replica = replica
         self.limits = limits or ReplayLimits()
         self._requesters: dict[str, _Requester] = {}
         self._active: deque[str] = deque()  # requesters with queued requests, in serving order
         self._in_flight = 0
         self._frames: OrderedDict[int, tuple[LogRun, int]] = OrderedDict()  # offset -> (run, next offset)
         self.refused = 0  # requests refused since start (status, tests)
+
+    def names_message(self, requester: str) -> bytes:
+        """The requester's names at the journal's head (the replica's durable state)."""
+        replica = self.replica
+        owner = self._owner(requester)
+        orders: list[tuple[int, str]] = []
+        if replica is not None and owner is not None:
+            orders = sorted(((oid, coid) for coid, oid in replica.by_owner.get(owner, {}).items()))
+        return encode_names(OwnNames(self.market_name, self.journal.last_seq, owner, orders))
+
+    def _owner(self, requester: str) -> int | None:
+        return None if self.replica is None else self.replica.owners.get(requester)
 
     @property
     def in_flight(self) -> int:
@@ -123,7 +152,7 @@ class ReplayService:
             log.warning("bad replay request from %s ignored: %s", requester, exc)
             return []
         state = self._requester(requester, now)
-        key = (request.first, request.last, request.snapshot)
+        key = (request.first, request.last, request.snapshot, request.names)
         if any(queued.key == key for queued in state.requests):
             return []
         limits = self.limits
@@ -142,7 +171,8 @@ class ReplayService:
         last = head if request.last is None else min(request.last, head)
         last = min(last, first + REPLAY_MAX_ENTRIES - 1)
         topic = self.topics.replay_response(requester)
-        state.requests.append(_Request(key, topic, first, last, snapshot if request.snapshot else None))
+        snap = snapshot if request.snapshot else None
+        state.requests.append(_Request(key, topic, requester, first, last, snap, request.names))
         self._in_flight += 1
         if len(state.requests) == 1:
             self._active.append(requester)
@@ -171,7 +201,8 @@ class ReplayService:
             if not failed:
                 budget -= cost
                 state.tokens -= cost
-            if failed or (request.sent and request.snapshot is None and request.next > request.last):
+            done = request.sent and request.snapshot is None and not request.names
+            if failed or (done and request.next > request.last):
                 state.requests.popleft()
                 self._in_flight -= 1
                 if not state.requests:
@@ -196,6 +227,10 @@ class ReplayService:
             cost = max(1, len(request.snapshot) // _RECORD_BYTES)
             request.snapshot = None
             return cost
+        if request.names:  # (after the snapshot, which it names, and before the entries)
+            out.append(Outgoing(request.topic, self.names_message(request.requester)))
+            request.names = False
+            return 1
         if request.next > request.last:
             out.append(Outgoing(request.topic, encode_log_message(self.market_name, head, replay=True)))
             request.sent = True
@@ -205,6 +240,7 @@ class ReplayService:
         except JournalError as exc:
             log.error("replay on %s failed: %s", request.topic, exc)
             return -1
+        run = run.named_for(self._owner(request.requester))  # (only the requester's own names)
         out.append(Outgoing(request.topic, encode_log_message(self.market_name, head, run, replay=True)))
         request.sent = True
         return len(run)

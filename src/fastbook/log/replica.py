@@ -17,8 +17,9 @@ from fastbook.engine import EventTuple, OrderBook, new_book, restore_book
 from fastbook.engine.types import EventType, Op, event_rows_to_tuples
 from fastbook.wire._snapshotrows import snapshot_order_rows
 from fastbook.wire.fields import hash_hex
-from fastbook.wire.log import LogBatch, LogEntry
+from fastbook.wire.log import LogBatch, LogEntry, LogRun
 from fastbook.wire.market import MarketSpec
+from fastbook.wire.names import OwnNames
 from fastbook.wire.snapshot import SnapshotData
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,19 @@ class HashMismatch(Exception):
 
 class Replica:
     def __init__(
-        self, market: MarketSpec, book: OrderBook | None = None, own_client: str | None = None
+        self,
+        market: MarketSpec,
+        book: OrderBook | None = None,
+        own_client: str | None = None,
     ) -> None:
-        """`own_client`: keep the order maps (`orders`, `by_owner`) for that client's orders only.
-        An edge needs client order ids only for its own client's orders (its reports, its open
-        orders); every other order is in the engine all the same, so the book and the state hash
-        are whole, while keeping the maps of the whole book cost an edge about as much as the
-        engine and the log reader together. None (the sequencer): every order, as snapshots need."""
+        """`own_client`: an edge's replica. The public log is anonymous (engine order ids and
+        owner numbers only), so it keeps the order maps (`orders`, `by_owner`) for that client's
+        orders only, named with what the client learnt privately (`learn_names`,
+        `learn_seq_name`, its replay answers' records); every other order is in the engine all
+        the same, so the book and the state hash are whole. None: every order whose entry names
+        it: the sequencer's replica (its journal and snapshot files have every name, as its
+        reports need); on the public log, an observer's, which maps none (it sees every order's
+        owner number in the engine, `book.order(id)`, and no names)."""
         # apply_batch's id-map changes: the selected backend's (native fastbook.log._idmaps, or the
         # Python reference _MapChanges below, with the same semantics)
         self.map_changes: type[_MapChanges] = backend.select("MapChanges")
@@ -53,8 +60,19 @@ class Replica:
         self.own_client = own_client
         self.version = 0
         self.state_hash: int = self.book.state_hash()
-        self.owners: dict[str, int] = {}  # client id -> engine owner (every client)
-        self.clients: dict[int, str] = {}  # engine owner -> client id (every client)
+        self.owners: dict[str, int] = {}  # client id -> engine owner (an edge: its own client only)
+        self.clients: dict[int, str] = {}  # engine owner -> client id (likewise)
+        self._owner_count = 0  # owner numbers 1..this are assigned (see owner_count)
+        # An edge's names learnt privately for entries it has not applied yet: seq -> client order
+        # id of its own new / cancel_all there (its reports' seqs), engine id -> client order id
+        # of its own orders placed later than this replica's version (a names message).
+        self.seq_names: dict[int, str | None] = {}
+        self.id_names: dict[int, str] = {}
+        # Set once this edge's client has sent orders while its owner number is unknown: an entry
+        # introducing an owner number may then be its own, and waits until a replay answer (which
+        # names its requester's introduction) said; owners up to `_checked_owner` are others'.
+        self.expect_owner = False
+        self._checked_owner = 0
         self.orders: dict[int, tuple[int, str]] = {}  # resting engine order id -> (owner, client order id)
         self.by_owner: dict[int, dict[str, int]] = {}  # owner -> {client order id: resting engine order id}
         self.next_order_id = 1
@@ -65,6 +83,17 @@ class Replica:
 
     def next_owner(self) -> int:
         return len(self.owners) + 1
+
+    @property
+    def owner_count(self) -> int:
+        """How many owner numbers the log has introduced (1..owner_count): the sequencer assigns
+        them in order of each client's first sequenced command, so a record's owner is at most
+        one more (and then introduces it)."""
+        return max(self._owner_count, len(self.clients))
+
+    @property
+    def own_owner(self) -> int | None:
+        return None if self.own_client is None else self.owners.get(self.own_client)
 
     def keeps(self, owner: int) -> bool:
         """Whether the maps hold the orders of `owner` (see `own_client`)."""
@@ -104,14 +133,18 @@ class Replica:
         book = self.book
         if op not in (_NEW, _CANCEL, _AMEND, _CANCEL_ALL):
             raise ValueError(f"unknown op {op}")
-        if op == _NEW and (client_order_id is None or order_id in self.orders):
-            raise ValueError(f"new order {order_id}: missing client order id or id already open")
         new_owner = self._check_owner(client_id, owner)
+        mapped = op == _NEW and (self.keeps(owner) or (new_owner and client_id == self.own_client))
+        if mapped and client_order_id is None:
+            if self.own_client is not None:
+                raise ValueError(f"new order {order_id}: this client's order has no client order id")
+            mapped = False  # (an observer of the anonymous log)
+        if op == _NEW and order_id in self.orders:
+            raise ValueError(f"new order {order_id}: the id is already open")
         if new_owner:
             assert client_id is not None
             self.owners[client_id] = owner
             self.clients[owner] = client_id
-        mapped = op == _NEW and self.keeps(owner)
         if mapped:
             self.orders[order_id] = (owner, client_order_id)  # type: ignore[assignment]
             self.by_owner.setdefault(owner, {})[client_order_id] = order_id  # type: ignore[index]
@@ -133,6 +166,8 @@ class Replica:
             return events
         if op == _NEW:
             self.next_order_id = order_id + 1
+        if owner > self._owner_count:
+            self._owner_count = owner
         for event in events:
             kind = event[0]
             if kind == _DONE or kind == _CANCELLED:
@@ -143,10 +178,11 @@ class Replica:
         return events
 
     def _check_owner(self, client_id: str | None, owner: int) -> bool:
-        """Whether (client_id, owner) introduces a new client; ValueError if it contradicts the maps."""
-        if client_id is None:
-            if owner not in self.clients:
-                raise ValueError(f"owner {owner} has no client (the entry introducing it is missing)")
+        """Whether (client_id, owner) introduces a new client to the maps; ValueError if it
+        contradicts them, or if `owner` skips an owner number."""
+        if owner > self.owner_count + 1:
+            raise ValueError(f"owner {owner} has no client (the entry introducing it is missing)")
+        if client_id is None:  # (the public log names no client: an edge knows only its own)
             return False
         known = self.owners.get(client_id)
         if known is None:
@@ -161,6 +197,11 @@ class Replica:
         """Apply the next log entry; raises HashMismatch if the result differs from the sequencer's."""
         if entry.seq != self.version + 1:
             raise ValueError(f"entry {entry.seq} applied at version {self.version}")
+        if self.own_client is not None and entry.client_order_id is None and entry.client_id is None:
+            named = self.resolve(entry)  # (a resolved entry names its client: a cancel_all may lack an id)
+            if named is None:
+                raise ValueError(f"seq {entry.seq}: this client's entry has no client order id")
+            entry = named
         events = self.execute(*entry[2:])
         if len(events) == 1 and events[0][0] == _REJECTED:
             reason = events[0][10]
@@ -195,6 +236,9 @@ class Replica:
         if int(seqs[0]) != self.version + 1 or not batch.consecutive():
             raise ValueError(f"entries {int(seqs[0])}..{int(seqs[-1])} applied at version {self.version}")
         self._check_owners_known(batch)
+        unnamed = self.first_unnamed(batch.run)
+        if unnamed is not None:
+            raise ValueError(f"seq {int(seqs[unnamed])}: this client's entry has no client order id")
         commands = batch.commands()
         post = np.empty(n, dtype=np.uint64)
         events = self.book.apply_batch(commands, post)
@@ -214,6 +258,8 @@ class Replica:
         # Clients introduced by the batch get their owner numbers (the records that carry a client
         # id); every other entry's owner must be known by then (checked before the book runs).
         records = batch.run.records
+        if applied:
+            self._owner_count = max(self._owner_count, int(records["owner"][:applied].max()))
         introduced = np.flatnonzero(records["client_len"][:applied]).tolist()
         for i in introduced:
             client = batch.run.names_of(i)[0]
@@ -228,15 +274,30 @@ class Replica:
             own = self.owners.get(self.own_client, -1)  # (-1: no owner number matches)
             is_new = is_new & (commands["owner"][:applied] == own)
             ends &= events["owner"] == own
+        else:  # every order whose entry names it (the sequencer's: all; an observer's: none)
+            is_new = is_new & (records["coid_len"][:applied] > 0)
         news = np.flatnonzero(is_new)
         gone = np.flatnonzero(ends)
+        coids = batch.run.client_order_ids_at(news)
+        named: dict[int, LogEntry] = {}  # entries named from what this edge learnt privately
+        if self.own_client is not None:
+            mine = self.own_owner
+            fill = (
+                news if mine is None else np.union1d(news, np.flatnonzero(records["owner"][:applied] == mine))
+            )
+            for i in fill.tolist():
+                if coids[i] is None:
+                    entry = self.resolve(batch.entry(i))
+                    assert entry is not None  # (first_unnamed found none unnamed)
+                    coids[i] = entry.client_order_id
+                    named[i] = entry
         # (numpy columns: the native class reads them in C, without lists of ints)
         maps = self.map_changes(
             self,
             news,
             commands["order_id"][news],
             commands["owner"][news],
-            batch.run.client_order_ids_at(news),
+            coids,
             events["cmd"][gone],
             events["order_id"][gone],
         )
@@ -254,7 +315,8 @@ class Replica:
         for i in stops:
             self.removed = maps.advance(i)
             lo, hi = np.searchsorted(events["cmd"], [i, i + 1])
-            on_applied(batch.entry(i, self.clients), event_rows_to_tuples(events[lo:hi]))  # type: ignore[misc]  # stops == [] if None
+            entry = named.get(i) or batch.entry(i, self.clients)
+            on_applied(entry, event_rows_to_tuples(events[lo:hi]))  # type: ignore[misc]  # stops == [] if None
         self.removed = maps.advance(applied - 1) if applied else {}
         last_new = np.flatnonzero(all_news)[-1:]
         if len(last_new):
@@ -272,23 +334,153 @@ class Replica:
 
     def _check_owners_known(self, batch: LogBatch) -> None:
         """ValueError (before anything is applied) if an entry's owner number is neither known nor
-        introduced by an entry at or before it."""
+        introduced by an entry at or before it: new owner numbers appear in order, one more than
+        the last."""
         records = batch.run.records
         column = records["owner"]
-        # The usual cases without np.unique: a bulk of one known client, or only known clients.
-        if int(column[0]) in self.clients and bool((column == column[0]).all()):
+        count = self.owner_count
+        if int(column.max()) <= count:  # the usual case: only known owners
             return
-        if self.clients.keys() >= set(column.tolist()):
+        later = np.flatnonzero(column > count)
+        owners, firsts = np.unique(column[later], return_index=True)
+        at = later[firsts]  # where each new owner first appears, by owner number
+        expected = np.arange(count + 1, count + 1 + len(owners))
+        bad = None
+        if not np.array_equal(owners, expected) or (np.diff(at) < 0).any():
+            differs = np.flatnonzero(owners != expected)
+            bad = int(at[differs[0]]) if len(differs) else int(at[np.flatnonzero(np.diff(at) < 0)[0] + 1])
+        if bad is not None:
+            seq, owner = int(batch.seqs[bad]), int(column[bad])
+            raise ValueError(f"seq {seq}: owner {owner} has no client (the entry introducing it is missing)")
+
+    # -- names learnt privately (an edge's) ----------------------------------------------------
+
+    def learn_seq_name(self, seq: int, client_order_id: str | None) -> None:
+        """This client's new or cancel_all at `seq` had `client_order_id` (its report said so)."""
+        if seq > self.version:
+            self.seq_names[seq] = client_order_id
+
+    def learn_names(self, names: OwnNames) -> None:
+        """This client's owner number and open orders (engine id -> client order id) at the
+        sequencer's version `names.version`, which may be ahead of or behind this replica's: an
+        order resting here is mapped now, one placed later when its entry is applied. ValueError
+        if the names contradict the maps."""
+        own, owner = self.own_client, names.owner
+        if own is None or owner is None:
             return
-        owners, firsts = np.unique(column, return_index=True)
-        introduced_at: dict[int, int] = {}
-        for i in np.flatnonzero(records["client_len"]).tolist():
-            introduced_at.setdefault(int(records["owner"][i]), i)
-        for owner, first in zip(owners.tolist(), firsts.tolist(), strict=True):
-            if owner not in self.clients and introduced_at.get(owner, first + 1) > first:
-                seq = int(batch.seqs[first])
-                missing = "the entry introducing it is missing"
-                raise ValueError(f"seq {seq}: owner {owner} has no client ({missing})")
+        known = self.owners.get(own)
+        if known is not None and known != owner or self.clients.get(owner, own) != own:
+            raise ValueError(f"names say {own!r} is owner {owner}, the maps say otherwise")
+        self.owners[own] = owner
+        self.clients[owner] = own
+        by_id = self.by_owner.setdefault(owner, {})
+        for order_id, coid in names.orders:
+            if order_id in self.orders or coid in by_id:
+                continue
+            info = self.book.order(order_id)
+            if info is not None:
+                if info[1] != owner:
+                    raise ValueError(f"names: order {order_id} is owner {info[1]}'s, not {owner}'s")
+                self.orders[order_id] = (owner, coid)
+                by_id[coid] = order_id
+            elif order_id >= self.next_order_id:
+                self.id_names[order_id] = coid
+
+    def learn_replayed(self, run: LogRun) -> None:
+        """`run` is of a replay answer to this client: its own entries carry every name they have,
+        so its cancel_alls without a client order id have none (not one still to learn)."""
+        own = self.own_client
+        if own is None:
+            return
+        records = run.records
+        if len(records):
+            self._checked_owner = max(self._checked_owner, int(records["owner"].max()))
+        if own not in self.owners:
+            for i in np.flatnonzero(records["client_len"]).tolist():
+                client = run.names_of(i)[0]
+                owner = int(records["owner"][i])
+                if client == own and owner not in self.clients:
+                    self.owners[own] = owner
+                    self.clients[owner] = own
+        mine = self.own_owner
+        if mine is None:
+            return
+        bare = (records["owner"] == mine) & (records["op"] == _CANCEL_ALL) & (records["coid_len"] == 0)
+        for seq in records["seq"][bare].tolist():
+            self.learn_seq_name(seq, None)
+
+    def _learn_owner_from_seqs(self, run: LogRun) -> None:
+        """An edge that does not know its owner number yet learns it from the entry at a seq its
+        reports named (that entry is its own)."""
+        if self.own_client is None or self.own_client in self.owners or not self.seq_names:
+            return
+        seqs = run.records["seq"]
+        hits = np.flatnonzero(np.isin(seqs, np.fromiter(self.seq_names, np.int64, len(self.seq_names))))
+        if len(hits):
+            owner = int(run.records["owner"][hits[0]])
+            if owner not in self.clients:
+                self.owners[self.own_client] = owner
+                self.clients[owner] = self.own_client
+
+    def first_unnamed(self, run: LogRun) -> int | None:
+        """The first entry of `run` that is this edge's own new or cancel_all and whose client
+        order id it does not know yet (the public log carries none): it cannot be applied (its
+        reports and maps need the name) until the name is learnt. None: every one is named."""
+        if self.own_client is None:
+            return None
+        self._learn_owner_from_seqs(run)
+        mine = self.own_owner
+        records = run.records
+        if mine is None:
+            if not self.expect_owner:
+                return None
+            new = np.flatnonzero(records["owner"] > max(self.owner_count, self._checked_owner))
+            return int(new[0]) if len(new) else None
+        ops = records["op"]
+        need = (
+            (records["owner"] == mine) & (records["coid_len"] == 0) & ((ops == _NEW) | (ops == _CANCEL_ALL))
+        )
+        if not need.any():
+            return None
+        seq_names, id_names = self.seq_names, self.id_names
+        for i in np.flatnonzero(need).tolist():
+            seq = int(records["seq"][i])
+            if seq not in seq_names and not (int(ops[i]) == _NEW and int(records["order_id"][i]) in id_names):
+                return int(i)
+        return None
+
+    def resolve(self, entry: LogEntry) -> LogEntry | None:
+        """`entry` (of an edge's replica, about to be applied) with the client order id this edge
+        learnt for it; None if it is its own new or cancel_all and the name is not known."""
+        if entry.client_order_id is not None:
+            return entry
+        own = self.own_client
+        if own is not None and own not in self.owners and entry.seq in self.seq_names:
+            if entry.owner not in self.clients:  # its report named this seq: the entry is ours
+                self.owners[own] = entry.owner
+                self.clients[entry.owner] = own
+        mine = self.own_owner
+        if mine is None and self.expect_owner and entry.owner > max(self.owner_count, self._checked_owner):
+            return None  # a new owner number, maybe ours: a replay answer will say
+        if mine is not None and entry.owner == mine and entry.op in (_NEW, _CANCEL_ALL):
+            if entry.seq in self.seq_names:
+                coid = self.seq_names.pop(entry.seq)
+            elif entry.op == _NEW and entry.order_id in self.id_names:
+                coid = self.id_names.pop(entry.order_id)
+            else:
+                return None
+            self._prune_names(entry.seq)
+            return entry._replace(client_order_id=coid, client_id=self.own_client)
+        return entry
+
+    def _prune_names(self, seq: int) -> None:
+        """Forget learnt names of entries already applied (a report that came after its entry)."""
+        if len(self.seq_names) > 64:
+            for stale in [s for s in self.seq_names if s <= seq]:
+                del self.seq_names[stale]
+        if len(self.id_names) > 64:
+            for stale in [i for i in self.id_names if i < self.next_order_id]:
+                del self.id_names[stale]
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -314,7 +506,9 @@ class Replica:
     def from_snapshot(cls, snap: SnapshotData, own_client: str | None = None) -> Replica:
         """ValueError if the engine bytes are invalid or do not hash to the snapshot's hash, or
         the maps do not match the book. Every order row is checked; with `own_client`, only
-        that client's orders are mapped (see __init__)."""
+        that client's orders are mapped (see __init__). An anonymous snapshot (the published
+        one) has no names: an edge learns its own (`learn_names`); the sequencer needs a named
+        one (its files)."""
         book = restore_book(snap.engine)
         replica = cls(snap.market, book, own_client)
         if replica.state_hash != snap.state_hash:
@@ -324,6 +518,9 @@ class Replica:
             )
         replica.version = snap.version
         replica.next_order_id = snap.next_order_id
+        replica._owner_count = snap.owners_assigned
+        if not snap.named:
+            return replica
         for client, owner in snap.owners.items():
             replica.owners[client] = owner
             replica.clients[owner] = client

@@ -87,7 +87,7 @@ class SequencerNode:
             self.snapshot_policy = SnapshotPolicy(
                 self.snapshots, cfg.snapshot_every, cfg.snapshot_interval, cfg.snapshot_keep
             )
-            self.replay = ReplayService(cfg.market.name, self.topics, self.journal)
+            self.replay = ReplayService(cfg.market.name, self.topics, self.journal, replica=self.replica)
             self.journal_retry = JournalRetry()  # after a failed commit: when to try the disk again
             # Time source for on_messages (on_tick gets its time from the runner); tests replace it.
             self.clock: Callable[[], float] = time.monotonic
@@ -223,6 +223,7 @@ class SequencerNode:
         self.executor.last_trade = recovered.last_trade
         self.intake.replica, self.intake.dedupe = recovered.replica, recovered.dedupe
         self.commit.replica = recovered.replica
+        self.replay.replica = recovered.replica
         self.commit.failed = None
         log.warning(
             "sequencer %s: journal writable again; accepting orders at version %d",

@@ -47,14 +47,17 @@ class SnapshotPolicy:
         return now if self._time is None else self._time + self.interval
 
     def take(self, replica: Replica, now: float, last_trade: dict[str, Any] | None = None) -> bytes:
-        """Write <version>.snap (and its meta: the last public trade) and return the same bytes to
-        publish retained."""
+        """Write <version>.snap (with the names, and its meta: the last public trade) and return
+        the anonymous form to publish retained (no client ids, no client order ids: docs/wire.md,
+        "Snapshots")."""
         # The order rows are written straight from the replica's map: a snapshot costs O(resting
         # orders), and building the rows first was about a third of it.
         snap = replica.snapshot_data(rows=False)
-        data = encode_snapshot(snap, orders=replica.orders)
+        data = encode_snapshot(snap, named=False)
         try:
-            self.store.write(snap, data, meta={"last_trade": last_trade})
+            if not self.store.path_for(snap.version).exists():  # (the named form costs an encoding)
+                named = encode_snapshot(snap, orders=replica.orders)
+                self.store.write(snap, named, meta={"last_trade": last_trade})
             self.store.prune(self.keep)
         except OSError as exc:
             # Published all the same (the journal holds every entry, so a restart recovers without

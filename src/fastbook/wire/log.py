@@ -24,7 +24,9 @@ from fastbook.wire.fields import CLIENT_ID_RE, OP_TEXT, SIDE_TEXT, STP_TEXT, TIF
 from fastbook.wire.orders import _BadOrder, parse_json
 
 LOG_MAGIC = b"FBLG"
-LOG_FORMAT = 1  # the message/record format version (docs/wire.md); a reader refuses any other
+# The message/record format version (docs/wire.md); a reader refuses any other. Format 2: the
+# names are private (the public log carries none; a replay answer carries its requester's own).
+LOG_FORMAT = 2
 FLAG_REPLAY = 1
 MAX_NAME = 64  # client ids and client order ids are 1-64 ASCII characters
 
@@ -109,9 +111,10 @@ _SMALL = 16  # runs up to this many records are checked in Python (numpy costs m
 _BYTE_MAX = np.array([4, 2, 2, 3, 3, 1, MAX_NAME, MAX_NAME], np.uint8)
 
 
-def _rows_valid(records: np.ndarray) -> bool:
+def _rows_valid(records: np.ndarray, named: bool) -> bool:
     """Whether every record is valid, with few numpy calls (or none for a short run); the
-    field-by-field checks of _check_records name the problem if not."""
+    field-by-field checks of _check_records name the problem if not. `named`: every record but a
+    cancel_all must carry its client order id (a journal run; a log message's need not)."""
     n = len(records)
     if n <= _SMALL:
         for row in records.tolist():
@@ -121,7 +124,7 @@ def _rows_valid(records: np.ndarray) -> bool:
                 seq >= 1 and 1 <= op <= 4 and side <= 2 and otype <= 2 and tif <= 3 and stp <= 3
                 and post_only <= 1 and coid_len <= MAX_NAME and client_len <= MAX_NAME and reserved == 0
                 and 0 <= order_id and 0 <= price <= MAX_PRICE and 0 <= qty <= MAX_QTY
-                and (coid_len or op == _CANCEL_ALL)
+                and (coid_len or op == _CANCEL_ALL or not named)
             ):  # fmt: skip
                 return False
         return True
@@ -131,7 +134,7 @@ def _rows_valid(records: np.ndarray) -> bool:
     return not (
         (small > _BYTE_MAX).any()
         or (small[:, 0] == 0).any()
-        or ((small[:, 6] == 0) & (small[:, 0] != _CANCEL_ALL)).any()
+        or (named and ((small[:, 6] == 0) & (small[:, 0] != _CANCEL_ALL)).any())
         or words[:, 0].min() < 1
         or raw[:, 28:32].any()
         or words[:, 4].min() < 0
@@ -140,10 +143,10 @@ def _rows_valid(records: np.ndarray) -> bool:
     )
 
 
-def _check_records(records: np.ndarray, names_len: int) -> np.ndarray:
+def _check_records(records: np.ndarray, names_len: int, named: bool = True) -> np.ndarray:
     """The names offsets (n + 1, int64) of valid records; ValueError naming the first problem."""
     n = len(records)
-    if n and not _rows_valid(records):
+    if n and not _rows_valid(records, named):
         seqs = records["seq"]
         if int(seqs.min()) < 1:
             raise ValueError(f"log record seq {int(seqs.min())} is not >= 1")
@@ -155,7 +158,7 @@ def _check_records(records: np.ndarray, names_len: int) -> np.ndarray:
                     f"log record {int(seqs[bad])}: {name} {int(column[bad])} is not in {low}..{high}"
                 )
         no_id = records["coid_len"] == 0
-        if no_id.any() and (records["op"][no_id] != _CANCEL_ALL).any():
+        if named and no_id.any() and (records["op"][no_id] != _CANCEL_ALL).any():
             bad = int(np.flatnonzero(no_id & (records["op"] != _CANCEL_ALL))[0])
             raise ValueError(f"log record {int(seqs[bad])}: only a cancel_all may lack a client order id")
     offsets = np.zeros(n + 1, dtype=np.int64)
@@ -273,10 +276,36 @@ class LogRun:
     def to_bytes(self) -> bytes:
         return RUN_HEAD.pack(len(self), len(self.names)) + self.records.tobytes() + self.names
 
+    def anonymous(self) -> LogRun:
+        """The run without names (what the public log carries): every record's name lengths 0."""
+        records = self.records.copy()
+        records["coid_len"] = 0
+        records["client_len"] = 0
+        return LogRun(records, b"", np.zeros(len(records) + 1, np.int64))
+
+    def named_for(self, owner: int | None) -> LogRun:
+        """The run with the names of `owner`'s entries only (its client order ids, and its client
+        id on the entry introducing it): what a replay answer to that client carries."""
+        records = self.records
+        if owner is None or not len(records) or not self.names:
+            return self.anonymous()
+        mine = records["owner"] == owner
+        if not mine.any():
+            return self.anonymous()
+        out = records.copy()
+        out["coid_len"][~mine] = 0
+        out["client_len"][~mine] = 0
+        lengths = records["coid_len"].astype(np.int64) + records["client_len"]
+        keep = np.repeat(mine, lengths)  # a mask over the names blob's bytes
+        names = np.frombuffer(self.names, np.uint8)[keep].tobytes()
+        return LogRun(out, names)
+
     @classmethod
-    def read(cls, data: bytes | memoryview, at: int = 0) -> tuple[LogRun, int]:
+    def read(cls, data: bytes | memoryview, at: int = 0, named: bool = True) -> tuple[LogRun, int]:
         """(the run at offset `at` of `data`, the offset after it); ValueError if it is truncated,
-        its lengths do not add up, a field is out of range or a name is not printable ASCII."""
+        its lengths do not add up, a field is out of range or a name is not printable ASCII.
+        `named`: refuse a record other than a cancel_all without its client order id (the
+        journal's runs are named; a log message's carry only its requester's names, or none)."""
         if len(data) - at < RUN_HEAD.size:
             raise ValueError("log run truncated (no count)")
         count, names_len = RUN_HEAD.unpack_from(data, at)
@@ -287,7 +316,7 @@ class LogRun:
             raise ValueError(f"log run truncated: {count} records and {names_len} name bytes need {end - at}")
         records = np.frombuffer(data, LOG_RECORD_DTYPE, count, start)
         names = bytes(data[end_records:end])
-        offsets = _check_records(records, names_len)
+        offsets = _check_records(records, names_len, named)
         if names:
             blob = np.frombuffer(names, np.uint8)
             if int(blob.min()) < 0x21 or int(blob.max()) > 0x7E:
@@ -443,7 +472,7 @@ def decode_log_message(payload: bytes | memoryview) -> LogBatch:
         market = bytes(payload[MESSAGE_HEAD.size : at]).decode("ascii")
     except UnicodeDecodeError:
         raise ValueError("log message market name is not ASCII") from None
-    run, end = LogRun.read(payload, at)
+    run, end = LogRun.read(payload, at, named=False)
     if end != len(payload):
         raise ValueError(f"log message has {len(payload) - end} bytes after its run")
     return LogBatch(market, head, bool(flags & FLAG_REPLAY), run)
@@ -455,12 +484,12 @@ def entry_json(entry: LogEntry, market: Any | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "seq": entry.seq,
         "hash": f"{entry.hash:016x}",
-        "client_id": entry.client_id,
-        "id": entry.client_order_id,
         "op": OP_TEXT.get(entry.op, entry.op),
         "order_id": entry.order_id,
         "owner": entry.owner,
     }
+    if entry.client_order_id is not None:  # only in a replay answer to the entry's own client
+        doc["id"] = entry.client_order_id
     if entry.op == Op.NEW:
         doc["side"] = SIDE_TEXT.get(entry.side, entry.side)
         doc["type"] = TYPE_TEXT.get(entry.order_type, entry.order_type)
@@ -481,12 +510,15 @@ class ReplayRequest:
     first: int  # first seq wanted (>= 1)
     last: int | None  # last seq wanted, None = up to the head
     snapshot: bool = False  # send the latest snapshot first (resync)
+    names: bool = False  # send the requester's own names first (its owner number, open orders)
 
 
 def encode_replay_request(req: ReplayRequest) -> bytes:
     body: dict[str, Any] = {"from": req.first, "to": req.last}
     if req.snapshot:
         body["snapshot"] = True
+    if req.names:
+        body["names"] = True
     return dumps(body)
 
 
@@ -495,15 +527,17 @@ def decode_replay_request(payload: bytes) -> ReplayRequest:
         doc = parse_json(payload)
     except _BadOrder as bad:
         raise ValueError(bad.message) from None
-    if not isinstance(doc, dict) or not doc.keys() <= {"v", "from", "to", "snapshot"}:
-        raise ValueError('replay request must be {"from": N, "to": N or null[, "snapshot": bool]}')
+    if not isinstance(doc, dict) or not doc.keys() <= {"v", "from", "to", "snapshot", "names"}:
+        shape = '{"from": N, "to": N or null[, "snapshot": bool, "names": bool]}'
+        raise ValueError(f"replay request must be {shape}")
     first, last, snap = doc.get("from"), doc.get("to"), doc.get("snapshot", False)
+    names = doc.get("names", False)
     if type(first) is not int or first < 1:
         raise ValueError("replay request 'from' must be an integer >= 1")
     if last is not None and (type(last) is not int or last < first):
         raise ValueError("replay request 'to' must be null or an integer >= from")
-    if not isinstance(snap, bool):
-        raise ValueError("replay request 'snapshot' must be true or false")
-    return ReplayRequest(first, last, snap)
+    if not isinstance(snap, bool) or not isinstance(names, bool):
+        raise ValueError("replay request 'snapshot' and 'names' must be true or false")
+    return ReplayRequest(first, last, snap, names)
 
 

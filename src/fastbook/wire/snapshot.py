@@ -19,9 +19,12 @@ from fastbook.wire.market import MarketSpec
 from fastbook.wire.orders import valid_client_id
 
 SNAPSHOT_MAGIC = b"FBSS"
-SNAPSHOT_FORMAT = 1
+# Format 2: the published snapshot is anonymous ("owners" is the number of owners); only the
+# sequencer's files hold the names (flag bit 1). Format 1 (files of older sequencers) is read too.
+SNAPSHOT_FORMAT = 2
 _SNAP_HEAD = struct.Struct("<4sHHI")  # magic, format, flags, meta length
 _SNAP_FLAG_DEDUPE = 1
+_SNAP_FLAG_NAMES = 2
 
 
 @dataclass(slots=True)
@@ -38,22 +41,43 @@ class SnapshotData:
     # client -> {client order id: seq that accepted it} for every "new" ever sequenced (the dedupe
     # set; files only). Decoding also takes the older form client -> [ids] (seq unknown: 0).
     seen: dict[str, dict[str, int]] | None = None
+    # Owner numbers assigned (1..owner_count); None: len(owners). An anonymous (published)
+    # snapshot has no `owners` and no `orders`, only this count.
+    owner_count: int | None = None
+
+    @property
+    def named(self) -> bool:
+        """Whether it holds the names (clients, order rows): the sequencer's files only."""
+        return self.owner_count is None
+
+    @property
+    def owners_assigned(self) -> int:
+        return len(self.owners) if self.owner_count is None else self.owner_count
 
 
-def encode_snapshot(snap: SnapshotData, orders: dict[int, tuple[int, str]] | None = None) -> bytes:
+def encode_snapshot(
+    snap: SnapshotData, orders: dict[int, tuple[int, str]] | None = None, named: bool = True
+) -> bytes:
     """The snapshot's bytes. `orders`: a replica's map (engine id -> (owner, client order id)) to
-    write the order rows from instead of `snap.orders` (the same bytes, without building the rows)."""
+    write the order rows from instead of `snap.orders` (the same bytes, without building the rows).
+    `named` False: the published form, without client ids and client order ids (and dedupe set)."""
     meta: dict[str, Any] = {
         "market": snap.market.to_json(),
         "version": snap.version,
         "hash": hash_hex(snap.state_hash),
         "next_order_id": snap.next_order_id,
-        "owners": snap.owners,
+        "owners": snap.owners_assigned,
     }
+    if not named or not snap.named:
+        meta_bytes = dumps(meta)
+        head = _SNAP_HEAD.pack(SNAPSHOT_MAGIC, SNAPSHOT_FORMAT, 0, len(meta_bytes))
+        body = b"".join([head, meta_bytes, struct.pack("<Q", len(snap.engine)), snap.engine])
+        return body + struct.pack("<I", zlib.crc32(body))
+    meta["clients"] = snap.owners
     # The same bytes as dumps(meta) with "orders" (then "seen") added: the orders, a JSON array
     # of [engine id, owner, client order id] arrays, written natively (there can be millions).
     parts = [dumps(meta)[:-1], b',"orders":', orders_json(snap.orders if orders is None else orders)]
-    flags = 0
+    flags = _SNAP_FLAG_NAMES
     if snap.seen is not None:
         parts += [b',"seen":', dumps(snap.seen)]
         flags |= _SNAP_FLAG_DEDUPE
@@ -76,8 +100,10 @@ def decode_snapshot(data: bytes) -> SnapshotData:
     magic, fmt, flags, meta_len = _SNAP_HEAD.unpack_from(data)
     if magic != SNAPSHOT_MAGIC:
         raise ValueError(f"not a snapshot (magic {magic!r})")
-    if fmt != SNAPSHOT_FORMAT:
+    if fmt not in (1, SNAPSHOT_FORMAT):
         raise ValueError(f"unsupported snapshot format {fmt}")
+    if fmt == 1:
+        flags |= _SNAP_FLAG_NAMES  # format 1 always held the names, "owners" the client map
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(memoryview(data)[:-4]) != crc:
         raise ValueError("snapshot checksum mismatch (corrupted)")
@@ -98,7 +124,14 @@ def decode_snapshot(data: bytes) -> SnapshotData:
         market = MarketSpec.from_json(meta["market"])
         version = _int_in(meta["version"], 0, MAX_ORDER_ID, "snapshot version")
         next_order_id = _int_in(meta["next_order_id"], 1, MAX_ORDER_ID + 1, "snapshot next_order_id")
-        owners = meta["owners"]
+        state_hash = parse_hash_hex(meta["hash"])
+        if not flags & _SNAP_FLAG_NAMES:
+            if meta.keys() != {"market", "version", "hash", "next_order_id", "owners"}:
+                keys = "market, version, hash, next_order_id, owners"
+                raise ValueError(f"an anonymous snapshot's meta has {keys}")
+            count = _int_in(meta["owners"], 0, MAX_OWNER, "snapshot owners")
+            return SnapshotData(market, version, state_hash, engine, next_order_id, {}, [], None, count)
+        owners = meta["owners"] if fmt == 1 else meta["clients"]
         if not isinstance(owners, dict):
             raise ValueError("owners must be an object")
         for client, owner in owners.items():
@@ -134,7 +167,8 @@ def decode_snapshot(data: bytes) -> SnapshotData:
                         raise ValueError(f"seen: invalid client order id for {client[:70]!r}")
                     accepted[coid] = _int_in(seq, 0, MAX_SEQ, "seen seq")
                 seen[client] = accepted
-        state_hash = parse_hash_hex(meta["hash"])
+        if fmt != 1 and meta["owners"] != len(owners):
+            raise ValueError(f"owners says {meta['owners']!r:.20}, clients holds {len(owners)}")
         return SnapshotData(market, version, state_hash, engine, next_order_id, owners, orders, seen)
     except (KeyError, TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"snapshot metadata invalid: {str(exc)[:200]}") from None
