@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastbook.log.journal import CorruptTail, Journal, JournalError
-from fastbook.log.snapshots import SUFFIX, SnapshotStore
+from fastbook.log.snapshots import SUFFIX, SnapshotStore, write_fsynced
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ def repair_journal(data_dir: Path, drop_tail: bool = False) -> RepairReport:
         with open(path, "rb") as f:
             f.seek(damage.offset)
             data = f.read()
-        _write_durably(evidence, data)
+        write_fsynced(evidence, data)
         fd = os.open(path, os.O_RDWR)
         try:
             os.ftruncate(fd, damage.offset)
@@ -92,17 +92,6 @@ def repair_journal(data_dir: Path, drop_tail: bool = False) -> RepairReport:
         "applied the dropped ones will resync; clients should check their open orders"
     )
     return RepairReport(True, True, message)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:

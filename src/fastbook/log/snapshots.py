@@ -67,14 +67,7 @@ class SnapshotStore:
     def _write_file(self, final: Path, data: bytes) -> None:
         """Temp file, fsync, rename, fsync of the directory: the whole file or none after a crash."""
         temp = self.directory / f".{final.name}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_fsynced(temp, data)
         os.replace(temp, final)
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
@@ -135,3 +128,15 @@ class SnapshotStore:
                 continue
             return snap, checked
         return None
+
+
+def write_fsynced(path: Path, data: bytes) -> None:
+    """Write `data` as the whole of `path` and fsync it (the caller renames or fsyncs the folder)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
