@@ -212,6 +212,24 @@ def test_demo_converges_and_exits_zero() -> None:
 
 
 @pytest.mark.broker
+def test_demo_makes_a_new_data_dir_and_keeps_it(tmp_path: Path) -> None:
+    data_dir = tmp_path / "new" / "demo"
+    result = run(program("fastbook"), "demo", "--orders", "100", "--data-dir", str(data_dir), timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CONVERGED" in result.stdout
+    assert list((data_dir / "data").rglob("*journal*")), sorted(p.name for p in data_dir.rglob("*"))
+
+
+def test_demo_data_dir_that_is_a_file_fails_clearly(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    result = run(program("fastbook"), "demo", "--data-dir", str(not_a_dir / "sub"), timeout=60)
+    assert result.returncode != 0
+    assert f"cannot use --data-dir {not_a_dir / 'sub'}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.broker
 def test_status_shows_replicas_versions_and_hashes(tmp_path: Path) -> None:
     from tests.support.cluster import Cluster
 

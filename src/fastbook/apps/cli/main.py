@@ -245,6 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Explicit handlers: a program started in the background by a shell inherits SIGINT ignored.
         signal.signal(signal.SIGTERM, _interrupt)
         signal.signal(signal.SIGINT, _interrupt)
+        if args.data_dir is not None:
+            try:  # a new directory is made (with its parents); a file there is a clear error
+                args.data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                return fail(f"cannot use --data-dir {args.data_dir}: {exc.strerror or exc}")
         return run_demo(args.orders, args.seed, args.keep_running, args.data_dir)
     if args.command == "users":
         return users_command(args)
