@@ -38,28 +38,12 @@ from fastbook.wire.log import ReplayRefused, decode_log_message
 from fastbook.wire.market import MarketSpec
 from fastbook.wire.topics import Topics
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from e2e_bench import free_port, port_open, wait_until  # noqa: E402  (the same process helpers)
+
 MARKET = "BTC-USD"
 T = Topics(MARKET)
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def fill_journal(data_dir: Path, entries: int) -> None:
@@ -92,6 +76,9 @@ class Client:
         self.client.on_subscribe = lambda *_a: self.subscribed.set()
         self.client.on_message = lambda _c, _u, msg: on_message(msg.payload)
         self.client.connect("127.0.0.1", port)
+        sock = self.client.socket()
+        if isinstance(sock, socket.socket):  # as fastbook's own connections: no Nagle delay
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.loop_start()
         if not self.subscribed.wait(10):
             raise TimeoutError(f"{client_id} not subscribed")
@@ -193,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         conf = workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 0\nlog_type error\n"
+            "max_queued_messages 0\nset_tcp_nodelay true\nlog_type error\n"
         )
         mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         log = open(workdir / "processes.log", "ab")  # noqa: SIM115 - closed with the processes
