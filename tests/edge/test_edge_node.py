@@ -44,8 +44,9 @@ def test_topics_will_and_status() -> None:
     subs = dict(edge.subscriptions())
     assert set(subs) == {
         T.log, T.snapshot, T.book, T.trades, T.reports("alice"), T.replay_response("alice"),
-        T.replica("alice"),
-    }  # (its own status topic: another process under the same client id, ClientPresence)
+        T.replica("alice"), T.recover_request,
+    }  # (its own status topic: another process under the same client id, ClientPresence; the
+    # request of a sequencer whose journal tail is damaged)
     will = edge.will()
     assert will is not None and will.retain and will.topic == T.replica("alice")
     assert json.loads(will.payload)["state"] == "offline"
@@ -190,7 +191,8 @@ def test_following_edge_skips_retained_snapshots_but_a_resync_uses_one(
     edge.on_messages([(o.topic, o.payload) for o in seq.on_connected()])
     assert edge.synced_once and edge.version == 0
     assert set(dict(edge.subscriptions())) == {
-        T.log, T.book, T.trades, T.reports("alice"), T.replay_response("alice"), T.replica("alice")
+        T.log, T.book, T.trades, T.reports("alice"), T.replay_response("alice"), T.replica("alice"),
+        T.recover_request,
     }  # fmt: skip
     out = []
     for i in range(4):

@@ -32,6 +32,7 @@ from fastbook.transport.acl import (
     MAX_SEQUENCER_MESSAGE,
     TopicScope,
     may_publish,
+    may_receive,
     may_retain,
     may_subscribe,
 )
@@ -358,11 +359,12 @@ def test_bob_cannot_forge_log_book_snapshot_or_reports(secure: Deployment) -> No
     forged = b'{"forged-by":"bob"}'
     try:
         for topic in (T.log, T.book, T.snapshot, T.trades, T.reports("carol"), T.replay_response("carol"),
-                      T.replicas_filter):
+                      T.replicas_filter, T.recover_request):
             watcher.subscribe(topic)
         targets = ((T.log, False), (T.book, True), (T.snapshot, True), (T.trades, False),
                    (T.reports("carol"), False), (T.replay_response("carol"), False),
-                   (T.replica("alice"), True), (T.replay_request("alice"), False))
+                   (T.replica("alice"), True), (T.replay_request("alice"), False),
+                   (T.recover_request, False), (T.recover_answer("alice"), False))
         forge_as_bob(secure, [(topic, forged, retain) for topic, retain in targets])
         bob = probe(secure, "bob")
         bob.subscribe(T.reports("bob"))
@@ -508,6 +510,13 @@ def test_trade_end_to_end_with_credentials(secure: Deployment) -> None:
     ("seq", "sequencer", "fastbook/M/reports/alice", True),
     ("seq", "sequencer", "fastbook/M/replay/response/alice", True),
     ("seq", "sequencer", "fastbook/M/orders/alice", False),
+    # a damaged journal tail's recovery (issue 15, D2): only the sequencer asks, each client answers
+    # as itself
+    ("bob", "trader", "fastbook/M/recover/answer/bob", True),
+    ("bob", "trader", "fastbook/M/recover/answer/alice", False),
+    ("bob", "trader", "fastbook/M/recover/request", False),
+    ("seq", "sequencer", "fastbook/M/recover/request", True),
+    ("seq", "sequencer", "fastbook/M/recover/answer/alice", False),
     # bounded to the broker's prefix and markets (issue 15, D3)
     ("bob", "trader", "other/M/replicas/bob", False),
     ("bob", "trader", "fastbook/N/replicas/bob", False),
@@ -541,9 +550,17 @@ def test_retain_rules(user: str, role: str, topic: str, size: int, kept: bool) -
     ("fastbook/M/log", True), ("+/+/log", True), ("fastbook/M/+", False), ("fastbook/M/#", False),
     ("#", False), ("fastbook/M/replicas/+", True), ("fastbook/M/+/bob", False),
     ("fastbook/M/orders/+", False), ("fastbook/M/orders/bob", False), ("fastbook/+/+/+", False),
+    ("fastbook/M/recover/request", True), ("+/+/recover/request", True),
+    ("fastbook/M/recover/answer/alice", False), ("fastbook/M/recover/answer/+", False),
 ])
 def test_subscribe_rules_for_a_trader(topic_filter: str, allowed: bool) -> None:
     assert may_subscribe("bob", "trader", topic_filter) is allowed
+
+
+def test_the_sequencer_reads_every_recover_answer() -> None:
+    assert may_subscribe("seq", "sequencer", "fastbook/M/recover/answer/+")
+    assert may_receive("seq", "sequencer", "fastbook/M/recover/answer/alice")
+    assert not may_receive("bob", "trader", "fastbook/M/recover/answer/alice")
 
 
 # ---- credentials file and programs -----------------------------------------------------------------

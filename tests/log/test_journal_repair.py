@@ -1,7 +1,7 @@
 """A damaged last journal record (issue 15, D2): one byte flipped in the record of a command that
-was answered "accepted". Start-up refuses and changes nothing on disk, so its seq is never given
-to another command unasked; `fastbook journal repair` shows the damage and, with --drop-tail, sets
-it aside on the operator's word."""
+was answered "accepted". Without replicas to give it back, start-up refuses and changes nothing on
+disk, so its seq is never given to another command unasked; `fastbook journal repair` shows the
+damage and, with --drop-tail, sets it aside on the operator's word."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from fastbook.apps.cli.main import main
 from fastbook.log.journal import CorruptTail, Journal
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
+from fastbook.log.tail_recovery import TailNotRecovered
 from fastbook.wire.market import MarketSpec
 from fastbook.wire.topics import Topics
 
@@ -57,10 +58,23 @@ def damaged_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 
 
 def test_start_refuses_and_changes_nothing(damaged_dir: Path) -> None:
+    """Without replicas to give the record back (fastbook.log.tail_recovery), start-up refuses once
+    the recovery's deadline has passed; the newest snapshot may be ahead of the last good seq."""
     before = files(damaged_dir)
     with pytest.raises(CorruptTail, match="last good seq 29") as info:
-        SequencerNode(SequencerConfig(SPEC, damaged_dir))
+        Journal(damaged_dir)
     assert "may hold commands that were accepted" in str(info.value)
+    node = SequencerNode(SequencerConfig(SPEC, damaged_dir, recover_timeout=2.0))
+    try:
+        assert node.version == 29 and node.tail is not None
+        node.clock = lambda: 100.0
+        (request,) = node.on_connected()
+        assert request.topic == T.recover_request
+        assert [o.topic for o in node.on_tick(101.5)] == [T.recover_request]  # asked again, nothing else
+        with pytest.raises(TailNotRecovered, match="after seq 29: .*no replica answered.*nothing on disk"):
+            node.on_tick(102.0)
+    finally:
+        node.close()
     assert files(damaged_dir) == before
 
 

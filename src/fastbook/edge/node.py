@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastbook.edge.liveness import ClientPresence, EdgeStatus, SequencerWatch, SyncState
+from fastbook.edge.recent import RecentRecords
 from fastbook.engine import EventTuple
 from fastbook.engine.types import EventType
 from fastbook.log.follower import Follower
@@ -28,6 +29,7 @@ from fastbook.wire.market import NAME_RE
 from fastbook.wire.messages import encode_status
 from fastbook.wire.names import decode_names, is_names_payload
 from fastbook.wire.orders import valid_client_id
+from fastbook.wire.recover import RecoverAnswer, decode_recover_request, encode_recover_answer
 from fastbook.wire.snapshot import decode_snapshot, is_snapshot_payload
 from fastbook.wire.topics import DEFAULT_PREFIX, Topics
 
@@ -84,6 +86,9 @@ class EdgeNode:
         self._delivered: dict[int, set[tuple[str, ...]]] = {}
         self._delivered_swept_at = 0
         self._listeners: list[Listener] = []
+        # The records applied lately and this client's names there: what a sequencer whose journal
+        # tail is damaged asks the replicas for (recover/request, fastbook.edge.recent).
+        self.recent = RecentRecords()
         # Client order ids must never repeat for this client, across restarts too (the sequencer
         # remembers every id): a millisecond clock plus random bits per session, then a counter.
         self._id_prefix = f"{time.time_ns() // 1_000_000:x}{os.urandom(2).hex()}"
@@ -215,6 +220,7 @@ class EdgeNode:
             subs.append((t.trades, 1))
         subs += [(t.reports(self.client_id), 1), (t.replay_response(self.client_id), 1)]
         subs.append((t.replica(self.client_id), 1))  # another process under this client id (ClientPresence)
+        subs.append((t.recover_request, 1))  # a sequencer recovering its journal's damaged tail
         return subs
 
     def _following(self) -> bool:
@@ -246,6 +252,7 @@ class EdgeNode:
         response_topic = t.replay_response(self.client_id)
         learnt = False  # names of own entries learnt from reports
         heard = -1  # the head of the last log message of this batch (-1: none: the sequencer unheard)
+        out_now: list[Outgoing] = []  # answers to recover requests
         for topic, payload in messages:
             try:
                 if topic == response_topic and is_names_payload(payload):
@@ -260,6 +267,7 @@ class EdgeNode:
                         raise ValueError(f"log of market {msg.market!r:.70}")
                     heard = msg.head
                     requests += self.follower.on_batch(msg, now)
+                    self.recent.add(msg.run)
                 elif topic == t.snapshot:
                     # Empty: the retained message was cleared. Following the log: a snapshot is
                     # never ahead of the log's head (it is published after the entries it holds,
@@ -289,6 +297,8 @@ class EdgeNode:
                     for report in json.loads(payload):
                         learnt |= self._learn_name(report)
                         self._deliver_report(report)
+                elif topic == t.recover_request:
+                    out_now.append(self._recover_answer(payload))
                 elif topic == t.replica(self.client_id):
                     if self.presence.on_status(payload, now):
                         self._link_request = LinkRequest.STOP  # the newer of two processes stops
@@ -300,7 +310,23 @@ class EdgeNode:
             self.watch.heard(now, heard)
         self._check_reports_live()
         out = [Outgoing(t.replay_request(self.client_id), encode_replay_request(r)) for r in requests]
-        return out + self._status(now)
+        return out_now + out + self._status(now)
+
+    def _recover_answer(self, payload: bytes | memoryview) -> Outgoing:
+        """The records kept from the seq asked on, and this client's names there."""
+        request = decode_recover_request(payload)
+        if request.market != self.cfg.market:
+            raise ValueError(f"recover request of market {request.market!r:.70}")
+        records, names = self.recent.since(request.first, self.version)
+        replica = self.follower.replica
+        owner = None if replica is None else replica.own_owner
+        log.warning(
+            "edge %s: the sequencer asks for the records from seq %d (its journal tail is damaged): "
+            "answering with %d records and %d own names",
+            self.client_id, request.first, len(records), len(names),
+        )  # fmt: skip
+        answer = RecoverAnswer(self.cfg.market, request.first, owner, records, names)
+        return Outgoing(self.topics.recover_answer(self.client_id), encode_recover_answer(answer))
 
     def on_tick(self, now: float) -> list[Outgoing]:
         self._ticked_at = now
@@ -373,6 +399,7 @@ class EdgeNode:
         if coid is not None and not isinstance(coid, str):
             return False
         replica.learn_seq_name(seq, coid)
+        self.recent.learn(seq, coid)
         return True
 
     def _report_owner(self) -> int | None:

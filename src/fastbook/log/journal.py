@@ -12,7 +12,9 @@ commit) and only returns once it is durable. Records are gap-free in seq across 
 scans the file, verifies every frame and truncates a torn tail (logged at WARNING): a crash
 mid-write loses at most the batch that was never acknowledged. A last frame that is whole but fails
 its checks may be an acknowledged record with a flipped bit: cutting it would hand its seq to
-another command, so opening refuses (CorruptTail) and changes nothing; `fastbook journal repair`
+another command, so opening refuses (CorruptTail) and changes nothing, or, for the sequencer
+(`hold_damaged_tail`), holds the tail aside for it to recover from the replicas
+(`fastbook.log.tail_recovery`, then `rewrite_tail`); `fastbook journal repair`
 (`fastbook.log.journal_repair`) is the operator's tool for it. The scan builds a sparse
 in-memory index (the offset of the frame holding seq first_seq + k * INDEX_STRIDE, 8 bytes per 64
 seqs, so a long-running sequencer's memory stays flat); a replay seeks there and cuts the runs.
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastbook.log.snapshots import write_fsynced
 from fastbook.wire.log import RUN_HEAD, LogEntry, LogRun
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,8 @@ class JournalError(Exception):
 
 class CorruptTail(JournalError):
     """The journal's last frame is whole but fails its checks: it may be an acknowledged record
-    (a bit flipped on disk), so it is not cut. Start-up refuses; nothing on disk is changed.
+    (a bit flipped on disk), so it is not cut. Start-up recovers it from the replicas
+    (fastbook.log.tail_recovery) or refuses; nothing on disk is changed before it is recovered.
     `fastbook journal repair` shows it and, with --drop-tail, sets it aside on the operator's word."""
 
     def __init__(self, message: str, offset: int, size: int, last_seq: int) -> None:
@@ -94,8 +98,13 @@ class Journal:
     FILE_NAME = "journal.log"
     LOCK_NAME = "journal.lock"
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, hold_damaged_tail: bool = False) -> None:
+        """`hold_damaged_tail`: a CorruptTail is not raised but kept in `damaged` (the file is left
+        as it is, appends are refused) for the sequencer to recover the tail from its replicas
+        (`fastbook.log.tail_recovery`) and `rewrite_tail` it."""
         self.data_dir = Path(data_dir)
+        self.hold_damaged_tail = hold_damaged_tail
+        self.damaged: CorruptTail | None = None
         self.path = self.data_dir / self.FILE_NAME
         self.first_seq = 0  # seq of the first record; 0 while empty
         self.last_seq = 0  # seq of the last durable record; 0 while empty
@@ -198,7 +207,7 @@ class Journal:
                     "from a backup or a replica's log before restarting"
                 )
             if not unfinished_write(self.path, offset, size):
-                raise CorruptTail(
+                damage = CorruptTail(
                     f"journal {self.path} is corrupt: {problem} in its last frame at offset {offset} "
                     f"(last good seq {self.last_seq}, {size - offset} bytes after it). The frame is "
                     "whole, so it may hold commands that were accepted and published: not cut, "
@@ -207,6 +216,12 @@ class Journal:
                     "tail aside, and replicas that applied it then resync)",
                     offset, size, self.last_seq,
                 )  # fmt: skip
+                if not self.hold_damaged_tail:
+                    raise damage
+                self.damaged = damage
+                self.failed = f"the journal's last frame (after seq {self.last_seq}) is damaged"
+                self._size = offset  # (reads stop at the last good frame; the file is unchanged)
+                return
             self.dropped_bytes = size - offset
             log.warning(
                 "journal %s: %s; dropping %d bytes from offset %d (last good seq %d)",
@@ -316,6 +331,60 @@ class Journal:
                 pass
             raise JournalError(f"journal still unwritable: {exc}") from exc
         self.failed = None
+
+    def damaged_bytes(self) -> bytes:
+        """The damaged tail held by `hold_damaged_tail` (b"" if there is none)."""
+        if self.damaged is None:
+            return b""
+        with open(self.path, "rb") as f:
+            f.seek(self.damaged.offset)
+            return f.read(self.damaged.size - self.damaged.offset)
+
+    def rewrite_tail(self, frame: bytes) -> Path:
+        """Replace the damaged tail by `frame` (a whole, CRC-valid frame of exactly its size, whose
+        records continue the journal): the damaged bytes are first kept in
+        `journal.log.tail-<offset>` (fsync'd), then the frame is written over them in place and
+        fdatasync'd. The file never changes size, so a crash in between leaves a whole frame that
+        is either the repaired one or still fails its CRC (and is recovered again at the next
+        start): never a shorter journal whose lost seqs could be given to new commands. Returns
+        the evidence file's path; JournalError if the frame does not fit."""
+        damage = self.damaged
+        if damage is None:
+            raise JournalError("the journal has no damaged tail to rewrite")
+        if len(frame) != damage.size - damage.offset:
+            tail = damage.size - damage.offset
+            raise JournalError(f"a {len(frame)}-byte frame cannot replace a {tail}-byte tail")
+        length, crc = FRAME_HEAD.unpack_from(frame)
+        body = frame[FRAME_HEAD.size :]
+        if length != len(body) or zlib.crc32(body) != crc:
+            raise JournalError("the replacement frame is not a whole, CRC-valid frame")
+        try:
+            run, _end = LogRun.read(body)
+        except ValueError as exc:
+            raise JournalError(f"the replacement frame is not a valid run ({exc})") from None
+        first, last = int(run.seqs[0]), int(run.seqs[-1])
+        if first != self.last_seq + 1 or last - first != len(run) - 1:
+            raise JournalError(f"the replacement frame holds seqs {first}..{last}, not {self.last_seq + 1}..")
+        evidence = self.data_dir / f"{self.FILE_NAME}.tail-{damage.offset}"
+        write_fsynced(evidence, self.damaged_bytes())
+        self._fsync_dir()
+        fd = os.open(self.path, os.O_WRONLY)  # (not O_APPEND: pwrite at the offset)
+        try:
+            view = memoryview(frame)
+            at = damage.offset
+            while view:
+                written = os.pwrite(fd, view, at)
+                view, at = view[written:], at + written
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        self._reader.close()  # (its buffer may hold the damaged bytes)
+        self._reader = open(self.path, "rb")  # noqa: SIM115 - lives as long as the journal
+        self._index_frame(damage.offset, first, last)
+        self._size = damage.size
+        self.damaged = None
+        self.failed = None
+        return evidence
 
     def read(self, first: int, last: int | None = None, limit: int = 1 << 30) -> LogRun:
         """Durable records first..last (inclusive, clipped to what exists), at most `limit` of them."""

@@ -1,8 +1,9 @@
 """`fastbook journal repair DIR`: the operator's tool for a journal whose last frame is damaged.
 
-The sequencer refuses to start on such a journal (`CorruptTail`) and changes nothing: the frame
-is whole, so it may hold commands that were accepted and published, and cutting it would give
-their seqs to other commands. Without flags this shows the damage and what the options are; with
+The sequencer first asks its replicas for the frame's records (`fastbook.log.tail_recovery`) and
+refuses to start if they do not give it back (`TailNotRecovered`), changing nothing: the frame is
+whole, so it may hold commands that were accepted and published, and cutting it would give their
+seqs to other commands. Without flags this shows the damage and what the options are; with
 `--drop-tail` (the operator's decision, after restoring from a backup proved impossible) it:
 
 1. copies the damaged bytes to `journal.log.tail-<offset>` (fsync'd: the evidence is kept),

@@ -133,12 +133,15 @@ def _journaled_news(
 
 
 def recover(
-    market: MarketSpec, journal: Journal, snapshots: SnapshotStore, dedupe_window: int, data_dir: Path
+    market: MarketSpec, journal: Journal, snapshots: SnapshotStore, dedupe_window: int, data_dir: Path,
+    below_damage: bool = False,
 ) -> Recovered:
     """Latest valid snapshot file + replay of the journal after it (hash-checked). The dedupe
     window is rebuilt from the journal: the `new`s of the last `dedupe_window` versions before
     the snapshot, then those replayed after it (snapshot files do not carry it: writing it with
-    every snapshot cost O(window) each time, most of the sequencer's time at the default window)."""
+    every snapshot cost O(window) each time, most of the sequencer's time at the default window).
+    `below_damage`: the journal's damaged tail is held aside (Journal.damaged): snapshots newer
+    than its last good seq (taken after the damaged frame) are left alone, not used."""
 
     def restore(snap: SnapshotData) -> Replica:
         if snap.market != market:
@@ -147,7 +150,7 @@ def recover(
             raise ValueError("snapshot file has no names (an anonymous, published snapshot)")
         return Replica.from_snapshot(snap)
 
-    loaded = snapshots.load_latest(restore)
+    loaded = snapshots.load_latest(restore, journal.last_seq if below_damage else None)
     if loaded is not None:
         restored = loaded[1]
         assert isinstance(restored, Replica)

@@ -33,6 +33,7 @@ from fastbook.log.replay import ReplayService
 from fastbook.log.runwriter import NewsRun, NewsRunInput
 from fastbook.log.snapshot_policy import SnapshotPolicy
 from fastbook.log.snapshots import SnapshotStore
+from fastbook.log.tail_recovery import TailRecovery
 from fastbook.transport.node import Incoming, Outgoing, RetainedIncoming
 from fastbook.wire.market import MarketSpec
 from fastbook.wire.messages import retained_command_report
@@ -60,6 +61,9 @@ class SequencerConfig:
     # A `new`'s client order id is refused for reuse for at least this many versions after it was
     # accepted (and for as long as its order is open); older ids are forgotten (docs/wire.md).
     dedupe_window: int = 1_000_000
+    # A journal whose last frame is whole but damaged: seconds to wait at start for the replicas'
+    # records of it (log/tail_recovery.py) before refusing to start, nothing on disk changed.
+    recover_timeout: float = 5.0
 
 
 class SequencerNode:
@@ -70,13 +74,19 @@ class SequencerNode:
         self._orders_prefix = f"{self.topics.base}/orders/"
         self._replay_prefix = f"{self.topics.base}/replay/request/"
         self.data_dir = Path(cfg.data_dir)
+        self._recover_prefix = f"{self.topics.base}/recover/answer/"
         if cfg.snapshot_every < 1 or cfg.book_depth < 1 or cfg.max_payload < 1 or cfg.dedupe_window < 1:
             raise ValueError("snapshot_every, book_depth, max_payload and dedupe_window must be positive")
-        self.journal = Journal(self.data_dir)
+        if not cfg.recover_timeout > 0:
+            raise ValueError("recover_timeout must be positive")
+        self.journal = Journal(self.data_dir, hold_damaged_tail=True)
         try:
             check_market_file(self.data_dir, cfg.market)
             self.snapshots = SnapshotStore(self.data_dir / "snapshots")
-            recovered = recover(cfg.market, self.journal, self.snapshots, cfg.dedupe_window, self.data_dir)
+            recovered = recover(
+                cfg.market, self.journal, self.snapshots, cfg.dedupe_window, self.data_dir,
+                below_damage=self.journal.damaged is not None,
+            )  # fmt: skip
             self.replica, self.dedupe = recovered.replica, recovered.dedupe
             self.executor = Executor(cfg.market, self.replica, self.dedupe, recovered.last_trade)
             self.intake = Intake(cfg.market, cfg.max_payload, self.replica, self.dedupe, self.executor)
@@ -91,7 +101,15 @@ class SequencerNode:
             self.journal_retry = JournalRetry()  # after a failed commit: when to try the disk again
             # Time source for on_messages (on_tick gets its time from the runner); tests replace it.
             self.clock: Callable[[], float] = time.monotonic
-            self._take_snapshot(self.clock())
+            # A damaged last frame: no order is taken, nothing written or published but the
+            # request for it, until the replicas gave it back (or the deadline: refused).
+            self.tail: TailRecovery | None = None
+            if self.journal.damaged is not None:
+                self.tail = TailRecovery(self.topics, self.journal, self.replica, cfg.recover_timeout)
+                self.commit.failed = f"recovering the journal's damaged tail (after seq {self.version})"
+                log.warning("%s; asking the replicas for seq %d on", self.journal.damaged, self.tail.first)
+            else:
+                self._take_snapshot(self.clock())
         except BaseException:
             self.journal.close()
             raise
@@ -141,16 +159,23 @@ class SequencerNode:
     # -- Node ------------------------------------------------------------------------------
 
     def subscriptions(self) -> list[tuple[str, int]]:
-        return [(self.topics.orders_filter, 1), (self.topics.replay_request_filter, 1)]
+        subs = [(self.topics.orders_filter, 1), (self.topics.replay_request_filter, 1)]
+        if self.tail is not None:
+            subs.append((self.topics.recover_answer_filter, 1))
+        return subs
 
     def will(self) -> Outgoing | None:
         return None
 
     def on_connected(self) -> list[Outgoing]:
+        if self.tail is not None:
+            return self.tail.request(self.clock())
         snapshot = Outgoing(self.topics.snapshot, self._published_snapshot, retain=True)
         return [self.commit.book_message(self.last_trade), snapshot]
 
     def on_tick(self, now: float) -> list[Outgoing]:
+        if self.tail is not None:
+            return self._recover_tail(now)
         out: list[Outgoing] = self._retry_journal(now) if self.failed is not None else []
         if self.snapshot_policy.due_on_tick(self.version, now) and self.failed is None:
             out += self._take_snapshot(now)
@@ -161,6 +186,8 @@ class SequencerNode:
     def next_deadline(self, now: float) -> float | None:
         """When on_tick is due: the idle heartbeat, the timed snapshot once the version moved, the
         next paced replay answer, or the next try of a failed journal."""
+        if self.tail is not None:
+            return self.tail.next_deadline()
         heartbeat = self.commit.next_heartbeat(now)
         snapshot = self.snapshot_policy.next_due(self.version, now) if self.failed is None else None
         replay = self.replay.next_deadline(now)
@@ -195,6 +222,11 @@ class SequencerNode:
                 self.intake.on_orders(topic[len(self._orders_prefix) :], bytes(payload), batch, self.failed)
             elif topic.startswith(self._replay_prefix):
                 replays.append((topic[len(self._replay_prefix) :], bytes(payload)))
+            elif topic.startswith(self._recover_prefix) and self.tail is not None:
+                self.tail.on_answer(topic[len(self._recover_prefix) :], bytes(payload))
+        if self.tail is not None:  # (orders were rejected: `failed` says why)
+            out = self.commit.publish(batch, False, self.clock(), self.last_trade, False)
+            return out + self._recover_tail(self.clock())
         committed = self.commit.commit(batch)
         if not committed:
             self.journal_retry.failed(self.clock())
@@ -216,6 +248,37 @@ class SequencerNode:
         in-memory book holds the failed batch's commands, never published) and accept again."""
         if not self.journal_retry.attempt(now, self.journal):
             return []
+        self._rebuild()
+        log.warning(
+            "sequencer %s: journal writable again; accepting orders at version %d",
+            self.market.name, self.version,
+        )  # fmt: skip
+        return [self.commit.book_message(self.last_trade)]
+
+    def _recover_tail(self, now: float) -> list[Outgoing]:
+        """The damaged tail's protocol: once the answers rebuild the frame that was written (and it
+        replays), rewrite it and start; TailNotRecovered at the deadline (nothing changed)."""
+        tail = self.tail
+        assert tail is not None
+        rebuilt = tail.rebuilt()
+        if rebuilt is None:
+            if tail.expired(now):
+                raise tail.refusal()
+            return tail.request(now)
+        tail.verify(rebuilt)
+        evidence = self.journal.rewrite_tail(rebuilt.frame)
+        log.warning(
+            "sequencer %s: journal tail seqs %d..%d recovered from %s (verified by %s, replayed to "
+            "their hashes); the damaged bytes are kept in %s",
+            self.market.name, tail.first, self.journal.last_seq, ", ".join(sorted(tail.answered)),
+            rebuilt.how, evidence.name,
+        )  # fmt: skip
+        self.tail = None
+        self._rebuild()
+        return [*self.on_connected(), *self._take_snapshot(now)]
+
+    def _rebuild(self) -> None:
+        """Rebuild the durable state from disk and hand it to every part; accept orders again."""
         recovered = recover(self.market, self.journal, self.snapshots, self.cfg.dedupe_window, self.data_dir)
         self.replica, self.dedupe = recovered.replica, recovered.dedupe
         # the parts share the replica and the dedupe window: hand each the recovered ones
@@ -225,11 +288,6 @@ class SequencerNode:
         self.commit.replica = recovered.replica
         self.replay.replica = recovered.replica
         self.commit.failed = None
-        log.warning(
-            "sequencer %s: journal writable again; accepting orders at version %d",
-            self.market.name, self.version,
-        )  # fmt: skip
-        return [self.commit.book_message(self.last_trade)]
 
     # -- snapshots ---------------------------------------------------------------------------
 

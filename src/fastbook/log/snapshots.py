@@ -104,11 +104,14 @@ class SnapshotStore:
         return decode_snapshot(self.path_for(version).read_bytes())
 
     def load_latest(
-        self, check: Callable[[SnapshotData], object] | None = None
+        self, check: Callable[[SnapshotData], object] | None = None, max_version: int | None = None
     ) -> tuple[SnapshotData, object] | None:
-        """The newest snapshot that decodes and passes `check` (which may raise ValueError and
-        returns something the caller wants, e.g. the restored replica), or None if there is none."""
+        """The newest snapshot (of at most `max_version`) that decodes and passes `check` (which may
+        raise ValueError and returns something the caller wants, e.g. the restored replica), or
+        None if there is none."""
         for version in self.versions():
+            if max_version is not None and version > max_version:
+                continue
             path = self.path_for(version)
             try:
                 snap = self.read(version)

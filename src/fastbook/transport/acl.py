@@ -2,11 +2,13 @@
 matrix for mosquitto; docs/security.md).
 
 Topics are `<prefix>/<market>/...`; a broker serves one prefix and a set of markets (`TopicScope`).
-- every user: publish `orders/<user>`, `replay/request/<user>`, `replicas/<user>` of a market in
-  scope; read `reports/<user>`, `replay/response/<user>` and the public `book`, `trades`,
-  `snapshot`, `log`, `replicas/+`;
+- every user: publish `orders/<user>`, `replay/request/<user>`, `replicas/<user>`,
+  `recover/answer/<user>` of a market in scope; read `reports/<user>`, `replay/response/<user>`
+  and the public `book`, `trades`, `snapshot`, `log`, `replicas/+`, `recover/request`;
 - role `sequencer`: additionally publish `log`, `book`, `snapshot`, `trades`, `reports/+`,
-  `replay/response/+` and read `orders/+`, `replay/request/+`;
+  `replay/response/+`, `recover/request` and read `orders/+`, `replay/request/+`,
+  `recover/answer/+` (a damaged journal tail's records, from the replicas: only the answering
+  client may publish its answer, so the sequencer knows whose names an answer carries);
 - retained only where the contract (docs/wire.md) has it: `book` and `snapshot` (the sequencer),
   `replicas/<user>` (the user's own status, at most MAX_RETAINED_STATUS bytes).
 Publishing is bounded to the scope, so a user can keep at most one retained status per market:
@@ -59,11 +61,12 @@ def may_publish(user: str, role: str, topic: str, scope: TopicScope) -> bool:
     if levels is None or "+" in topic or "#" in topic or not scope.holds(levels[0], levels[1]):
         return False
     tail = levels[2:]
-    if tail in (["orders", user], ["replay", "request", user], ["replicas", user]):
+    if tail in (["orders", user], ["replay", "request", user], ["replicas", user],
+                ["recover", "answer", user]):
         return True
     if role != "sequencer":
         return False
-    if len(tail) == 1 and tail[0] in PUBLIC_TOPICS:
+    if (len(tail) == 1 and tail[0] in PUBLIC_TOPICS) or tail == ["recover", "request"]:
         return True
     return (len(tail) == 2 and tail[0] == "reports") or (
         len(tail) == 3 and tail[:2] == ["replay", "response"])
@@ -102,8 +105,8 @@ def may_subscribe(user: str, role: str, topic_filter: str) -> bool:
         if role != "sequencer":
             return False
         return tail in (["orders", "+"], ["replay", "request", "+"], ["reports", "+"],
-                        ["replay", "response", "+"])
-    if len(tail) == 1 and tail[0] in PUBLIC_TOPICS:
+                        ["replay", "response", "+"], ["recover", "answer", "+"])
+    if (len(tail) == 1 and tail[0] in PUBLIC_TOPICS) or tail == ["recover", "request"]:
         return True
     if tail in (["reports", user], ["replay", "response", user]):
         return True
@@ -111,7 +114,8 @@ def may_subscribe(user: str, role: str, topic_filter: str) -> bool:
         return True
     return role == "sequencer" and (
         (len(tail) == 2 and tail[0] in ("orders", "reports"))
-        or (len(tail) == 3 and tail[:2] in (["replay", "request"], ["replay", "response"]))
+        or (len(tail) == 3
+            and tail[:2] in (["replay", "request"], ["replay", "response"], ["recover", "answer"]))
     )
 
 

@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from typing import TypeVar
 
 from fastbook.transport.config import BatchPolicy
-from fastbook.transport.node import Incoming, LinkRequest, Node, Outgoing
+from fastbook.transport.node import Incoming, LinkRequest, Node, NodeRefused, Outgoing
 from fastbook.transport.seam import Call, Connected, Inbox, Link, Stop
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,10 @@ class NodeDriver:
         """The node (or the runtime around it) raised: it stops (a restart recovers from the
         journal/snapshot; limping on could not), and the connection is dropped so the broker
         publishes the last will."""
-        log.exception("%s: node failed; stopping", self.name)
+        if isinstance(exc, NodeRefused):
+            log.error("%s: stopping: %s", self.name, exc)
+        else:
+            log.exception("%s: node failed; stopping", self.name)
         self.error = exc
         try:
             self.link.abort()

@@ -36,6 +36,12 @@ class RetainedIncoming(tuple[str, bytes]):
     __slots__ = ()
 
 
+class NodeRefused(Exception):
+    """Raised by a node that cannot go on for a reason its message states (not a bug, e.g. a
+    sequencer whose damaged journal tail nobody gave back): the runner stops it like any node
+    error, logging the message without a traceback."""
+
+
 class LinkRequest(Enum):
     """What a node may ask of its transport (see Node: `take_link_request`)."""
 

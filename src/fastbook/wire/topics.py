@@ -65,6 +65,19 @@ class Topics:
     def replay_response(self, requester: str) -> str:
         return f"{self.base}/replay/response/{requester}"
 
+    @property
+    def recover_request(self) -> str:
+        """The sequencer's request for the records of a damaged journal tail (not retained)."""
+        return f"{self.base}/recover/request"
+
+    def recover_answer(self, client_id: str) -> str:
+        """An edge's answer to a recover request (only that client may publish here)."""
+        return f"{self.base}/recover/answer/{client_id}"
+
+    @property
+    def recover_answer_filter(self) -> str:
+        return f"{self.base}/recover/answer/+"
+
 
 def client_from_topic(topic: str) -> str:
     """The last topic level: the client id of an orders/reports/replicas/replay topic."""

@@ -68,6 +68,11 @@ def add_sequencer_arguments(parser: argparse.ArgumentParser, batch_window_ms: fl
         "its order is open (default 1000000; about 200 bytes of memory per version: lower it on small "
         "devices)",
     )
+    parser.add_argument(
+        "--recover-timeout", type=positive_float, default=5.0, metavar="SECONDS",
+        help="a journal whose last frame is damaged: wait this long at start for the replicas to "
+        "give its records back before refusing to start (nothing on disk changed; default 5)",
+    )
 
 
 def open_sequencer(market: MarketSpec, data_dir: Path, args: argparse.Namespace) -> SequencerNode:
@@ -82,6 +87,7 @@ def open_sequencer(market: MarketSpec, data_dir: Path, args: argparse.Namespace)
         snapshot_every=args.snapshot_every,
         snapshot_interval=args.snapshot_interval,
         dedupe_window=args.dedupe_window,
+        recover_timeout=args.recover_timeout,
     )
     node = SequencerNode(cfg)
     log.info("%s: journal at %s, version %d", market.name, cfg.data_dir, node.version)
