@@ -16,6 +16,7 @@ from fastbook.transport.connection import (
     BufferedRecv,
     SubscriptionSet,
     coalesce,
+    filter_matcher,
 )
 
 A, B, C = BrokerAddress("a", 1), BrokerAddress("b", 2), BrokerAddress("c", 3)
@@ -142,3 +143,13 @@ def test_buffered_recv_serves_small_reads_from_one_recv() -> None:
     assert not reader.pending
     chunks.append(b"")
     assert reader.recv(1) == b""  # the end of the stream
+
+
+@pytest.mark.parametrize("topic_filter", [
+    "a/b", "a/+", "+/b", "a/#", "#", "+", "+/+", "a/+/c", "a/+/#", "/+", "+/", "$SYS/#", "$SYS/+",
+])
+@pytest.mark.parametrize("topic", [
+    "a", "a/b", "a/c", "a/b/c", "a/x/c", "b", "a/", "/a", "/", "", "$SYS/x", "$SYS", "x/b", "a/b/c/d",
+])
+def test_filter_matcher_agrees_with_paho(topic_filter: str, topic: str) -> None:
+    assert filter_matcher(topic_filter)(topic) == paho.topic_matches_sub(topic_filter, topic)

@@ -74,6 +74,28 @@ class BrokerRotation:
         return delay
 
 
+def filter_matcher(topic_filter: str) -> Callable[[str], bool]:
+    """Whether a topic matches `topic_filter` (MQTT 3.1.1 4.7, as paho's topic_matches_sub, which
+    builds a matcher tree at every call: ~10 us a message on the sequencer's orders filter)."""
+    levels = topic_filter.split("/")
+    hash_tail = levels[-1] == "#"
+    if hash_tail:
+        levels.pop()
+    fixed = tuple((i, level) for i, level in enumerate(levels) if level != "+")
+    count = len(levels)
+    wild_first = not levels or levels[0] == "+"  # a filter starting with a wildcard skips "$..." topics
+
+    def matches(topic: str) -> bool:
+        if wild_first and topic.startswith("$"):
+            return False
+        parts = topic.split("/")
+        if len(parts) != count and not (hash_tail and len(parts) >= count):
+            return False
+        return all(parts[i] == level for i, level in fixed)
+
+    return matches
+
+
 class SubscriptionSet:
     """What the node wants, what this connection subscribed to, and which topics to let through.
 
@@ -88,12 +110,12 @@ class SubscriptionSet:
         self._on_broker: list[Subscription] = []
         self._changes: set[int] = set()  # mids of subscriptions added while connected
         self._exact: frozenset[str] = frozenset()
-        self._wildcards: tuple[str, ...] = ()
+        self._wildcards: tuple[Callable[[str], bool], ...] = ()
 
     def accepts(self, topic: str) -> bool:
         # amqtt 0.12.1 sends a (re)connecting client the retained messages of every topic anyone
         # subscribed to. A node only ever sees what it subscribed to.
-        return topic in self._exact or any(paho.topic_matches_sub(f, topic) for f in self._wildcards)
+        return topic in self._exact or any(matches(topic) for matches in self._wildcards)
 
     def for_connect(self) -> list[Subscription]:
         """A new connection: it will subscribe to everything the node wants now."""
@@ -142,7 +164,7 @@ class SubscriptionSet:
 
     def _set_filters(self, subs: list[Subscription]) -> None:
         self._exact = frozenset(f for f, _ in subs if "+" not in f and "#" not in f)
-        self._wildcards = tuple(f for f, _ in subs if "+" in f or "#" in f)
+        self._wildcards = tuple(filter_matcher(f) for f, _ in subs if "+" in f or "#" in f)
 
 
 SocketHook = Callable[[socket.socket | None], None]  # the runner: the socket to select on (None: gone)
