@@ -17,7 +17,9 @@ from fastbook.transport.connection import (
     SubscriptionSet,
     coalesce,
     filter_matcher,
+    qos0_packet,
 )
+from fastbook.transport.node import Outgoing
 
 A, B, C = BrokerAddress("a", 1), BrokerAddress("b", 2), BrokerAddress("c", 3)
 
@@ -153,3 +155,18 @@ def test_buffered_recv_serves_small_reads_from_one_recv() -> None:
 ])
 def test_filter_matcher_agrees_with_paho(topic_filter: str, topic: str) -> None:
     assert filter_matcher(topic_filter)(topic) == paho.topic_matches_sub(topic_filter, topic)
+
+
+@pytest.mark.parametrize("size", [0, 5, 120, 200, 20_000, 3_000_000])
+@pytest.mark.parametrize("retain", [False, True])
+def test_qos0_packet_is_the_publish_paho_builds(size: int, retain: bool) -> None:
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    client._sock = object()  # (a socket to queue for; nothing is written)
+    client.on_socket_register_write = lambda *_a: None
+    client.publish("fastbook/BTC-USD/log", b"x" * size, qos=0, retain=retain)
+    built = qos0_packet(Outgoing("fastbook/BTC-USD/log", b"x" * size, retain=retain, qos=0))
+    theirs = client._out_packet[0]
+    assert bytes(built["packet"]) == bytes(theirs["packet"])
+    assert (built["command"], built["qos"]) == (theirs["command"], 0)
+    assert built["to_process"] == theirs["to_process"]
+    client._sock = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -303,7 +304,18 @@ class MqttConnection:
     # ---- Link (the driver, on the runner's thread) ------------------------------------------------
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
-        self._publish(messages)
+        """Queue the driver's output. A QoS0 message goes straight into paho's write queue as the
+        PUBLISH paho would build (nothing waits for it: no MQTTMessageInfo, no Condition, no mid;
+        without a socket it is dropped, as paho drops it); QoS1 goes through paho's publish."""
+        client = self.client
+        out: deque[Any] = client._out_packet  # (paho 2.x: its queue of packets to write)
+        publish = client.publish
+        for m in messages:
+            if m.qos == 0:
+                if client._sock is not None:
+                    out.append(qos0_packet(m))
+            else:
+                publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
 
     def follow(self, subscriptions: list[Subscription]) -> None:
         self._subscriptions.change(subscriptions, self.connected.is_set(), self.client.unsubscribe,
@@ -458,6 +470,35 @@ class BufferedRecv:
         if pos == 0 and end >= len(data):
             return data
         return data[pos:end]
+
+
+class _Untracked:
+    """The MQTTMessageInfo of a QoS0 PUBLISH nobody waits for (paho marks each one written)."""
+
+    __slots__ = ()
+
+    def _set_as_published(self) -> None:
+        pass
+
+
+_UNTRACKED = _Untracked()
+_LENGTH = struct.Struct("!H")
+
+
+def qos0_packet(message: Outgoing) -> dict[str, Any]:
+    """An entry of paho's write queue: the MQTT 3.1.1 QoS0 PUBLISH of `message`, as paho's
+    `_send_publish` builds it (fixed header, remaining length, topic, payload)."""
+    topic = message.topic.encode()
+    remaining = 2 + len(topic) + len(message.payload)
+    head = bytearray((paho.PUBLISH | (1 if message.retain else 0),))
+    while True:
+        byte, remaining = remaining & 0x7F, remaining >> 7
+        head.append(byte | 0x80 if remaining else byte)
+        if not remaining:
+            break
+    data = b"".join((head, _LENGTH.pack(len(topic)), topic, message.payload))
+    return {"command": paho.PUBLISH, "mid": 0, "qos": 0, "pos": 0, "to_process": len(data),
+            "packet": data, "info": _UNTRACKED}
 
 
 class _PublishedTogether:
