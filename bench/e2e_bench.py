@@ -540,7 +540,9 @@ def paced_against_floor(system: System, workdir: Path, rate: int, one_order: byt
     row = run_e2e(system, rate * 3, 1, f"paced{rate}", rate=rate)
     if not FLOOR[0]:
         return row
-    floor = run_floor(system.port, workdir, rate, rate * 3, one_order, 1, cpu_seconds)
+    # The broker's own CPU while it relays the floor (for fastbook-broker: its idle sequencer too).
+    broker_pid = system.roles.get("broker + sequencer", system.roles.get("mosquitto"))
+    floor = run_floor(system.port, workdir, rate, rate * 3, one_order, 1, cpu_seconds, broker_pid)
     row["floor"] = floor
     ratios: dict[str, float] = {}
     for key in ("latency_p50_ms", "latency_p99_ms"):
@@ -554,6 +556,11 @@ def paced_against_floor(system: System, workdir: Path, rate: int, one_order: byt
             ratios[f"cpu {role} vs bare subscriber"] = round(us / subscriber, 2)
         elif role in ("sequencer", "broker + sequencer") and relay:
             ratios[f"cpu {role} vs relay"] = round(us / relay, 2)
+    broker = floor["cpu_us_per_message"].get("broker")
+    if "broker + sequencer" in per_order and relay and broker:
+        # the embedded broker's own share: against amqtt relaying the floor plus the floor's relay
+        both = per_order["broker + sequencer"]
+        ratios["cpu broker + sequencer vs broker + relay"] = round(both / (broker + relay), 2)
     row["vs_floor"] = ratios
     return row
 

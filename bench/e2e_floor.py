@@ -131,8 +131,9 @@ def subscriber_main(port: int, name: str, out: str, count: int) -> int:
 
 
 def run_floor(port: int, workdir: Path, rate: float, count: int, payload: bytes, qos: int,
-              cpu_seconds: Callable[[int], float | None]) -> dict[str, Any]:
-    """One paced floor run through the broker on `port`: latencies (ms, sorted) and CPU per message."""
+              cpu_seconds: Callable[[int], float | None], broker_pid: int | None = None) -> dict[str, Any]:
+    """One paced floor run through the broker on `port`: latencies (ms, sorted) and CPU per message
+    (with `broker_pid`, the broker's too: what relaying the floor's messages costs the broker)."""
     me = [sys.executable, __file__]
     procs: list[subprocess.Popen[str]] = []
     try:
@@ -156,6 +157,7 @@ def run_floor(port: int, workdir: Path, rate: float, count: int, payload: bytes,
         deadline = time.monotonic() + 10
         run_loop(publisher, selector, lambda: connected[0] or time.monotonic() > deadline)
         relay_before = cpu_seconds(relay.pid)
+        broker_before = cpu_seconds(broker_pid) if broker_pid is not None else None
         sent_at = [0.0] * count
         t0 = time.monotonic()
         for k in range(count):
@@ -171,6 +173,7 @@ def run_floor(port: int, workdir: Path, rate: float, count: int, payload: bytes,
                 pump(publisher, selector, 0.02)  # keep acking while they finish
         elapsed = time.monotonic() - t0
         relay_after = cpu_seconds(relay.pid)
+        broker_after = cpu_seconds(broker_pid) if broker_pid is not None else None
         publisher.disconnect()
         results = [json.loads(out.read_text()) for _sub, out in subs]
     finally:
@@ -184,6 +187,10 @@ def run_floor(port: int, workdir: Path, rate: float, count: int, payload: bytes,
     if relay_before is not None and relay_after is not None:
         relay_cpu = round(1e6 * (relay_after - relay_before) / count, 1)
     subscriber_cpu = [1e6 * r["cpu_seconds"] / count for r in results]
+    cpu: dict[str, float | None] = {"relay": relay_cpu,
+                                    "bare subscriber (mean of 3)": round(sum(subscriber_cpu) / 3, 1)}
+    if broker_before is not None and broker_after is not None:
+        cpu["broker"] = round(1e6 * (broker_after - broker_before) / count, 1)
     return {
         "messages": count,
         "paced_messages_per_second": rate,
@@ -191,8 +198,7 @@ def run_floor(port: int, workdir: Path, rate: float, count: int, payload: bytes,
         "seconds": round(elapsed, 3),
         "latency_p50_ms": round(latencies[len(latencies) // 2], 3),
         "latency_p99_ms": round(latencies[int(len(latencies) * 0.99)], 3),
-        "cpu_us_per_message": {"relay": relay_cpu,
-                               "bare subscriber (mean of 3)": round(sum(subscriber_cpu) / 3, 1)},
+        "cpu_us_per_message": cpu,
         "_latencies_ms": latencies,
     }
 

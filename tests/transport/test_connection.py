@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from collections import deque
+from typing import Any
+
+import paho.mqtt.client as paho
 import pytest
 
 from fastbook.transport.config import BrokerAddress
-from fastbook.transport.connection import BrokerRotation, SubscriptionSet
+from fastbook.transport.connection import (
+    COALESCE_BYTES,
+    READ_CHUNK,
+    BrokerRotation,
+    BufferedRecv,
+    SubscriptionSet,
+    coalesce,
+    filter_matcher,
+    qos0_packet,
+)
+from fastbook.transport.node import Outgoing
 
 A, B, C = BrokerAddress("a", 1), BrokerAddress("b", 2), BrokerAddress("c", 3)
 
@@ -68,3 +82,91 @@ def test_subscriptions_changed_while_disconnected_apply_on_the_next_connect() ->
     assert subs.for_connect() == [("log", 1)]
     subs.change([("log", 1)], True, client.unsubscribe, client.subscribe)
     assert client.calls == []
+
+
+def queued(command: int, data: bytes, qos: int = 0, pos: int = 0) -> dict[str, object]:
+    """An entry of paho's write queue (paho 2.x `_packet_queue`), with its MQTTMessageInfo."""
+    info = paho.MQTTMessageInfo(1)
+    return {"command": command, "mid": 1, "qos": qos, "pos": pos, "to_process": len(data) - pos,
+            "packet": data, "info": info}
+
+
+def test_coalesce_joins_queued_packets_into_one_write() -> None:
+    first = queued(paho.PUBLISH, b"log")
+    second = queued(paho.PUBLISH | 2, b"report", qos=1)
+    third = queued(paho.PUBACK, b"ack")
+    queue: deque[Any] = deque([first, second, third])
+    coalesce(queue)
+    assert len(queue) == 1
+    joined = queue[0]
+    assert joined["packet"] == b"logreportack" and joined["to_process"] == 12 and joined["pos"] == 0
+    # paho marks a QoS0 PUBLISH published once written: the joined write marks the QoS0 one(s) only
+    assert joined["command"] & 0xF0 == paho.PUBLISH and joined["qos"] == 0
+    assert not first["info"].is_published()  # type: ignore[attr-defined]
+    joined["info"]._set_as_published()
+    assert first["info"].is_published() and not second["info"].is_published()  # type: ignore[attr-defined]
+
+
+def test_coalesce_stops_at_a_disconnect_a_partial_write_and_the_size_cap() -> None:
+    queue: deque[Any] = deque([queued(paho.PUBLISH, b"a"), queued(paho.DISCONNECT, b"d"),
+                               queued(paho.PUBLISH, b"b")])
+    coalesce(queue)
+    assert [p["packet"] for p in queue] == [b"a", b"d", b"b"]  # DISCONNECT ends what may be joined
+    queue = deque([queued(paho.PUBLISH, b"xyz", pos=1), queued(paho.PUBLISH, b"b")])
+    coalesce(queue)
+    assert [p["packet"] for p in queue] == [b"xyz", b"b"]  # a head half written stays as it is
+    big = b"x" * (COALESCE_BYTES - 1)
+    queue = deque([queued(paho.PUBLISH, b"a"), queued(paho.PUBLISH, big), queued(paho.PUBLISH, b"bc")])
+    coalesce(queue)
+    assert [len(p["packet"]) for p in queue] == [COALESCE_BYTES, 2]
+
+
+def test_buffered_recv_serves_small_reads_from_one_recv() -> None:
+    chunks: list[bytes] = [b"\x30\x05hello\x40\x02", b"\x00\x01"]
+    asked: list[int] = []
+
+    def recv(size: int) -> bytes:
+        asked.append(size)
+        if not chunks:
+            raise BlockingIOError
+        return chunks.pop(0)
+
+    reader = BufferedRecv(recv)
+    assert not reader.pending
+    assert [reader.recv(1), reader.recv(1), reader.recv(5), reader.recv(1), reader.recv(1)] == [
+        b"\x30", b"\x05", b"hello", b"\x40", b"\x02"]
+    assert asked == [READ_CHUNK] and not reader.pending  # one recv for five of paho's reads
+    assert reader.recv(4) == b"\x00\x01"  # at most what is there: paho reads the rest later
+    with pytest.raises(BlockingIOError):
+        reader.recv(1)  # nothing buffered: the socket's own answer
+    chunks.append(b"abc")
+    assert reader.recv(2) == b"ab" and reader.pending
+    reader.clear()  # a new connection: the old one's bytes are gone
+    assert not reader.pending
+    chunks.append(b"")
+    assert reader.recv(1) == b""  # the end of the stream
+
+
+@pytest.mark.parametrize("topic_filter", [
+    "a/b", "a/+", "+/b", "a/#", "#", "+", "+/+", "a/+/c", "a/+/#", "/+", "+/", "$SYS/#", "$SYS/+",
+])
+@pytest.mark.parametrize("topic", [
+    "a", "a/b", "a/c", "a/b/c", "a/x/c", "b", "a/", "/a", "/", "", "$SYS/x", "$SYS", "x/b", "a/b/c/d",
+])
+def test_filter_matcher_agrees_with_paho(topic_filter: str, topic: str) -> None:
+    assert filter_matcher(topic_filter)(topic) == paho.topic_matches_sub(topic_filter, topic)
+
+
+@pytest.mark.parametrize("size", [0, 5, 120, 200, 20_000, 3_000_000])
+@pytest.mark.parametrize("retain", [False, True])
+def test_qos0_packet_is_the_publish_paho_builds(size: int, retain: bool) -> None:
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    client._sock = object()  # (a socket to queue for; nothing is written)
+    client.on_socket_register_write = lambda *_a: None
+    client.publish("fastbook/BTC-USD/log", b"x" * size, qos=0, retain=retain)
+    built = qos0_packet(Outgoing("fastbook/BTC-USD/log", b"x" * size, retain=retain, qos=0))
+    theirs = client._out_packet[0]
+    assert bytes(built["packet"]) == bytes(theirs["packet"])
+    assert (built["command"], built["qos"]) == (theirs["command"], 0)
+    assert built["to_process"] == theirs["to_process"]
+    client._sock = None

@@ -28,6 +28,11 @@ from fastbook.wire.topics import Topics
 
 log = logging.getLogger(__name__)
 
+# The MQTT QoS the retained book is published with. Each book replaces the last one, every batch that
+# moves the version publishes a new one and every (re)connect republishes it (on_connected), so a
+# PUBACK per book (read and parsed by the sequencer, written by every subscriber) buys nothing.
+BOOK_QOS = 0
+
 
 class BatchCommit:
     def __init__(
@@ -110,7 +115,7 @@ class BatchCommit:
             return self._durable_book
         depth = self.replica.book.depth(self.book_depth)
         payload = self._book_writer.encode(self.journal.last_seq, self.replica.state_hash, depth, last_trade)
-        self._durable_book = Outgoing(self.topics.book, payload, retain=True)
+        self._durable_book = Outgoing(self.topics.book, payload, retain=True, qos=BOOK_QOS)
         return self._durable_book
 
     def heartbeat(self, now: float) -> list[Outgoing]:

@@ -45,7 +45,6 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
-from paho.mqtt.client import topic_matches_sub
 
 from fastbook.transport.acl import (
     ANY_MARKET,
@@ -59,6 +58,7 @@ from fastbook.transport.acl import (
     may_subscribe,
 )
 from fastbook.transport.config import DEFAULT_BATCHING, BatchPolicy
+from fastbook.transport.connection import filter_matcher
 from fastbook.transport.inprocess import InProcessRunner
 from fastbook.transport.throttle import LoginBackoff, LogThrottle
 from fastbook.transport.users import UsersFile, UsersFileError
@@ -222,8 +222,8 @@ class FastbookAmqttBroker(Broker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._oversize = LogThrottle(log)  # refused packets and retained messages, per source
-    # In-process nodes' subscriptions: (topic filters, deliver). Replaced, never mutated in place.
-    _ingress: tuple[tuple[list[str], Callable[[str, bytes], None]], ...] = ()
+    # In-process nodes' subscriptions: (a matcher per topic filter, deliver). Replaced, never mutated.
+    _ingress: tuple[tuple[list[Callable[[str], bool]], Callable[[str, bytes], None]], ...] = ()
 
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                listener_name: str) -> None:
@@ -324,7 +324,7 @@ class FastbookAmqttBroker(Broker):
     def add_ingress(self, filters: list[str], deliver: Callable[[str, bytes], None]) -> None:
         """Hand every client message on one of `filters` to `deliver` (on the event loop, in the
         order the broker takes them, after the publish ACL): an in-process node's subscription."""
-        self._ingress = (*self._ingress, (filters, deliver))
+        self._ingress = (*self._ingress, ([filter_matcher(f) for f in filters], deliver))
 
     def remove_ingress(self, deliver: Callable[[str, bytes], None]) -> None:
         self._ingress = tuple((f, d) for f, d in self._ingress if d != deliver)
@@ -335,7 +335,7 @@ class FastbookAmqttBroker(Broker):
     ) -> None:
         if session is not None and topic is not None and data is not None:
             for filters, deliver in self._ingress:
-                if any(topic_matches_sub(f, topic) for f in filters):
+                if any(matches(topic) for matches in filters):
                     deliver(topic, bytes(data))
         await super()._broadcast_message(session, topic, data, force_qos)
 

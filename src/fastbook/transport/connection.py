@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 CLOSE_FLUSH_SECONDS = 2.0  # how long a clean stop waits for close()'s messages to leave
 MISC_INTERVAL = 1.0  # how often paho's keepalive bookkeeping (loop_misc) runs while connected
+COALESCE_BYTES = 1 << 16  # queued packets joined into one socket write, up to this many bytes
+READ_CHUNK = 1 << 16  # bytes asked of the socket at once (paho's reads are served from them)
 
 Subscription = tuple[str, int]  # (topic filter, qos)
 
@@ -71,6 +75,28 @@ class BrokerRotation:
         return delay
 
 
+def filter_matcher(topic_filter: str) -> Callable[[str], bool]:
+    """Whether a topic matches `topic_filter` (MQTT 3.1.1 4.7, as paho's topic_matches_sub, which
+    builds a matcher tree at every call: ~10 us a message on the sequencer's orders filter)."""
+    levels = topic_filter.split("/")
+    hash_tail = levels[-1] == "#"
+    if hash_tail:
+        levels.pop()
+    fixed = tuple((i, level) for i, level in enumerate(levels) if level != "+")
+    count = len(levels)
+    wild_first = not levels or levels[0] == "+"  # a filter starting with a wildcard skips "$..." topics
+
+    def matches(topic: str) -> bool:
+        if wild_first and topic.startswith("$"):
+            return False
+        parts = topic.split("/")
+        if len(parts) != count and not (hash_tail and len(parts) >= count):
+            return False
+        return all(parts[i] == level for i, level in fixed)
+
+    return matches
+
+
 class SubscriptionSet:
     """What the node wants, what this connection subscribed to, and which topics to let through.
 
@@ -85,12 +111,12 @@ class SubscriptionSet:
         self._on_broker: list[Subscription] = []
         self._changes: set[int] = set()  # mids of subscriptions added while connected
         self._exact: frozenset[str] = frozenset()
-        self._wildcards: tuple[str, ...] = ()
+        self._wildcards: tuple[Callable[[str], bool], ...] = ()
 
     def accepts(self, topic: str) -> bool:
         # amqtt 0.12.1 sends a (re)connecting client the retained messages of every topic anyone
         # subscribed to. A node only ever sees what it subscribed to.
-        return topic in self._exact or any(paho.topic_matches_sub(f, topic) for f in self._wildcards)
+        return topic in self._exact or any(matches(topic) for matches in self._wildcards)
 
     def for_connect(self) -> list[Subscription]:
         """A new connection: it will subscribe to everything the node wants now."""
@@ -139,7 +165,7 @@ class SubscriptionSet:
 
     def _set_filters(self, subs: list[Subscription]) -> None:
         self._exact = frozenset(f for f, _ in subs if "+" not in f and "#" not in f)
-        self._wildcards = tuple(f for f, _ in subs if "+" in f or "#" in f)
+        self._wildcards = tuple(filter_matcher(f) for f, _ in subs if "+" in f or "#" in f)
 
 
 SocketHook = Callable[[socket.socket | None], None]  # the runner: the socket to select on (None: gone)
@@ -183,6 +209,8 @@ class MqttConnection:
         self._read_limit = config.batching.max_messages  # packets per read pass at most
         self._will = will
         self.client = self._make_client(config)
+        self.reader = BufferedRecv(self.client._sock_recv)
+        self.client._sock_recv = self.reader.recv  # type: ignore[method-assign]  # (paho 2.x's reader)
 
     def _make_client(self, config: RunnerConfig) -> paho.Client:
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=config.client_id,
@@ -226,10 +254,17 @@ class MqttConnection:
         if will is not None:
             self.client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
 
+    @property
+    def read_pending(self) -> bool:
+        """Bytes already read from the socket that paho has not parsed (a read pass stopped at its
+        limit): the runner must read again without waiting for the socket."""
+        return self.reader.pending
+
     def read(self) -> None:
         """One read pass: every packet readable now (up to a batch's worth), each delivered to the
         inbox as paho parses it. paho's loop_read stops after one packet when nothing is in flight,
-        so this uses the reader underneath it until the socket would block."""
+        so this uses the reader underneath it until the socket would block (paho's reads come from
+        `BufferedRecv`: one recv for many packets)."""
         client = self.client
         for _ in range(self._read_limit):
             if client.socket() is None:
@@ -245,6 +280,7 @@ class MqttConnection:
         """Write what is queued; True if some is left (the socket buffer is full: select for write)."""
         client = self.client
         if client.want_write() and client.socket() is not None:
+            coalesce(client._out_packet)  # (paho 2.x: its queue of packets to write)
             client.loop_write()
         return client.want_write() and client.socket() is not None
 
@@ -268,7 +304,18 @@ class MqttConnection:
     # ---- Link (the driver, on the runner's thread) ------------------------------------------------
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
-        self._publish(messages)
+        """Queue the driver's output. A QoS0 message goes straight into paho's write queue as the
+        PUBLISH paho would build (nothing waits for it: no MQTTMessageInfo, no Condition, no mid;
+        without a socket it is dropped, as paho drops it); QoS1 goes through paho's publish."""
+        client = self.client
+        out: deque[Any] = client._out_packet  # (paho 2.x: its queue of packets to write)
+        publish = client.publish
+        for m in messages:
+            if m.qos == 0:
+                if client._sock is not None:
+                    out.append(qos0_packet(m))
+            else:
+                publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
 
     def follow(self, subscriptions: list[Subscription]) -> None:
         self._subscriptions.change(subscriptions, self.connected.is_set(), self.client.unsubscribe,
@@ -312,9 +359,11 @@ class MqttConnection:
             # paho leaves Nagle on: a small publish would wait for the ACK of the previous one (tens
             # of ms with delayed ACKs). Latency matters more than packet count.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader.clear()
         self._on_socket(sock)
 
     def _socket_closed(self, _client: paho.Client, _userdata: object, _sock: Any) -> None:
+        self.reader.clear()  # what the old connection left unparsed is not the new one's
         self._on_socket(None)
 
     def _on_connect(self, client: paho.Client, _userdata: object, _flags: Any, reason: Any,
@@ -386,6 +435,113 @@ class MqttConnection:
             log.warning("%s: disconnected from %s (%s)", self.name, self.current_broker, reason)
         self.connected.clear()
         self._pending_subscribe = None
+
+
+class BufferedRecv:
+    """paho reads a packet in three recv calls or more (its type byte, each byte of its length,
+    the rest): a syscall each, nine or more for a lone order's PUBLISH and the two PUBACKs that
+    follow it. This serves them from one recv of up to READ_CHUNK bytes, through paho's own
+    `_sock_recv` (its TLS and closed-socket errors): `recv` returns at most `bufsize` bytes, raises
+    what that raises when nothing is buffered, and b"" at the end of the stream."""
+
+    __slots__ = ("_recv", "_data", "_pos")
+
+    def __init__(self, recv: Callable[[int], bytes]) -> None:
+        self._recv = recv
+        self._data = b""
+        self._pos = 0
+
+    @property
+    def pending(self) -> bool:
+        return self._pos < len(self._data)
+
+    def clear(self) -> None:
+        self._data, self._pos = b"", 0
+
+    def recv(self, bufsize: int) -> bytes:
+        data, pos = self._data, self._pos
+        if pos >= len(data):
+            data = self._recv(READ_CHUNK)
+            if not data:
+                return data
+            self._data, pos = data, 0
+        end = pos + bufsize
+        self._pos = end
+        if pos == 0 and end >= len(data):
+            return data
+        return data[pos:end]
+
+
+class _Untracked:
+    """The MQTTMessageInfo of a QoS0 PUBLISH nobody waits for (paho marks each one written)."""
+
+    __slots__ = ()
+
+    def _set_as_published(self) -> None:
+        pass
+
+
+_UNTRACKED = _Untracked()
+_LENGTH = struct.Struct("!H")
+
+
+def qos0_packet(message: Outgoing) -> dict[str, Any]:
+    """An entry of paho's write queue: the MQTT 3.1.1 QoS0 PUBLISH of `message`, as paho's
+    `_send_publish` builds it (fixed header, remaining length, topic, payload)."""
+    topic = message.topic.encode()
+    remaining = 2 + len(topic) + len(message.payload)
+    head = bytearray((paho.PUBLISH | (1 if message.retain else 0),))
+    while True:
+        byte, remaining = remaining & 0x7F, remaining >> 7
+        head.append(byte | 0x80 if remaining else byte)
+        if not remaining:
+            break
+    data = b"".join((head, _LENGTH.pack(len(topic)), topic, message.payload))
+    return {"command": paho.PUBLISH, "mid": 0, "qos": 0, "pos": 0, "to_process": len(data),
+            "packet": data, "info": _UNTRACKED}
+
+
+class _PublishedTogether:
+    """Stands for the QoS0 messages' MQTTMessageInfo of a joined write: paho marks a QoS0 PUBLISH
+    published once its packet is written; this marks each of them."""
+
+    __slots__ = ("infos",)
+
+    def __init__(self, infos: list[paho.MQTTMessageInfo]) -> None:
+        self.infos = infos
+
+    def _set_as_published(self) -> None:
+        for info in self.infos:
+            info._set_as_published()  # (paho 2.x; what its write loop calls)
+
+
+def coalesce(queue: deque[Any]) -> None:
+    """Join the packets at the head of paho's write queue into one, so one `send()` carries a
+    batch's output (a lone order's PUBACK, log, reports and book were four syscalls, each waking the
+    broker). Up to COALESCE_BYTES, from an unwritten head, never past a DISCONNECT (paho closes the
+    socket after writing one); the QoS0 PUBLISHes joined are marked published once the whole is
+    written, as paho marks each (`MQTTMessageInfo.is_published`); paho calls no on_publish here
+    (none is set)."""
+    if len(queue) < 2 or queue[0]["pos"]:
+        return
+    parts: list[bytes | bytearray] = []
+    infos: list[paho.MQTTMessageInfo] = []
+    size = 0
+    for packet in queue:
+        command = packet["command"] & 0xF0
+        if command == paho.DISCONNECT or (parts and size + len(packet["packet"]) > COALESCE_BYTES):
+            break
+        parts.append(packet["packet"])
+        size += len(packet["packet"])
+        if command == paho.PUBLISH and packet["qos"] == 0 and packet["info"] is not None:
+            infos.append(packet["info"])
+    if len(parts) < 2:
+        return
+    for _ in parts:
+        queue.popleft()
+    data = b"".join(parts)
+    queue.appendleft({"command": paho.PUBLISH, "mid": 0, "qos": 0, "pos": 0, "to_process": len(data),
+                      "packet": data, "info": _PublishedTogether(infos)})
 
 
 def _no_op_socket_hook(_client: paho.Client, _userdata: object, _sock: object) -> None:

@@ -225,8 +225,10 @@ class NodeRunner(DriverView):
                 conn.misc()
                 next_misc = now + MISC_INTERVAL
             now = time.monotonic()
-            if items and hold == 0.0:
-                timeout = 0.0  # more than one batch was queued: go on after a look at the socket
+            if (items and hold == 0.0) or conn.read_pending:
+                # more than one batch was queued, or bytes were read but not parsed (a read pass
+                # stops at a batch's worth): go on after a look at the socket
+                timeout = 0.0
             else:
                 deadline = min(driver.next_tick, next_misc)
                 if hold:
@@ -242,6 +244,8 @@ class NodeRunner(DriverView):
                     self._want_write(conn.flush())
                 if events & selectors.EVENT_READ:
                     conn.read()
+            if conn.read_pending:
+                conn.read()  # (the socket may have nothing more: the bytes are in the reader)
 
     def _finish_close(self) -> None:
         """After the driver stopped: a clean stop waits for close()'s messages to leave, then sends
@@ -256,6 +260,8 @@ class NodeRunner(DriverView):
                     self._wakeup.clear()
                 elif events & selectors.EVENT_READ:
                     conn.read()
+            if conn.read_pending:
+                conn.read()
         conn.disconnect()
         deadline = time.monotonic() + 1.0
         while conn.client.socket() is not None and time.monotonic() < deadline:

@@ -1,0 +1,196 @@
+"""A real sequencer process's CPU per lone order: fastbook-sequencer on a private mosquitto (or
+fastbook-broker, `--broker amqtt`), driven by one client that sends one order per message and waits
+for its report before the next (closed loop, paced at `--rate`), so every batch holds one order.
+
+Measured over `--orders` orders after `--warm` unmeasured ones: the process's CPU from /proc (user
+and system, 10 ms ticks: use a thousand orders or more) and, with `--callgrind`, its user-space
+instructions (valgrind's callgrind, zeroed at the window's start and dumped at its end with
+`callgrind_control`; robust to other load on the machine, ~50x slower: use `--rate 20`). The
+kernel's work (syscalls, loopback TCP) is in the /proc figure only. `--idle S` also measures S
+seconds with no orders (the process's fixed per-second cost).
+
+    python bench/sequencer_lone.py --orders 2000 --rate 1000
+    python bench/sequencer_lone.py --orders 300 --rate 20 --callgrind --idle 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from e2e_bench import free_port, port_open, wait_until
+from paho.mqtt.enums import CallbackAPIVersion
+
+MARKET = "BTC-USD"
+CLIENT = "lone"
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def order(rng: random.Random, i: int) -> bytes:
+    side = "buy" if rng.random() < 0.5 else "sell"
+    offset = rng.randint(-20, 60)  # mostly passive, sometimes crossing (as bench/e2e_bench.py)
+    price = 10000 - offset if side == "buy" else 10000 + offset
+    body = {"op": "new", "id": f"o-{i}", "side": side, "price": f"{price / 100:.2f}",
+            "qty": f"{rng.randint(1, 1000) / 1000:.3f}"}
+    return json.dumps(body).encode()
+
+
+class LoneClient:
+    """Publishes one order at a time and waits for its report (paho's network thread)."""
+
+    def __init__(self, port: int) -> None:
+        self.answers = 0
+        self.answered = threading.Condition()
+        self.book = threading.Event()
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{CLIENT}-publisher")
+        client.on_socket_open = lambda _c, _u, sock: sock.setsockopt(  # no Nagle: one order at a time
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.on_message = self._on_message
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        client.subscribe([(f"fastbook/{MARKET}/reports/{CLIENT}", 1), (f"fastbook/{MARKET}/book", 0)])
+        self.client = client
+
+    def _on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.topic.endswith("/book"):
+            self.book.set()
+            return
+        with self.answered:
+            payload = message.payload
+            self.answers += payload.count(b'"type":"accepted"') + payload.count(b'"type":"rejected"')
+            self.answered.notify_all()
+
+    def send(self, rng: random.Random, first: int, count: int, rate: float) -> None:
+        due = time.monotonic()
+        for i in range(first, first + count):
+            want = self.answers + 1
+            self.client.publish(f"fastbook/{MARKET}/orders/{CLIENT}", order(rng, i), qos=1)
+            with self.answered:
+                if not self.answered.wait_for(lambda want=want: self.answers >= want, 60):  # type: ignore[misc]
+                    raise TimeoutError(f"no report for order {i}")
+            due += 1.0 / rate
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def callgrind_control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
+
+
+def callgrind_total(path: Path) -> int | None:
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    return None
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--broker", choices=("mosquitto", "amqtt"), default="mosquitto")
+    p.add_argument("--orders", type=int, default=2000, help="lone orders measured")
+    p.add_argument("--warm", type=int, default=100, help="lone orders sent first, not measured")
+    p.add_argument("--rate", type=float, default=1000.0, help="orders/s at most (closed loop)")
+    p.add_argument("--callgrind", action="store_true", help="run the sequencer under callgrind")
+    p.add_argument("--idle", type=float, default=0.0, metavar="S", help="then S seconds with no orders")
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="fastbook-lone-"))
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/cg.out"] if args.callgrind else []
+    common = ["--data-dir", str(work / "data"), "--market", MARKET, "-q"]
+    if args.broker == "mosquitto":
+        conf = work / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                        "max_queued_messages 0\nset_tcp_nodelay true\nlog_type error\n")
+        procs.append(subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)]))
+        wait_until(lambda: port_open(port), 10, "mosquitto")
+        program, where = "sequencer", ["--broker", f"mqtt://127.0.0.1:{port}"]
+    else:
+        program, where = "broker", ["--port", str(port)]
+    code = f"import sys\nfrom fastbook.apps.cli.{program} import main\nsys.exit(main())"
+    with open(work / "sequencer.log", "wb") as log:
+        sequencer = subprocess.Popen([*wrap, sys.executable, "-c", code, *where, *common],
+                                     stdout=log, stderr=subprocess.STDOUT)
+    procs.append(sequencer)
+    client: LoneClient | None = None
+    try:
+        wait_until(lambda: port_open(port), 120, "the broker")
+        client = LoneClient(port)
+        if not client.book.wait(300):  # the sequencer's retained book: it is subscribed
+            raise TimeoutError("no book from the sequencer")
+        rng = random.Random(7)
+        client.send(rng, 0, args.warm, args.rate)
+        if args.callgrind:
+            callgrind_control("-z", str(sequencer.pid))
+        user0, sys0 = cpu_seconds(sequencer.pid)
+        t0 = time.monotonic()
+        client.send(rng, args.warm, args.orders, args.rate)
+        seconds = time.monotonic() - t0
+        user1, sys1 = cpu_seconds(sequencer.pid)
+        result: dict[str, Any] = {
+            "broker": args.broker, "orders": args.orders, "rate": args.rate,
+            "achieved_rate": round(args.orders / seconds, 1),
+            "cpu_us_per_order": {"user": round(1e6 * (user1 - user0) / args.orders),
+                                 "system": round(1e6 * (sys1 - sys0) / args.orders)},
+        }
+        if args.callgrind:
+            callgrind_control("-d", "orders", str(sequencer.pid))
+        if args.idle:
+            if args.callgrind:
+                callgrind_control("-z", str(sequencer.pid))
+            before = sum(cpu_seconds(sequencer.pid))
+            time.sleep(args.idle)
+            idle = sum(cpu_seconds(sequencer.pid)) - before
+            result["idle_cpu_ms_per_s"] = round(1e3 * idle / args.idle, 1)
+            if args.callgrind:
+                callgrind_control("-d", "idle", str(sequencer.pid))
+        result["load_average"] = round(os.getloadavg()[0], 2)
+    finally:
+        if client is not None:
+            client.close()
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    if args.callgrind:
+        dumps = sorted(work.glob("cg.out.*"), key=lambda f: int(f.name.rsplit(".", 1)[1]))
+        totals = [callgrind_total(f) for f in dumps]  # .1: the orders, .2: idle (if asked)
+        if totals and totals[0] is not None:
+            result["instructions_per_order"] = round(totals[0] / args.orders)
+        if args.idle and len(totals) > 1 and totals[1] is not None:
+            result["idle_instructions_per_s"] = round(totals[1] / args.idle)
+    print(json.dumps(result))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
