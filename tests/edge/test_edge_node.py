@@ -34,6 +34,7 @@ def test_config_validation() -> None:
         EdgeConfig(client_id=""),
         EdgeConfig(client_id="ok", market="X+"),
         EdgeConfig(client_id="ok", replay_timeout=0),
+        EdgeConfig(client_id="ok", status_heartbeat=0),
     ):
         with pytest.raises(ValueError):
             EdgeNode(bad)
@@ -65,7 +66,7 @@ def test_topics_will_and_status() -> None:
     assert events[-1][0] == "status"
     assert edge.on_tick(0.5) == []
     statuses = [o for o in edge.on_tick(1.0) if o.topic == T.replica("alice")]
-    assert len(statuses) == 1  # periodic
+    assert len(statuses) == 1  # no snapshot within 1 s: an empty replica started (a state change)
     assert json.loads(edge.close()[0].payload)["state"] == "offline"
 
 

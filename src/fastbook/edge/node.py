@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastbook.edge.liveness import ClientPresence, EdgeStatus, SequencerWatch, SyncState
+from fastbook.edge.liveness import ANSWER_INTERVAL, ClientPresence, EdgeStatus, SequencerWatch, SyncState
 from fastbook.engine import EventTuple
 from fastbook.engine.types import EventType
 from fastbook.log.follower import Follower
@@ -49,7 +49,11 @@ class EdgeConfig:
     client_id: str
     market: str = "BTC-USD"
     prefix: str = DEFAULT_PREFIX
+    # The retained status follows the version at most this often (seconds) while it moves ...
     status_interval: float = 1.0
+    # ... and is republished this often while nothing changes (a heartbeat: an idle edge costs
+    # the broker and every status reader one message a minute, not one a second).
+    status_heartbeat: float = 60.0
     replay_timeout: float = 2.0
     # Seconds without any log message, heartbeat or replay answer (the sequencer heartbeats every
     # second when idle) before the edge says it is stalled (or that the market has no sequencer)
@@ -63,8 +67,10 @@ class EdgeNode:
             raise ValueError(f"client id must be 1-64 characters of A-Z a-z 0-9 . _ -, got {cfg.client_id!r}")
         if not NAME_RE.fullmatch(cfg.market):
             raise ValueError(f"market name must be 1-64 characters of A-Z a-z 0-9 . _ -, got {cfg.market!r}")
-        if cfg.replay_timeout <= 0 or cfg.status_interval <= 0 or cfg.stall_timeout <= 0:
-            raise ValueError("replay_timeout, status_interval and stall_timeout must be positive")
+        if min(cfg.replay_timeout, cfg.status_interval, cfg.status_heartbeat, cfg.stall_timeout) <= 0:
+            raise ValueError(
+                "replay_timeout, status_interval, status_heartbeat and stall_timeout must be positive"
+            )
         self.cfg = cfg
         self.client_id = cfg.client_id
         self.topics = Topics(cfg.market, cfg.prefix)
@@ -90,6 +96,7 @@ class EdgeNode:
         self._id_counter = 0
         self._status_sent_at: float | None = None
         self._status_key: tuple[Any, ...] | None = None
+        self._status_version = -1  # the version the last status said
         self.watch = SequencerWatch(cfg.market, cfg.stall_timeout)
         self.presence = ClientPresence(cfg.client_id)
         self._link_request: LinkRequest | None = None
@@ -315,9 +322,10 @@ class EdgeNode:
         return out + self._status(now)
 
     def next_deadline(self, now: float) -> float | None:
-        """When on_tick must run: the next status, or soon while the follower has a timer of its
-        own running (a snapshot or replay awaited, a gap, behind the head): then at the runner's
-        old fixed tick, which its retry and grace timers were written for."""
+        """When on_tick must run: the next status (the version moved: status_interval after the
+        last; else its heartbeat), or soon while the follower has a timer of its own running (a
+        snapshot or replay awaited, a gap, behind the head): then at the runner's old fixed tick,
+        which its retry and grace timers were written for."""
         follower = self.follower
         if follower.replica is None or follower.pending is not None or not follower.in_sync:
             # From the last tick, not from now: the deadline is asked after every call into the
@@ -325,7 +333,7 @@ class EdgeNode:
             # tick off for ever (the snapshot timeout never fired while someone waited for sync).
             return (now if self._ticked_at is None else self._ticked_at) + FOLLOWER_POLL
         sent = self._status_sent_at
-        status = now if sent is None else sent + self.cfg.status_interval
+        status = now if sent is None else self._status_due(sent)
         silence = self.watch.deadline()
         return status if silence is None else min(status, silence)
 
@@ -457,15 +465,31 @@ class EdgeNode:
                                 started=self.presence.started, n=self.presence.stamp())
         return Outgoing(self.topics.replica(self.client_id), payload, retain=True)
 
+    def _status_due(self, sent: float) -> float:
+        """When the next status is due, the last one sent at `sent` (sync-state changes aside).
+        A status of another instance on this client's own topic is answered soon (ClientPresence:
+        two live processes then prove each other alive within a few ANSWER_INTERVALs, where a
+        heartbeat a minute would take minutes; a gone one cannot answer, and leaves at most two)."""
+        cfg = self.cfg
+        wait = cfg.status_interval if self.version != self._status_version else cfg.status_heartbeat
+        if self.presence.answer_due:
+            wait = min(wait, ANSWER_INTERVAL)
+        return sent + wait
+
     def _status(self, now: float, force: bool = False) -> list[Outgoing]:
-        """Retained status every status_interval, and at once when sync state changes."""
+        """The retained status: at once when the sync state changes; status_interval after the
+        last one when only the version moved; else every status_heartbeat; and ANSWER_INTERVAL
+        after the last one when another instance spoke on this client's status topic (see
+        _status_due)."""
         sync = self.sync_state
         key = (sync, self.follower.replica is None)
-        due = self._status_sent_at is None or now - self._status_sent_at >= self.cfg.status_interval
-        if not (force or due or key != self._status_key):
+        sent = self._status_sent_at
+        if not force and sent is not None and key == self._status_key and now < self._status_due(sent):
             return []
+        self.presence.answer_due = False
         self._status_sent_at = now
         self._status_key = key
+        self._status_version = self.version
         message = self._status_message("online")
         self._emit(
             "status",
