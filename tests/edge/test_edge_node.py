@@ -77,6 +77,20 @@ def test_public_trades_are_subscribed_only_for_listeners() -> None:
     assert T.trades in dict(edge.subscriptions())
 
 
+def test_a_following_replica_without_listeners_drops_the_book(tmp_path: Path) -> None:
+    """The book is read until the replica follows the log (it gives the head early) or while a
+    listener wants it; a following bare replica learns the head from the log and heartbeats."""
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD"), tmp_path / "d"))
+    edge = EdgeNode(EdgeConfig(client_id="bob"))
+    edge.on_connected()
+    assert T.book in dict(edge.subscriptions())
+    edge.on_messages([(o.topic, o.payload) for o in seq.on_connected() + seq.on_tick(0.0)])
+    assert edge.in_sync and T.book not in dict(edge.subscriptions())
+    edge.add_listener(lambda kind, data: None)
+    assert T.book in dict(edge.subscriptions())
+    seq.close()
+
+
 def test_a_bulk_batch_is_one_log_message_and_no_status_flap(tmp_path: Path) -> None:
     """A runner batch of bulk orders (cut at 256 KiB: ~2,500 orders) gives one log message, so a
     following edge never sees itself behind the head mid-batch (a status change each time)."""

@@ -210,14 +210,19 @@ class EdgeNode:
     def subscriptions(self) -> list[tuple[str, int]]:
         """The retained snapshot only until the replica follows the log: after that a snapshot
         is never needed from that topic (see on_messages), and each one holds the whole book (in a
-        bulk run ~94 bytes per order, more than the log itself, fanned out to every edge). Public
-        trades only while a listener reads them (a replica needs none: ~34 bytes per order).
+        bulk run ~94 bytes per order, more than the log itself, fanned out to every edge). The
+        book, likewise, only until then or while a listener reads it: a following replica learns
+        the head from every log message and the sequencer's idle heartbeat, and the book was a
+        second message per lone order, costing a bare replica about as much as the log itself.
+        Public trades only while a listener reads them (a replica needs none: ~34 bytes per order).
         (The runner follows changes: see NodeRunner.)"""
         t = self.topics
+        following = self._following()
         subs = [(t.log, 1)]
-        if not self._following():
+        if not following:
             subs.append((t.snapshot, 1))
-        subs.append((t.book, 1))
+        if self._listeners or not following:
+            subs.append((t.book, 1))
         if self._listeners:
             subs.append((t.trades, 1))
         subs += [(t.reports(self.client_id), 1), (t.replay_response(self.client_id), 1)]
