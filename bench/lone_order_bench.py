@@ -29,6 +29,7 @@ import argparse
 import ctypes
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -39,22 +40,36 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from edge_apply_bench import order_flow  # noqa: E402
-
-import fastbook.edge.node as edge_module  # noqa: E402
-import fastbook.log.sequencer as sequencer_module  # noqa: E402
-from fastbook.apps.cli.common import tune_gc_for_throughput  # noqa: E402
-from fastbook.edge.node import EdgeConfig, EdgeNode  # noqa: E402
-from fastbook.log.sequencer import SequencerConfig, SequencerNode  # noqa: E402
-from fastbook.wire.market import MarketSpec  # noqa: E402
-from fastbook.wire.topics import Topics  # noqa: E402
+import fastbook.edge.node as edge_module
+import fastbook.log.sequencer as sequencer_module
+from fastbook.apps.cli.common import tune_gc_for_throughput
+from fastbook.edge.node import EdgeConfig, EdgeNode
+from fastbook.log.sequencer import SequencerConfig, SequencerNode
+from fastbook.wire.market import MarketSpec
+from fastbook.wire.topics import Topics
 
 MARKET = "BTC-USD"
 CLIENT = "bench"
 # Client requests (valgrind/callgrind.h): work the same whatever symbols callgrind can read.
 _TOGGLE_C = "#include <valgrind/callgrind.h>\nvoid fb_toggle(void) { CALLGRIND_TOGGLE_COLLECT; }\n"
+
+
+def order_flow(n: int, seed: int, spread: int) -> list[dict[str, Any]]:
+    """bench/edge_apply_bench.py's flow with its price spread as a parameter: limit orders up to
+    `spread` ticks either side of 100.00 +- 2 ticks (5: about half of them trade and nearly every
+    one lands in the 20 levels the book shows; 200: most rest deeper), a cancel of an earlier
+    order every tenth command."""
+    rng = random.Random(seed)
+    flow: list[dict[str, Any]] = []
+    for i in range(n):
+        if i % 10 == 9:
+            flow.append({"op": "cancel", "id": f"o{rng.randrange(i)}"})
+            continue
+        side = rng.choice(("buy", "sell"))
+        ticks = rng.randint(-spread, spread) + (-2 if side == "buy" else 2)
+        flow.append({"op": "new", "id": f"o{i}", "side": side, "price": f"{100 + ticks * 0.01:.2f}",
+                     "qty": f"{rng.randint(1, 20) * 0.001:.3f}"})  # fmt: skip
+    return flow
 
 
 class Sections:
@@ -111,7 +126,7 @@ class Sections:
         return True
 
 
-def drive(orders: int, seed: int, fsync: str, sections: Sections) -> dict[str, Any]:
+def drive(orders: int, seed: int, spread: int, fsync: str, sections: Sections) -> dict[str, Any]:
     topics = Topics(MARKET)
     if fsync == "stub":
         os.fdatasync = lambda fd: None
@@ -125,7 +140,9 @@ def drive(orders: int, seed: int, fsync: str, sections: Sections) -> dict[str, A
         seq.on_connected()
         sections.wrap(seq, "_commit", "seq: journal commit (write + fdatasync)")
         sections.wrap(seq, "_report_messages", "seq: reports messages")
-        sections.wrap(seq, "_book_message", "seq: book message")
+        # (the book: whether it changed, then its message; older builds: the message each time)
+        if not sections.wrap(seq, "_changed_book", "seq: book (changed? + message)"):
+            sections.wrap(seq, "_book_message", "seq: book (changed? + message)")
         sections.wrap(seq, "_take_snapshot", "seq: snapshot")
         edges = {
             "own": EdgeNode(EdgeConfig(client_id=CLIENT)),
@@ -142,7 +159,7 @@ def drive(orders: int, seed: int, fsync: str, sections: Sections) -> dict[str, A
         kinds = {topics.log: "log", topics.book: "book", topics.trades: "trades", topics.snapshot: "snapshot"}
         published: dict[str, int] = defaultdict(int)
         delivered: dict[str, int] = defaultdict(int)
-        flow = order_flow(orders, seed)
+        flow = order_flow(orders, seed, spread)
         for order in flow:
             out = sections.run(
                 "seq: whole batch", seq.on_messages, [(topics.orders(CLIENT), json.dumps(order).encode())]
@@ -172,7 +189,7 @@ def child(args: argparse.Namespace) -> None:
     """The run itself; prints one JSON line (the section names, CPU figures, counts)."""
     tune_gc_for_throughput()  # as fastbook-edge and fastbook-sequencer start
     sections = Sections(args.collect)
-    result = drive(args.orders, args.seed, args.fsync, sections)
+    result = drive(args.orders, args.seed, args.spread, args.fsync, sections)
     result["sections"] = sections.names + [n for n in sections.calls if n not in sections.names]
     result["ns"] = dict(sections.ns)
     result["calls"] = dict(sections.calls)
@@ -182,7 +199,7 @@ def child(args: argparse.Namespace) -> None:
 def _run_child(args: argparse.Namespace, collect: str | None) -> tuple[dict[str, Any], int]:
     """(the child's result, instructions callgrind counted: those of section `collect`)."""
     command = [sys.executable, __file__, "--child", "--orders", str(args.orders), "--seed", str(args.seed),
-               "--fsync", args.fsync]  # fmt: skip
+               "--spread", str(args.spread), "--fsync", args.fsync]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="fastbook-lone-cg-") as scratch:
         out_file = Path(scratch) / "callgrind.out"
         if collect is not None:
@@ -210,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--orders", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--spread", type=int, default=5, help="price spread of the flow, ticks")
     parser.add_argument("--fsync", choices=("real", "stub"), default="real")
     parser.add_argument("--measure", choices=("cpu", "instructions"), default="cpu")
     parser.add_argument(
@@ -232,8 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result, counted[name] = _run_child(args, name)
     backend = os.environ.get("FASTBOOK_BACKEND", "native")
     print(
-        f"lone orders: {n}, fdatasync {args.fsync}, measure {args.measure}, backend {backend}, "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"lone orders: {n}, spread {args.spread} ticks, fdatasync {args.fsync}, measure {args.measure}, "
+        f"backend {backend}, load average {os.getloadavg()[0]:.2f}"
     )
     print(
         f"sequencer v{result['version']} hash {result['hash']}; published per order: "
