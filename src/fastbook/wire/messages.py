@@ -59,6 +59,8 @@ class BookWriter:
         self._trade: dict[str, Any] | None = None
         self._trade_text = "null"
         self._depth: Any = None  # the levels of the last encode
+        # (levels, text) of each side's last encode: a lone order mostly changes one side
+        self._sides: list[tuple[Any, str]] = [(None, ""), (None, "")]
 
     def same(
         self,
@@ -70,7 +72,14 @@ class BookWriter:
         visible)."""
         return last_trade is self._trade and depth == self._depth
 
-    def _side(self, levels: Sequence[tuple[int, int, int]]) -> str:
+    def _side(self, k: int, levels: Sequence[tuple[int, int, int]]) -> str:
+        last, text = self._sides[k]
+        if levels != last:
+            text = self._levels_text(levels)
+            self._sides[k] = (levels, text)
+        return text
+
+    def _levels_text(self, levels: Sequence[tuple[int, int, int]]) -> str:
         known = self._levels
         texts = []
         for price, qty, orders in levels:
@@ -97,8 +106,8 @@ class BookWriter:
         self._depth = depth
         bids, asks = depth
         return (
-            f'{self._head}{int(version)},"hash":"{hash_hex(state_hash)}","bids":[{self._side(bids)}],'
-            f'"asks":[{self._side(asks)}],"last_trade":{self._trade_text}}}'
+            f'{self._head}{int(version)},"hash":"{hash_hex(state_hash)}","bids":[{self._side(0, bids)}],'
+            f'"asks":[{self._side(1, asks)}],"last_trade":{self._trade_text}}}'
         ).encode()
 
 
