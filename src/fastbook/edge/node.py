@@ -74,6 +74,7 @@ class EdgeNode:
         self.cfg = cfg
         self.client_id = cfg.client_id
         self.topics = Topics(cfg.market, cfg.prefix)
+        self._response_topic = self.topics.replay_response(cfg.client_id)
         self.follower = Follower(
             cfg.market,
             cfg.replay_timeout,
@@ -255,7 +256,7 @@ class EdgeNode:
         now = self.clock()
         requests: list[ReplayRequest] = []
         t = self.topics
-        response_topic = t.replay_response(self.client_id)
+        response_topic = self._response_topic
         learnt = False  # names of own entries learnt from reports
         heard = -1  # the head of the last log message of this batch (-1: none: the sequencer unheard)
         for topic, payload in messages:
