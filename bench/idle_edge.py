@@ -78,16 +78,19 @@ def main() -> int:
                    30, "both edges online")  # fmt: skip
         time.sleep(args.settle)
         before = {role: cpu_seconds(proc.pid) for role, (_c, proc) in roles.items()}
+        sequencer_before = cpu_seconds(system.roles["sequencer"])
         counting.set()
         time.sleep(args.seconds)
         counting.clear()
         after = {role: cpu_seconds(proc.pid) for role, (_c, proc) in roles.items()}
+        sequencer_used = (cpu_seconds(system.roles["sequencer"]) or 0.0) - (sequencer_before or 0.0)
         print(f"idle edges over {args.seconds:.0f} s (after {args.settle:.0f} s settled), mosquitto + "
               f"fastbook-sequencer, nothing sent")  # fmt: skip
         for role, (client, proc) in roles.items():
             used = (after[role] or 0.0) - (before[role] or 0.0)
             print(f"  {role:26} CPU {used:.2f} s ({100 * used / args.seconds:.2f}% of a core), "
                   f"{counts[client]} messages published, {threads(proc.pid)} threads")  # fmt: skip
+        print(f"  {'(fastbook-sequencer)':26} CPU {sequencer_used:.2f} s")
     finally:
         watcher.loop_stop()
         watcher.disconnect()
