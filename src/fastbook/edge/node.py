@@ -74,7 +74,9 @@ class EdgeNode:
         self.cfg = cfg
         self.client_id = cfg.client_id
         self.topics = Topics(cfg.market, cfg.prefix)
-        self._response_topic = self.topics.replay_response(cfg.client_id)
+        t = self.topics  # (the names on_messages compares each message's topic with, made once)
+        self._inbound = (t.log, t.replay_response(cfg.client_id), t.snapshot, t.book, t.trades,
+                         t.reports(cfg.client_id), t.replica(cfg.client_id))  # fmt: skip
         self.follower = Follower(
             cfg.market,
             cfg.replay_timeout,
@@ -255,8 +257,9 @@ class EdgeNode:
     def on_messages(self, messages: Sequence[Incoming]) -> list[Outgoing]:
         now = self.clock()
         requests: list[ReplayRequest] = []
-        t = self.topics
-        response_topic = self._response_topic
+        log_topic, response_topic, snapshot_topic, book_topic, trades_topic, reports_topic, status_topic = (
+            self._inbound
+        )
         learnt = False  # names of own entries learnt from reports
         heard = -1  # the head of the last log message of this batch (-1: none: the sequencer unheard)
         for topic, payload in messages:
@@ -264,7 +267,7 @@ class EdgeNode:
                 if topic == response_topic and is_names_payload(payload):
                     requests += self.follower.on_names(decode_names(payload), now)
                     continue
-                if topic == t.log or topic == response_topic:
+                if topic == log_topic or topic == response_topic:
                     if is_snapshot_payload(payload):
                         requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
                         continue
@@ -273,7 +276,7 @@ class EdgeNode:
                         raise ValueError(f"log of market {msg.market!r:.70}")
                     heard = msg.head
                     requests += self.follower.on_batch(msg, now)
-                elif topic == t.snapshot:
+                elif topic == snapshot_topic:
                     # Empty: the retained message was cleared. Following the log: a snapshot is
                     # never ahead of the log's head (it is published after the entries it holds,
                     # and the book and heartbeats carry the head too), and jumping ahead would skip
@@ -284,7 +287,7 @@ class EdgeNode:
                     # (While following, the edge is not even subscribed: see subscriptions().)
                     if payload and not self._following():
                         requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
-                elif topic == t.book:
+                elif topic == book_topic:
                     if payload:
                         book = json.loads(payload)
                         version = book.get("version") if isinstance(book, dict) else None
@@ -294,15 +297,15 @@ class EdgeNode:
                             raise ValueError(f"book of market {book.get('market')!r:.70}")
                         requests += self.follower.on_head(version, now)
                         self._emit("book", book)
-                elif topic == t.trades:
+                elif topic == trades_topic:
                     if self._listeners:  # (a message already on its way when subscribed without)
                         for trade in json.loads(payload).get("trades", []):
                             self._emit("trade", trade)
-                elif topic == t.reports(self.client_id):
+                elif topic == reports_topic:
                     for report in json.loads(payload):
                         learnt |= self._learn_name(report)
                         self._deliver_report(report)
-                elif topic == t.replica(self.client_id):
+                elif topic == status_topic:
                     if self.presence.on_status(payload, now):
                         self._link_request = LinkRequest.STOP  # the newer of two processes stops
             except (ValueError, AttributeError, TypeError, KeyError, RecursionError) as exc:
@@ -312,6 +315,9 @@ class EdgeNode:
         if heard >= 0:
             self.watch.heard(now, heard)
         self._check_reports_live()
+        if not requests:
+            return self._status(now)
+        t = self.topics
         out = [Outgoing(t.replay_request(self.client_id), encode_replay_request(r)) for r in requests]
         return out + self._status(now)
 
@@ -443,7 +449,8 @@ class EdgeNode:
             if seq <= self.version - REPORT_DEDUPE_WINDOW:
                 self._emit("report", report)  # older than the window: no longer remembered
                 return
-            key = tuple(str(report.get(name)) for name in ("type", "id", "trade_id", "liquidity"))
+            get = report.get
+            key = (str(get("type")), str(get("id")), str(get("trade_id")), str(get("liquidity")))
             keys = self._delivered.setdefault(seq, set())
             if key in keys:
                 return
