@@ -29,7 +29,6 @@ import argparse
 import ctypes
 import json
 import os
-import random
 import re
 import subprocess
 import sys
@@ -40,8 +39,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_apply_bench import order_flow  # (its flow, with the price spread as a parameter)
+
 import fastbook.edge.node as edge_module
-import fastbook.log.sequencer as sequencer_module
+import fastbook.log.commit as commit_module
 from fastbook.apps.cli.common import tune_gc_for_throughput
 from fastbook.edge.node import EdgeConfig, EdgeNode
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
@@ -52,24 +53,6 @@ MARKET = "BTC-USD"
 CLIENT = "bench"
 # Client requests (valgrind/callgrind.h): work the same whatever symbols callgrind can read.
 _TOGGLE_C = "#include <valgrind/callgrind.h>\nvoid fb_toggle(void) { CALLGRIND_TOGGLE_COLLECT; }\n"
-
-
-def order_flow(n: int, seed: int, spread: int) -> list[dict[str, Any]]:
-    """bench/edge_apply_bench.py's flow with its price spread as a parameter: limit orders up to
-    `spread` ticks either side of 100.00 +- 2 ticks (5: about half of them trade and nearly every
-    one lands in the 20 levels the book shows; 200: most rest deeper), a cancel of an earlier
-    order every tenth command."""
-    rng = random.Random(seed)
-    flow: list[dict[str, Any]] = []
-    for i in range(n):
-        if i % 10 == 9:
-            flow.append({"op": "cancel", "id": f"o{rng.randrange(i)}"})
-            continue
-        side = rng.choice(("buy", "sell"))
-        ticks = rng.randint(-spread, spread) + (-2 if side == "buy" else 2)
-        flow.append({"op": "new", "id": f"o{i}", "side": side, "price": f"{100 + ticks * 0.01:.2f}",
-                     "qty": f"{rng.randint(1, 20) * 0.001:.3f}"})  # fmt: skip
-    return flow
 
 
 class Sections:
@@ -131,18 +114,18 @@ def drive(orders: int, seed: int, spread: int, fsync: str, sections: Sections) -
     if fsync == "stub":
         os.fdatasync = lambda fd: None
     # The edge's decode is wrapped in the module (the node calls the module's name); the
-    # sequencer's log encoding and trades likewise.
+    # sequencer's log, reports and trades encoding likewise (BatchCommit.publish, log/commit.py).
     sections.wrap(edge_module, "decode_log_message", "edge: decode log message")
-    sections.wrap(sequencer_module, "encode_log_message", "seq: log message")
-    sections.wrap(sequencer_module, "encode_trades", "seq: trades message")
+    sections.wrap(commit_module, "encode_log_message", "seq: log message")
+    sections.wrap(commit_module, "encode_report_texts", "seq: reports messages")
+    sections.wrap(commit_module, "encode_trades", "seq: trades message")
     with tempfile.TemporaryDirectory(prefix="fastbook-lone-order-") as data_dir:
         seq = SequencerNode(SequencerConfig(MarketSpec.parse(MARKET), Path(data_dir) / "seq"))
         seq.on_connected()
-        sections.wrap(seq, "_commit", "seq: journal commit (write + fdatasync)")
-        sections.wrap(seq, "_report_messages", "seq: reports messages")
-        # (the book: whether it changed, then its message; older builds: the message each time)
-        if not sections.wrap(seq, "_changed_book", "seq: book (changed? + message)"):
-            sections.wrap(seq, "_book_message", "seq: book (changed? + message)")
+        sections.wrap(seq.commit, "commit", "seq: journal commit (write + fdatasync)")
+        # (the book: whether its levels changed (builds that ask), then its message)
+        sections.wrap(seq.commit._book_writer, "same", "seq: book changed?")
+        sections.wrap(seq.commit, "book_message", "seq: book message")
         sections.wrap(seq, "_take_snapshot", "seq: snapshot")
         edges = {
             "own": EdgeNode(EdgeConfig(client_id=CLIENT)),
