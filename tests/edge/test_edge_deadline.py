@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fastbook.edge.liveness import SILENCE_STATUS_AFTER
 from fastbook.edge.node import FOLLOWER_POLL, EdgeConfig, EdgeNode
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
 from fastbook.transport.node import Outgoing
@@ -34,9 +35,9 @@ def test_a_waiting_edge_polls_and_an_idle_one_waits_for_its_status() -> None:
     edge.on_tick(2.0)
     sent = edge._status_sent_at
     assert sent is not None
-    # In sync and idle: the silence deadline (stall_timeout after the sequencer was last heard);
-    # the status heartbeat (60 s) is later.
-    assert edge.next_deadline(2.1) == 1.6 + 5.0 < sent + 60.0
+    # In sync and idle: a status if the log stays silent for SILENCE_STATUS_AFTER (the sequencer
+    # heartbeats every second, each one moving it on); the stall (5 s) and the heartbeat are later.
+    assert edge.next_deadline(2.1) == 1.6 + SILENCE_STATUS_AFTER < sent + 60.0
 
 
 def test_frequent_calls_do_not_put_off_the_follower_s_poll() -> None:
@@ -77,7 +78,7 @@ def test_status_follows_the_version_at_most_every_interval_and_beats_slowly_when
         run(edge.on_messages([(o.topic, o.payload) for o in seq.on_tick(now[0]) if o.topic == T.log]))
         deadline = edge.next_deadline(now[0])
         assert deadline is not None and deadline > now[0]  # (nothing left due)
-        assert deadline == min(now[0] + 5.0, 60.0 * (second // 60 + 1))  # silence, or the heartbeat
+        assert deadline == min(now[0] + SILENCE_STATUS_AFTER, 60.0 * (second // 60 + 1))  # (never reached)
     assert len(statuses) == 2 + 10 and edge.in_sync
     for i in range(50):  # 50 orders in 0.5 s: one status, 1 s after the last one, with the version
         now[0] += 0.01
@@ -92,6 +93,8 @@ def test_status_follows_the_version_at_most_every_interval_and_beats_slowly_when
     run(edge.on_tick(now[0]))
     assert len(statuses) == 13 and statuses[-1]["version"] == 50
     heard = edge.watch.heard_at
-    assert heard is not None and edge.next_deadline(now[0]) == heard + 5.0  # (the heartbeat: 661)
-    assert edge._status_due(601.0) == 661.0
+    assert heard is not None and edge.next_deadline(now[0]) == heard + SILENCE_STATUS_AFTER
+    now[0] += 1.0  # the sequencer's heartbeat (at the head: 50)
+    run(edge.on_messages([(T.log, encode_log_message("BTC-USD", 50))]))
+    assert len(statuses) == 13 and edge._status_due(601.0) == now[0] + SILENCE_STATUS_AFTER < 661.0
     seq.close()

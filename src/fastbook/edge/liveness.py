@@ -24,6 +24,12 @@ LIVE_PROOF = 3
 # (seconds): two live processes then reach LIVE_PROOF in about a second each way, though an idle
 # edge's status heartbeat is a minute; a gone one cannot answer and stays below it.
 ANSWER_INTERVAL = 0.5
+# Seconds of a silent log (the sequencer heartbeats every second when idle) after which an edge
+# publishes its status every SILENCE_STATUS_INTERVAL until it calls itself stalled: on amqtt a
+# second process under its client id took its subscriptions, and proves this one alive only by
+# hearing its statuses (this one hears nothing to answer).
+SILENCE_STATUS_AFTER = 2.0
+SILENCE_STATUS_INTERVAL = 1.0
 RECONNECT_BACKOFF_MAX = 60.0  # seconds between reconnects at most while the log stays silent
 
 

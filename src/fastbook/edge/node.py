@@ -16,7 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastbook.edge.liveness import ANSWER_INTERVAL, ClientPresence, EdgeStatus, SequencerWatch, SyncState
+from fastbook.edge.liveness import (
+    ANSWER_INTERVAL,
+    SILENCE_STATUS_AFTER,
+    SILENCE_STATUS_INTERVAL,
+    ClientPresence,
+    EdgeStatus,
+    SequencerWatch,
+    SyncState,
+)
 from fastbook.engine import EventTuple
 from fastbook.engine.types import EventType
 from fastbook.log.follower import Follower
@@ -482,12 +490,20 @@ class EdgeNode:
         """When the next status is due, the last one sent at `sent` (sync-state changes aside).
         A status of another instance on this client's own topic is answered soon (ClientPresence:
         two live processes then prove each other alive within a few ANSWER_INTERVALs, where a
-        heartbeat a minute would take minutes; a gone one cannot answer, and leaves at most two)."""
+        heartbeat a minute would take minutes; a gone one cannot answer, and leaves at most two).
+        And a log silent for SILENCE_STATUS_AFTER (the sequencer heartbeats every second) may be
+        a lost subscription: amqtt drops a session's subscriptions when another process connects
+        with its client id, and that one, hearing nothing from this deaf one, needs its statuses
+        as the proof: one every SILENCE_STATUS_INTERVAL until the stall (its own status then)."""
         cfg = self.cfg
         wait = cfg.status_interval if self.version != self._status_version else cfg.status_heartbeat
         if self.presence.answer_due:
             wait = min(wait, ANSWER_INTERVAL)
-        return sent + wait
+        due = sent + wait
+        heard = self.watch.heard_at
+        if heard is not None and not self.watch.stalled and due > heard + SILENCE_STATUS_AFTER:
+            due = max(heard + SILENCE_STATUS_AFTER, sent + SILENCE_STATUS_INTERVAL)
+        return due
 
     def _status(self, now: float, force: bool = False) -> list[Outgoing]:
         """The retained status: at once when the sync state changes; status_interval after the
