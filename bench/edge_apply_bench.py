@@ -34,9 +34,10 @@ from fastbook.wire.topics import Topics
 MARKET = "BTC-USD"
 
 
-def order_flow(n: int, seed: int) -> list[dict[str, Any]]:
-    """Limit orders a few ticks either side of 100.00, so about half of them trade, and a cancel of
-    an earlier order every tenth command."""
+def order_flow(n: int, seed: int, spread: int = 5) -> list[dict[str, Any]]:
+    """Limit orders up to `spread` ticks either side of 100.00 +- 2 ticks (5: about half of them
+    trade and nearly every one lands in the 20 levels the book shows; 200: most rest deeper), and
+    a cancel of an earlier order every tenth command."""
     rng = random.Random(seed)
     flow: list[dict[str, Any]] = []
     for i in range(n):
@@ -44,7 +45,7 @@ def order_flow(n: int, seed: int) -> list[dict[str, Any]]:
             flow.append({"op": "cancel", "id": f"o{rng.randrange(i)}"})
             continue
         side = rng.choice(("buy", "sell"))
-        ticks = rng.randint(-5, 5) + (-2 if side == "buy" else 2)
+        ticks = rng.randint(-spread, spread) + (-2 if side == "buy" else 2)
         flow.append({"op": "new", "id": f"o{i}", "side": side, "price": f"{100 + ticks * 0.01:.2f}",
                      "qty": f"{rng.randint(1, 20) * 0.001:.3f}"})
     return flow

@@ -34,6 +34,7 @@ def test_config_validation() -> None:
         EdgeConfig(client_id=""),
         EdgeConfig(client_id="ok", market="X+"),
         EdgeConfig(client_id="ok", replay_timeout=0),
+        EdgeConfig(client_id="ok", status_heartbeat=0),
     ):
         with pytest.raises(ValueError):
             EdgeNode(bad)
@@ -66,7 +67,7 @@ def test_topics_will_and_status() -> None:
     assert events[-1][0] == "status"
     assert edge.on_tick(0.5) == []
     statuses = [o for o in edge.on_tick(1.0) if o.topic == T.replica("alice")]
-    assert len(statuses) == 1  # periodic
+    assert len(statuses) == 1  # no snapshot within 1 s: an empty replica started (a state change)
     assert json.loads(edge.close()[0].payload)["state"] == "offline"
 
 
@@ -75,6 +76,20 @@ def test_public_trades_are_subscribed_only_for_listeners() -> None:
     assert T.trades not in dict(edge.subscriptions())  # a bare replica needs none
     edge.add_listener(lambda kind, data: None)
     assert T.trades in dict(edge.subscriptions())
+
+
+def test_a_following_replica_without_listeners_drops_the_book(tmp_path: Path) -> None:
+    """The book is read until the replica follows the log (it gives the head early) or while a
+    listener wants it; a following bare replica learns the head from the log and heartbeats."""
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD"), tmp_path / "d"))
+    edge = EdgeNode(EdgeConfig(client_id="bob"))
+    edge.on_connected()
+    assert T.book in dict(edge.subscriptions())
+    edge.on_messages([(o.topic, o.payload) for o in seq.on_connected() + seq.on_tick(0.0)])
+    assert edge.in_sync and T.book not in dict(edge.subscriptions())
+    edge.add_listener(lambda kind, data: None)
+    assert T.book in dict(edge.subscriptions())
+    seq.close()
 
 
 def test_a_bulk_batch_is_one_log_message_and_no_status_flap(tmp_path: Path) -> None:
@@ -269,4 +284,33 @@ def test_edge_started_without_snapshot_learns_the_tick_later(tmp_path: Path) -> 
     assert edge.version == 1
     assert edge.depth(1)["asks"] == [["100.5", "2.000", 1]]
     assert edge.follower.market_known and T.snapshot not in dict(edge.subscriptions())
+    seq.close()
+
+
+def test_a_bare_replica_finds_a_lost_last_log_message_by_the_heartbeat(tmp_path: Path) -> None:
+    """Without the book, the head of a lost last message (the log is QoS0) comes with the
+    sequencer's idle heartbeat: the replica asks for exactly what it missed and catches up."""
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD"), tmp_path / "d"))
+    seq.clock = lambda: 0.0
+    edge = EdgeNode(EdgeConfig(client_id="bob"))
+    now = [0.0]
+    edge.clock = lambda: now[0]
+    edge.on_connected()
+    edge.on_messages([(o.topic, o.payload) for o in seq.on_connected()])
+    seq.on_tick(0.0)
+    order = {"op": "new", "id": "a1", "side": "buy", "price": "100.00", "qty": "1"}
+    lost = seq.on_messages([(T.orders("alice"), json.dumps(order).encode())])
+    assert T.log in [o.topic for o in lost] and T.book not in dict(edge.subscriptions())
+    now[0] = 1.0
+    beat = [o for o in seq.on_tick(1.0) if o.topic == T.log]
+    assert len(beat) == 1
+    edge.on_messages([(T.log, beat[0].payload)])  # (a replay is asked for at once or after the grace)
+    assert edge.lag == 1
+    now[0] = 1.5
+    asks = [o for o in edge.on_tick(1.5) if o.topic == T.replay_request("bob")]
+    assert [json.loads(o.payload) for o in asks] == [{"from": 1, "to": None}]  # from the first missing seq
+    for answer in seq.on_messages([(asks[0].topic, asks[0].payload)]):
+        if answer.topic == T.replay_response("bob"):
+            edge.on_messages([(answer.topic, answer.payload)])
+    assert (edge.version, edge.state_hash) == (seq.version, seq.state_hash) and edge.in_sync
     seq.close()

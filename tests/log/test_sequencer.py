@@ -323,3 +323,24 @@ def test_last_trade_survives_any_number_of_restarts(tmp_path: Path) -> None:
     node = SequencerNode(cfg)
     assert node.version == 3 and node.last_trade is None
     node.close()
+
+
+def test_the_book_is_published_when_its_levels_change_and_catches_up_when_quiet(tmp_path: Path) -> None:
+    """A batch that changes no level shown (an order deeper than book_depth) publishes no book:
+    the version and hash alone wait for the idle heartbeat, which brings the retained book up to
+    date; a batch that changes a level shown publishes it at once."""
+    node = SequencerNode(SequencerConfig(SPEC, tmp_path / "d", book_depth=1))
+    node.clock = lambda: 0.0
+    node.on_tick(0.0)
+    assert T.book in [o.topic for o in send(node, "alice", new("a1", "buy", "100.00", "1"))]
+    deep = send(node, "alice", new("a2", "buy", "99.00", "1"))  # below the one level shown
+    assert [o.topic for o in deep] == [T.log, T.reports("alice")]
+    assert [o.topic for o in node.on_tick(0.5)] == []  # not quiet yet (heartbeat_interval 1 s)
+    quiet = [o for o in node.on_tick(1.0) if o.topic == T.book]
+    assert len(quiet) == 1 and quiet[0].retain
+    book = json.loads(quiet[0].payload)
+    assert book["version"] == 2 and book["bids"] == [["100.00", "1.000", 1]]
+    assert [o.topic for o in node.on_tick(2.0)] == [T.log]  # up to date: the heartbeat alone
+    top = send(node, "alice", new("a3", "buy", "100.00", "2"))  # the level shown grows
+    assert json.loads([o for o in top if o.topic == T.book][0].payload)["bids"] == [["100.00", "3.000", 2]]
+    node.close()

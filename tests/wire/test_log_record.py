@@ -186,3 +186,72 @@ def test_arbitrary_bytes_never_crash_the_decoder(noise: bytes, at: int) -> None:
         for entry in msg.entries:
             assert entry.seq >= 1 and 1 <= entry.op <= 4
             assert entry.client_order_id is not None or entry.op == Op.CANCEL_ALL
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    ["none", "names_len", "non_ascii", "space", "client_id", "seq", "reserved", "no_coid", "coid_len",
+     "price", "qty", "order_id", "op", "side", "type", "tif", "stp", "post_only"],
+)  # fmt: skip
+@pytest.mark.parametrize("anonymous", [False, True])
+def test_short_runs_read_without_numpy_as_the_columnar_path_does(
+    mutate: str, anonymous: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of 1-2 records (a lone order's message) is read with struct (SCALAR_RUN): the same
+    entries, or the same error, as the numpy path gives the same bytes: as a log message (format
+    2, named=False: names may be missing), as a journal run (named=True), and as the anonymous
+    form the public log carries (no names at all)."""
+    import fastbook.wire.log as wire_log
+
+    run_at = MESSAGE_HEAD.size + len("BTC-USD")
+
+    def read(payload: bytes) -> tuple[object, object]:
+        out: list[object] = []
+        for named in (False, True):
+            try:
+                if named:  # the run as the journal reads it
+                    out.append(LogRun.read(payload, run_at, named=True)[0].entries({1: "alice"}))
+                else:
+                    out.append(decode_log_message(payload).entries)
+            except ValueError as exc:
+                out.append(str(exc))
+        return out[0], out[1]
+
+    if anonymous:
+        run = LogRun.from_entries([NEW, LATER]).anonymous()
+        payload = encode_log_message("BTC-USD", 8, run)
+        if mutate != "none":  # the same damage, where an anonymous record can carry it
+            records_at = run_at + RUN_HEAD.size
+            fields = {name: records_at + LOG_RECORD_DTYPE.fields[name][1] for name in LOG_RECORD_DTYPE.names}
+            damaged = bytearray(payload)
+            if mutate in ("seq", "order_id", "price", "qty"):
+                damaged[fields[mutate] : fields[mutate] + 8] = struct.pack("<q", -1)
+            elif mutate in ("names_len", "non_ascii", "space", "client_id"):
+                damaged[run_at + 4 : run_at + 8] = struct.pack("<I", 1)  # one name byte it lacks
+            elif mutate == "coid_len":
+                damaged[fields["coid_len"]] = 65
+            elif mutate == "no_coid":
+                pass  # (it has none already)
+            else:
+                damaged[fields[mutate]] = 9
+            payload = bytes(damaged)
+    else:
+        payload = bad_message(mutate)
+    scalar = read(payload)
+    monkeypatch.setattr(wire_log, "SCALAR_RUN", 0)
+    assert read(payload) == scalar
+    monkeypatch.setattr(wire_log, "SCALAR_RUN", 2)
+    message_result, journal_result = scalar
+    if mutate == "none" or (anonymous and mutate == "no_coid"):
+        assert isinstance(message_result, list) and len(message_result) == 2
+        if anonymous:  # names stripped: a message reads them as None, a journal refuses the new
+            assert message_result == [NEW._replace(client_id=None, client_order_id=None), LATER]
+            assert journal_result == "log record 7: only a cancel_all may lack a client order id"
+        else:
+            assert message_result == [NEW, LATER]
+            assert journal_result == [NEW, LATER._replace(client_id="alice")]  # filled in by owner
+    else:
+        assert isinstance(journal_result, str) and isinstance(message_result, str)
+    one = message(NEW)
+    assert decode_log_message(one).run._rows is not None and decode_log_message(one).entries == [NEW]
+    assert decode_log_message(message(NEW, LATER, LATER._replace(seq=9))).run._rows is None  # (3: numpy)

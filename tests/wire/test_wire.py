@@ -302,3 +302,15 @@ def test_the_book_writer_writes_what_json_dumps_of_the_book_writes(
             "last_trade": trade,
         }, separators=(",", ":")).encode()
         assert writer.encode(version, state_hash, (bids, asks), trade) == expected
+
+
+def test_the_book_writer_tells_whether_the_levels_shown_changed() -> None:
+    writer = BookWriter(SPEC)
+    bids, asks = [(10000, 5, 1)], [(10010, 3, 2)]
+    trade = {"trade_id": "1-1"}
+    assert not writer.same((bids, asks), None)  # nothing written yet
+    writer.encode(1, 7, (list(bids), list(asks)), trade)
+    assert writer.same((list(bids), list(asks)), trade)  # equal levels, the same last trade
+    assert not writer.same((bids, [(10010, 4, 2)]), trade)
+    assert not writer.same((bids, asks), dict(trade))  # another trade (even an equal one)
+    assert b'"asks":[["100.10","0.004",2]]' in writer.encode(2, 7, (bids, [(10010, 4, 2)]), trade)

@@ -83,6 +83,7 @@ class _FlowWatcher:
     answered: int = 0
     trades: int = 0
     subscribed: bool = False
+    last_seq: int = 0  # the highest seq a report named: the sequencer's version once all are answered
 
     def subscriptions(self) -> list[tuple[str, int]]:
         return [(f"{self.topics.base}/reports/+", 1), (self.topics.trades, 1)]
@@ -108,6 +109,9 @@ class _FlowWatcher:
                 if isinstance(report, dict):
                     kind = str(report.get("type"))
                     self.reports[kind] += 1
+                    seq = report.get("seq")
+                    if type(seq) is int and seq > self.last_seq:
+                        self.last_seq = seq
                     # Exactly one of these answers each command: accepted (new), amended (amend),
                     # cancelled by the user (cancel), or rejected (any op).
                     if kind in ANSWER_TYPES or (kind == "cancelled" and report.get("reason") == "user"):
@@ -217,8 +221,10 @@ class Demo:
                 self.check_alive()
                 time.sleep(0.1)
             answered = feeder.answered
-            status = watcher.snapshot()
-            status = self.wait_status(watcher, max(5.0, deadline - time.monotonic()), status.book_version)
+            # (the version every report was answered at: the retained book reaches it at once if
+            # the last batch changed its levels, else at the sequencer's idle heartbeat)
+            want = feeder.last_seq if answered == len(flow) else watcher.snapshot().book_version
+            status = self.wait_status(watcher, max(5.0, deadline - time.monotonic()), want)
             elapsed = time.monotonic() - sent_at
             self.say("")
             self.say(format_status(status))

@@ -20,6 +20,16 @@ log = logging.getLogger("fastbook.edge.node")
 # Distinct status messages (`n` values) of another instance that prove it is alive: a process that
 # died leaves at most two behind (its last retained status, then its last will).
 LIVE_PROOF = 3
+# An edge answers another instance's status on its own status topic with its own this soon at most
+# (seconds): two live processes then reach LIVE_PROOF in about a second each way, though an idle
+# edge's status heartbeat is a minute; a gone one cannot answer and stays below it.
+ANSWER_INTERVAL = 0.5
+# Seconds of a silent log (the sequencer heartbeats every second when idle) after which an edge
+# publishes its status every SILENCE_STATUS_INTERVAL until it calls itself stalled: on amqtt a
+# second process under its client id took its subscriptions, and proves this one alive only by
+# hearing its statuses (this one hears nothing to answer).
+SILENCE_STATUS_AFTER = 2.0
+SILENCE_STATUS_INTERVAL = 1.0
 RECONNECT_BACKOFF_MAX = 60.0  # seconds between reconnects at most while the log stays silent
 
 
@@ -147,7 +157,8 @@ class ClientPresence:
     time (ms since the epoch) and `n`, a count that grows with every message it sends. The edge
     reads its own status topic: a message with another instance is either stale (a process that
     is gone leaves its last status and its will: at most two distinct `n`) or from a live process
-    (it keeps publishing). At LIVE_PROOF distinct `n` of one instance the other process is alive.
+    (it keeps publishing, and answers each status of another instance within ANSWER_INTERVAL:
+    `answer_due`). At LIVE_PROOF distinct `n` of one instance the other process is alive.
     The rule both apply: the one started later (then by instance) is the newer one, and it stops."""
 
     def __init__(self, client_id: str, wall_clock_ms: int | None = None) -> None:
@@ -159,6 +170,9 @@ class ClientPresence:
         self.newer = False  # this process is the newer one: it must stop
         self._seen: dict[str, tuple[int, set[int], float]] = {}  # instance -> (started, n seen, last)
         self._conflict_with: str | None = None
+        # Another instance's status arrived since this process last sent its own: the edge answers
+        # within ANSWER_INTERVAL (and clears this when it sends a status).
+        self.answer_due = False
 
     @property
     def other(self) -> str | None:
@@ -184,6 +198,7 @@ class ClientPresence:
             return False
         if type(started) is not int or type(n) is not int:
             return False
+        self.answer_due = True
         if doc.get("yielded_to") == self.instance:
             log.error("another process with client id %s (instance %.16s) found this one running and "
                       "stopped (the newer one stops)", self.client_id, instance)

@@ -16,7 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastbook.edge.liveness import ClientPresence, EdgeStatus, SequencerWatch, SyncState
+from fastbook.edge.liveness import (
+    ANSWER_INTERVAL,
+    SILENCE_STATUS_AFTER,
+    SILENCE_STATUS_INTERVAL,
+    ClientPresence,
+    EdgeStatus,
+    SequencerWatch,
+    SyncState,
+)
 from fastbook.edge.recent import RecentRecords
 from fastbook.engine import EventTuple
 from fastbook.engine.types import EventType
@@ -51,7 +59,11 @@ class EdgeConfig:
     client_id: str
     market: str = "BTC-USD"
     prefix: str = DEFAULT_PREFIX
+    # The retained status follows the version at most this often (seconds) while it moves ...
     status_interval: float = 1.0
+    # ... and is republished this often while nothing changes (a heartbeat: an idle edge costs
+    # the broker and every status reader one message a minute, not one a second).
+    status_heartbeat: float = 60.0
     replay_timeout: float = 2.0
     # Seconds without any log message, heartbeat or replay answer (the sequencer heartbeats every
     # second when idle) before the edge says it is stalled (or that the market has no sequencer)
@@ -65,11 +77,16 @@ class EdgeNode:
             raise ValueError(f"client id must be 1-64 characters of A-Z a-z 0-9 . _ -, got {cfg.client_id!r}")
         if not NAME_RE.fullmatch(cfg.market):
             raise ValueError(f"market name must be 1-64 characters of A-Z a-z 0-9 . _ -, got {cfg.market!r}")
-        if cfg.replay_timeout <= 0 or cfg.status_interval <= 0 or cfg.stall_timeout <= 0:
-            raise ValueError("replay_timeout, status_interval and stall_timeout must be positive")
+        if min(cfg.replay_timeout, cfg.status_interval, cfg.status_heartbeat, cfg.stall_timeout) <= 0:
+            raise ValueError(
+                "replay_timeout, status_interval, status_heartbeat and stall_timeout must be positive"
+            )
         self.cfg = cfg
         self.client_id = cfg.client_id
         self.topics = Topics(cfg.market, cfg.prefix)
+        t = self.topics  # (the names on_messages compares each message's topic with, made once)
+        self._inbound = (t.log, t.replay_response(cfg.client_id), t.snapshot, t.book, t.trades,
+                         t.reports(cfg.client_id), t.replica(cfg.client_id), t.recover_request)  # fmt: skip
         self.follower = Follower(
             cfg.market,
             cfg.replay_timeout,
@@ -95,6 +112,7 @@ class EdgeNode:
         self._id_counter = 0
         self._status_sent_at: float | None = None
         self._status_key: tuple[Any, ...] | None = None
+        self._status_version = -1  # the version the last status said
         self.watch = SequencerWatch(cfg.market, cfg.stall_timeout)
         self.presence = ClientPresence(cfg.client_id)
         self._link_request: LinkRequest | None = None
@@ -208,14 +226,19 @@ class EdgeNode:
     def subscriptions(self) -> list[tuple[str, int]]:
         """The retained snapshot only until the replica follows the log: after that a snapshot
         is never needed from that topic (see on_messages), and each one holds the whole book (in a
-        bulk run ~94 bytes per order, more than the log itself, fanned out to every edge). Public
-        trades only while a listener reads them (a replica needs none: ~34 bytes per order).
+        bulk run ~94 bytes per order, more than the log itself, fanned out to every edge). The
+        book, likewise, only until then or while a listener reads it: a following replica learns
+        the head from every log message and the sequencer's idle heartbeat, and the book was a
+        second message per lone order, costing a bare replica about as much as the log itself.
+        Public trades only while a listener reads them (a replica needs none: ~34 bytes per order).
         (The runner follows changes: see NodeRunner.)"""
         t = self.topics
+        following = self._following()
         subs = [(t.log, 1)]
-        if not self._following():
+        if not following:
             subs.append((t.snapshot, 1))
-        subs.append((t.book, 1))
+        if self._listeners or not following:
+            subs.append((t.book, 1))
         if self._listeners:
             subs.append((t.trades, 1))
         subs += [(t.reports(self.client_id), 1), (t.replay_response(self.client_id), 1)]
@@ -248,8 +271,8 @@ class EdgeNode:
     def on_messages(self, messages: Sequence[Incoming]) -> list[Outgoing]:
         now = self.clock()
         requests: list[ReplayRequest] = []
-        t = self.topics
-        response_topic = t.replay_response(self.client_id)
+        (log_topic, response_topic, snapshot_topic, book_topic, trades_topic, reports_topic, status_topic,
+         recover_topic) = self._inbound
         learnt = False  # names of own entries learnt from reports
         heard = -1  # the head of the last log message of this batch (-1: none: the sequencer unheard)
         out_now: list[Outgoing] = []  # answers to recover requests
@@ -258,7 +281,7 @@ class EdgeNode:
                 if topic == response_topic and is_names_payload(payload):
                     requests += self.follower.on_names(decode_names(payload), now)
                     continue
-                if topic == t.log or topic == response_topic:
+                if topic == log_topic or topic == response_topic:
                     if is_snapshot_payload(payload):
                         requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
                         continue
@@ -268,7 +291,7 @@ class EdgeNode:
                     heard = msg.head
                     requests += self.follower.on_batch(msg, now)
                     self.recent.add(msg.run)
-                elif topic == t.snapshot:
+                elif topic == snapshot_topic:
                     # Empty: the retained message was cleared. Following the log: a snapshot is
                     # never ahead of the log's head (it is published after the entries it holds,
                     # and the book and heartbeats carry the head too), and jumping ahead would skip
@@ -279,7 +302,7 @@ class EdgeNode:
                     # (While following, the edge is not even subscribed: see subscriptions().)
                     if payload and not self._following():
                         requests += self.follower.on_snapshot(decode_snapshot(bytes(payload)), now)
-                elif topic == t.book:
+                elif topic == book_topic:
                     if payload:
                         book = json.loads(payload)
                         version = book.get("version") if isinstance(book, dict) else None
@@ -289,17 +312,17 @@ class EdgeNode:
                             raise ValueError(f"book of market {book.get('market')!r:.70}")
                         requests += self.follower.on_head(version, now)
                         self._emit("book", book)
-                elif topic == t.trades:
+                elif topic == trades_topic:
                     if self._listeners:  # (a message already on its way when subscribed without)
                         for trade in json.loads(payload).get("trades", []):
                             self._emit("trade", trade)
-                elif topic == t.reports(self.client_id):
+                elif topic == reports_topic:
                     for report in json.loads(payload):
                         learnt |= self._learn_name(report)
                         self._deliver_report(report)
-                elif topic == t.recover_request:
+                elif topic == recover_topic:
                     out_now.append(self._recover_answer(payload))
-                elif topic == t.replica(self.client_id):
+                elif topic == status_topic:
                     if self.presence.on_status(payload, now):
                         self._link_request = LinkRequest.STOP  # the newer of two processes stops
             except (ValueError, AttributeError, TypeError, KeyError, RecursionError) as exc:
@@ -309,6 +332,9 @@ class EdgeNode:
         if heard >= 0:
             self.watch.heard(now, heard)
         self._check_reports_live()
+        if not requests:
+            return out_now + self._status(now) if out_now else self._status(now)
+        t = self.topics
         out = [Outgoing(t.replay_request(self.client_id), encode_replay_request(r)) for r in requests]
         return out_now + out + self._status(now)
 
@@ -341,9 +367,10 @@ class EdgeNode:
         return out + self._status(now)
 
     def next_deadline(self, now: float) -> float | None:
-        """When on_tick must run: the next status, or soon while the follower has a timer of its
-        own running (a snapshot or replay awaited, a gap, behind the head): then at the runner's
-        old fixed tick, which its retry and grace timers were written for."""
+        """When on_tick must run: the next status (the version moved: status_interval after the
+        last; else its heartbeat), or soon while the follower has a timer of its own running (a
+        snapshot or replay awaited, a gap, behind the head): then at the runner's old fixed tick,
+        which its retry and grace timers were written for."""
         follower = self.follower
         if follower.replica is None or follower.pending is not None or not follower.in_sync:
             # From the last tick, not from now: the deadline is asked after every call into the
@@ -351,7 +378,7 @@ class EdgeNode:
             # tick off for ever (the snapshot timeout never fired while someone waited for sync).
             return (now if self._ticked_at is None else self._ticked_at) + FOLLOWER_POLL
         sent = self._status_sent_at
-        status = now if sent is None else sent + self.cfg.status_interval
+        status = now if sent is None else self._status_due(sent)
         silence = self.watch.deadline()
         return status if silence is None else min(status, silence)
 
@@ -456,7 +483,8 @@ class EdgeNode:
             if seq <= self.version - REPORT_DEDUPE_WINDOW:
                 self._emit("report", report)  # older than the window: no longer remembered
                 return
-            key = tuple(str(report.get(name)) for name in ("type", "id", "trade_id", "liquidity"))
+            get = report.get
+            key = (str(get("type")), str(get("id")), str(get("trade_id")), str(get("liquidity")))
             keys = self._delivered.setdefault(seq, set())
             if key in keys:
                 return
@@ -484,15 +512,39 @@ class EdgeNode:
                                 started=self.presence.started, n=self.presence.stamp())
         return Outgoing(self.topics.replica(self.client_id), payload, retain=True)
 
+    def _status_due(self, sent: float) -> float:
+        """When the next status is due, the last one sent at `sent` (sync-state changes aside).
+        A status of another instance on this client's own topic is answered soon (ClientPresence:
+        two live processes then prove each other alive within a few ANSWER_INTERVALs, where a
+        heartbeat a minute would take minutes; a gone one cannot answer, and leaves at most two).
+        And a log silent for SILENCE_STATUS_AFTER (the sequencer heartbeats every second) may be
+        a lost subscription: amqtt drops a session's subscriptions when another process connects
+        with its client id, and that one, hearing nothing from this deaf one, needs its statuses
+        as the proof: one every SILENCE_STATUS_INTERVAL until the stall (its own status then)."""
+        cfg = self.cfg
+        wait = cfg.status_interval if self.version != self._status_version else cfg.status_heartbeat
+        if self.presence.answer_due:
+            wait = min(wait, ANSWER_INTERVAL)
+        due = sent + wait
+        heard = self.watch.heard_at
+        if heard is not None and not self.watch.stalled and due > heard + SILENCE_STATUS_AFTER:
+            due = max(heard + SILENCE_STATUS_AFTER, sent + SILENCE_STATUS_INTERVAL)
+        return due
+
     def _status(self, now: float, force: bool = False) -> list[Outgoing]:
-        """Retained status every status_interval, and at once when sync state changes."""
+        """The retained status: at once when the sync state changes; status_interval after the
+        last one when only the version moved; else every status_heartbeat; and ANSWER_INTERVAL
+        after the last one when another instance spoke on this client's status topic (see
+        _status_due)."""
         sync = self.sync_state
         key = (sync, self.follower.replica is None)
-        due = self._status_sent_at is None or now - self._status_sent_at >= self.cfg.status_interval
-        if not (force or due or key != self._status_key):
+        sent = self._status_sent_at
+        if not force and sent is not None and key == self._status_key and now < self._status_due(sent):
             return []
+        self.presence.answer_due = False
         self._status_sent_at = now
         self._status_key = key
+        self._status_version = self.version
         message = self._status_message("online")
         self._emit(
             "status",

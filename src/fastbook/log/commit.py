@@ -56,6 +56,10 @@ class BatchCommit:
         self.log_time: float | None = None  # the last log message (for the idle heartbeat)
         self._book_writer = BookWriter(market)
         self._durable_book: Outgoing | None = None  # the last book built from durable state
+        # The retained book's version and hash are behind (its levels and last trade are not): the
+        # idle heartbeat brings it up to date, with this last trade (no trade since, or it would
+        # have been published).
+        self._book_behind: tuple[dict[str, Any] | None] | None = None
 
     def commit(self, batch: Batch) -> bool:
         """Journal the batch's records (one fsync); False if the journal refused them."""
@@ -81,7 +85,9 @@ class BatchCommit:
         self, batch: Batch, committed: bool, now: float, last_trade: dict[str, Any] | None, moved: bool
     ) -> list[Outgoing]:
         """The messages of a batch `commit` decided: the log (in chunks), the reports (one message
-        per client), the public trades and, if the version `moved`, the book."""
+        per client), the public trades and, if the version `moved` and the levels shown or the
+        last trade changed, the book (a lone order deeper than book_depth publishes none: its
+        version and hash wait for the idle heartbeat, and the log carries the head meanwhile)."""
         out: list[Outgoing] = []
         if committed and batch.count:
             head = self.journal.last_seq
@@ -104,27 +110,37 @@ class BatchCommit:
         if committed and batch.trades:
             out.append(Outgoing(self.topics.trades, encode_trades(self.market, batch.trades)))
         if committed and moved:
-            out.append(self.book_message(last_trade))
+            depth = self.replica.book.depth(self.book_depth)
+            if self._book_writer.same(depth, last_trade):
+                self._book_behind = (last_trade,)
+            else:
+                out.append(self.book_message(last_trade, depth))
         return out
 
-    def book_message(self, last_trade: dict[str, Any] | None) -> Outgoing:
-        """The retained book of the durable state."""
+    def book_message(self, last_trade: dict[str, Any] | None, depth: Any = None) -> Outgoing:
+        """The retained book of the durable state (`depth`: its levels, if read already)."""
         if self.failed is not None and self._durable_book is not None:
             # After a failed commit the in-memory book holds commands that are not durable: a
             # reconnect republishes the last book that was, never that state.
             return self._durable_book
-        depth = self.replica.book.depth(self.book_depth)
+        if depth is None:
+            depth = self.replica.book.depth(self.book_depth)
+        self._book_behind = None
         payload = self._book_writer.encode(self.journal.last_seq, self.replica.state_hash, depth, last_trade)
         self._durable_book = Outgoing(self.topics.book, payload, retain=True, qos=BOOK_QOS)
         return self._durable_book
 
     def heartbeat(self, now: float) -> list[Outgoing]:
-        """The empty log message carrying the head, if the log was quiet for heartbeat_interval."""
+        """The empty log message carrying the head, if the log was quiet for heartbeat_interval (and
+        the book, if its version is behind)."""
         if self.log_time is not None and now - self.log_time < self.heartbeat_interval:
             return []
         self.log_time = now
         payload = encode_log_message(self.market.name, self.journal.last_seq)
-        return [Outgoing(self.topics.log, payload, qos=self.log_qos)]
+        out = [Outgoing(self.topics.log, payload, qos=self.log_qos)]
+        if self._book_behind is not None and self.failed is None:
+            out.append(self.book_message(self._book_behind[0]))  # quiet now: the version catches up
+        return out
 
     def next_heartbeat(self, now: float) -> float:
         return now if self.log_time is None else self.log_time + self.heartbeat_interval

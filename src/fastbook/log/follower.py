@@ -161,12 +161,11 @@ class Follower:
             replica.learn_replayed(batch.run)
         # (a first seq past version + 1 is a gap: buffered and filled by a replay)
         if (
-            n == 0
+            n <= self.ENTRY_BY_ENTRY  # (first: a lone entry never needs a numpy column)
             or replica is None
             or self.buffer
             or int(batch.seqs[0]) > replica.version + 1
             or not batch.consecutive()
-            or n <= self.ENTRY_BY_ENTRY
             or replica.first_unnamed(batch.run) is not None  # (waits for a name: entry by entry)
         ):
             return self.on_entries(batch.entries, batch.head, now)

@@ -12,6 +12,7 @@ Decoding raises ValueError: bad data here means a bug or corruption, not a user 
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,13 @@ assert LOG_RECORD_DTYPE.itemsize - _COMMAND_AT == COMMAND_DTYPE.itemsize
 RUN_HEAD = struct.Struct("<II")  # count, names length
 MESSAGE_HEAD = struct.Struct("<4sHHqH")  # magic, format, flags, head, market length
 _RECORD = LOG_RECORD_DTYPE.itemsize
+# One record as a tuple, for runs read without numpy (SCALAR_RUN): the fields of LOG_RECORD_DTYPE.
+_RECORD_STRUCT = struct.Struct("<qQ8BIIqqq")
+assert _RECORD_STRUCT.size == _RECORD
+# Runs of at most this many records (a lone order's log message) are read and checked with struct
+# and plain ints: the dozen numpy calls of the columnar path cost a lone record ~10x its own work.
+SCALAR_RUN = 2
+_PRINTABLE = re.compile(rb"[\x21-\x7e]*")  # names: printable ASCII, no spaces (fullmatch)
 
 # Field ranges a decoder checks (inclusive); owner is a u4 and hash a u8: any value is valid.
 _RANGES = {
@@ -111,23 +119,26 @@ _SMALL = 16  # runs up to this many records are checked in Python (numpy costs m
 _BYTE_MAX = np.array([4, 2, 2, 3, 3, 1, MAX_NAME, MAX_NAME], np.uint8)
 
 
+def _row_valid(row: tuple[int, ...], named: bool = True) -> bool:
+    """Whether one record (its fields as a tuple, in LOG_RECORD_DTYPE's order) is valid; `named`
+    as for _rows_valid."""
+    seq, _hash, op, side, otype, tif, stp, post_only, coid_len, client_len = row[:10]
+    _owner, reserved, order_id, price, qty = row[10:]
+    return (
+        seq >= 1 and 1 <= op <= 4 and side <= 2 and otype <= 2 and tif <= 3 and stp <= 3
+        and post_only <= 1 and coid_len <= MAX_NAME and client_len <= MAX_NAME and reserved == 0
+        and 0 <= order_id and 0 <= price <= MAX_PRICE and 0 <= qty <= MAX_QTY
+        and bool(coid_len or op == _CANCEL_ALL or not named)
+    )  # fmt: skip
+
+
 def _rows_valid(records: np.ndarray, named: bool) -> bool:
     """Whether every record is valid, with few numpy calls (or none for a short run); the
     field-by-field checks of _check_records name the problem if not. `named`: every record but a
     cancel_all must carry its client order id (a journal run; a log message's need not)."""
     n = len(records)
     if n <= _SMALL:
-        for row in records.tolist():
-            seq, _hash, op, side, otype, tif, stp, post_only, coid_len, client_len = row[:10]
-            _owner, reserved, order_id, price, qty = row[10:]
-            if not (
-                seq >= 1 and 1 <= op <= 4 and side <= 2 and otype <= 2 and tif <= 3 and stp <= 3
-                and post_only <= 1 and coid_len <= MAX_NAME and client_len <= MAX_NAME and reserved == 0
-                and 0 <= order_id and 0 <= price <= MAX_PRICE and 0 <= qty <= MAX_QTY
-                and (coid_len or op == _CANCEL_ALL or not named)
-            ):  # fmt: skip
-                return False
-        return True
+        return all(_row_valid(row, named) for row in records.tolist())
     raw = np.ascontiguousarray(records).view(np.uint8).reshape(n, _RECORD)
     small = raw[:, 16:24]
     words = raw.view("<i8")  # 7 per record: seq, hash, (bytes), (owner, reserved), order_id, price, qty
@@ -177,6 +188,9 @@ class LogRun:
     records: np.ndarray  # LOG_RECORD_DTYPE
     names: bytes
     _offsets: np.ndarray | None = None  # int64, len(records) + 1; computed when first needed
+    # The records as tuples of ints, when read by the scalar path (SCALAR_RUN): entries() reads
+    # them without numpy.
+    _rows: list[tuple[int, ...]] | None = None
 
     @property
     def offsets(self) -> np.ndarray:
@@ -314,6 +328,8 @@ class LogRun:
         end = end_records + names_len
         if end > len(data):
             raise ValueError(f"log run truncated: {count} records and {names_len} name bytes need {end - at}")
+        if count <= SCALAR_RUN:
+            return cls._read_scalar(data, count, start, bytes(data[end_records:end]), named), end
         records = np.frombuffer(data, LOG_RECORD_DTYPE, count, start)
         names = bytes(data[end_records:end])
         offsets = _check_records(records, names_len, named)
@@ -327,6 +343,34 @@ class LogRun:
                 if not CLIENT_ID_RE.fullmatch(client):
                     raise ValueError(f"log record {int(records['seq'][i])}: client id {client!r} is invalid")
         return cls(records, names, offsets), end
+
+    @classmethod
+    def _read_scalar(
+        cls, data: bytes | memoryview, count: int, start: int, names: bytes, named: bool
+    ) -> LogRun:
+        """`read` of a short run: the same checks on tuples of ints (one struct unpack a record)."""
+        unpack = _RECORD_STRUCT.unpack_from
+        rows = [unpack(data, start + i * _RECORD) for i in range(count)]
+        records = np.frombuffer(data, LOG_RECORD_DTYPE, count, start)
+        if not all(_row_valid(row, named) for row in rows):
+            _check_records(records, len(names), named)  # names the problem
+            raise ValueError("log record invalid")  # (not reached: _check_records raises)
+        at = 0
+        for row in rows:
+            at += row[8] + row[9]
+        if at != len(names):
+            raise ValueError(f"log records name {at} bytes of names, the run holds {len(names)}")
+        if names and _PRINTABLE.fullmatch(names) is None:
+            raise ValueError("log run names are not printable ASCII")
+        at = 0
+        for row in rows:
+            lo = at + row[8]
+            at = lo + row[9]
+            if row[9]:
+                client = names[lo:at].decode("ascii")
+                if not CLIENT_ID_RE.fullmatch(client):
+                    raise ValueError(f"log record {row[0]}: client id {client!r} is invalid")
+        return cls(records, names, None, rows)
 
     # -- per-entry views (not the hot path) -------------------------------------------------
 
@@ -365,7 +409,28 @@ class LogRun:
         )
 
     def entries(self, clients: dict[int, str] | None = None) -> list[LogEntry]:
-        return [self.entry(i, clients) for i in range(len(self))]
+        rows = self._rows
+        if rows is None:
+            return [self.entry(i, clients) for i in range(len(self))]
+        out = []
+        names, at = self.names, 0
+        for row in rows:
+            seq, state_hash, op, side, otype, tif, stp, post_only, coid_len, client_len, owner = row[:11]
+            order_id, price, qty = row[12:]
+            mid = at + coid_len
+            coid = names[at:mid].decode("ascii") if coid_len else None
+            at = mid + client_len
+            if client_len:
+                client: str | None = names[mid:at].decode("ascii")
+            else:
+                client = None if clients is None else clients.get(owner)
+            out.append(
+                LogEntry(
+                    seq, state_hash, client, coid, op, order_id, owner, side, otype, tif, stp, post_only,
+                    price, qty,
+                )
+            )  # fmt: skip
+        return out
 
 
 def encode_log_message(market: str, head: int, run: LogRun | None = None, replay: bool = False) -> bytes:

@@ -58,8 +58,28 @@ class BookWriter:
         self._levels: dict[tuple[int, int, int], str] = {}
         self._trade: dict[str, Any] | None = None
         self._trade_text = "null"
+        self._depth: Any = None  # the levels of the last encode
+        # (levels, text) of each side's last encode: a lone order mostly changes one side
+        self._sides: list[tuple[Any, str]] = [(None, ""), (None, "")]
 
-    def _side(self, levels: Sequence[tuple[int, int, int]]) -> str:
+    def same(
+        self,
+        depth: tuple[Sequence[tuple[int, int, int]], Sequence[tuple[int, int, int]]],
+        last_trade: dict[str, Any] | None,
+    ) -> bool:
+        """Whether `depth` and `last_trade` are those of the last `encode`: only the version and
+        hash would differ (a lone order deeper than the levels shown, or one that changed nothing
+        visible)."""
+        return last_trade is self._trade and depth == self._depth
+
+    def _side(self, k: int, levels: Sequence[tuple[int, int, int]]) -> str:
+        last, text = self._sides[k]
+        if levels != last:
+            text = self._levels_text(levels)
+            self._sides[k] = (levels, text)
+        return text
+
+    def _levels_text(self, levels: Sequence[tuple[int, int, int]]) -> str:
         known = self._levels
         texts = []
         for price, qty, orders in levels:
@@ -83,10 +103,11 @@ class BookWriter:
     ) -> bytes:
         if last_trade is not self._trade:
             self._trade, self._trade_text = last_trade, dumps(last_trade).decode()
+        self._depth = depth
         bids, asks = depth
         return (
-            f'{self._head}{int(version)},"hash":"{hash_hex(state_hash)}","bids":[{self._side(bids)}],'
-            f'"asks":[{self._side(asks)}],"last_trade":{self._trade_text}}}'
+            f'{self._head}{int(version)},"hash":"{hash_hex(state_hash)}","bids":[{self._side(0, bids)}],'
+            f'"asks":[{self._side(1, asks)}],"last_trade":{self._trade_text}}}'
         ).encode()
 
 
