@@ -27,6 +27,7 @@ import random
 import re
 import resource
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -731,6 +732,9 @@ def test_journal_write_error_stops_accepting_and_publishes_nothing_undurable(
         assert all("journal write failed" in r["message"] for r in journal_rejects), journal_rejects
         assert not any(r.get("type") == "accepted" and r.get("seq", 0) > before for r in answers)
         assert "rejecting every order until the journal takes writes again" in cluster.sequencer.output()
+        # ... and says so in the retained book, which `fastbook status` shows.
+        shown = fastbook_status(cluster.url)
+        assert re.search(r"journal unavailable since .* UTC, retrying .*File too large", shown), shown
         # Nothing beyond the durable journal was published: the book, the edge and the file agree.
         cluster.wait_converged(["edge-a"], 30, version=before)
         assert cluster.journal_path().stat().st_size == journal_size
@@ -759,6 +763,16 @@ def test_journal_write_error_stops_accepting_and_publishes_nothing_undurable(
         wait_for(lambda: traffic.answers("api") >= total + len(again), 60, "answers after the restart")
         wait_for(lambda: (cluster.status().book_version or 0) > before, 30, "the book moving again")
         cluster.wait_converged(["edge-a"], 60)
+        assert "journal unavailable" not in fastbook_status(cluster.url)
+
+
+def fastbook_status(url: str) -> str:
+    """What `fastbook status` prints (it must succeed)."""
+    result = subprocess.run(
+        [program("fastbook"), "status", "--broker", url], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 # -- embedded broker restart ---------------------------------------------------------------------
