@@ -445,3 +445,20 @@ def test_status_shows_a_stalled_replica_as_stalled() -> None:
     rows = {line.split()[0]: line.split()[1] for line in format_status(status).splitlines()[3:]}
     assert rows == {"carol": "stalled", "dave": "online", "erin": "no_sequencer"}
     assert stalled.sync == "stalled" and plain.sync is None
+
+
+def test_status_shows_what_the_sequencer_says_is_wrong() -> None:
+    from fastbook.apps.status import MarketStatus, format_status
+
+    full = "journal write failed: [Errno 28] No space left on device"
+    denied = "cannot write snapshot 7: [Errno 13] Permission denied"
+    status = MarketStatus("BTC-USD", 7, "0000000000000001", health={
+        "journal": {"state": "unavailable", "error": full, "since": 1_764_000_000_500, "retrying": True},
+        "snapshots": {"state": "failing", "error": denied, "since": 1_764_000_000_000},
+    })  # fmt: skip
+    lines = format_status(status).splitlines()
+    since = "since 2025-11-24 16:00:00 UTC"
+    assert lines[2] == f"  journal unavailable {since}, retrying (every order is rejected): {full}"
+    assert lines[3] == f"  snapshots failing {since}: {denied}"
+    assert format_status(MarketStatus("BTC-USD", 7, "0000000000000001")).count("\n") == 2  # nothing wrong
+    assert status.to_json()["sequencer"]["health"] == status.health

@@ -27,6 +27,7 @@ import random
 import re
 import resource
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -350,6 +351,21 @@ def inject(cluster: Cluster, fault: str, rng: random.Random, edges: list[str]) -
     raise ValueError(fault)
 
 
+KILL_COMPONENTS = ("sequencer", "edges", "broker")
+
+
+def killed_components(kind: str, fault: str) -> list[str]:
+    """The components a fault SIGKILLs: on amqtt (fastbook-broker) the broker and the sequencer are
+    one process, so one kill of it counts for both."""
+    if fault == "edge_kill":
+        return ["edges"]
+    if fault == "sequencer_kill":
+        return ["sequencer"]
+    if fault == "broker_kill":
+        return ["broker", "sequencer"] if kind == "amqtt" else ["broker"]
+    return []
+
+
 @dataclass
 class FaultRun:
     kind: str
@@ -358,6 +374,12 @@ class FaultRun:
     invariants: InvariantReport | None = None
     version: int = 0
     seconds: float = 0.0
+    kills: Counter[str] = field(default_factory=Counter)  # SIGKILLs per component (KILL_COMPONENTS)
+    stops: int = 0  # SIGSTOP/SIGCONT faults
+    state_hash: str = ""
+
+    def enough_kills(self, per_component: int) -> bool:
+        return all(self.kills[c] >= per_component for c in KILL_COMPONENTS)
 
 
 def wait_final_state(
@@ -393,10 +415,14 @@ def run_fault_loop(
     edges: int = 2,
     edges_only: bool = False,
     say: Callable[[str], None] = lambda _line: None,
+    kills_per_component: int | None = None,
+    one_stop_per_round: bool = False,
 ) -> FaultRun:
-    """Load from `clients` API clients, `faults` seeded faults (or as many as fit in `minutes`),
-    then convergence and the journal invariants. Raises AssertionError on any violation.
-    Every kind of fault comes once per round, in a seeded random order."""
+    """Load from `clients` API clients, `faults` seeded faults (or as many as fit in `minutes`, or
+    until every component was SIGKILLed `kills_per_component` times), then convergence and the
+    journal invariants. Raises AssertionError on any violation. Every kind of fault comes once per
+    round, in a seeded random order (with `one_stop_per_round`, every kill kind and one seeded
+    SIGSTOP kind)."""
     rng = random.Random(seed)
     run = FaultRun(kind, seed)
     began = time.monotonic()
@@ -410,16 +436,27 @@ def run_fault_loop(
         driver.start()
         deadline = None if minutes is None else began + minutes * 60
         upcoming: list[str] = []
-        while (len(run.faults) < faults) if deadline is None else (time.monotonic() < deadline):
+        def more() -> bool:
+            if kills_per_component is not None:
+                return not run.enough_kills(kills_per_component)
+            return (len(run.faults) < faults) if deadline is None else (time.monotonic() < deadline)
+
+        while more():
             # A seeded random moment, under load: let some commands through first.
             base = driver.total_answered()
             wait_for(lambda b=base: driver.total_answered() >= b + 10, 120, "load making progress")
             time.sleep(rng.uniform(0.0, 1.0))  # the random moment itself, not synchronisation
             if not upcoming:
                 upcoming = fault_kinds(kind, edges_only)
+                if one_stop_per_round:
+                    stops = [f for f in upcoming if f.endswith("_stop")]
+                    upcoming = [f for f in upcoming if f.endswith("_kill")] + [rng.choice(stops)]
                 rng.shuffle(upcoming)
-            description = inject(cluster, upcoming.pop(), rng, edge_names)
+            fault = upcoming.pop()
+            description = inject(cluster, fault, rng, edge_names)
             run.faults.append(description)
+            run.kills.update(killed_components(kind, fault))
+            run.stops += fault.endswith("_stop")
             say(f"fault {len(run.faults)}: {description} (answered so far {driver.total_answered()})")
         base = driver.total_answered()
         wait_for(lambda: driver.total_answered() >= base + 10, 120, "load making progress after the faults")
@@ -436,6 +473,7 @@ def run_fault_loop(
         assert (facts.last_seq, f"{facts.state_hash:016x}") == (version, status.book_hash)
         run.invariants = check_invariants(driver.loads, facts)
         run.version = version
+        run.state_hash = status.book_hash or ""
         say(f"converged at version {version}; {run.invariants.line()}")
     finally:
         driver.close()
@@ -694,6 +732,9 @@ def test_journal_write_error_stops_accepting_and_publishes_nothing_undurable(
         assert all("journal write failed" in r["message"] for r in journal_rejects), journal_rejects
         assert not any(r.get("type") == "accepted" and r.get("seq", 0) > before for r in answers)
         assert "rejecting every order until the journal takes writes again" in cluster.sequencer.output()
+        # ... and says so in the retained book, which `fastbook status` shows.
+        shown = fastbook_status(cluster.url)
+        assert re.search(r"journal unavailable since .* UTC, retrying .*File too large", shown), shown
         # Nothing beyond the durable journal was published: the book, the edge and the file agree.
         cluster.wait_converged(["edge-a"], 30, version=before)
         assert cluster.journal_path().stat().st_size == journal_size
@@ -722,6 +763,16 @@ def test_journal_write_error_stops_accepting_and_publishes_nothing_undurable(
         wait_for(lambda: traffic.answers("api") >= total + len(again), 60, "answers after the restart")
         wait_for(lambda: (cluster.status().book_version or 0) > before, 30, "the book moving again")
         cluster.wait_converged(["edge-a"], 60)
+        assert "journal unavailable" not in fastbook_status(cluster.url)
+
+
+def fastbook_status(url: str) -> str:
+    """What `fastbook status` prints (it must succeed)."""
+    result = subprocess.run(
+        [program("fastbook"), "status", "--broker", url], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 # -- embedded broker restart ---------------------------------------------------------------------

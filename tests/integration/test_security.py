@@ -472,6 +472,182 @@ def test_a_forged_last_will_is_never_published(secure: Deployment) -> None:
         watcher.close()
 
 
+# ---- the matrix, live: what the ACL functions say (expected) vs what the broker did (seen) ---------
+
+SCOPE = TopicScope("fastbook", frozenset({MARKET}))
+
+
+@dataclass
+class MatrixRow:
+    broker: str
+    who: str
+    action: str  # read (subscribed, then a message there), publish, retain (kept for a late reader)
+    topic: str
+    expected: bool
+    seen: bool
+    note: str = ""
+
+
+def eventually(condition: Any, timeout: float) -> bool:
+    """Whether `condition()` turned true within `timeout` seconds (a waited-for delivery that may,
+    by the ACL, never come: the matrix records it rather than raising)."""
+    try:
+        wait_for(condition, timeout, "")
+    except (AssertionError, TimeoutError):
+        return False
+    return True
+
+
+def format_matrix(rows: list[MatrixRow]) -> str:
+    """The matrix as printed by test_acl_matrix_seen_on_the_broker and copied into docs/security.md."""
+    yes = {True: "allowed", False: "denied"}
+    lines = [f"{'broker':<9} {'who':<4} {'action':<8} {'topic':<40} {'expected':<8} {'seen':<8} note"]
+    for r in rows:
+        mark = "" if r.expected == r.seen else "  <-- MISMATCH"
+        lines.append(f"{r.broker:<9} {r.who:<4} {r.action:<8} {r.topic:<40} {yes[r.expected]:<8} "
+                     f"{yes[r.seen]:<8} {r.note}{mark}")
+    for broker in sorted({r.broker for r in rows}):
+        mine = [r for r in rows if r.broker == broker]
+        allowed = sum(r.seen for r in mine)
+        agree = sum(r.seen == r.expected for r in mine)
+        lines.append(f"{broker}: {len(mine)} checks, {allowed} allowed, {len(mine) - allowed} denied, "
+                     f"{agree} as expected")
+    return "\n".join(lines)
+
+
+def test_acl_matrix_seen_on_the_broker(secure: Deployment) -> None:
+    """What bob (a trader) may read, publish and retain, checked on the broker itself: every row's
+    `seen` is observed (a delivery, or the sequencer's answer to it) and must equal what the ACL
+    functions (edge/mosquitto.acl is the same matrix) say. The matrix is printed (pytest -s), and
+    appended to the file FASTBOOK_ACL_MATRIX names, if set; docs/security.md has the counts."""
+    rows: list[MatrixRow] = []
+    kind = secure.kind
+
+    def row(action: str, topic: str, expected: bool, seen: bool, note: str = "") -> None:
+        rows.append(MatrixRow(kind, "bob", action, topic, expected, seen, note))
+
+    def pub(topic: str) -> bool:
+        return may_publish("bob", "trader", topic, SCOPE)
+
+    nonce = f"{kind}-{os.getpid()}"
+    alice, carol = probe(secure, "alice"), probe(secure, "carol")
+    try:
+        for topic_filter in (T.reports("alice"), T.replay_response("alice")):
+            assert alice.subscribe(topic_filter) in (0, 1)
+        # -- read: bob subscribed to each topic, then traffic on every one of them ---------------------
+        read_topics = [T.orders("bob"), T.orders("alice"), T.replay_request("bob"),
+                       T.replay_request("alice"),
+                       T.replica("bob"), T.replica("alice"), T.reports("bob"), T.reports("alice"),
+                       T.replay_response("bob"), T.replay_response("alice"), T.log, T.book, T.snapshot,
+                       T.trades]
+        bob = probe(secure, "bob")
+        subacks = {topic: bob.subscribe(topic) for topic in read_topics}
+        sell = {"op": "new", "id": f"m-sell-{nonce}", "side": "sell", "price": "7777.00", "qty": "0.001"}
+        buy = {"op": "new", "id": f"m-buy-{nonce}", "side": "buy", "price": "7777.00", "qty": "0.001"}
+        alice.publish(T.orders("alice"), json.dumps(sell).encode())
+        alice.publish(T.replay_request("alice"), b'{"from":1,"to":1}')
+        alice.publish(T.replica("alice"), b'{"matrix":"alice"}')
+        wait_for(lambda: any(r.get("id") == sell["id"] for r in alice.reports()), 15, "alice answered")
+        wait_for(lambda: alice.received(T.replay_response("alice")), 15, "alice's replay answered")
+        bob.publish(T.orders("bob"), json.dumps(buy).encode())  # crosses alice's: a trade
+        bob.publish(T.replay_request("bob"), b'{"from":1,"to":1}')
+        bob.publish(T.replica("bob"), b'{"matrix":"bob"}')
+        bob_barrier(bob, f"m-read-barrier-{nonce}")
+        eventually(lambda: bob.received(T.replay_response("bob")), 15)
+        for topic in read_topics:
+            seen = bool(bob.received(topic)) and any(t == topic for t, _p in bob.received(topic))
+            row("read", topic, may_subscribe("bob", "trader", topic), seen, f"SUBACK {subacks[topic]}")
+        bob.close()
+        # -- publish: allowed ones on a connection of bob's, observed by their effect ------------------
+        for topic in (T.log, T.book, T.snapshot, T.trades, T.replicas_filter, "+/+/replicas/+",
+                      T.reports("carol"), T.replay_response("carol")):
+            carol.subscribe(topic)
+        marker = f'{{"matrix-forged-by":"bob","n":"{nonce}"}}'.encode()
+        bob = probe(secure, "bob")
+        bob.subscribe(T.reports("bob"))
+        bob.subscribe(T.replay_response("bob"))
+        own = {"op": "new", "id": f"m-own-{nonce}", "side": "buy", "price": "1.00", "qty": "0.001"}
+        bob.publish(T.orders("bob"), json.dumps(own).encode())
+        row("publish", T.orders("bob"), pub(T.orders("bob")),
+            eventually(lambda: any(r.get("id") == own["id"] for r in bob.reports()), 15),
+            "the sequencer answers")
+        bob.publish(T.replay_request("bob"), b'{"from":1,"to":1}')
+        row("publish", T.replay_request("bob"), pub(T.replay_request("bob")),
+            eventually(lambda: bob.received(T.replay_response("bob")), 15), "the sequencer answers")
+        bob.publish(T.replica("bob"), marker)
+        row("publish", T.replica("bob"), pub(T.replica("bob")),
+            eventually(lambda: (T.replica("bob"), marker) in carol.received(T.replica("bob")), 15),
+            "carol reads")
+        bob.close()
+        # -- publish: denied ones, each on its own connection (mosquitto closes it) -------------------
+        answers_before = len(alice.received(T.replay_response("alice")))
+        forged_order = {"op": "new", "id": f"m-forged-{nonce}", "side": "buy", "price": "1.00",
+                        "qty": "0.001"}
+        observed = [T.replica("alice"), T.log, T.book, T.snapshot, T.trades, T.reports("carol"),
+                    T.replay_response("carol"), "other/BTC-USD/replicas/bob", "fastbook/NOPE/replicas/bob"]
+        forge_as_bob(secure, [(T.orders("alice"), json.dumps(forged_order).encode(), False),
+                              (T.replay_request("alice"), b'{"from":1,"to":1}', False)]
+                     + [(topic, marker, False) for topic in observed])
+        bob = probe(secure, "bob")
+        bob.subscribe(T.reports("bob"))
+        barrier = bob_barrier(bob, f"m-publish-barrier-{nonce}")
+        wait_for(lambda: log_reached(carol, barrier), 15, "barrier in carol's log")
+        row("publish", T.orders("alice"), pub(T.orders("alice")),
+            any(r.get("id") == forged_order["id"] for r in alice.reports()), "would be answered to alice")
+        row("publish", T.replay_request("alice"), pub(T.replay_request("alice")),
+            len(alice.received(T.replay_response("alice"))) > answers_before, "would be answered to alice")
+        for topic in observed:
+            row("publish", topic, pub(topic),
+                any(t == topic and p == marker for t, p in carol.received()), "carol reads")
+        # -- retain: kept for a late reader? -----------------------------------------------------------
+        status = f'{{"matrix-status":"bob","n":"{nonce}"}}'.encode()
+        retained = [(T.replica("bob"), status)]
+        forge_as_bob(secure, [("other/BTC-USD/replicas/bob", status, True),
+                              ("fastbook/NOPE/replicas/bob", status, True)])
+        bob.close()  # (taken over by the forging connections of bob's)
+        bob = probe(secure, "bob")
+        bob.subscribe(T.reports("bob"))
+        if kind == "amqtt":  # (mosquitto bounds a message by message_size_limit only)
+            big = b"x" * (MAX_RETAINED_STATUS + 1)
+            bob.publish(T.replica("bob"), big, retain=True)
+            late = probe(secure, "carol")
+            try:
+                late.subscribe(T.replica("bob"))
+                late.subscribe(T.book)  # its retained copy comes after the one above
+                wait_for(lambda: late.received(T.book), 10, "the retained book")
+                expected = may_retain("bob", "trader", T.replica("bob"), len(big), SCOPE)
+                row("retain", T.replica("bob"), expected,
+                    any(p == big for _t, p in late.received(T.replica("bob"))), f"{len(big)} bytes")
+            finally:
+                late.close()
+        for topic, payload in retained:
+            bob.publish(topic, payload, retain=True)
+        bob_barrier(bob, f"m-retain-barrier-{nonce}")
+        late = probe(secure, "carol")
+        try:
+            late.subscribe("+/+/replicas/+")
+            late.subscribe(T.book)
+            wait_for(lambda: late.received(T.book), 10, "the retained book")
+            kept = late.received("/replicas/")
+            for topic in (T.replica("bob"), "other/BTC-USD/replicas/bob", "fastbook/NOPE/replicas/bob"):
+                row("retain", topic, may_retain("bob", "trader", topic, len(status), SCOPE),
+                    (topic, status) in kept, f"{len(status)} bytes, a late reader")
+        finally:
+            late.close()
+        bob.publish(T.replica("bob"), b"", retain=True)  # (clears it again)
+        bob.close()
+    finally:
+        alice.close()
+        carol.close()
+    table = format_matrix(rows)
+    print(f"\nACL matrix, {kind}:\n{table}")
+    if os.environ.get("FASTBOOK_ACL_MATRIX"):
+        with open(os.environ["FASTBOOK_ACL_MATRIX"], "a") as out:
+            out.write(table + "\n")
+    assert all(r.expected == r.seen for r in rows), table
+    assert {r.action for r in rows} == {"read", "publish", "retain"}
+
+
 # ---- the full flow with credentials --------------------------------------------------------------
 
 

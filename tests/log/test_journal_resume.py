@@ -141,3 +141,77 @@ def test_snapshot_write_failures_show_in_health(tmp_path: Path, monkeypatch: pyt
         assert node.health()["snapshots"] == "ok"
     finally:
         node.close()
+
+
+def book_health(out: list[Outgoing]) -> list[dict[str, Any] | None]:
+    """The `health` of every retained book in `out` (None: a book that says nothing is wrong)."""
+    return [json.loads(o.payload).get("health") for o in out if o.topic == T.book]
+
+
+def test_a_failing_journal_is_published_in_the_retained_book(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fastbook status` reads the retained book: a journal that fails shows there at once (with the
+    error, since when, and that it is retried), at the durable version, on every reconnect while it
+    lasts, and no more once the journal takes writes again."""
+    node = SequencerNode(SequencerConfig(SPEC, tmp_path / "d"))
+    clock = Clock()
+    node.clock = clock
+    node.wall_clock = lambda: 1_764_000_000.5
+    disk = Disk(monkeypatch)
+    try:
+        out = send(node, "alice", new("a1", "sell", "100.00"))
+        assert book_health(out) == [None]
+        assert book_health(node.on_connected()) == [None]
+        disk.full = True
+        out = send(node, "bob", new("b1", "buy", "100.00"))
+        (health,) = book_health(out)  # nothing moved, and still a book: the health changed
+        assert health is not None and set(health) == {"journal"}
+        journal = health["journal"]
+        assert journal["state"] == "unavailable" and journal["retrying"] is True
+        assert journal["since"] == 1_764_000_000_500 and "No space left" in journal["error"]
+        (book,) = [json.loads(o.payload) for o in out if o.topic == T.book]
+        assert book["version"] == 1 and book["bids"] == []  # the durable book, not b1's trade
+        node.wall_clock = lambda: 1_764_000_099.0
+        assert book_health(send(node, "bob", new("b2"))) == []  # unchanged: not republished
+        assert book_health(node.on_connected()) == [health]  # a new session: said again, same since
+        disk.full = False
+        out = tick_until(node, clock, lambda: node.health()["journal"] == "ok", 40.0)
+        assert book_health(out) == [None]
+    finally:
+        node.close()
+
+
+def test_a_snapshot_dir_that_cannot_be_written_is_published_in_the_retained_book(tmp_path: Path) -> None:
+    node = SequencerNode(SequencerConfig(SPEC, tmp_path / "d", snapshot_every=1))
+    node.wall_clock = lambda: 1_764_000_000.0
+    snapshots = tmp_path / "d" / "snapshots"
+    try:
+        assert book_health(send(node, "alice", new("a1"))) == [None]
+        # The snapshot directory can no longer be written (a file where it was: the tests run as root,
+        # whom a mode does not stop).
+        snapshots.rename(tmp_path / "snapshots.away")
+        snapshots.write_text("not a directory")
+        node.wall_clock = lambda: 1_764_000_001.0
+        out = send(node, "alice", new("a2"))
+        (health,) = book_health(out)
+        assert health is not None and set(health) == {"snapshots"}  # the journal is fine
+        assert health["snapshots"]["state"] == "failing" and health["snapshots"]["since"] == 1_764_000_001_000
+        assert "cannot write snapshot 2" in health["snapshots"]["error"]
+        assert [r["type"] for r in reports(out, "alice")] == ["accepted"]  # orders go on
+        node.wall_clock = lambda: 1_764_000_002.0
+        # Every book says so while it lasts (v3: no snapshot due, two orders rest; v4: fails again).
+        assert book_health(send(node, "alice", new("a3"))) == [health]
+        (health4,) = book_health(send(node, "alice", new("a4")))
+        assert health4 is not None and health4["snapshots"]["since"] == 1_764_000_001_000  # the first
+        assert "cannot write snapshot 4" in health4["snapshots"]["error"]
+        snapshots.unlink()
+        (tmp_path / "snapshots.away").rename(snapshots)
+        # Writable again: the books say so until the next snapshot due is written, then no more.
+        seen = [book_health(send(node, "alice", new(f"r{i}"))) for i in range(8)]
+        assert node.health()["snapshots"] == "ok"
+        written = seen.index([None])
+        assert written > 0 and seen[:written] == [[health4]] * written
+        assert seen[written:] == [[None]] * (8 - written)
+    finally:
+        node.close()

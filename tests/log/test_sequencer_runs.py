@@ -149,7 +149,8 @@ def test_a_new_client_whose_whole_run_is_refused_gets_no_owner(tmp_path: Path) -
 def test_a_failed_commit_answers_the_same_on_both_paths(tmp_path: Path) -> None:
     """A batch whose journal commit fails publishes only rejections: the ones that were rejections
     anyway, in order, then JOURNAL_UNAVAILABLE for every command that had been sequenced (a run's
-    news one by one), the same bytes on both paths."""
+    news one by one), the same bytes on both paths; and the durable book again, now saying the
+    journal is unavailable (its `health`)."""
     spec = MarketSpec.parse("BTC-USD")
     topics = Topics(spec.name)
     nodes = []
@@ -181,8 +182,13 @@ def test_a_failed_commit_answers_the_same_on_both_paths(tmp_path: Path) -> None:
 
     for node in nodes:
         node.journal.append = broken  # type: ignore[method-assign]
+        node.wall_clock = lambda: 1_764_000_000.0  # (the health's "since")
     out = fast.on_messages(messages)
     assert out == slow.on_messages(messages)
+    # Rejections, and the durable book again, now saying the journal is unavailable.
+    (book,) = [json.loads(o.payload) for o in out if o.topic == topics.book]
+    assert book["version"] == version and book["health"]["journal"]["error"] == "disk full"
+    out = [o for o in out if o.topic != topics.book]
     assert {o.topic for o in out} <= {topics.reports(c) for c in CLIENTS}
     reports = [r for o in out for r in json.loads(o.payload)]
     assert {r["type"] for r in reports} == {"rejected"}

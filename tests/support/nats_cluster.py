@@ -269,6 +269,9 @@ def _wait_formed(cluster: NatsCluster, timeout: float) -> None:
     wait_for(mqtt_ready, timeout, "MQTT to carry a retained message across every node", interval=0.2)
 
 
+PORT_ATTEMPTS = 3  # starts of a cluster whose ports another process took first
+
+
 def start_nats_cluster(
     workdir: Path, size: int = 3, timeout: float = 30.0, mqtt_options: dict[str, str] | None = None
 ) -> NatsCluster:
@@ -277,19 +280,31 @@ def start_nats_cluster(
     if mqtt_options is None:
         mqtt_options = dict(CLUSTER_MQTT_OPTIONS, stream_replicas=str(min(size, 3)))
     workdir.mkdir(parents=True, exist_ok=True)
-    nodes = [
-        NatsNode(f"n{i + 1}", free_port(), free_port(), free_port(), free_port(), workdir)
-        for i in range(size)
-    ]
-    cluster = NatsCluster(nodes)
-    for node in nodes:
-        node.conf_path.write_text(node.config([p for p in nodes if p is not node], mqtt_options))
-    try:
+    # free_port() only finds a port that is free now: 4 ports per node stay unbound until nats-server
+    # binds them, and on a machine running other tests one was taken in between ("bind: address already
+    # in use", 1 start in 16 seen while a fault soak ran). Then the cluster starts again on new ports.
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        where = workdir if attempt == 1 else workdir / f"attempt-{attempt}"  # (no state of the last one)
+        where.mkdir(exist_ok=True)
+        nodes = [
+            NatsNode(f"n{i + 1}", free_port(), free_port(), free_port(), free_port(), where)
+            for i in range(size)
+        ]
+        cluster = NatsCluster(nodes)
         for node in nodes:
-            node.start()
+            node.conf_path.write_text(node.config([p for p in nodes if p is not node], mqtt_options))
+        try:
+            for node in nodes:
+                node.start()
 
-        _wait_formed(cluster, timeout)
-    except BaseException:
-        cluster.stop()
-        raise
-    return cluster
+            _wait_formed(cluster, timeout)
+        except RuntimeError as exc:
+            cluster.stop()
+            if "address already in use" not in str(exc) or attempt == PORT_ATTEMPTS:
+                raise
+            continue
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+    raise AssertionError("unreachable")

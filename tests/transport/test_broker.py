@@ -51,6 +51,11 @@ def test_retained_and_large_payloads(amqtt: Broker) -> None:
         status_topic = "fastbook/M/replicas/x"
         sender.call(lambda: [Outgoing("test/retained", b"not kept", retain=True),
                              Outgoing(status_topic, b"kept", retain=True), Outgoing("test/big", big)])
+        # The broker handles one connection's publishes in order: once the status is retained,
+        # test/retained was handled too. (A reader subscribed before that got it live: 1 run in 4.)
+        barrier = Recorder([status_topic])
+        with NodeRunner(barrier, RunnerConfig(amqtt.url, "barrier-1")):
+            wait_for(lambda: (status_topic, b"kept") in barrier.messages, 10, "the status retained")
         reader = Recorder(["test/retained", status_topic])
         with NodeRunner(reader, RunnerConfig(amqtt.url, "reader-1")):
             wait_for(lambda: (status_topic, b"kept") in reader.messages, 10, "retained message")

@@ -85,6 +85,8 @@ class MarketStatus:
     best_bid: str | None = None
     best_ask: str | None = None
     replicas: dict[str, ReplicaStatus] = field(default_factory=dict)
+    # What the sequencer's retained book says is wrong ("journal", "snapshots"; docs/wire.md, "Book")
+    health: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def converged(self, clients: Sequence[str] | None = None) -> bool:
         """Every (named) replica reports the sequencer's version and hash."""
@@ -100,7 +102,8 @@ class MarketStatus:
     def to_json(self) -> dict[str, Any]:
         return {
             "market": self.market,
-            "sequencer": {"version": self.book_version, "hash": self.book_hash},
+            "sequencer": {"version": self.book_version, "hash": self.book_hash,
+                          **({"health": self.health} if self.health else {})},
             "best_bid": self.best_bid,
             "best_ask": self.best_ask,
             "replicas": [vars(r) for r in sorted(self.replicas.values(), key=lambda r: r.client_id)],
@@ -149,6 +152,11 @@ class _StatusCollector:
             self.status.book_hash = doc["hash"]
         self.status.best_bid = _best_price(doc.get("bids"))
         self.status.best_ask = _best_price(doc.get("asks"))
+        health = doc.get("health")
+        self.status.health = (
+            {k: v for k, v in health.items() if isinstance(k, str) and isinstance(v, dict)}
+            if isinstance(health, dict) else {}
+        )
 
     def on_tick(self, now: float) -> list[Outgoing]:
         return []
@@ -187,7 +195,7 @@ class StatusWatcher:
         def copy() -> tuple[MarketStatus, list[Outgoing]]:
             s = self._collector.status
             return MarketStatus(s.market, s.book_version, s.book_hash, s.best_bid, s.best_ask,
-                                dict(s.replicas)), []
+                                dict(s.replicas), dict(s.health)), []
 
         return self.runner.call_with_result(copy).result(5)
 
@@ -268,6 +276,30 @@ def prune_replicas(broker: str | Sequence[str], market: str, prefix: str = DEFAU
     return status, stale
 
 
+def _since(ms: object) -> str:
+    if type(ms) is not int or ms < 0:
+        return "?"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
+    except (OverflowError, OSError, ValueError):
+        return "?"
+
+
+def health_lines(health: dict[str, dict[str, Any]]) -> list[str]:
+    """The sequencer's problems as `fastbook status` prints them (nothing when all is well)."""
+    lines = []
+    journal = health.get("journal")
+    if journal is not None:
+        retry = ", retrying" if journal.get("retrying") else ""
+        lines.append(f"journal unavailable since {_since(journal.get('since'))}{retry} (every order is "
+                     f"rejected): {journal.get('error', '?')}")
+    snapshots = health.get("snapshots")
+    if snapshots is not None:
+        since = _since(snapshots.get("since"))
+        lines.append(f"snapshots failing since {since}: {snapshots.get('error', '?')}")
+    return lines
+
+
 def format_status(status: MarketStatus) -> str:
     lines = [f"market {status.market}"]
     if status.book_version is None:
@@ -275,6 +307,7 @@ def format_status(status: MarketStatus) -> str:
     else:
         lines.append(f"  sequencer: version {status.book_version} hash {status.book_hash} "
                      f"best bid {status.best_bid or '-'} best ask {status.best_ask or '-'}")
+        lines.extend(f"  {line}" for line in health_lines(status.health))
     if not status.replicas:
         lines.append("  replicas: none reported")
         return "\n".join(lines)

@@ -36,7 +36,7 @@ from fastbook.log.snapshots import SnapshotStore
 from fastbook.log.tail_recovery import TailRecovery
 from fastbook.transport.node import Incoming, Outgoing, RetainedIncoming
 from fastbook.wire.market import MarketSpec
-from fastbook.wire.messages import retained_command_report
+from fastbook.wire.messages import retained_command_report, with_health
 from fastbook.wire.topics import DEFAULT_PREFIX, Topics
 
 # The MQTT QoS the log is published with. A replica detects a gap itself (seq, the head in the book
@@ -101,6 +101,10 @@ class SequencerNode:
             self.journal_retry = JournalRetry()  # after a failed commit: when to try the disk again
             # Time source for on_messages (on_tick gets its time from the runner); tests replace it.
             self.clock: Callable[[], float] = time.monotonic
+            # Wall clock of the health's "since" (ms since the epoch, as the edges' "started").
+            self.wall_clock: Callable[[], float] = time.time
+            self._failing_since: dict[str, int] = {}  # "journal"/"snapshots" -> since when (ms)
+            self._health_published: dict[str, Any] | None = None  # in the last retained book
             # A damaged last frame: no order is taken, nothing written or published but the
             # request for it, until the replicas gave it back (or the deadline: refused).
             self.tail: TailRecovery | None = None
@@ -110,6 +114,7 @@ class SequencerNode:
                 log.warning("%s; asking the replicas for seq %d on", self.journal.damaged, self.tail.first)
             else:
                 self._take_snapshot(self.clock())
+                self.published_health()  # (a snapshot failing from the start: since now)
         except BaseException:
             self.journal.close()
             raise
@@ -171,7 +176,8 @@ class SequencerNode:
         if self.tail is not None:
             return self.tail.request(self.clock())
         snapshot = Outgoing(self.topics.snapshot, self._published_snapshot, retain=True)
-        return [self.commit.book_message(self.last_trade), snapshot]
+        self._health_published = None  # a new session: the book sent now carries the health
+        return self._with_health([self.commit.book_message(self.last_trade), snapshot])
 
     def on_tick(self, now: float) -> list[Outgoing]:
         if self.tail is not None:
@@ -181,7 +187,7 @@ class SequencerNode:
             out += self._take_snapshot(now)
         out += self.commit.heartbeat(now)
         out += self.replay.pump(now)
-        return out
+        return self._with_health(out)
 
     def next_deadline(self, now: float) -> float | None:
         """When on_tick is due: the idle heartbeat, the timed snapshot once the version moved, the
@@ -203,6 +209,43 @@ class SequencerNode:
             "replay_in_flight": self.replay.in_flight,
             "replay_refused": self.replay.refused,
         }
+
+    def published_health(self) -> dict[str, Any] | None:
+        """What the retained book says is wrong (docs/wire.md, "Book"): `journal` (unavailable:
+        every order is rejected, the journal is retried with backoff) and `snapshots` (failing:
+        orders go on, the journal holds every entry), each with its error and since when (ms since
+        the epoch); None when nothing is."""
+        problems = {"journal": self.failed, "snapshots": self.snapshot_policy.failure}
+        since = self._failing_since
+        doc: dict[str, Any] = {}
+        for part, error in problems.items():
+            if error is None:
+                since.pop(part, None)
+                continue
+            started = since.setdefault(part, int(self.wall_clock() * 1000))
+            doc[part] = {"state": "unavailable" if part == "journal" else "failing", "error": error,
+                         "since": started}
+        if "journal" in doc:
+            doc["journal"]["retrying"] = True
+        return doc or None
+
+    def _with_health(self, out: list[Outgoing]) -> list[Outgoing]:
+        """Every book in `out` carries the health, and a change of health is published (with the
+        durable book) even when nothing else is: the retained book always says what is wrong."""
+        if self._health_published is None and self.failed is None and self.snapshot_policy.failure is None:
+            return out  # the common case: nothing wrong, nothing was
+        health = self.published_health()
+        book_topic = self.topics.book
+        sent = False
+        for i, message in enumerate(out):
+            if message.topic == book_topic:
+                out[i] = Outgoing(book_topic, with_health(message.payload, health), retain=True)
+                sent = True
+        if not sent and health != self._health_published:
+            book = self.commit.book_message(self.last_trade)
+            out.append(Outgoing(book_topic, with_health(book.payload, health), retain=True))
+        self._health_published = health
+        return out
 
     def close(self) -> list[Outgoing]:
         self.journal.close()
@@ -239,7 +282,7 @@ class SequencerNode:
         for requester, payload in replays:
             out.extend(self.replay.serve(requester, payload, policy.published, policy.published_version, now))
         out.extend(self.replay.pump(now))  # a bounded part of the queued answers per turn
-        return out
+        return self._with_health(out)
 
     # -- a failed journal ---------------------------------------------------------------------
 

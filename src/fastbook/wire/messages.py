@@ -122,6 +122,16 @@ def encode_book(
     return BookWriter(market).encode(version, state_hash, depth, last_trade)
 
 
+def with_health(book: bytes, health: dict[str, Any] | None) -> bytes:
+    """A book message (as BookWriter wrote it: one JSON object) with the sequencer's `health` added
+    (docs/wire.md, "Book"); unchanged when there is nothing to report (`health` None or empty)."""
+    if not health:
+        return book
+    if not book.endswith(b"}"):
+        raise ValueError("not a book message")
+    return book[:-1] + b',"health":' + dumps(health) + b"}"
+
+
 def encode_trades(market: MarketSpec, trades: Sequence[str]) -> bytes:
     """The trades message of public trades already written as compact JSON (`dumps(trade)`,
     decoded): the bytes of dumps({"v": ..., "market": ..., "trades": [...]})."""
