@@ -107,6 +107,21 @@ def test_coalesce_joins_queued_packets_into_one_write() -> None:
     assert first["info"].is_published() and not second["info"].is_published()  # type: ignore[attr-defined]
 
 
+def test_a_joined_write_lost_in_a_reconnect_marks_each_message_lost() -> None:
+    """paho's reconnect sets `info.rc` on every unwritten QoS0 PUBLISH (an AttributeError on the
+    joined write's stand-in once stopped a node's loop when its broker went away)."""
+    first = queued(paho.PUBLISH, b"log")
+    second = queued(paho.PUBLISH, b"book")
+    queue: deque[Any] = deque([first, second])
+    coalesce(queue)
+    joined = queue[0]
+    joined["info"].rc = paho.MQTT_ERR_CONN_LOST  # as paho.Client.reconnect does
+    joined["info"]._set_as_published()
+    for packet in (first, second):
+        assert packet["info"].rc == paho.MQTT_ERR_CONN_LOST  # type: ignore[attr-defined]
+        assert packet["info"]._published  # (is_published() raises for a lost message)
+
+
 def test_coalesce_stops_at_a_disconnect_a_partial_write_and_the_size_cap() -> None:
     queue: deque[Any] = deque([queued(paho.PUBLISH, b"a"), queued(paho.DISCONNECT, b"d"),
                                queued(paho.PUBLISH, b"b")])

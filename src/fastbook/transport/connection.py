@@ -510,6 +510,17 @@ class _PublishedTogether:
     def __init__(self, infos: list[paho.MQTTMessageInfo]) -> None:
         self.infos = infos
 
+    @property
+    def rc(self) -> int:
+        return self.infos[0].rc if self.infos else 0
+
+    @rc.setter
+    def rc(self, value: int) -> None:
+        """paho's reconnect marks each unwritten QoS0 PUBLISH lost (`info.rc = MQTT_ERR_CONN_LOST`,
+        then `_set_as_published`): a joined write passes that on to each message it stands for."""
+        for info in self.infos:
+            info.rc = value
+
     def _set_as_published(self) -> None:
         for info in self.infos:
             info._set_as_published()  # (paho 2.x; what its write loop calls)
