@@ -511,11 +511,11 @@ class _PublishedTogether:
         self.infos = infos
 
     @property
-    def rc(self) -> int:
-        return self.infos[0].rc if self.infos else 0
+    def rc(self) -> paho.MQTTErrorCode:
+        return self.infos[0].rc if self.infos else paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     @rc.setter
-    def rc(self, value: int) -> None:
+    def rc(self, value: paho.MQTTErrorCode) -> None:
         """paho's reconnect marks each unwritten QoS0 PUBLISH lost (`info.rc = MQTT_ERR_CONN_LOST`,
         then `_set_as_published`): a joined write passes that on to each message it stands for."""
         for info in self.infos:
