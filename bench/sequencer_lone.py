@@ -20,7 +20,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from e2e_bench import free_port, port_open, wait_until
+from e2e_bench import free_port, port_open, stop_processes, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 MARKET = "BTC-USD"
@@ -172,14 +171,7 @@ def main() -> int:
     finally:
         if client is not None:
             client.close()
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        stop_processes(procs, 60)
     if args.callgrind:
         dumps = sorted(work.glob("cg.out.*"), key=lambda f: int(f.name.rsplit(".", 1)[1]))
         totals = [callgrind_total(f) for f in dumps]  # .1: the orders, .2: idle (if asked)
