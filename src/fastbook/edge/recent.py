@@ -23,7 +23,9 @@ RECENT_RECORDS = 8192
 class RecentRecords:
     def __init__(self, capacity: int = RECENT_RECORDS) -> None:
         self.capacity = capacity
-        self._runs: deque[np.ndarray] = deque()  # LOG_RECORD_DTYPE arrays, ascending seqs
+        # (first seq, last seq, count, the raw records) per run kept, ascending seqs: bytes, one
+        # copy a run, so a lone record costs no numpy call (the names' lengths are cleared in since)
+        self._runs: deque[tuple[int, int, int, bytes]] = deque()
         self._count = 0
         self.last = 0  # the highest seq kept
         self.names: OrderedDict[int, str | None] = OrderedDict()  # own seq -> client order id
@@ -36,25 +38,34 @@ class RecentRecords:
         kept; after a gap, from there on (only consecutive records are of use). `since` gives
         only those the replica applied (hash-checked)."""
         records = run.records
-        if not len(records):
+        n = len(records)
+        if not n:
             return
-        seqs = records["seq"]
-        if int(seqs[0]) > self.last + 1 and self._count:
+        rows = run._rows  # (the scalar read of a short run: its seqs without numpy)
+        if rows is not None:
+            first, last = rows[0][0], rows[-1][0]
+        else:
+            seqs = records["seq"]
+            first, last = int(seqs[0]), int(seqs[-1])
+        if first > self.last + 1 and self._count:
             self.clear()
-        keep = records[seqs > self.last]
-        if not len(keep):
-            return
-        keep = keep.copy()
-        keep["coid_len"] = 0
-        keep["client_len"] = 0
-        self._runs.append(keep)
-        self._count += len(keep)
-        self.last = int(keep["seq"][-1])
-        while self._count - len(self._runs[0]) >= self.capacity:
-            self._count -= len(self._runs.popleft())
-        for i in np.flatnonzero(run.records["coid_len"][: len(run)]).tolist():
-            _client, coid = run.names_of(i)  # (a replay answer names this client's own entries)
-            self.learn(int(records["seq"][i]), coid)
+        if first > self.last:
+            keep = records
+        else:
+            keep = records[records["seq"] > self.last]
+            n = len(keep)
+            if not n:
+                return
+            first, last = int(keep["seq"][0]), int(keep["seq"][-1])
+        self._runs.append((first, last, n, keep.tobytes()))
+        self._count += n
+        self.last = last
+        while self._count - self._runs[0][2] >= self.capacity:
+            self._count -= self._runs.popleft()[2]
+        if run.names:  # (no names: no coid_len set)
+            for i in np.flatnonzero(records["coid_len"][: len(run)]).tolist():
+                _client, coid = run.names_of(i)  # (a replay answer names this client's own entries)
+                self.learn(int(records["seq"][i]), coid)
 
     def clear(self) -> None:
         self._runs.clear()
@@ -70,8 +81,10 @@ class RecentRecords:
 
     def since(self, first: int, applied: int) -> tuple[np.ndarray, dict[int, str | None]]:
         """The kept records from seq `first` to `applied` (the replica's version: those it applied
-        and checked) and this client's names from `first` on."""
-        runs = [run for run in self._runs if int(run["seq"][-1]) >= first]
-        records = np.concatenate(runs) if runs else np.empty(0, LOG_RECORD_DTYPE)
+        and checked), their names' lengths 0, and this client's names from `first` on."""
+        raw = b"".join(data for _first, last, _n, data in self._runs if last >= first)
+        records = np.frombuffer(raw, LOG_RECORD_DTYPE).copy()
+        records["coid_len"] = 0
+        records["client_len"] = 0
         records = records[(records["seq"] >= first) & (records["seq"] <= applied)]
         return records, {seq: coid for seq, coid in self.names.items() if seq >= first}
