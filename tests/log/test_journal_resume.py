@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from fastbook.log.commit import BOOK_QOS
 from fastbook.log.journal import Journal
 from fastbook.log.sequencer import SequencerConfig, SequencerNode
 from fastbook.transport.node import Outgoing
@@ -166,6 +167,7 @@ def test_a_failing_journal_is_published_in_the_retained_book(
         disk.full = True
         out = send(node, "bob", new("b1", "buy", "100.00"))
         (health,) = book_health(out)  # nothing moved, and still a book: the health changed
+        assert [o.qos for o in out if o.topic == T.book] == [BOOK_QOS]  # as every book is sent
         assert health is not None and set(health) == {"journal"}
         journal = health["journal"]
         assert journal["state"] == "unavailable" and journal["retrying"] is True

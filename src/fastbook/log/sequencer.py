@@ -239,11 +239,12 @@ class SequencerNode:
         sent = False
         for i, message in enumerate(out):
             if message.topic == book_topic:
-                out[i] = Outgoing(book_topic, with_health(message.payload, health), retain=True)
+                payload = with_health(message.payload, health)
+                out[i] = Outgoing(book_topic, payload, retain=True, qos=message.qos)
                 sent = True
         if not sent and health != self._health_published:
             book = self.commit.book_message(self.last_trade)
-            out.append(Outgoing(book_topic, with_health(book.payload, health), retain=True))
+            out.append(Outgoing(book_topic, with_health(book.payload, health), retain=True, qos=book.qos))
         self._health_published = health
         return out
 
