@@ -7,7 +7,9 @@ and system, 10 ms ticks: use a thousand orders or more) and, with `--callgrind`,
 instructions (valgrind's callgrind, zeroed at the window's start and dumped at its end with
 `callgrind_control`; robust to other load on the machine, ~50x slower: use `--rate 20`). The
 kernel's work (syscalls, loopback TCP) is in the /proc figure only. `--idle S` also measures S
-seconds with no orders (the process's fixed per-second cost).
+seconds with no orders (the process's fixed per-second cost). `--followers N` adds N bare paho
+subscribers of the log, at QoS 1 as an edge subscribes: with `--broker amqtt` the figure then
+includes the broker's fan-out of the log to N replicas.
 
     python bench/sequencer_lone.py --orders 2000 --rate 1000
     python bench/sequencer_lone.py --orders 300 --rate 20 --callgrind --idle 5
@@ -96,6 +98,28 @@ class LoneClient:
         self.client.disconnect()
 
 
+class LogFollower:
+    """A bare subscriber of the market's log (QoS 1, as an edge subscribes): only counts."""
+
+    def __init__(self, port: int, name: str) -> None:
+        self.messages = 0
+        self.subscribed = threading.Event()
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name)
+        client.on_connect = lambda c, *_: c.subscribe(f"fastbook/{MARKET}/log", qos=1)
+        client.on_subscribe = lambda *_: self.subscribed.set()
+        client.on_message = self._on_message
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        self.client = client
+
+    def _on_message(self, _client: Any, _userdata: Any, _message: paho.MQTTMessage) -> None:
+        self.messages += 1
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
 def callgrind_control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
 
@@ -115,6 +139,7 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=1000.0, help="orders/s at most (closed loop)")
     p.add_argument("--callgrind", action="store_true", help="run the sequencer under callgrind")
     p.add_argument("--idle", type=float, default=0.0, metavar="S", help="then S seconds with no orders")
+    p.add_argument("--followers", type=int, default=0, metavar="N", help="bare log subscribers (QoS 1)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fastbook-lone-"))
     port = free_port()
@@ -136,8 +161,13 @@ def main() -> int:
                                      stdout=log, stderr=subprocess.STDOUT)
     procs.append(sequencer)
     client: LoneClient | None = None
+    followers: list[LogFollower] = []
     try:
         wait_until(lambda: port_open(port), 120, "the broker")
+        followers = [LogFollower(port, f"follower-{i}") for i in range(args.followers)]
+        for follower in followers:
+            if not follower.subscribed.wait(120):
+                raise TimeoutError("a log follower did not subscribe")
         client = LoneClient(port)
         if not client.book.wait(300):  # the sequencer's retained book: it is subscribed
             raise TimeoutError("no book from the sequencer")
@@ -151,7 +181,7 @@ def main() -> int:
         seconds = time.monotonic() - t0
         user1, sys1 = cpu_seconds(sequencer.pid)
         result: dict[str, Any] = {
-            "broker": args.broker, "orders": args.orders, "rate": args.rate,
+            "broker": args.broker, "orders": args.orders, "rate": args.rate, "followers": args.followers,
             "achieved_rate": round(args.orders / seconds, 1),
             "cpu_us_per_order": {"user": round(1e6 * (user1 - user0) / args.orders),
                                  "system": round(1e6 * (sys1 - sys0) / args.orders)},
@@ -171,6 +201,8 @@ def main() -> int:
     finally:
         if client is not None:
             client.close()
+        for follower in followers:
+            follower.close()
         stop_processes(procs, 60)
     if args.callgrind:
         dumps = sorted(work.glob("cg.out.*"), key=lambda f: int(f.name.rsplit(".", 1)[1]))

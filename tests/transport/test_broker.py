@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from fastbook.apps.status import read_status
 from fastbook.transport.config import RunnerConfig
@@ -86,3 +89,66 @@ def test_fastbook_broker_runs_a_sequencer_per_market(tmp_path: Path) -> None:
         assert proc.alive()
     finally:
         assert proc.stop() == 0
+
+
+class QosRecorder:
+    """A bare paho client subscribed at QoS 1 (as an edge subscribes): the QoS each message came at."""
+
+    def __init__(self, url_port: int, client_id: str, topic_filter: str) -> None:
+        self.received: list[tuple[str, bytes, int]] = []
+        self.subscribed = threading.Event()
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        client.on_connect = lambda c, *_: c.subscribe(topic_filter, qos=1)
+        client.on_subscribe = lambda *_: self.subscribed.set()
+        client.on_message = lambda _c, _u, m: self.received.append((m.topic, m.payload, m.qos))
+        client.connect("127.0.0.1", url_port)
+        client.loop_start()
+        self.client = client
+        assert self.subscribed.wait(10), "not subscribed"
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_a_message_goes_at_the_lower_of_its_and_the_subscriptions_qos(amqtt: Broker) -> None:
+    """MQTT 3.1.1, 3.8.4: amqtt alone delivers at the subscription's QoS, so a QoS 0 message cost a
+    QoS 1 subscriber a PUBACK and the broker an acknowledgement to wait for."""
+    reader = QosRecorder(amqtt.port, "qos-reader-1", "test/qos/#")
+    sender = paho.Client(CallbackAPIVersion.VERSION2, client_id="qos-sender-1")
+    try:
+        sender.connect("127.0.0.1", amqtt.port)
+        sender.loop_start()
+        for i in range(3):
+            sender.publish(f"test/qos/{i}", b"zero", qos=0)
+            sender.publish(f"test/qos/{i}", b"one", qos=1).wait_for_publish(5)
+        wait_for(lambda: len(reader.received) == 6, 10, "all six messages")
+    finally:
+        sender.loop_stop()
+        sender.disconnect()
+        reader.close()
+    assert sorted({(payload, qos) for _t, payload, qos in reader.received}) == [(b"one", 1), (b"zero", 0)]
+
+
+def test_the_in_process_sequencers_output_keeps_its_qos(tmp_path: Path) -> None:
+    """The log and the book leave the sequencer at QoS 0 (a replica finds gaps itself); reports at
+    QoS 1. Through amqtt every edge got all of them at QoS 1."""
+    broker, proc = start_fastbook_broker(tmp_path, extra_args=["--market", "QQQ-USD"])
+    reader = QosRecorder(broker.port, "qos-reader-2", "fastbook/QQQ-USD/#")
+    sender = paho.Client(CallbackAPIVersion.VERSION2, client_id="qos-sender-2")
+    try:
+        sender.connect("127.0.0.1", broker.port)
+        sender.loop_start()
+        order = b'{"op":"new","id":"q1","side":"buy","price":"1.00","qty":"1"}'
+        sender.publish("fastbook/QQQ-USD/orders/carol", order, qos=1).wait_for_publish(5)
+        wait_for(lambda: {"fastbook/QQQ-USD/log", "fastbook/QQQ-USD/reports/carol"}
+                 <= {t for t, _p, _q in reader.received}, 10, "the order's log entry and report")
+    finally:
+        sender.loop_stop()
+        sender.disconnect()
+        reader.close()
+        assert proc.stop() == 0
+    qos = {topic: q for topic, _p, q in reader.received if not topic.endswith("/snapshot")}
+    assert qos["fastbook/QQQ-USD/log"] == 0
+    assert qos["fastbook/QQQ-USD/reports/carol"] == 1
+    assert qos.get("fastbook/QQQ-USD/book", 0) == 0

@@ -20,7 +20,12 @@ Known amqtt 0.12.1 defects and what fastbook does about them:
   the binary snapshot): `FastbookAmqttBroker` sends retained messages only for the client's own
   subscriptions, and NodeRunner also drops anything outside its node's subscriptions;
 - unacknowledged QoS1 messages are not resent when a persistent session resumes (replicas detect
-  the gap and replay it from the journal).
+  the gap and replay it from the journal);
+- a message is delivered at the subscription's QoS, not at the lower of the subscription's and the
+  publisher's (MQTT 3.1.1, 3.8.4): the log and the book, published at QoS 0, went to every edge
+  (subscribed at QoS 1) at QoS 1, each with a PUBACK to read and an acknowledgement to wait for.
+  `FastbookAmqttBroker` delivers a QoS 0 message at QoS 0 (a QoS 1 message still goes at the
+  subscription's QoS, so a QoS 2 subscriber gets it at QoS 2, as amqtt does).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +71,17 @@ from fastbook.transport.users import UsersFile, UsersFileError
 from fastbook.wire.topics import DEFAULT_PREFIX
 
 log = logging.getLogger(__name__)
+
+# The QoS of the client message being broadcast. amqtt reads a PUBLISH and broadcasts it in the
+# client's own task, awaiting in between, so the value is kept per task, not on the broker.
+_published_qos: ContextVar[int | None] = ContextVar("published_qos", default=None)
+
+
+def delivery_qos(published_qos: int | None) -> int | None:
+    """The `force_qos` amqtt's broadcast needs for a message published at `published_qos`: 0 for
+    a QoS 0 message (the lower of it and any subscription's), else None (amqtt's own choice, the
+    subscription's QoS)."""
+    return 0 if published_qos == 0 else None
 
 
 class AllowAllAuthPlugin(BaseAuthPlugin):
@@ -329,6 +346,13 @@ class FastbookAmqttBroker(Broker):
     def remove_ingress(self, deliver: Callable[[str, bytes], None]) -> None:
         self._ingress = tuple((f, d) for f, d in self._ingress if d != deliver)
 
+    async def _handle_message_delivery(self, client_session: Session, handler: BrokerProtocolHandler,
+                                       wait_deliver: asyncio.Future[Any]) -> bool:
+        message = wait_deliver.result() if wait_deliver.done() and not wait_deliver.cancelled() \
+            and wait_deliver.exception() is None else None
+        _published_qos.set(getattr(message, "qos", None))
+        return await super()._handle_message_delivery(client_session, handler, wait_deliver)  # type: ignore[no-any-return]
+
     async def _broadcast_message(
         self, session: Session | None, topic: str | None, data: bytes | bytearray | None,
         force_qos: int | None = None,
@@ -337,12 +361,14 @@ class FastbookAmqttBroker(Broker):
             for filters, deliver in self._ingress:
                 if any(matches(topic) for matches in filters):
                     deliver(topic, bytes(data))
+            if force_qos is None:
+                force_qos = delivery_qos(_published_qos.get())
         await super()._broadcast_message(session, topic, data, force_qos)
 
     async def publish_from_node(self, messages: list[Any]) -> None:
         """An in-process node's output, as if published by a client the ACL trusts."""
         for m in messages:
-            await super()._broadcast_message(None, m.topic, m.payload, None)
+            await super()._broadcast_message(None, m.topic, m.payload, delivery_qos(m.qos))
             if m.retain:
                 await self.retain_message(None, m.topic, m.payload, m.qos)
 
