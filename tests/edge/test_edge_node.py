@@ -314,3 +314,58 @@ def test_a_bare_replica_finds_a_lost_last_log_message_by_the_heartbeat(tmp_path:
             edge.on_messages([(answer.topic, answer.payload)])
     assert (edge.version, edge.state_hash) == (seq.version, seq.state_hash) and edge.in_sync
     seq.close()
+
+
+def test_entries_applied_alone_reach_the_report_hook_as_a_batch_selects_them(tmp_path: Path) -> None:
+    """An entry applied alone (a lone order's message) calls the edge's report hook only if it
+    concerns the edge's client (its own entry, or a trade against its resting order), the
+    entries `Replica.apply_batch` selects with `interest`: the same calls and the same reports
+    either way, and none for the entries that concern others only."""
+    seq = SequencerNode(SequencerConfig(MarketSpec.parse("BTC-USD"), tmp_path / "d"))
+    retained = seq.on_connected() + seq.on_tick(0.0)
+    edges = {"alone": make_edge(), "batch": make_edge()}
+    edges["batch"][0].follower.ENTRY_BY_ENTRY = 0  # every message through apply_batch
+    hooked: dict[str, list[int]] = {}
+    for name, (edge, _events) in edges.items():
+        edge.on_connected()
+        edge.on_messages([(o.topic, o.payload) for o in retained])
+        assert edge.in_sync
+        calls = hooked[name] = []
+        hook = edge.follower.on_applied
+        assert hook is not None
+
+        def recording(entry: Any, events: Any, hook: Any = hook, calls: list[int] = calls) -> None:
+            calls.append(entry.seq)
+            hook(entry, events)
+
+        edge.follower.on_applied = recording
+    flow = [("alice", {"op": "new", "id": "a1", "side": "sell", "price": "100", "qty": "2"}),
+            ("bob", {"op": "new", "id": "b1", "side": "buy", "price": "99", "qty": "1"}),  # not ours
+            ("bob", {"op": "new", "id": "b2", "side": "buy", "price": "100", "qty": "0.5"}),  # takes ours
+            ("carol", {"op": "new", "id": "c1", "side": "sell", "price": "101", "qty": "1"}),  # not ours
+            ("carol", {"op": "new", "id": "c2", "side": "buy", "price": "99", "qty": "1"}),  # not ours
+            ("alice", {"op": "cancel", "id": "a1"})]  # fmt: skip
+    for client, order in flow:
+        out = seq.on_messages([(T.orders(client), json.dumps(order).encode())])
+        # (alice's reports first: its entries are named when the log arrives, so the batch path
+        # takes them too)
+        ordered = sorted(out, key=lambda o: o.topic != T.reports("alice"))
+        for edge, _events in edges.values():
+            edge.on_messages([(o.topic, o.payload) for o in ordered if o.topic in dict(edge.subscriptions())])
+            assert (edge.version, edge.state_hash) == (seq.version, seq.state_hash)
+    assert hooked["alone"] == hooked["batch"] == [1, 3, 6]
+    reports = [[d for kind, d in events if kind == "report"] for _edge, events in edges.values()]
+    assert reports[0] == reports[1]
+    assert [r["type"] for r in reports[0]] == ["accepted", "trade", "cancelled"]
+    seq.close()
+
+
+def test_subscriptions_are_made_once_per_state() -> None:
+    """The runner asks for the subscriptions after every call into the node: the same list is
+    returned while nothing changes, equal to the one the state gives."""
+    edge = EdgeNode(EdgeConfig(client_id="bob"))
+    first = edge.subscriptions()
+    assert edge.subscriptions() is first and first == edge._subscription_list(False, False)
+    edge.add_listener(lambda kind, data: None)
+    assert edge.subscriptions() == edge._subscription_list(False, True) != first
+    assert T.trades in dict(edge.subscriptions())

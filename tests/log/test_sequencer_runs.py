@@ -198,3 +198,41 @@ def test_a_failed_commit_answers_the_same_on_both_paths(tmp_path: Path) -> None:
     assert version > 50
     slow.close()
     fast.close()
+
+
+def test_small_message_fast_paths_publish_what_the_numpy_paths_publish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lone orders and messages of a few take plain-Python paths where numpy costs more than the
+    work (intake's runs of news, _FEW; the records of a run with every news accepted, NUMPY_RUN;
+    the records and anonymous log of 1-2 entries, SCALAR_RUN). The same flow through the numpy
+    paths (each limit 0) publishes the same bytes and leaves the same state."""
+    import fastbook.log.executor as executor_module
+    import fastbook.log.intake as intake_module
+    import fastbook.wire.log as wire_log
+
+    spec = MarketSpec.parse("BTC-USD")
+    topics = Topics(spec.name)
+    fast = SequencerNode(SequencerConfig(spec, tmp_path / "fast", dedupe_window=40, snapshot_every=97))
+    general = SequencerNode(SequencerConfig(spec, tmp_path / "general", dedupe_window=40, snapshot_every=97))
+    rng = random.Random(11)
+    recent: dict[str, list[str]] = {c: [] for c in CLIENTS}
+    i = 0
+    for step in range(300):
+        client = rng.choice(CLIENTS)
+        orders = [random_order(rng, i + k, recent[client], spec) for k in range(rng.choice([1, 1, 1, 2, 3]))]
+        i += len(orders)
+        recent[client] = ([o["id"] for o in orders if o["op"] == "new"] + recent[client])[:12]
+        body = orders[0] if len(orders) == 1 else orders
+        messages = [(topics.orders(client), json.dumps(body).encode())]
+        fast.clock = general.clock = lambda now=float(step): now  # type: ignore[misc]
+        out = fast.on_messages(messages)
+        with monkeypatch.context() as patch:
+            patch.setattr(intake_module, "_FEW", 0)
+            patch.setattr(executor_module, "NUMPY_RUN", 0)
+            patch.setattr(wire_log, "SCALAR_RUN", 0)
+            assert out == general.on_messages(messages), f"step {step}"
+    assert node_state(fast) == node_state(general)
+    assert fast.version > 200
+    fast.close()
+    general.close()

@@ -255,3 +255,32 @@ def test_short_runs_read_without_numpy_as_the_columnar_path_does(
     one = message(NEW)
     assert decode_log_message(one).run._rows is not None and decode_log_message(one).entries == [NEW]
     assert decode_log_message(message(NEW, LATER, LATER._replace(seq=9))).run._rows is None  # (3: numpy)
+
+
+@pytest.mark.parametrize("entries", [[NEW], [LATER], [NEW, LATER], [LATER._replace(client_id="bob", seq=7)]])
+def test_short_runs_built_with_struct_equal_the_numpy_build(
+    entries: list[LogEntry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`from_entries` of 1-2 entries (a lone order's batch) packs its records with struct, and its
+    `anonymous()` repacks the tuples: the same bytes, records, entries and seqs as the numpy build
+    (SCALAR_RUN 0) of the same entries; the records stay writable; a value out of its field's
+    range fails as np.array fails."""
+    import fastbook.wire.log as wire_log
+
+    fast = LogRun.from_entries(entries)
+    monkeypatch.setattr(wire_log, "SCALAR_RUN", 0)
+    general = LogRun.from_entries(entries)
+    assert fast._rows is not None and general._rows is None  # (each path was taken)
+    for a, b in ((fast, general), (fast.anonymous(), general.anonymous())):
+        assert a.to_bytes() == b.to_bytes()
+        assert a.records.dtype == b.records.dtype and a.records.tobytes() == b.records.tobytes()
+        assert a.entries({1: "alice"}) == b.entries({1: "alice"})
+        assert a.seq_range() == (int(b.seqs[0]), int(b.seqs[-1]))
+        assert a.offsets.tolist() == b.offsets.tolist()
+        a.records["coid_len"] = 0  # writable, as np.array's
+    bad = [NEW._replace(qty=2**63)]
+    with pytest.raises(OverflowError):
+        LogRun.from_entries(bad)
+    monkeypatch.setattr(wire_log, "SCALAR_RUN", 2)
+    with pytest.raises(OverflowError):
+        LogRun.from_entries(bad)

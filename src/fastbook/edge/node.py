@@ -103,6 +103,8 @@ class EdgeNode:
         self._delivered: dict[int, set[tuple[str, ...]]] = {}
         self._delivered_swept_at = 0
         self._listeners: list[Listener] = []
+        # (following, any listener) -> subscriptions(): both only change a few times in a run
+        self._subscriptions: dict[tuple[bool, bool], list[tuple[str, int]]] = {}
         # The records applied lately and this client's names there: what a sequencer whose journal
         # tail is damaged asks the replicas for (recover/request, fastbook.edge.recent).
         self.recent = RecentRecords()
@@ -231,15 +233,22 @@ class EdgeNode:
         the head from every log message and the sequencer's idle heartbeat, and the book was a
         second message per lone order, costing a bare replica about as much as the log itself.
         Public trades only while a listener reads them (a replica needs none: ~34 bytes per order).
-        (The runner follows changes: see NodeRunner.)"""
+        (The runner follows changes: see NodeRunner.) The same list is returned while nothing
+        changes: callers must not change it."""
+        key = (self._following(), bool(self._listeners))
+        subs = self._subscriptions.get(key)
+        if subs is None:  # (made once per state: the runner asks after every call into the node)
+            subs = self._subscriptions[key] = self._subscription_list(*key)
+        return subs
+
+    def _subscription_list(self, following: bool, listeners: bool) -> list[tuple[str, int]]:
         t = self.topics
-        following = self._following()
         subs = [(t.log, 1)]
         if not following:
             subs.append((t.snapshot, 1))
-        if self._listeners or not following:
+        if listeners or not following:
             subs.append((t.book, 1))
-        if self._listeners:
+        if listeners:
             subs.append((t.trades, 1))
         subs += [(t.reports(self.client_id), 1), (t.replay_response(self.client_id), 1)]
         subs.append((t.replica(self.client_id), 1))  # another process under this client id (ClientPresence)

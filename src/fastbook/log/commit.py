@@ -52,6 +52,9 @@ class BatchCommit:
         self.book_depth = book_depth
         self.heartbeat_interval = heartbeat_interval
         self.log_qos = log_qos
+        # (the topic names publish writes every batch, made once: Topics formats them per access)
+        self._log_topic, self._book_topic, self._trades_topic = topics.log, topics.book, topics.trades
+        self._reports_prefix = topics.reports("")
         self.failed: str | None = None  # why the journal refused a batch (then nothing is accepted)
         self.log_time: float | None = None  # the last log message (for the idle heartbeat)
         self._book_writer = BookWriter(market)
@@ -96,19 +99,18 @@ class BatchCommit:
             run = batch.run().anonymous()
             for i in range(0, len(run), LOG_CHUNK):
                 payload = encode_log_message(self.market.name, head, run.cut(i, i + LOG_CHUNK))
-                out.append(Outgoing(self.topics.log, payload, qos=self.log_qos))
+                out.append(Outgoing(self._log_topic, payload, qos=self.log_qos))
             self.log_time = now
         by_client = batch.texts
         if not committed:
             by_client = {}
             for client, text in batch.rejections:
                 by_client.setdefault(client, []).append(text)
-        reports = self.topics.reports
-        out.extend(
-            Outgoing(reports(client), encode_report_texts(texts)) for client, texts in by_client.items()
-        )
+        prefix = self._reports_prefix
+        for client, texts in by_client.items():
+            out.append(Outgoing(prefix + client, encode_report_texts(texts)))
         if committed and batch.trades:
-            out.append(Outgoing(self.topics.trades, encode_trades(self.market, batch.trades)))
+            out.append(Outgoing(self._trades_topic, encode_trades(self.market, batch.trades)))
         if committed and moved:
             depth = self.replica.book.depth(self.book_depth)
             if self._book_writer.same(depth, last_trade):
@@ -127,7 +129,7 @@ class BatchCommit:
             depth = self.replica.book.depth(self.book_depth)
         self._book_behind = None
         payload = self._book_writer.encode(self.journal.last_seq, self.replica.state_hash, depth, last_trade)
-        self._durable_book = Outgoing(self.topics.book, payload, retain=True, qos=BOOK_QOS)
+        self._durable_book = Outgoing(self._book_topic, payload, retain=True, qos=BOOK_QOS)
         return self._durable_book
 
     def heartbeat(self, now: float) -> list[Outgoing]:

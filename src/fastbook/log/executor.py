@@ -197,6 +197,18 @@ class Executor:
     ) -> None:  # fmt: skip
         """The log records of a run's accepted news (the replica's version is still the run's start)."""
         first_seq = self.replica.version + 1
+        if len(coids) == len(rows) < NUMPY_RUN:  # every row accepted (a lone order's): no numpy
+            for coid, row, post in zip(coids, rows.tolist(), hashes.tolist(), strict=True):
+                op, side, otype, tif, stp, post_only, _p, owner, _p2, order_id, price, qty = row
+                batch.add_entry(
+                    LogEntry(
+                        first_seq, post, named, coid, op, order_id, owner, side, otype, tif, stp, post_only,
+                        price, qty,
+                    )
+                )  # fmt: skip
+                named = None  # (only the first record names a new client)
+                first_seq += 1
+            return
         rejected = events["cmd"][events["type"] == _REJECTED]
         if len(coids) >= NUMPY_RUN:
             accepted = np.ones(len(rows), dtype=bool)

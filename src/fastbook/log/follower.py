@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from fastbook.engine import EventTuple
+from fastbook.engine.types import EventType
 from fastbook.log.replica import HashMismatch, Replica
 from fastbook.wire.fields import REPLAY_MAX_ENTRIES, hash_hex
 from fastbook.wire.log import LogBatch, LogEntry, ReplayRequest
@@ -18,6 +19,8 @@ from fastbook.wire.names import OwnNames
 from fastbook.wire.snapshot import SnapshotData
 
 log = logging.getLogger(__name__)
+
+_TRADE = int(EventType.TRADE)
 
 
 def _divergence(exc: Exception) -> str:
@@ -295,17 +298,35 @@ class Follower:
                 return None
             entry = named
         try:
-            events = replica.apply(entry)
+            events = replica.apply(entry, resolved=True)  # (resolved above when it needed it)
         except (HashMismatch, ValueError, KeyError) as exc:
             self._diverged(_divergence(exc))
             return False
         self.last_progress = now
         self.unnamed_since = None
-        if self.on_applied is not None:
+        if self.on_applied is not None and self._concerns(entry, events):
             if entry.client_id is None:  # (the log names no client: this edge knows only its own)
                 entry = entry._replace(client_id=replica.clients.get(entry.owner))
             self.on_applied(entry, events)
         return True
+
+    def _concerns(self, entry: LogEntry, events: Sequence[EventTuple]) -> bool:
+        """Whether on_applied wants an entry applied alone: with `interest`, only the owner's own
+        entries and trades against its orders, as `Replica.apply_batch` selects them (asked
+        before the entry is copied with its client id: an observer's or a foreign entry costs
+        no copy and no call)."""
+        interest = self.interest
+        if interest is None:
+            return True
+        mine = interest()
+        if mine is None:
+            return False
+        if entry.owner == mine:
+            return True
+        for event in events:
+            if event[0] == _TRADE and event[8] == mine:  # (8: other_owner, the resting order's)
+                return True
+        return False
 
     def _drain(self, now: float) -> bool:
         replica = self.replica

@@ -27,6 +27,9 @@ from fastbook.wire.messages import reject_report
 from fastbook.wire.orders import OrderCommand, WireReject, decode_orders, valid_client_id
 
 _NEW = int(Op.NEW)
+# Messages of at most this many orders find their runs of news with plain Python (a numpy call
+# costs about as much as a few dozen list items).
+_FEW = 16
 
 # Reads an order message into (COMMAND_DTYPE rows, client order ids) when every order in it is
 # valid, else None (then decode_orders names what is wrong).
@@ -97,14 +100,19 @@ class Intake:
         """A message read natively: COMMAND_DTYPE rows, all valid."""
         ops = rows["op"].tolist()
         n = len(ops)
-        others = np.flatnonzero(rows["op"] != _NEW).tolist()  # where the runs of news stop
+        if n <= _FEW:  # where the runs of news stop (of a lone order: without numpy)
+            others = [i for i, op in enumerate(ops) if op != _NEW]
+        else:
+            others = np.flatnonzero(rows["op"] != _NEW).tolist()
         others.append(n)
         i = 0
         while i < n:
             if ops[i] == _NEW:
                 end = self.news_run_end(client, coids, i, others[bisect_right(others, i)])
                 if end > i:
-                    self.executor.execute_news(client, rows[i:end], coids[i:end], batch)
+                    whole = i == 0 and end == n  # (the usual case: no slices to make)
+                    run_rows, run_coids = (rows, coids) if whole else (rows[i:end], coids[i:end])
+                    self.executor.execute_news(client, run_rows, run_coids, batch)
                     i = end
                     continue
             op, side, otype, tif, stp, post_only, _p, _o, _p2, _id, price, qty = rows[i].tolist()

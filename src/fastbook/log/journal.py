@@ -275,10 +275,9 @@ class Journal:
         n = len(run)
         if not n:
             return
-        seqs = run.seqs
-        first, last = int(seqs[0]), int(seqs[-1])
+        first, last = run.seq_range()
         expected = self.last_seq + 1 if self.last_seq else first
-        if first != expected or last - first != n - 1 or (n > 1 and bool((np.diff(seqs) != 1).any())):
+        if first != expected or last - first != n - 1 or (n > 1 and bool((np.diff(run.seqs) != 1).any())):
             raise JournalError(f"journal append out of sequence: seqs {first}..{last}, expected {expected}")
         frames = [encode_frame(run.cut(i, i + FRAME_ENTRIES)) for i in range(0, n, FRAME_ENTRIES)]
         if any(len(frame) - FRAME_HEAD.size > MAX_FRAME for frame in frames):

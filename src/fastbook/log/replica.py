@@ -193,11 +193,14 @@ class Replica:
             raise ValueError(f"client {client_id!r} is owner {known}, not {owner}")
         return False
 
-    def apply(self, entry: LogEntry) -> Sequence[EventTuple]:
-        """Apply the next log entry; raises HashMismatch if the result differs from the sequencer's."""
+    def apply(self, entry: LogEntry, resolved: bool = False) -> Sequence[EventTuple]:
+        """Apply the next log entry; raises HashMismatch if the result differs from the sequencer's.
+        `resolved`: the caller already passed it through `resolve` (the follower does: a second
+        look-up of the same entry would find nothing more)."""
         if entry.seq != self.version + 1:
             raise ValueError(f"entry {entry.seq} applied at version {self.version}")
-        if self.own_client is not None and entry.client_order_id is None and entry.client_id is None:
+        own = self.own_client
+        if not resolved and own is not None and entry.client_order_id is None and entry.client_id is None:
             named = self.resolve(entry)  # (a resolved entry names its client: a cancel_all may lack an id)
             if named is None:
                 raise ValueError(f"seq {entry.seq}: this client's entry has no client order id")

@@ -119,6 +119,17 @@ _SMALL = 16  # runs up to this many records are checked in Python (numpy costs m
 _BYTE_MAX = np.array([4, 2, 2, 3, 3, 1, MAX_NAME, MAX_NAME], np.uint8)
 
 
+def _pack_rows(rows: Sequence[tuple[int, ...]]) -> np.ndarray | None:
+    """LOG_RECORD_DTYPE records of rows (tuples of its fields), writable, with one numpy call;
+    None if a value does not fit its field (then np.array raises what it always did)."""
+    pack = _RECORD_STRUCT.pack
+    try:
+        data = bytearray(b"".join([pack(*row) for row in rows]))
+    except struct.error:
+        return None
+    return np.frombuffer(data, LOG_RECORD_DTYPE)
+
+
 def _row_valid(row: tuple[int, ...], named: bool = True) -> bool:
     """Whether one record (its fields as a tuple, in LOG_RECORD_DTYPE's order) is valid; `named`
     as for _rows_valid."""
@@ -210,6 +221,14 @@ class LogRun:
     def seqs(self) -> np.ndarray:
         return self.records["seq"]
 
+    def seq_range(self) -> tuple[int, int]:
+        """(first seq, last seq) of a run that is not empty (of a short run: without numpy)."""
+        rows = self._rows
+        if rows is not None:
+            return rows[0][0], rows[-1][0]
+        seqs = self.records["seq"]
+        return int(seqs[0]), int(seqs[-1])
+
     @classmethod
     def empty(cls) -> LogRun:
         return cls(np.empty(0, LOG_RECORD_DTYPE), b"", np.zeros(1, np.int64))
@@ -222,7 +241,7 @@ class LogRun:
     @classmethod
     def from_entries(cls, entries: Iterable[LogEntry]) -> LogRun:
         """Records of LogEntry tuples (the per-command path, migration, tests)."""
-        rows = []
+        rows: list[tuple[int, ...]] = []
         names = []
         for e in entries:
             coid = "" if e.client_order_id is None else e.client_order_id
@@ -237,6 +256,10 @@ class LogRun:
             blob = "".join(names).encode("ascii")
         except UnicodeEncodeError:
             raise ValueError("log entry names must be ASCII") from None
+        if 0 < len(rows) <= SCALAR_RUN:
+            packed = _pack_rows(rows)  # (a lone order's record: struct, not np.array of tuples)
+            if packed is not None:
+                return cls(packed, blob, None, rows)
         return cls.build(np.array(rows, dtype=LOG_RECORD_DTYPE), blob)
 
     @classmethod
@@ -292,6 +315,12 @@ class LogRun:
 
     def anonymous(self) -> LogRun:
         """The run without names (what the public log carries): every record's name lengths 0."""
+        rows = self._rows
+        if rows is not None:  # (a short run: its tuples, packed again, cost no numpy field writes)
+            bare = [(*row[:8], 0, 0, *row[10:]) for row in rows]
+            packed = _pack_rows(bare)
+            if packed is not None:  # (always: these rows were records)
+                return LogRun(packed, b"", None, bare)
         records = self.records.copy()
         records["coid_len"] = 0
         records["client_len"] = 0

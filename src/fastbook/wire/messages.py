@@ -81,18 +81,18 @@ class BookWriter:
 
     def _levels_text(self, levels: Sequence[tuple[int, int, int]]) -> str:
         known = self._levels
-        texts = []
-        for price, qty, orders in levels:
-            key = (price, qty, orders)
-            text = known.get(key)
-            if text is None:
-                if len(known) >= self.MAX_LEVELS_KEPT:
-                    known.clear()
-                m = self.market
-                text = f'["{m.ticks_to_price(price)}","{m.lots_to_qty(qty)}",{int(orders)}]'
-                known[key] = text
-            texts.append(text)
-        return ",".join(texts)
+        get = known.get
+        texts = [get(level) for level in levels]  # (a level is its own key: no tuple made per level)
+        if None in texts:
+            for i, level in enumerate(levels):
+                if texts[i] is None:
+                    if len(known) >= self.MAX_LEVELS_KEPT:
+                        known.clear()
+                    price, qty, orders = level
+                    m = self.market
+                    text = f'["{m.ticks_to_price(price)}","{m.lots_to_qty(qty)}",{int(orders)}]'
+                    known[(price, qty, orders)] = texts[i] = text
+        return ",".join(texts)  # type: ignore[arg-type]  # (every None was filled)
 
     def encode(
         self,
