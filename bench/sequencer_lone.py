@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -37,6 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 MARKET = "BTC-USD"
 CLIENT = "lone"
+SEQ = re.compile(rb'"seq":(\d+)')
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -60,6 +62,7 @@ class LoneClient:
 
     def __init__(self, port: int) -> None:
         self.answers = 0
+        self.last_seq = 0  # the log position of the last report's command (what a replica must reach)
         self.answered = threading.Condition()
         self.book = threading.Event()
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{CLIENT}-publisher")
@@ -78,6 +81,7 @@ class LoneClient:
         with self.answered:
             payload = message.payload
             self.answers += payload.count(b'"type":"accepted"') + payload.count(b'"type":"rejected"')
+            self.last_seq = max([self.last_seq, *map(int, SEQ.findall(payload))])
             self.answered.notify_all()
 
     def send(self, rng: random.Random, first: int, count: int, rate: float) -> None:
@@ -131,6 +135,65 @@ def callgrind_total(path: Path) -> int | None:
     return None
 
 
+def callgrind_wrap(work: Path, name: str) -> list[str]:
+    """The command prefix that runs a program under callgrind, its dumps in `work/name.out.N`."""
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/{name}.out"]
+
+
+def callgrind_totals(work: Path, name: str) -> list[int | None]:
+    """The instruction totals of `name`'s dumps, in the order they were made."""
+    dumps = sorted(work.glob(f"{name}.out.*"), key=lambda f: int(f.name.rsplit(".", 1)[1]))
+    return [callgrind_total(f) for f in dumps]
+
+
+def add_callgrind_figures(result: dict[str, Any], work: Path, name: str, orders: int, idle: float) -> None:
+    """Instructions per order (the first dump) and per idle second (the second, if `idle`)."""
+    totals = callgrind_totals(work, name)
+    if totals and totals[0] is not None:
+        result["instructions_per_order"] = round(totals[0] / orders)
+    if idle and len(totals) > 1 and totals[1] is not None:
+        result["idle_instructions_per_s"] = round(totals[1] / idle)
+
+
+def print_result(result: dict[str, Any], work: Path) -> int:
+    """The run's figures as one JSON line; its work directory removed."""
+    print(json.dumps(result))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def start_mosquitto(work: Path, port: int) -> subprocess.Popen[bytes]:
+    conf = work / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_queued_messages 0\nset_tcp_nodelay true\nlog_type error\n")
+    proc = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)])
+    wait_until(lambda: port_open(port), 10, "mosquitto")
+    return proc
+
+
+def start_program(work: Path, program: str, args: list[str], wrap: list[str],
+                  stdin: int | None = None) -> subprocess.Popen[bytes]:
+    """`fastbook.apps.cli.<program>`'s main in this interpreter (under `wrap`), logging to
+    work/<program>.log."""
+    code = f"import sys\nfrom fastbook.apps.cli.{program} import main\nsys.exit(main())"
+    with open(work / f"{program}.log", "wb") as log:
+        return subprocess.Popen([*wrap, sys.executable, "-c", code, *args], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=stdin)
+
+
+def measure_idle(pid: int, seconds: float, callgrind: bool) -> float:
+    """CPU ms per second of process `pid` over `seconds` with nothing sent (a callgrind dump
+    "idle" of the same window if it runs under callgrind)."""
+    if callgrind:
+        callgrind_control("-z", str(pid))
+    before = sum(cpu_seconds(pid))
+    time.sleep(seconds)
+    idle = sum(cpu_seconds(pid)) - before
+    if callgrind:
+        callgrind_control("-d", "idle", str(pid))
+    return round(1e3 * idle / seconds, 1)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--broker", choices=("mosquitto", "amqtt"), default="mosquitto")
@@ -144,21 +207,14 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="fastbook-lone-"))
     port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
-    wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/cg.out"] if args.callgrind else []
+    wrap = callgrind_wrap(work, "cg") if args.callgrind else []
     common = ["--data-dir", str(work / "data"), "--market", MARKET, "-q"]
     if args.broker == "mosquitto":
-        conf = work / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "max_queued_messages 0\nset_tcp_nodelay true\nlog_type error\n")
-        procs.append(subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)]))
-        wait_until(lambda: port_open(port), 10, "mosquitto")
+        procs.append(start_mosquitto(work, port))
         program, where = "sequencer", ["--broker", f"mqtt://127.0.0.1:{port}"]
     else:
         program, where = "broker", ["--port", str(port)]
-    code = f"import sys\nfrom fastbook.apps.cli.{program} import main\nsys.exit(main())"
-    with open(work / "sequencer.log", "wb") as log:
-        sequencer = subprocess.Popen([*wrap, sys.executable, "-c", code, *where, *common],
-                                     stdout=log, stderr=subprocess.STDOUT)
+    sequencer = start_program(work, program, [*where, *common], wrap)
     procs.append(sequencer)
     client: LoneClient | None = None
     followers: list[LogFollower] = []
@@ -189,14 +245,7 @@ def main() -> int:
         if args.callgrind:
             callgrind_control("-d", "orders", str(sequencer.pid))
         if args.idle:
-            if args.callgrind:
-                callgrind_control("-z", str(sequencer.pid))
-            before = sum(cpu_seconds(sequencer.pid))
-            time.sleep(args.idle)
-            idle = sum(cpu_seconds(sequencer.pid)) - before
-            result["idle_cpu_ms_per_s"] = round(1e3 * idle / args.idle, 1)
-            if args.callgrind:
-                callgrind_control("-d", "idle", str(sequencer.pid))
+            result["idle_cpu_ms_per_s"] = measure_idle(sequencer.pid, args.idle, args.callgrind)
         result["load_average"] = round(os.getloadavg()[0], 2)
     finally:
         if client is not None:
@@ -205,15 +254,8 @@ def main() -> int:
             follower.close()
         stop_processes(procs, 60)
     if args.callgrind:
-        dumps = sorted(work.glob("cg.out.*"), key=lambda f: int(f.name.rsplit(".", 1)[1]))
-        totals = [callgrind_total(f) for f in dumps]  # .1: the orders, .2: idle (if asked)
-        if totals and totals[0] is not None:
-            result["instructions_per_order"] = round(totals[0] / args.orders)
-        if args.idle and len(totals) > 1 and totals[1] is not None:
-            result["idle_instructions_per_s"] = round(totals[1] / args.idle)
-    print(json.dumps(result))
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
+        add_callgrind_figures(result, work, "cg", args.orders, args.idle)
+    return print_result(result, work)
 
 
 if __name__ == "__main__":

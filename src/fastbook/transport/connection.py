@@ -211,6 +211,10 @@ class MqttConnection:
         self.client = self._make_client(config)
         self.reader = BufferedRecv(self.client._sock_recv)
         self.client._sock_recv = self.reader.recv  # type: ignore[method-assign]  # (paho 2.x's reader)
+        self._paho_packet_handle = self.client._packet_handle
+        self.fast_packets = fast_packets_possible(self.client)
+        if self.fast_packets:
+            self.client._packet_handle = self._packet_handle  # type: ignore[method-assign]
 
     def _make_client(self, config: RunnerConfig) -> paho.Client:
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=config.client_id,
@@ -435,6 +439,92 @@ class MqttConnection:
             log.warning("%s: disconnected from %s (%s)", self.name, self.current_broker, reason)
         self.connected.clear()
         self._pending_subscribe = None
+
+    # ---- incoming PUBLISH and PUBACK without paho's objects -----------------------------------------
+
+    def _packet_handle(self) -> MQTTErrorCode:
+        """paho's packet dispatch (`Client._packet_handle`, called by `_packet_read` with the whole
+        packet in `_in_packet`) for the two packets a lone order brings, without paho's per-packet
+        objects; everything else, and anything unusual, goes to paho's own handler.
+
+        - PUBLISH at QoS 0 or 1: paho builds an MQTTMessage (and its MQTTMessageInfo with a
+          Condition), runs its callback matcher, then `_on_message`; here the topic and payload go
+          straight to the inbox, filtered as `_on_message` does, and a QoS1 one's PUBACK is queued
+          as the 4 bytes paho's `_send_puback` queues. QoS 2, a malformed packet (paho's error) and a
+          topic that is not UTF-8 (paho's exception) are paho's.
+        - PUBACK: paho parses a ReasonCode and a Properties, and marks the message published under a
+          Condition; here the same state changes as its `_handle_pubackcomp`/`_do_on_publish`
+          (out_messages, the inflight count and the queued messages it lets go), so a reconnect
+          resends what is still unacknowledged as before. With an on_publish callback: paho's."""
+        client = self.client
+        packet = client._in_packet
+        command = packet["command"]
+        kind = command & 0xF0
+        data = packet["packet"]
+        if kind == _PUBLISH and not command & 0x04 and len(data) > 2:  # QoS 0 or 1, a topic length
+            start = 2 + (data[0] << 8 | data[1])
+            qos1 = command & 0x02
+            if start > 2 and len(data) >= start + (2 if qos1 else 0):
+                try:
+                    topic = data[2:start].decode()
+                except UnicodeDecodeError:
+                    return self._paho_packet_handle()
+                payload = bytes(data[start + 2:] if qos1 else data[start:])  # received: bytes, as paho's
+                if not self._subscriptions.accepts(topic):
+                    self.unsolicited += 1
+                elif command & 0x01:  # retained: a stored copy sent on subscribing (see _on_message)
+                    self._inbox.items.append(RetainedIncoming((topic, payload)))
+                else:
+                    self._inbox.items.append((topic, payload))
+                if qos1:  # acknowledged after delivery, as paho does (no manual ack here)
+                    ack = bytes((_PUBACK, 2, data[start], data[start + 1]))
+                    client._out_packet.append({"command": _PUBACK, "mid": data[start] << 8 | data[start + 1],
+                                               "qos": 1, "pos": 0, "to_process": 4, "packet": ack,
+                                               "info": None})
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        elif kind == _PUBACK and len(data) == 2 and client._on_publish is None:
+            with client._out_message_mutex:
+                message = client._out_messages.pop(data[0] << 8 | data[1], None)
+                if message is None:  # not ours (a duplicate PUBACK): paho ignores it too
+                    return MQTTErrorCode.MQTT_ERR_SUCCESS
+                _mark_published(message.info)
+                if message.qos > 0:
+                    client._inflight_messages -= 1
+                    if client._max_inflight_messages > 0:
+                        return client._update_inflight()  # sends what waited for an inflight slot
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return self._paho_packet_handle()
+
+
+_PUBLISH = paho.PUBLISH
+_PUBACK = paho.PUBACK
+# What MqttConnection._packet_handle reads or changes in a paho 2.x Client, and the handlers whose
+# work it does (a paho without them dispatches differently: leave its packets to it).
+_PAHO_INTERNALS = ("_packet_handle", "_handle_publish", "_handle_pubackcomp", "_update_inflight",
+                   "_in_packet", "_out_packet", "_out_messages", "_out_message_mutex",
+                   "_inflight_messages", "_max_inflight_messages", "_on_publish", "_manual_ack",
+                   "_protocol", "_logger", "_on_log")
+
+
+def fast_packets_possible(client: paho.Client) -> bool:
+    """Whether `MqttConnection._packet_handle` may handle this client's PUBLISH and PUBACK packets:
+    the paho internals it relies on are there, the protocol is MQTT 3.1.1 (v5 packets carry
+    properties and reason codes), and nothing it skips is in use: no manual acks, no debug logging
+    (paho logs every packet). (MqttConnection adds no per-topic callbacks, which paho would run.)"""
+    if not all(hasattr(client, name) for name in _PAHO_INTERNALS):
+        return False
+    if client._protocol != MQTTProtocolVersion.MQTTv311 or client._manual_ack:
+        return False
+    return client._logger is None and client._on_log is None
+
+
+def _mark_published(info: paho.MQTTMessageInfo) -> None:
+    """`info._set_as_published()` without taking its Condition when nobody waits on it (this
+    connection only polls `is_published()`, from the runner's thread); a waiter gets paho's notify."""
+    if info._condition._waiters:  # type: ignore[attr-defined]  # (threading.Condition's own list)
+        info._set_as_published()
+    else:
+        info._published = True
 
 
 class BufferedRecv:

@@ -1,0 +1,230 @@
+"""MqttConnection's own handling of incoming PUBLISH and PUBACK packets (no broker): the same raw
+bytes fed through paho's reader to a connection with it and to one left on paho's handlers must put
+the same messages in the inbox, queue the same bytes to write back and leave paho's message state
+(what a reconnect resends) the same."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+
+from fastbook.transport.config import RunnerConfig
+from fastbook.transport.connection import BufferedRecv, MqttConnection, fast_packets_possible
+from fastbook.transport.node import Outgoing, RetainedIncoming
+from fastbook.transport.seam import Inbox
+
+ORDERS = "fastbook/BTC-USD/orders/+"
+LOG = "fastbook/BTC-USD/log"
+
+
+def connection(fast: bool, max_inflight: int = 1000) -> MqttConnection:
+    config = RunnerConfig("mqtt://127.0.0.1:1", "packets", max_inflight=max_inflight)
+    conn = MqttConnection(config, Inbox("packets", lambda: None), None, [(ORDERS, 1), (LOG, 0)],
+                          lambda _sock: None)
+    assert conn.fast_packets
+    conn._subscriptions.for_connect()  # (as on a connect: the filters that let messages through)
+    if not fast:
+        conn.client._packet_handle = conn._paho_packet_handle  # type: ignore[method-assign]
+    return conn
+
+
+def feed(conn: MqttConnection, data: bytes) -> list[Any]:
+    """`data` as what the socket returns, read by paho's own `_packet_read` until it would block;
+    the return codes (or the exception) it gave."""
+    chunks = [data]
+
+    def recv(_size: int) -> bytes:
+        if not chunks:
+            raise BlockingIOError
+        return chunks.pop()
+
+    conn.reader = BufferedRecv(recv)
+    conn.client._sock_recv = conn.reader.recv  # type: ignore[method-assign]
+    results: list[Any] = []
+    while True:
+        try:
+            rc = conn.client._packet_read()
+        except Exception as exc:  # paho's own exceptions (a callback's) must be the same
+            results.append(type(exc).__name__)
+            return results
+        if rc == paho.MQTT_ERR_AGAIN:
+            return results
+        results.append(rc)
+
+
+def publish_bytes(topic: bytes, payload: bytes, qos: int = 0, mid: int = 0, retain: bool = False,
+                  dup: bool = False) -> bytes:
+    body = struct.pack("!H", len(topic)) + topic + (struct.pack("!H", mid) if qos else b"") + payload
+    return bytes([0x30 | dup << 3 | qos << 1 | retain]) + remaining_length(len(body)) + body
+
+
+def remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
+def written(conn: MqttConnection) -> list[tuple[int, int, int, bytes]]:
+    return [(p["command"], p["mid"], p["qos"], bytes(p["packet"])) for p in conn.client._out_packet]
+
+
+def inbox(conn: MqttConnection) -> list[tuple[str, str, bytes]]:
+    return [(type(item).__name__, item[0], item[1]) for item in conn._inbox.items]  # type: ignore[index,misc]
+
+
+ORDER = b'{"op":"new","id":"o-1","side":"buy","price":"100.00","qty":"1.000"}'
+CASES: dict[str, bytes] = {
+    "qos0": publish_bytes(LOG.encode(), b"log entries"),
+    "qos1": publish_bytes(b"fastbook/BTC-USD/orders/alice", ORDER, qos=1, mid=258),
+    "qos1 dup": publish_bytes(b"fastbook/BTC-USD/orders/alice", ORDER, qos=1, mid=7, dup=True),
+    "qos1 mid 65535": publish_bytes(b"fastbook/BTC-USD/orders/bob", ORDER, qos=1, mid=65535),
+    "retained qos0": publish_bytes(LOG.encode(), b"stored", retain=True),
+    "retained qos1": publish_bytes(b"fastbook/BTC-USD/orders/a", ORDER, qos=1, mid=3, retain=True),
+    "empty payload": publish_bytes(b"fastbook/BTC-USD/orders/a", b"", qos=1, mid=4),
+    "long (3-byte length)": publish_bytes(LOG.encode(), bytes(range(256)) * 300),
+    "unsolicited qos0": publish_bytes(b"fastbook/BTC-USD/book", b"book"),
+    "unsolicited qos1": publish_bytes(b"fastbook/other/orders/a/b", ORDER, qos=1, mid=9),
+    "non-ascii topic": publish_bytes("fastbook/BTC-USD/orders/é".encode(), ORDER, qos=1, mid=10),
+    "several at once": publish_bytes(LOG.encode(), b"1")
+    + publish_bytes(b"fastbook/BTC-USD/orders/a", ORDER, 1, 11) + publish_bytes(LOG.encode(), b"2")
+    + b"\x40\x02\x00\x63" + b"\xd0\x00",  # a PUBACK (of nothing of ours), a PINGRESP
+    # paho's: QoS 2 (kept for its PUBREL, a PUBREC queued), malformed, a topic not UTF-8
+    "qos2": publish_bytes(b"fastbook/BTC-USD/orders/a", ORDER, qos=2, mid=12),
+    "qos3 (invalid)": bytes([0x36]) + publish_bytes(LOG.encode(), b"x", qos=1, mid=13)[1:],
+    "empty topic": publish_bytes(b"", b"payload"),
+    "qos1 without a mid": bytes([0x32, 3, 0, 1]) + b"a",
+    "truncated topic": bytes([0x30, 3, 0, 9]) + b"a",
+    "topic not utf-8": publish_bytes(b"fastbook/\xff", b"x"),
+}
+
+
+@pytest.mark.parametrize("data", CASES.values(), ids=CASES.keys())
+def test_publish_packets_reach_the_inbox_as_through_paho(data: bytes) -> None:
+    ours, theirs = connection(True), connection(False)
+    assert feed(ours, data) == feed(theirs, data)
+    assert inbox(ours) == inbox(theirs)
+    assert written(ours) == written(theirs)  # the PUBACK (PUBREC) bytes
+    assert ours.unsolicited == theirs.unsolicited
+    assert list(ours.client._in_messages) == list(theirs.client._in_messages)
+
+
+def test_what_the_own_handler_delivers() -> None:
+    """Not only the same as paho: the values themselves (a test that fails if both change)."""
+    conn = connection(True)
+    data = CASES["several at once"] + CASES["retained qos1"] + CASES["unsolicited qos0"]
+    assert feed(conn, data) == [paho.MQTT_ERR_SUCCESS] * 7
+    assert inbox(conn) == [("tuple", LOG, b"1"), ("tuple", "fastbook/BTC-USD/orders/a", ORDER),
+                           ("tuple", LOG, b"2"), ("RetainedIncoming", "fastbook/BTC-USD/orders/a", ORDER)]
+    assert all(type(item[1]) is bytes for item in conn._inbox.items)  # type: ignore[index]
+    assert isinstance(conn._inbox.items[3], RetainedIncoming)
+    assert written(conn) == [(paho.PUBACK, 11, 1, b"\x40\x02\x00\x0b"),
+                             (paho.PUBACK, 3, 1, b"\x40\x02\x00\x03")]
+    assert conn.unsolicited == 1
+
+
+def message_state(conn: MqttConnection) -> list[tuple[int, int, bool, bool]]:
+    return [(mid, m.state, m.dup, m.info._published) for mid, m in conn.client._out_messages.items()]
+
+
+class QueueOnly:
+    """A socket for paho to queue packets for (nothing is written: the register-write hook is set)."""
+
+    def close(self) -> None:
+        pass
+
+
+def publishing(fast: bool) -> tuple[MqttConnection, list[paho.MQTTMessageInfo]]:
+    """A connection with 3 QoS1 messages published, 2 in flight (max_inflight 2), 1 queued."""
+    conn = connection(fast, max_inflight=2)
+    conn.client._sock = QueueOnly()  # type: ignore[assignment]
+    infos = conn._publish([Outgoing(f"fastbook/BTC-USD/reports/c{i}", b"r%d" % i, qos=1) for i in range(3)])
+    conn.client._out_packet.clear()
+    return conn, infos
+
+
+def test_pubacks_leave_paho_state_as_paho_does_and_a_reconnect_resends_the_rest() -> None:
+    runs = {fast: publishing(fast) for fast in (True, False)}
+    mids = [info.mid for info in runs[True][1]]
+    assert mids == [info.mid for info in runs[False][1]]
+
+    def same(check: Callable[[MqttConnection], object]) -> object:
+        value = check(runs[True][0])
+        assert value == check(runs[False][0])
+        return value
+
+    assert same(lambda c: c.client._inflight_messages) == 2
+    for data in (struct.pack("!BBH", paho.PUBACK, 2, mids[0]),  # the first: the queued third is sent
+                 struct.pack("!BBH", paho.PUBACK, 2, 999)):  # unknown: nothing changes
+        assert same(lambda c, data=data: feed(c, data)) == [paho.MQTT_ERR_SUCCESS]  # type: ignore[misc]
+        same(message_state)
+        same(written)
+        same(lambda c: c.client._inflight_messages)
+    assert [info.is_published() for info in runs[True][1]] == [True, False, False]
+    assert [p[0] & 0xF0 for p in written(runs[True][0])] == [paho.PUBLISH]  # the third, let go
+    assert same(lambda c: c.client._inflight_messages) == 2
+    # The connection drops with two unacknowledged: the CONNACK of the next resends them (dup).
+    for conn, _infos in runs.values():
+        conn.client._out_packet.clear()
+        conn.client._messages_reconnect_reset()
+    assert same(lambda c: feed(c, b"\x20\x02\x00\x00")) == [paho.MQTT_ERR_SUCCESS]  # CONNACK
+    resent = same(written)
+    assert [(data[0], mid) for command, mid, _qos, data in resent  # type: ignore[attr-defined]
+            if command == paho.PUBLISH] == [(paho.PUBLISH | 0x08 | 0x02, mids[1]),  # dup, QoS 1
+                                            (paho.PUBLISH | 0x08 | 0x02, mids[2])]
+    assert same(lambda c: feed(c, struct.pack("!BBH", paho.PUBACK, 2, mids[1])
+                               + struct.pack("!BBH", paho.PUBACK, 2, mids[2]))) == [paho.MQTT_ERR_SUCCESS] * 2
+    assert same(message_state) == [] and same(lambda c: c.client._inflight_messages) == 0
+    assert all(info.is_published() for info in runs[True][1])
+
+
+def test_a_puback_wakes_a_thread_waiting_for_the_message() -> None:
+    conn, infos = publishing(True)
+    waiter = threading.Thread(target=infos[1].wait_for_publish, daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while not infos[1]._condition._waiters:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the waiter never waited"
+        time.sleep(0.001)
+    feed(conn, struct.pack("!BBH", paho.PUBACK, 2, infos[1].mid))
+    waiter.join(5)
+    assert not waiter.is_alive() and infos[1].is_published()
+
+
+def test_an_on_publish_callback_gets_paho_s_puback_handling() -> None:
+    conn, infos = publishing(True)
+    acked: list[int] = []
+    conn.client.on_publish = lambda _c, _u, mid, _rc, _p: acked.append(mid)
+    feed(conn, struct.pack("!BBH", paho.PUBACK, 2, infos[0].mid))
+    assert acked == [infos[0].mid] and infos[0].is_published()
+
+
+def test_without_paho_s_internals_paho_handles_every_packet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(paho.Client, "_handle_pubackcomp")  # a paho that dispatches otherwise
+    config = RunnerConfig("mqtt://127.0.0.1:1", "old-paho")
+    conn = MqttConnection(config, Inbox("old-paho", lambda: None), None, [(LOG, 0)], lambda _sock: None)
+    assert not conn.fast_packets
+    conn._subscriptions.for_connect()
+    assert "_packet_handle" not in vars(conn.client)  # paho's own dispatch
+    assert feed(conn, CASES["qos0"]) == [paho.MQTT_ERR_SUCCESS]
+    assert inbox(conn) == [("tuple", LOG, b"log entries")]  # through paho's on_message
+
+
+def test_fast_packets_only_for_what_they_cover() -> None:
+    def client(**kwargs: Any) -> paho.Client:
+        return paho.Client(paho.CallbackAPIVersion.VERSION2, **kwargs)
+
+    assert fast_packets_possible(client(protocol=paho.MQTTv311))
+    assert not fast_packets_possible(client(protocol=paho.MQTTv5))  # properties, reason codes
+    assert not fast_packets_possible(client(protocol=paho.MQTTv311, manual_ack=True))
+    logged = client(protocol=paho.MQTTv311)
+    logged.enable_logger()  # paho logs every packet
+    assert not fast_packets_possible(logged)
