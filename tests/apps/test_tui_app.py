@@ -107,6 +107,22 @@ def test_screen_fits_the_terminal(size: tuple[int, int], levels: int, tmp_path: 
     assert (tmp_path / f"shot-{size[0]}.svg").read_text().startswith("<svg")
 
 
+def test_a_refresh_during_teardown_draws_nothing() -> None:
+    # exit() removes the screen's widgets while the refresh interval can still fire (seen in CI:
+    # NoMatches on '#ladder' from the timer): a refresh then finds no widgets and must not raise.
+    async def drive() -> None:
+        app = EdgeApp(FakeEdge())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda t: "SYNCED" in t, 10, "the first draw")
+            await app.query_one("#main").remove()
+            app.refresh_view()
+            await app.query_one("#log").remove()
+            app.refresh_view()
+            assert app.is_running
+
+    asyncio.run(drive())
+
+
 @pytest.fixture(scope="module")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     broker = start_mosquitto(tmp_path_factory.mktemp("mosquitto-tui"))

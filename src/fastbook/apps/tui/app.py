@@ -23,6 +23,7 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Input, Static
 
 from fastbook.apps.tui.liveness import STATE_STYLE, ReplicaState, ReplicaView, replica_state
@@ -206,6 +207,12 @@ class EdgeApp(App[None]):
         if self.stop.is_set() or self.source.quit.is_set():
             self.exit()
             return
+        try:
+            self._refresh_widgets()
+        except NoMatches:  # the interval can still fire while exit() removes the screen's widgets
+            return
+
+    def _refresh_widgets(self) -> None:
         ladder = self.query_one("#ladder", Static)
         levels = max(1, (ladder.content_size.height - 2) // 2)
         try:
