@@ -405,6 +405,20 @@ def wait_final_state(
         assert time.monotonic() < deadline, f"no final state within {timeout} s: {status.to_json()}"
 
 
+def wait_for_progress(
+    cluster: Cluster, run: FaultRun, progressed: Callable[[], bool], when: str = ""
+) -> None:
+    """Wait for the load to go on; if it does not, fail with the faults so far and the tails of the
+    sequencer's and the broker's logs (a stall is rare and needs its story in the CI output)."""
+    try:
+        wait_for(progressed, 120, "load making progress" + when)
+    except AssertionError as stalled:
+        story = [str(stalled), "faults so far:", *run.faults]
+        story += ["sequencer log (tail):", cluster.sequencer.output()[-4000:]]
+        story += ["broker log (tail):", *(proc.output()[-3000:] for proc in cluster.broker.procs)]
+        raise AssertionError("\n".join(story)) from None
+
+
 def run_fault_loop(
     kind: str,
     workdir: Path,
@@ -444,7 +458,7 @@ def run_fault_loop(
         while more():
             # A seeded random moment, under load: let some commands through first.
             base = driver.total_answered()
-            wait_for(lambda b=base: driver.total_answered() >= b + 10, 120, "load making progress")
+            wait_for_progress(cluster, run, lambda b=base: driver.total_answered() >= b + 10)
             time.sleep(rng.uniform(0.0, 1.0))  # the random moment itself, not synchronisation
             if not upcoming:
                 upcoming = fault_kinds(kind, edges_only)
@@ -459,7 +473,7 @@ def run_fault_loop(
             run.stops += fault.endswith("_stop")
             say(f"fault {len(run.faults)}: {description} (answered so far {driver.total_answered()})")
         base = driver.total_answered()
-        wait_for(lambda: driver.total_answered() >= base + 10, 120, "load making progress after the faults")
+        wait_for_progress(cluster, run, lambda: driver.total_answered() >= base + 10, " after the faults")
         driver.stop()
         status = wait_final_state(cluster, edge_names, driver.edges, 120)
         version = status.book_version
