@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections import deque
 from typing import Any
 
@@ -120,6 +121,30 @@ def test_a_joined_write_lost_in_a_reconnect_marks_each_message_lost() -> None:
     for packet in (first, second):
         assert packet["info"].rc == paho.MQTT_ERR_CONN_LOST  # type: ignore[attr-defined]
         assert packet["info"]._published  # (is_published() raises for a lost message)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed: a connect there is refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_paho_reconnect_over_our_queued_qos0_packets_fails_only_to_connect() -> None:
+    """A broker restart while a node's QoS0 output is queued: paho's reconnect marks every queued
+    QoS0 PUBLISH lost before it opens the new socket. Our own entries (`qos0_packet`'s, alone and
+    joined by `coalesce`) must take that; an AttributeError there once stopped a sequencer's loop
+    for good (the fault suite's mosquitto SIGKILL caught it)."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    lone = qos0_packet(Outgoing("fastbook/BTC-USD/book", b"b", retain=True, qos=0))
+    tracked = queued(paho.PUBLISH, b"report")
+    queue: deque[Any] = deque([qos0_packet(Outgoing("fastbook/BTC-USD/log", b"l", qos=0)), tracked])
+    coalesce(queue)
+    client._out_packet = deque([queue[0], lone])
+    with pytest.raises(ConnectionRefusedError):  # the connect itself, and nothing before it
+        client.connect("127.0.0.1", closed_port())
+    assert not client._out_packet  # paho dropped the old connection's queue
+    assert tracked["info"].rc == paho.MQTT_ERR_CONN_LOST  # type: ignore[attr-defined]
 
 
 def test_coalesce_stops_at_a_disconnect_a_partial_write_and_the_size_cap() -> None:

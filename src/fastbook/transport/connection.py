@@ -563,9 +563,20 @@ class BufferedRecv:
 
 
 class _Untracked:
-    """The MQTTMessageInfo of a QoS0 PUBLISH nobody waits for (paho marks each one written)."""
+    """The MQTTMessageInfo of a QoS0 PUBLISH nobody waits for: paho marks each one written, and its
+    reconnect marks each one still queued lost (`info.rc = MQTT_ERR_CONN_LOST`). Both are no-ops:
+    without an `rc` to set, that reconnect raised AttributeError and stopped the node's loop (a
+    sequencer whose broker restarted while its log was queued exited)."""
 
     __slots__ = ()
+
+    @property
+    def rc(self) -> paho.MQTTErrorCode:
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    @rc.setter
+    def rc(self, value: paho.MQTTErrorCode) -> None:
+        pass  # nobody asks a fire-and-forget message how it went
 
     def _set_as_published(self) -> None:
         pass
