@@ -5,6 +5,8 @@ the same messages in the inbox, queue the same bytes to write back and leave pah
 
 from __future__ import annotations
 
+import select
+import socket
 import struct
 import threading
 import time
@@ -228,3 +230,53 @@ def test_fast_packets_only_for_what_they_cover() -> None:
     logged = client(protocol=paho.MQTTv311)
     logged.enable_logger()  # paho logs every packet
     assert not fast_packets_possible(logged)
+
+
+class CountingRecv:
+    """paho's `_sock_recv` over one end of a socketpair, counting calls and EAGAINs."""
+
+    def __init__(self, recv: Callable[[int], bytes]) -> None:
+        self._recv = recv
+        self.calls = 0
+        self.would_block = 0
+
+    def __call__(self, size: int) -> bytes:
+        self.calls += 1
+        try:
+            return self._recv(size)
+        except BlockingIOError:
+            self.would_block += 1
+            raise
+
+
+def test_read_stops_where_the_socket_was_drained_and_loses_nothing() -> None:
+    """A read pass ends when the packets parsed end where an unfilled recv ended (no recv only to
+    hear EAGAIN); bytes that come later, or a packet cut by the end of a recv, are read by the next
+    pass (the socket stays readable for the selector)."""
+    conn = connection(fast=True)
+    ours, theirs = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        conn.client._sock = ours  # (paho 2.x: the socket its reads use)
+        counted = CountingRecv(conn.client._sock_recv)
+        conn.reader = BufferedRecv(counted)
+        conn.client._sock_recv = conn.reader.recv  # type: ignore[method-assign]
+        a, b = publish_bytes(LOG.encode(), b"a"), publish_bytes(LOG.encode(), b"b")
+        theirs.sendall(a + b)
+        conn.read()
+        assert [m[1] for m in conn._inbox.items] == [b"a", b"b"]
+        assert (counted.calls, counted.would_block) == (1, 0)  # two packets, one recv, no EAGAIN
+        c = publish_bytes(LOG.encode(), b"c")
+        theirs.sendall(c[:3])  # half a packet: paho must wait for the rest
+        conn.read()
+        assert len(conn._inbox.items) == 2 and counted.would_block == 1
+        theirs.sendall(c[3:])
+        assert select.select([ours], [], [], 5)[0], "the rest must make the socket readable"
+        conn.read()
+        assert [m[1] for m in conn._inbox.items] == [b"a", b"b", b"c"]
+        assert counted.would_block == 1
+        assert not select.select([ours], [], [], 0)[0] and not conn.read_pending
+    finally:
+        conn.client._sock = None
+        ours.close()
+        theirs.close()

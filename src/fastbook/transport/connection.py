@@ -210,6 +210,8 @@ class MqttConnection:
         self._will = will
         self.client = self._make_client(config)
         self.reader = BufferedRecv(self.client._sock_recv)
+        # A TLS socket holds decrypted bytes the selector cannot see: read it until it would block.
+        self._stop_when_drained = config.tls_ca is None
         self.client._sock_recv = self.reader.recv  # type: ignore[method-assign]  # (paho 2.x's reader)
         self._paho_packet_handle = self.client._packet_handle
         self.fast_packets = fast_packets_possible(self.client)
@@ -267,9 +269,13 @@ class MqttConnection:
     def read(self) -> None:
         """One read pass: every packet readable now (up to a batch's worth), each delivered to the
         inbox as paho parses it. paho's loop_read stops after one packet when nothing is in flight,
-        so this uses the reader underneath it until the socket would block (paho's reads come from
-        `BufferedRecv`: one recv for many packets)."""
-        client = self.client
+        so this uses the reader underneath it (paho's reads come from `BufferedRecv`: one recv for
+        many packets) until the socket would block, or until the packets parsed end where a recv
+        that was not filled ended: the socket was empty then, and whatever came since keeps it
+        readable for the next select (level-triggered). That spares the recv that only says
+        EAGAIN (a syscall and an exception) on every wakeup: a lone order's two."""
+        client, reader = self.client, self.reader
+        stop_when_drained = self._stop_when_drained
         for _ in range(self._read_limit):
             if client.socket() is None:
                 return
@@ -278,6 +284,8 @@ class MqttConnection:
                 return
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 client._loop_rc_handle(rc)  # closes the socket and calls on_disconnect
+                return
+            if stop_when_drained and reader.drained:
                 return
 
     def flush(self) -> bool:
@@ -534,19 +542,25 @@ class BufferedRecv:
     `_sock_recv` (its TLS and closed-socket errors): `recv` returns at most `bufsize` bytes, raises
     what that raises when nothing is buffered, and b"" at the end of the stream."""
 
-    __slots__ = ("_recv", "_data", "_pos")
+    __slots__ = ("_recv", "_data", "_pos", "_short")
 
     def __init__(self, recv: Callable[[int], bytes]) -> None:
         self._recv = recv
         self._data = b""
         self._pos = 0
+        self._short = False  # the last recv returned less than it asked for
 
     @property
     def pending(self) -> bool:
         return self._pos < len(self._data)
 
+    @property
+    def drained(self) -> bool:
+        """Everything read is served and the last recv was not filled: the socket had no more."""
+        return self._short and self._pos >= len(self._data)
+
     def clear(self) -> None:
-        self._data, self._pos = b"", 0
+        self._data, self._pos, self._short = b"", 0, False
 
     def recv(self, bufsize: int) -> bytes:
         data, pos = self._data, self._pos
@@ -555,6 +569,7 @@ class BufferedRecv:
             if not data:
                 return data
             self._data, pos = data, 0
+            self._short = len(data) < READ_CHUNK
         end = pos + bufsize
         self._pos = end
         if pos == 0 and end >= len(data):
