@@ -213,6 +213,11 @@ class FastbookAclPlugin(BaseTopicPlugin):
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
     ) -> bool:
+        return self.allows(session, topic, action)
+
+    def allows(self, session: Session | None, topic: str | None, action: Action | None) -> bool:
+        """The answer of `topic_filtering`, which depends on the session's user name and role, the
+        topic and the action only (so the broker may cache it: see NodeFanout)."""
         role = getattr(session, ROLE_ATTRIBUTE, None) if session is not None else None
         user = session.username if session is not None else None
         if role is None or user is None or not topic:
