@@ -50,8 +50,12 @@ class Embedded:
         return self.run(on_loop())
 
     def publish(self, *messages: Outgoing) -> None:
-        """One batch of a node's output, on the broker's loop."""
-        self.run(self.broker.publish_from_node(list(messages)))
+        """One batch of a node's output, on the broker's loop, as InProcessLink hands it over: what
+        needs no await at once, the rest through publish_from_node."""
+        async def on_loop() -> None:
+            done = self.broker.publish_now(messages)
+            await self.broker.publish_from_node(list(messages[done:]))
+        self.run(on_loop())
 
     def close(self) -> None:
         self.run(self.embedded.stop(), 30)
@@ -290,3 +294,27 @@ def test_the_receive_acl_still_refuses_a_subscriber(tmp_path: Path, monkeypatch:
         alice.close()
         mallory.close()
         embedded.close()
+
+
+def test_deliveries_that_await_the_acl_plugins_keep_their_order(embedded: Embedded) -> None:
+    """With a topic plugin other than FastbookAclPlugin the ACL is asked per message (an await):
+    the batch then goes through publish_from_node, still in order, and still retains."""
+    topic = REPORTS + "plug"
+    reader = Subscriber(embedded.port, "plug", [(topic, 1), (LOG, 1), (BOOK, 0)])
+    try:
+        embedded.publish(Outgoing(LOG, b"sync", qos=0))
+        wait_for(lambda: reader.payloads(LOG) == [b"sync"], 10, "the first message")
+        fanout = embedded.broker.fanout
+        embedded.call(lambda: (setattr(fanout, "_receive_acl", lambda _s, _t: None), fanout.invalidate()))
+        expected = [(LOG, b"sync", 0)]
+        for batch in range(20):
+            messages = [Outgoing(LOG, b"log %d" % batch, qos=0), Outgoing(topic, b"report %d" % batch, qos=1),
+                        Outgoing(BOOK, b"book %d" % batch, qos=0, retain=True)]
+            expected += [(m.topic, m.payload, m.qos) for m in messages]
+            assert embedded.call(lambda messages=messages: embedded.broker.publish_now(messages)) == 0
+            embedded.publish(*messages)
+        wait_for(lambda: len(reader.received) == len(expected), 10, "every message")
+        assert reader.received == expected
+        assert embedded.call(lambda: embedded.broker._retained_messages[BOOK].data) == b"book 19"
+    finally:
+        reader.close()

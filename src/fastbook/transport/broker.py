@@ -37,17 +37,17 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
-from amqtt.broker import Broker
+from amqtt.broker import Broker, RetainedApplicationMessage
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.events import MQTTEvents
+from amqtt.events import BrokerEvents, MQTTEvents
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
@@ -375,9 +375,36 @@ class FastbookAmqttBroker(Broker):
                 force_qos = delivery_qos(_published_qos.get())
         await super()._broadcast_message(session, topic, data, force_qos)
 
+    def publish_now(self, messages: Sequence[Any]) -> int:
+        """Deliver and retain an in-process node's first messages that need no await (see
+        NodeFanout.deliver_now), in order; their number. InProcessLink hands the rest, and any batch
+        while one is still in the broker, to `publish_from_node`."""
+        callbacks = self.plugins_manager._event_plugin_callbacks
+        if callbacks.get(MQTTEvents.PACKET_SENT) or callbacks.get(BrokerEvents.RETAINED_MESSAGE):
+            return 0
+        fanout = self.fanout
+        done = 0
+        try:
+            for m in messages:
+                if not fanout.deliver_now(m.topic, bytes(m.payload), delivery_qos(m.qos)):
+                    break
+                if m.retain:
+                    # amqtt's retain_message for a message of the broker's own (source_session None,
+                    # which ours passes on unchecked), without its RETAINED_MESSAGE event: no plugin
+                    # handles one
+                    if m.payload:
+                        self._retained_messages[m.topic] = RetainedApplicationMessage(
+                            None, m.topic, m.payload, m.qos)
+                    else:
+                        self._retained_messages.pop(m.topic, None)
+                done += 1
+        finally:
+            fanout.flush()  # the batch's deliveries: one write per connection
+        return done
+
     async def publish_from_node(self, messages: list[Any]) -> None:
-        """An in-process node's output, as if published by a client the ACL trusts: delivered at
-        once, in order, by NodeFanout (amqtt's broadcast if a plugin wants PACKET_SENT events)."""
+        """An in-process node's output, as if published by a client the ACL trusts: delivered in
+        order by NodeFanout (amqtt's broadcast if a plugin wants PACKET_SENT events)."""
         inline = not self.plugins_manager._event_plugin_callbacks.get(MQTTEvents.PACKET_SENT)
         fanout = self.fanout
         try:

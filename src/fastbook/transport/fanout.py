@@ -132,13 +132,30 @@ class NodeFanout:
             self._targets[topic] = targets
         return targets
 
+    def deliver_now(self, topic: str, data: bytes, force_qos: int | None) -> bool:
+        """Deliver one message as amqtt's `_run_broadcast` would (at `force_qos` if not None, else at
+        each subscription's QoS) if no subscriber needs an await: an ACL answer to ask the plugins
+        for, or a message to queue for a disconnected session. False, with nothing done, if one does."""
+        targets = self.targets(topic)
+        for target in targets:
+            if target.allowed is None:
+                return False
+            session = target.session
+            if (target.allowed and session.transitions.state != "connected"
+                    and _queued_offline(session, target.qos if force_qos is None else force_qos)):
+                return False
+        message = _Message(topic, data)
+        for target in targets:
+            if target.allowed:
+                self._deliver(target.session, target.qos if force_qos is None else force_qos, message)
+        return True
+
     async def publish(self, topic: str, data: bytes, force_qos: int | None) -> None:
-        """Deliver one message as amqtt's `_run_broadcast` would, at `force_qos` if not None, else at
-        each subscription's QoS."""
+        """`deliver_now`, with the awaits it cannot do."""
+        if self.deliver_now(topic, data, force_qos):
+            return
         broker = self._broker
-        sessions = broker._sessions
-        packet = b""
-        head1 = b""
+        message = _Message(topic, data)
         for target in self.targets(topic):
             session = target.session
             allowed = target.allowed
@@ -148,28 +165,29 @@ class NodeFanout:
             if not allowed:
                 continue
             qos = target.qos if force_qos is None else force_qos
-            if session.transitions.state != "connected":
-                if not session.clean_session and qos in (1, 2) and not session.is_anonymous:
-                    broadcast = {"session": None, "topic": topic, "data": data}
-                    self.flush()
-                    await broker._retain_broadcast_message(broadcast, qos, session)
+            if session.transitions.state != "connected" and _queued_offline(session, qos):
+                self.flush()
+                await broker._retain_broadcast_message({"session": None, "topic": topic, "data": data},
+                                                       qos, session)
                 continue
-            handler = sessions.get(session.client_id, (None, None))[1] if session.client_id else None
-            if handler is None:
-                continue
-            try:
-                if qos == 0:
-                    if not packet:
-                        packet = publish_head(topic, 0, len(data)) + data
-                    self._send(handler, 0, topic, data, packet)
-                elif qos == 1:
-                    if not head1:
-                        head1 = publish_head(topic, 1, len(data))
-                    self._send(handler, 1, topic, data, head1)
-                else:
-                    self._send(handler, qos, topic, data, b"")
-            except Exception:  # one subscriber's failure is not the node's, nor the others'
-                log.warning("delivery of %r to %r failed", topic, session.client_id, exc_info=True)
+            self._deliver(session, qos, message)
+
+    def _deliver(self, session: Session, qos: int, message: _Message) -> None:
+        """One delivery to a connected session (none to a disconnected one)."""
+        if session.transitions.state != "connected" or not session.client_id:
+            return
+        handler = self._broker._sessions.get(session.client_id, (None, None))[1]
+        if handler is None:
+            return
+        try:
+            if qos == 0:
+                self._send(handler, 0, message.topic, message.data, message.qos0())
+            elif qos == 1:
+                self._send(handler, 1, message.topic, message.data, message.head1())
+            else:
+                self._send(handler, qos, message.topic, message.data, b"")
+        except Exception:  # one subscriber's failure is not the node's, nor the others'
+            log.warning("delivery of %r to %r failed", message.topic, session.client_id, exc_info=True)
 
     # -- one delivery ----------------------------------------------------------------------------
 
@@ -284,6 +302,35 @@ class NodeFanout:
             # amqtt's broadcast loop logs a failed delivery task the same way (SlowConsumerLog counts
             # a PUBACK timeout instead)
             log.warning("delivery task failed: %r", task.exception(), exc_info=task.exception())
+
+
+def _queued_offline(session: Session, qos: int) -> bool:
+    """Whether amqtt queues a delivery at `qos` for `session` while it is disconnected."""
+    return not session.clean_session and qos in (1, 2) and not session.is_anonymous
+
+
+class _Message:
+    """One message of the node and its PUBLISH bytes, encoded when first needed."""
+
+    __slots__ = ("data", "topic", "_head1", "_qos0")
+
+    def __init__(self, topic: str, data: bytes) -> None:
+        self.topic = topic
+        self.data = data
+        self._qos0 = b""
+        self._head1 = b""
+
+    def qos0(self) -> bytes:
+        """The whole QoS 0 PUBLISH."""
+        if not self._qos0:
+            self._qos0 = publish_head(self.topic, 0, len(self.data)) + self.data
+        return self._qos0
+
+    def head1(self) -> bytes:
+        """A QoS 1 PUBLISH up to its packet id."""
+        if not self._head1:
+            self._head1 = publish_head(self.topic, 1, len(self.data))
+        return self._head1
 
 
 def _packet_id(message: OutgoingApplicationMessage) -> bytes:
