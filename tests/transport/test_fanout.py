@@ -5,6 +5,7 @@ to `publish_from_node` as InProcessLink hands them."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from amqtt.mqtt.publish import PublishPacket
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fastbook.transport import broker as broker_module
+from fastbook.transport import fanout as fanout_module
 from fastbook.transport.broker import EmbeddedBroker, FastbookAmqttBroker, free_port
 from fastbook.transport.fanout import publish_head
 from fastbook.transport.node import Outgoing
@@ -68,12 +70,13 @@ class Subscriber:
     """A paho client recording (topic, payload, qos) in arrival order."""
 
     def __init__(self, port: int, client_id: str, filters: list[tuple[str, int]], *, clean: bool = True,
-                 user: tuple[str, str] | None = None) -> None:
+                 user: tuple[str, str] | None = None, manual_ack: bool = False) -> None:
         self.received: list[tuple[str, bytes, int]] = []
         self.subscribed = threading.Event()
         self.suback: list[Any] = []
         self.client_id = client_id
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean,
+                             manual_ack=manual_ack)
         if user is not None:
             client.username_pw_set(*user)
         client.on_subscribe = self._on_subscribe
@@ -199,6 +202,28 @@ def test_a_disconnected_persistent_session_gets_its_qos1_messages_later(embedded
         wait_for(lambda: not embedded.call(lambda: dict(session.inflight_out)), 10, "PUBACKs")
     finally:
         back.close()
+
+
+def test_an_unacknowledged_qos1_delivery_times_out_as_amqtts(embedded: Embedded,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(fanout_module, "PUBACK_TIMEOUT", 0.3)
+    topic = REPORTS + "mute"
+    mute = Subscriber(embedded.port, "mute", [(topic, 1)], manual_ack=True)
+    try:
+        session, handler = session_of(embedded, "mute")
+        with caplog.at_level(logging.WARNING):
+            embedded.publish(Outgoing(topic, b"r1", qos=1))
+            wait_for(lambda: mute.payloads(topic) == [b"r1"], 10, "the report")
+            assert embedded.call(lambda: (len(session.inflight_out), len(handler._puback_waiters))) == (1, 1)
+            wait_for(lambda: embedded.call(lambda: (len(session.inflight_out), len(handler._puback_waiters)))
+                     == (0, 0), 10, "the timeout")
+        # logged in amqtt's words, so SlowConsumerLog counts it as one of amqtt's own
+        assert any(r.getMessage().startswith("slow consumer") for r in caplog.records)
+        embedded.publish(Outgoing(topic, b"r2", qos=1))  # the connection still takes deliveries
+        wait_for(lambda: mute.payloads(topic) == [b"r1", b"r2"], 10, "the next report")
+    finally:
+        mute.close()
 
 
 def test_a_subscriber_gets_the_nodes_messages_in_publish_order(embedded: Embedded) -> None:
