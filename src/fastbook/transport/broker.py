@@ -432,7 +432,9 @@ class FastbookAmqttBroker(Broker):
 
     # Every change of amqtt's _subscriptions (and Broker.start, which clears it) drops NodeFanout's
     # cache of who receives a topic. (_del_all_subscriptions, for a session deleted or expired, calls
-    # _del_subscription per filter and then deletes the filters left empty.)
+    # _del_subscription per filter and then deletes the filters left empty; BrokerContext's
+    # add_subscription, for plugins, calls add_subscription. A plugin that changed the dict it gets
+    # from BrokerContext.subscriptions itself would leave the cache stale: fastbook configures none.)
 
     async def start(self) -> None:
         self.fanout.invalidate()
