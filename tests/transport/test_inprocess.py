@@ -30,6 +30,9 @@ class FakeBroker:
     def remove_ingress(self, deliver: Callable[[str, bytes], None]) -> None:
         self.ingress = [(f, d) for f, d in self.ingress if d != deliver]
 
+    def publish_now(self, messages: list[Outgoing]) -> int:
+        return 0  # everything through publish_from_node
+
     async def publish_from_node(self, messages: list[Outgoing]) -> None:
         self.loop_threads.add(threading.current_thread().name)
         self.output.extend(messages)

@@ -8,9 +8,10 @@ accepts without the anonymous flag. With a credentials file, `FastbookAuthPlugin
 
 The broker's own sequencers are not MQTT clients (`InProcessRunner`): `FastbookAmqttBroker` hands
 them the client messages on their subscriptions as it broadcasts them (after the publish ACL, in
-order) and broadcasts their output itself. Through a loopback MQTT client each order cost amqtt a
-delivery with its PUBACK round trip and each output a second parse; without it fastbook-broker
-carries about twice the orders per second (bench/README.md).
+order) and delivers their output itself, inline on the loop (fastbook.transport.fanout: no broadcast
+queue, no task per subscriber, each PUBLISH encoded once). Through a loopback MQTT client each order
+cost amqtt a delivery with its PUBACK round trip and each output a second parse; without it
+fastbook-broker carries about twice the orders per second (bench/README.md).
 Retained messages (book, snapshot, replica status) live in memory: after a broker restart the
 sequencer republishes book and snapshot when it starts, edges their status on reconnect.
 
@@ -36,16 +37,17 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
-from amqtt.broker import Broker
+from amqtt.broker import Broker, RetainedApplicationMessage
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.events import BrokerEvents, MQTTEvents
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
@@ -65,6 +67,7 @@ from fastbook.transport.acl import (
 )
 from fastbook.transport.config import DEFAULT_BATCHING, BatchPolicy
 from fastbook.transport.connection import filter_matcher
+from fastbook.transport.fanout import NodeFanout
 from fastbook.transport.inprocess import InProcessRunner
 from fastbook.transport.throttle import LoginBackoff, LogThrottle
 from fastbook.transport.users import UsersFile, UsersFileError
@@ -213,6 +216,11 @@ class FastbookAclPlugin(BaseTopicPlugin):
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
     ) -> bool:
+        return self.allows(session, topic, action)
+
+    def allows(self, session: Session | None, topic: str | None, action: Action | None) -> bool:
+        """The answer of `topic_filtering`, which depends on the session's user name and role, the
+        topic and the action only (so the broker may cache it: see NodeFanout)."""
         role = getattr(session, ROLE_ATTRIBUTE, None) if session is not None else None
         user = session.username if session is not None else None
         if role is None or user is None or not topic:
@@ -239,6 +247,7 @@ class FastbookAmqttBroker(Broker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._oversize = LogThrottle(log)  # refused packets and retained messages, per source
+        self.fanout = NodeFanout(self, self._receive_acl)
     # In-process nodes' subscriptions: (a matcher per topic filter, deliver). Replaced, never mutated.
     _ingress: tuple[tuple[list[Callable[[str], bool]], Callable[[str, bytes], None]], ...] = ()
 
@@ -303,6 +312,7 @@ class FastbookAmqttBroker(Broker):
             client_session.parent = 0
         if self.secured:
             setattr(client_session, ROLE_ATTRIBUTE, role)
+        self.fanout.invalidate()  # a resumed session's user name and role may have changed (the ACL)
 
         timeout_disconnect_delay = self.config.get("timeout-disconnect-delay", 0)
         if client_session.keep_alive > 0 and isinstance(timeout_disconnect_delay, int):
@@ -365,12 +375,92 @@ class FastbookAmqttBroker(Broker):
                 force_qos = delivery_qos(_published_qos.get())
         await super()._broadcast_message(session, topic, data, force_qos)
 
+    def publish_now(self, messages: Sequence[Any]) -> int:
+        """Deliver and retain an in-process node's first messages that need no await (see
+        NodeFanout.deliver_now), in order; their number. InProcessLink hands the rest, and any batch
+        while one is still in the broker, to `publish_from_node`."""
+        callbacks = self.plugins_manager._event_plugin_callbacks
+        if callbacks.get(MQTTEvents.PACKET_SENT) or callbacks.get(BrokerEvents.RETAINED_MESSAGE):
+            return 0
+        fanout = self.fanout
+        done = 0
+        try:
+            for m in messages:
+                if not fanout.deliver_now(m.topic, bytes(m.payload), delivery_qos(m.qos)):
+                    break
+                if m.retain:
+                    # amqtt's retain_message for a message of the broker's own (source_session None,
+                    # which ours passes on unchecked), without its RETAINED_MESSAGE event: no plugin
+                    # handles one
+                    if m.payload:
+                        self._retained_messages[m.topic] = RetainedApplicationMessage(
+                            None, m.topic, m.payload, m.qos)
+                    else:
+                        self._retained_messages.pop(m.topic, None)
+                done += 1
+        finally:
+            fanout.flush()  # the batch's deliveries: one write per connection
+        return done
+
     async def publish_from_node(self, messages: list[Any]) -> None:
-        """An in-process node's output, as if published by a client the ACL trusts."""
-        for m in messages:
-            await super()._broadcast_message(None, m.topic, m.payload, delivery_qos(m.qos))
-            if m.retain:
-                await self.retain_message(None, m.topic, m.payload, m.qos)
+        """An in-process node's output, as if published by a client the ACL trusts: delivered in
+        order by NodeFanout (amqtt's broadcast if a plugin wants PACKET_SENT events)."""
+        inline = not self.plugins_manager._event_plugin_callbacks.get(MQTTEvents.PACKET_SENT)
+        fanout = self.fanout
+        try:
+            for m in messages:
+                if inline:
+                    await fanout.publish(m.topic, bytes(m.payload), delivery_qos(m.qos))
+                else:
+                    await super()._broadcast_message(None, m.topic, m.payload, delivery_qos(m.qos))
+                if m.retain:
+                    fanout.flush()
+                    await self.retain_message(None, m.topic, m.payload, m.qos)
+        finally:
+            fanout.flush()  # the batch's deliveries: one write per connection
+
+    def _receive_acl(self, session: Session, topic: str) -> bool | None:
+        """amqtt's `_topic_filtering(session, topic, RECEIVE)` when it can be answered at once (no
+        topic plugin, or only FastbookAclPlugin), else None."""
+        plugins = self.plugins_manager
+        if not plugins.is_topic_filtering_enabled():
+            return True
+        topic_plugins = plugins._topic_plugins
+        if all(isinstance(p, FastbookAclPlugin) for p in topic_plugins):
+            return all(p.allows(session, topic, Action.RECEIVE) for p in topic_plugins)
+        return None
+
+    # Every change of amqtt's _subscriptions (and Broker.start, which clears it) drops NodeFanout's
+    # cache of who receives a topic. (_del_all_subscriptions, for a session deleted or expired, calls
+    # _del_subscription per filter and then deletes the filters left empty; BrokerContext's
+    # add_subscription, for plugins, calls add_subscription. A plugin that changed the dict it gets
+    # from BrokerContext.subscriptions itself would leave the cache stale: fastbook configures none.)
+
+    async def start(self) -> None:
+        self.fanout.invalidate()
+        await super().start()
+
+    async def shutdown(self) -> None:
+        self.fanout.close()
+        await super().shutdown()
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        try:
+            return await super().add_subscription(subscription, session)  # type: ignore[no-any-return]
+        finally:
+            self.fanout.invalidate()
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        try:
+            return super()._del_subscription(a_filter, session)  # type: ignore[no-any-return]
+        finally:
+            self.fanout.invalidate()
+
+    async def _del_all_subscriptions(self, session: Session) -> None:
+        try:
+            await super()._del_all_subscriptions(session)
+        finally:
+            self.fanout.invalidate()
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session

@@ -5,7 +5,8 @@ order it takes them: `FastbookAmqttBroker.add_ingress`) into the Inbox, on the l
 schedules one run of the driver (`loop.call_soon`), so a batch is everything the broker took before
 the loop got to it, and the node is called on the loop itself: no thread hop in or out (before, a
 worker thread ran the node and every batch's output crossed back with run_coroutine_threadsafe).
-The node's output goes into the broker (`publish_from_node`) through one task that keeps its order.
+The node's output goes into the broker at once (`publish_now`: delivered before the driver's run
+returns) unless a delivery needs an await, which one task does (`publish_from_node`), in order.
 Ticks are a loop timer at the node's next deadline. The sequencer's fsync blocks the loop for its
 duration, as the floor's single-threaded relay does; what arrives meanwhile is the next batch.
 """
@@ -50,6 +51,14 @@ class InProcessLink:
         self._inbox.deliver((topic, payload))
 
     def publish(self, messages: Sequence[Outgoing]) -> None:
+        if messages and self._pump is None:
+            # nothing of the node's is still in the broker: what needs no await goes out at once
+            try:
+                done = self._broker.publish_now(messages)
+            except Exception as exc:
+                log.error("%s: the broker could not take the node's output: %s", self._name, exc)
+                return
+            messages = list(messages)[done:]
         if messages:
             self._out.append(list(messages))
             if self._pump is None:
