@@ -343,3 +343,38 @@ def test_deliveries_that_await_the_acl_plugins_keep_their_order(embedded: Embedd
         assert embedded.call(lambda: embedded.broker._retained_messages[BOOK].data) == b"book 19"
     finally:
         reader.close()
+
+
+def test_a_client_message_nobody_subscribed_to_skips_amqtts_broadcast(
+    embedded: Embedded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client's order is read by the in-process sequencer (its ingress) only: amqtt's broadcast
+    queue, task and wait are skipped while no subscription matches, and a subscription made later
+    gets the next one (the fan-out's cache follows subscriptions)."""
+    broadcast: list[str] = []
+    amqtt_broadcast = broker_module.Broker._broadcast_message
+
+    async def counted(self: Any, session: Any, topic: Any, data: Any, force_qos: Any = None) -> None:
+        broadcast.append(topic)
+        await amqtt_broadcast(self, session, topic, data, force_qos)
+
+    monkeypatch.setattr(broker_module.Broker, "_broadcast_message", counted)
+    ingress: list[tuple[str, bytes]] = []
+    embedded.call(lambda: embedded.broker.add_ingress(["fastbook/M/orders/+"],
+                                                      lambda t, p: ingress.append((t, p))))
+    topic = "fastbook/M/orders/alice"
+    sender = Subscriber(embedded.port, "alice", [])
+    watcher: Subscriber | None = None
+    try:
+        sender.client.publish(topic, b"o1", qos=1)
+        wait_for(lambda: ingress == [(topic, b"o1")], 10, "the order at the ingress")
+        assert broadcast == []
+        watcher = Subscriber(embedded.port, "watcher", [("fastbook/M/orders/+", 1)])
+        sender.client.publish(topic, b"o2", qos=1)
+        wait_for(lambda: watcher is not None and watcher.payloads(topic) == [b"o2"], 10,
+                 "the order at the later subscriber")
+        assert ingress == [(topic, b"o1"), (topic, b"o2")] and broadcast == [topic]
+    finally:
+        sender.close()
+        if watcher is not None:
+            watcher.close()

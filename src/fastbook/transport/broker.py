@@ -371,6 +371,11 @@ class FastbookAmqttBroker(Broker):
             for filters, deliver in self._ingress:
                 if any(matches(topic) for matches in filters):
                     deliver(topic, bytes(data))
+            if not self.fanout.targets(topic):
+                # No subscription matches (a client's order, read only by its in-process
+                # sequencer): amqtt's broadcast would still queue it, start a task for it and wait
+                # on it, only to find nobody. (The cache follows every subscription change.)
+                return
             if force_qos is None:
                 force_qos = delivery_qos(_published_qos.get())
         await super()._broadcast_message(session, topic, data, force_qos)
