@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 from fastbook.transport.node import Incoming, Outgoing
@@ -18,6 +19,7 @@ class FakeNode:
         self.fail_on: bytes | None = None
         self.close_fails = False
         self.threads: set[str] = set()
+        self.cost = 0.0  # seconds each batch takes (a node whose batches cost something: the hold)
 
     def subscriptions(self) -> list[tuple[str, int]]:
         return list(self.subs)
@@ -34,6 +36,8 @@ class FakeNode:
         if self.fail_on is not None and any(p == self.fail_on for _t, p in messages):
             raise RuntimeError("node bug")
         self.batches.append(list(messages))
+        if self.cost:
+            time.sleep(self.cost)  # the work itself, not a wait for anything
         return [Outgoing("out", p) for _t, p in messages]
 
     def on_tick(self, now: float) -> list[Outgoing]:

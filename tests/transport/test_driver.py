@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from fastbook.transport.config import BatchPolicy
-from fastbook.transport.driver import MIN_TICK_GAP, NodeDriver
+from fastbook.transport.driver import HOLD_AFTER, HOLD_SPACING, MIN_TICK_GAP, NodeDriver
 from fastbook.transport.node import LinkRequest, Outgoing
 from fastbook.transport.runner import _Wakeup
 from fastbook.transport.seam import Inbox, RunnerError
@@ -133,19 +133,44 @@ def test_a_node_exception_aborts_the_link_and_fails_pending_calls() -> None:
 
 
 def test_hold_only_under_load() -> None:
-    _node, inbox, _link, driver = make(BatchPolicy(window=0.5, tick_interval=60))
+    node, inbox, _link, driver = make(BatchPolicy(window=0.5, tick_interval=60))
+    node.cost = 0.02
     inbox.deliver(("in/a", b"1"))
     assert driver.hold(time.monotonic()) == 0.0  # nothing ran yet
     assert driver.run_ready()
     inbox.deliver(("in/a", b"2"))
     assert driver.hold(time.monotonic()) == 0.0  # the last batch was a lone message
-    inbox.deliver(("in/a", b"3"))
-    assert driver.run_ready()  # a batch of two: under load
-    assert driver.hold(time.monotonic()) == 0.0  # ... but nothing is queued
-    inbox.deliver(("in/a", b"4"))
+    for i in range(3, 3 + HOLD_AFTER - 1):
+        inbox.deliver(("in/a", b"%d" % i))
+    assert driver.run_ready() and len(node.batches[-1]) == HOLD_AFTER  # several queued: under load
+    assert driver.hold(time.monotonic()) == 0.0  # ... but nothing is queued now
+    inbox.deliver(("in/a", b"9"))
     now = time.monotonic()
-    assert 0.4 < driver.hold(now) <= 0.5
+    # the next batch starts HOLD_SPACING x the last one's duration (>= its 0.02 s) after it started
+    assert 0.02 * (HOLD_SPACING - 1) - 0.005 < driver.hold(now) <= 0.5
     assert driver.hold(now + 0.6) == 0.0  # the window has passed
+
+
+def test_no_hold_after_a_batch_of_a_few() -> None:
+    """A batch of fewer than HOLD_AFTER messages says the node keeps up: a held batch collects what
+    arrives within its spacing, and a fixed window would keep itself going at any rate that fills it."""
+    node, inbox, _link, driver = make(BatchPolicy(window=0.5, tick_interval=60))
+    node.cost = 0.02
+    for i in range(HOLD_AFTER - 1):
+        inbox.deliver(("in/a", b"%d" % i))
+    assert driver.run_ready() and len(node.batches[-1]) == HOLD_AFTER - 1
+    inbox.deliver(("in/a", b"x"))
+    assert driver.hold(time.monotonic()) == 0.0
+
+
+def test_hold_is_at_most_the_window() -> None:
+    node, inbox, _link, driver = make(BatchPolicy(window=0.1, tick_interval=60))
+    node.cost = 0.05  # HOLD_SPACING x 0.05 s is more than the window
+    for i in range(HOLD_AFTER):
+        inbox.deliver(("in/a", b"%d" % i))
+    assert driver.run_ready()
+    inbox.deliver(("in/a", b"x"))
+    assert 0.0 < driver.hold(time.monotonic()) <= 0.1 - 0.05
 
 
 def test_tick_runs_when_due() -> None:

@@ -20,6 +20,7 @@ from fastbook.transport.config import (
     parse_broker_url,
     parse_broker_urls,
 )
+from fastbook.transport.driver import HOLD_AFTER, HOLD_SPACING
 from fastbook.transport.node import Incoming, Outgoing
 from fastbook.transport.runner import NodeRunner
 from fastbook.transport.seam import RunnerError
@@ -86,6 +87,7 @@ class Recorder:
         self.closed = False
         self.threads: set[str] = set()
         self.fail_on: bytes | None = None
+        self.cost = 0.0  # seconds each batch takes (the work itself: what the batch hold spaces)
 
     def _seen(self) -> None:
         self.threads.add(threading.current_thread().name)
@@ -108,6 +110,8 @@ class Recorder:
             raise RuntimeError("node bug")
         self.messages.extend(messages)
         self.batches.append(len(messages))
+        if self.cost:
+            time.sleep(self.cost)
         if self.echo:
             return [Outgoing("test/out", p) for topic, p in messages if topic.startswith("test/in")]
         return []
@@ -190,9 +194,11 @@ def hold_until_queued(runner: NodeRunner, messages: Sequence[Outgoing], send: Ca
 
 def test_batch_window_spaces_batches_under_load(mosquitto: Broker) -> None:
     """Under load (a batch of several messages with more waiting behind it) the next batch starts
-    no sooner than the window after the previous one (without it: back to back, ~1 ms apart)."""
+    no sooner than HOLD_SPACING x the last one's duration after it, at most the window (without
+    it: back to back)."""
     window = 0.2
     node = Recorder(["test/win/+"])
+    node.cost = window / HOLD_SPACING  # so the spacing is the whole window
     sender = Recorder([])
     count = 1000
     with (
@@ -257,15 +263,16 @@ def test_stop_interrupts_the_window(mosquitto: Broker) -> None:
         runner = NodeRunner(node, RunnerConfig(mosquitto.url, "stopwin-node",
                                                batching=BatchPolicy(window=1.0))).start()
         wait_for(lambda: node.connects == 1 and sender.connects == 1, 10, "both nodes connected")
-        two = [Outgoing("test/stopwin/a", b"1"), Outgoing("test/stopwin/a", b"2")]
-        hold_until_queued(runner, two, lambda: send.call(lambda: two).result(10))
-        wait_for(lambda: node.batches == [2], 5, "a batch of two")
-        send.call(lambda: [Outgoing("test/stopwin/a", b"3")]).result(5)
-        wait_for(lambda: len(runner.driver.inbox) == 1, 5, "the third read and held for the window")
+        node.cost = 0.25  # so the spacing is the whole window (HOLD_SPACING x 0.25 s)
+        several = [Outgoing("test/stopwin/a", b"%d" % i) for i in range(HOLD_AFTER)]
+        hold_until_queued(runner, several, lambda: send.call(lambda: several).result(10))
+        wait_for(lambda: node.batches == [HOLD_AFTER], 5, "a batch of several")
+        send.call(lambda: [Outgoing("test/stopwin/a", b"last")]).result(5)
+        wait_for(lambda: len(runner.driver.inbox) == 1, 5, "the last one read and held for the window")
         started = time.monotonic()
         runner.stop(5)
-        assert time.monotonic() - started < 0.9 and node.closed
-        assert runner.received == 3
+        assert time.monotonic() - started < 0.65 and node.closed  # its batch (0.25 s), not the window
+        assert runner.received == HOLD_AFTER + 1
 
 
 class Sleeper(Recorder):

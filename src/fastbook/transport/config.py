@@ -69,10 +69,11 @@ class BatchPolicy:
     - `max_messages` and `max_bytes` cut a backlog into batches (at least one message each).
     - `window` (seconds, default 0) is a group-commit window for a node whose every batch costs much
       more than its messages (the sequencer: one fsync, one log message, one book, reports, each
-      fanned out by the broker). Once a batch held more than one message (messages are arriving
-      faster than batches complete), the next batch starts no sooner than `window` after the
-      previous one started, so it collects everything that arrived meanwhile. A lone message on a
-      quiet connection is never delayed.
+      fanned out by the broker). Once a batch held several messages (HOLD_AFTER: messages are
+      arriving faster than batches complete) and more are queued, the next batch starts no sooner
+      than HOLD_SPACING times the last one's duration after it started, and at most `window`
+      after, so it collects what arrived meanwhile (NodeDriver.hold). A lone message on a quiet
+      connection is never delayed.
     - `tick_interval`: how often the node's on_tick runs (seconds) if the node has no
       `next_deadline` of its own (see Node).
     """

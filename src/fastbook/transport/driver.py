@@ -28,6 +28,10 @@ from fastbook.transport.seam import Call, Connected, Inbox, Link, Stop
 log = logging.getLogger(__name__)
 
 MIN_TICK_GAP = 0.001  # seconds between two ticks at least, whatever the node's deadline says
+# Under load, batches start this many times the last one's duration apart (up to the window): the
+# node then takes at most about a quarter of its loop, and the broker or link the rest (see hold).
+HOLD_SPACING = 4.0
+HOLD_AFTER = 4  # ... once a batch held this many messages
 IDLE_DEADLINE = 3600.0  # a node with no deadline (next_deadline returned None) is still ticked hourly
 
 
@@ -53,6 +57,7 @@ class NodeDriver:
         self.next_tick = time.monotonic() + batching.tick_interval
         self._last_start = 0.0  # when the last batch started
         self._last_size = 0  # messages in the last batch
+        self._last_busy = 0.0  # seconds the node took over it, its output handed on included
 
     def until_tick(self, now: float) -> float:
         """Seconds until the next tick is due (0 if it is)."""
@@ -60,11 +65,17 @@ class NodeDriver:
 
     def hold(self, now: float) -> float:
         """Seconds to wait before the next batch so the group-commit window fills (0: go now). Only
-        under load: when the last batch held more than one message and more are queued."""
+        under load: when the last batch held more than one message and more are queued. Batches
+        then start HOLD_SPACING times the last one's duration apart, at most `window`: the spacing
+        follows the node's own cost, so a node that keeps up (a lone order's batch takes a fraction
+        of the time to the next order) soon holds for less than the time to the next message and
+        runs lone batches again, where a fixed window, once started, would fill itself again with
+        every message arriving within it."""
         window = self.batching.window
-        if not window or self._last_size <= 1 or not self.inbox.items:
+        if not window or self._last_size < HOLD_AFTER or not self.inbox.items:
             return 0.0
-        return max(0.0, window - (now - self._last_start))
+        spacing = min(window, HOLD_SPACING * self._last_busy)
+        return max(0.0, spacing - (now - self._last_start))
 
     def run_ready(self) -> bool:
         """Work off the markers at the head of the inbox and one batch of messages, then the tick if
@@ -134,11 +145,13 @@ class NodeDriver:
                 self._run_call(item)
             self._follow()
         if batch:
-            self._last_start, self._last_size = time.monotonic(), len(batch)
+            start = time.monotonic()
+            self._last_start, self._last_size = start, len(batch)
             self.received += len(batch)
             self.batches += 1
             self._publish(node.on_messages(batch))
             self._follow()
+            self._last_busy = time.monotonic() - start
         return True
 
     def _publish(self, messages: Sequence[Outgoing]) -> None:

@@ -58,9 +58,10 @@ def add_sequencer_arguments(parser: argparse.ArgumentParser, batch_window_ms: fl
     )
     parser.add_argument(
         "--batch-window", type=milliseconds, default=batch_window_ms, metavar="MS",
-        help="group commit under load: once orders arrive faster than batches complete, start a batch "
-        "at most every MS milliseconds, so that one fsync, log message and book serve more orders; a "
-        f"lone order is never delayed (0 = off; default {batch_window_ms:g})",
+        help="group commit under load: once a batch held several orders and more are waiting, start "
+        "batches four times their own duration apart, at most MS milliseconds, so that one fsync, log "
+        f"message and book serve more orders; a lone order is never delayed (0 = off; default "
+        f"{batch_window_ms:g})",
     )
     parser.add_argument(
         "--dedupe-window", type=positive_int, default=1_000_000, metavar="N",
