@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from fastbook.transport import inprocess
 from fastbook.transport.config import BatchPolicy
 from fastbook.transport.inprocess import InProcessRunner
 from fastbook.transport.node import Outgoing
@@ -94,3 +95,46 @@ def test_in_process_runner_ticks_at_the_node_deadline(loop: asyncio.AbstractEven
     wait_for(lambda: node.ticks >= 3, 5, "ticks from a loop timer")
     runner.stop()
     assert runner.wait(1)
+
+
+def test_a_burst_that_takes_several_loop_iterations_is_one_batch(
+        loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """amqtt hands a client's messages over one loop iteration each (a task per packet): the run
+    waits behind the loop's other ready callbacks, so a burst is one batch (without the wait, the
+    first message would run alone and the rest one batch each)."""
+    monkeypatch.setattr(inprocess, "IDLE_WAIT", 5.0)  # no deadline on a slow machine: the rule itself
+    node, broker = FakeNode(), FakeBroker()
+    InProcessRunner(node, broker, loop, name="sequencer-B").start()
+    deliver = broker.ingress[0][1]
+
+    def arrive(i: int) -> None:
+        deliver("in/a", b"%d" % i)
+        if i < 9:
+            loop.call_soon(arrive, i + 1)  # the next message, one iteration later
+
+    loop.call_soon_threadsafe(arrive, 0)
+    wait_for(lambda: len(broker.output) == 11, 5, "the node's output")
+    assert node.batches == [[("in/a", b"%d" % i) for i in range(10)]]
+
+
+def test_a_broker_that_is_never_idle_still_runs_the_node(
+        loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wait for an idle loop ends after IDLE_WAIT: a broker always busy delays a batch by that
+    much, no more."""
+    monkeypatch.setattr(inprocess, "IDLE_WAIT", 0.05)
+    node, broker = FakeNode(), FakeBroker()
+    InProcessRunner(node, broker, loop, name="sequencer-C").start()
+    deliver = broker.ingress[0][1]
+    busy = threading.Event()
+    busy.set()
+
+    def spin() -> None:  # other work always ready on the loop
+        if busy.is_set():
+            loop.call_soon(spin)
+
+    loop.call_soon_threadsafe(spin)
+    loop.call_soon_threadsafe(deliver, "in/a", b"1")
+    try:
+        wait_for(lambda: node.batches == [[("in/a", b"1")]], 5, "the batch despite a busy loop")
+    finally:
+        busy.clear()

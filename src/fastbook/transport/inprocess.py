@@ -2,9 +2,15 @@
 
 Messages on the node's subscriptions come straight from the broker (after its publish ACL, in the
 order it takes them: `FastbookAmqttBroker.add_ingress`) into the Inbox, on the loop; the first one
-schedules one run of the driver (`loop.call_soon`), so a batch is everything the broker took before
-the loop got to it, and the node is called on the loop itself: no thread hop in or out (before, a
-worker thread ran the node and every batch's output crossed back with run_coroutine_threadsafe).
+schedules one run of the driver (`loop.call_soon`), and the node is called on the loop itself: no
+thread hop in or out (before, a worker thread ran the node and every batch's output crossed back
+with run_coroutine_threadsafe). A batch is what the broker has read by the time it has nothing else
+ready to run: amqtt takes a client's message through several loop iterations (a task per packet),
+so a run scheduled by the first message of a burst would otherwise always hold one message, every
+order of a burst would cost a lone order's batch (its fsync, log, reports) and the group-commit
+window would never start. The run waits behind the loop's other ready callbacks, one iteration at a
+time (each polls the sockets), for at most IDLE_WAIT and while the batch is not full; a lone order
+on a quiet broker waits for the few callbacks that finish its own publish.
 The node's output goes into the broker at once (`publish_now`: delivered before the driver's run
 returns) unless a delivery needs an await, which one task does (`publish_from_node`), in order.
 Ticks are a loop timer at the node's next deadline. The sequencer's fsync blocks the loop for its
@@ -18,7 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from typing import Any
 
 from fastbook.transport.config import DEFAULT_BATCHING, BatchPolicy
@@ -27,6 +33,10 @@ from fastbook.transport.node import Node, Outgoing
 from fastbook.transport.seam import Inbox, RunnerError
 
 log = logging.getLogger(__name__)
+
+# How long a scheduled run may wait for the loop's other ready callbacks (see the module docstring):
+# a bound on the latency it adds to the first message of a batch when the broker is never idle.
+IDLE_WAIT = 0.001
 
 
 class InProcessLink:
@@ -110,6 +120,10 @@ class InProcessRunner(DriverView):
         self._started = False
         self._stopping = False
         self._scheduled = False  # a run of the driver is on the loop's ready queue
+        self._scheduled_at = 0.0  # when that run was first scheduled (it may wait: IDLE_WAIT)
+        # the loop's ready callbacks (CPython's BaseEventLoop keeps them in `_ready`; a loop
+        # without it gets no wait, so each run takes what arrived before it)
+        self._ready: Sized | None = getattr(loop, "_ready", None)
         self._hold: asyncio.TimerHandle | None = None  # the group-commit window is filling
         self._timer: asyncio.TimerHandle | None = None  # the next tick
         self._timer_at = 0.0
@@ -164,7 +178,14 @@ class InProcessRunner(DriverView):
     def _schedule(self) -> None:
         if not self._scheduled and (self._hold is None or self._stopping):
             self._scheduled = True
-            self._loop.call_soon(self._run)
+            self._scheduled_at = time.monotonic()
+            self._loop.call_soon(self._run_scheduled)
+
+    def _run_scheduled(self) -> None:
+        if self._scheduled and self._busy(time.monotonic()):
+            self._loop.call_soon(self._run_scheduled)  # after what is ready now, and one poll
+            return
+        self._run()
 
     def _run(self) -> None:
         self._scheduled = False
@@ -183,6 +204,14 @@ class InProcessRunner(DriverView):
         if driver.inbox.items:
             self._schedule()  # one batch per run: the broker's own tasks go on in between
         self._arm_tick(now)
+
+    def _busy(self, now: float) -> bool:
+        """The broker has other callbacks ready (more input on its way to the inbox, likely), the
+        batch is not full and the run has not waited IDLE_WAIT yet."""
+        ready = self._ready
+        return (ready is not None and len(ready) > 0 and not self._stopping
+                and now - self._scheduled_at < IDLE_WAIT
+                and len(self.driver.inbox.items) < self.driver.batching.max_messages)
 
     def _tick(self) -> None:
         self._timer = None
