@@ -17,7 +17,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from fastbook.transport.config import RunnerConfig
-from fastbook.transport.connection import BufferedRecv, MqttConnection, fast_packets_possible
+from fastbook.transport.connection import READ_CHUNK, BufferedRecv, MqttConnection, fast_packets_possible
 from fastbook.transport.node import Outgoing, RetainedIncoming
 from fastbook.transport.seam import Inbox
 
@@ -276,6 +276,67 @@ def test_read_stops_where_the_socket_was_drained_and_loses_nothing() -> None:
         assert [m[1] for m in conn._inbox.items] == [b"a", b"b", b"c"]
         assert counted.would_block == 1
         assert not select.select([ours], [], [], 0)[0] and not conn.read_pending
+    finally:
+        conn.client._sock = None
+        ours.close()
+        theirs.close()
+
+
+def test_a_packet_larger_than_a_chunk_is_asked_of_the_socket_whole() -> None:
+    """paho appends each piece of a packet to what it has (a new bytes object each time): once the
+    first chunk is parsed, the rest of a packet larger than READ_CHUNK is asked for in one recv,
+    not 64 KB at a time."""
+    conn = connection(fast=True)
+    ours, theirs = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        conn.client._sock = ours
+        sizes: list[int] = []
+        counted = CountingRecv(lambda size: (sizes.append(size), ours.recv(size))[1])
+        conn.reader = BufferedRecv(counted)
+        conn.client._sock_recv = conn.reader.recv  # type: ignore[method-assign]
+        payload = bytes(range(256)) * 4096  # 1 MiB: sixteen chunks
+        theirs.sendall(publish_bytes(LOG.encode(), payload))
+        deadline = time.monotonic() + 5
+        while not conn._inbox.items:
+            assert time.monotonic() < deadline, "the packet did not arrive"
+            select.select([ours], [], [], 1)
+            conn.read()
+        assert [m[1] for m in conn._inbox.items] == [payload]
+        assert max(sizes) >= len(payload) - READ_CHUNK  # the rest asked for at once
+        assert counted.calls - counted.would_block <= 4, sizes  # was 17 recvs of 64 KB
+    finally:
+        conn.client._sock = None
+        ours.close()
+        theirs.close()
+
+
+def test_a_large_packet_is_written_from_a_view_and_arrives_whole() -> None:
+    """paho writes `packet[pos:]` after each partial send: for a large packet that is a copy of
+    what is left, every time, unless the packet is a memoryview (coalesce makes it one)."""
+    conn = connection(fast=True)
+    ours, theirs = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)  # partial sends
+        conn.client._sock = ours
+        conn.client._state = paho._ConnectionState.MQTT_CS_CONNECTED  # type: ignore[attr-defined]
+        payload = bytes(range(256)) * 2048  # 512 KiB
+        conn.client.publish("fastbook/BTC-USD/reports/a", payload, qos=1)
+        head = conn.client._out_packet[0]
+        assert isinstance(head["packet"], bytearray)  # as paho builds it
+        received = bytearray()
+        expected = len(publish_bytes(b"fastbook/BTC-USD/reports/a", payload, qos=1, mid=1))
+        deadline = time.monotonic() + 5
+        while len(received) < expected:
+            assert time.monotonic() < deadline, "the packet was not written"
+            conn.flush()
+            assert isinstance(head["packet"], memoryview)
+            while select.select([theirs], [], [], 0)[0]:
+                received += theirs.recv(1 << 20)
+        assert bytes(received) == publish_bytes(b"fastbook/BTC-USD/reports/a", payload, qos=1, mid=1)
     finally:
         conn.client._sock = None
         ours.close()

@@ -565,11 +565,16 @@ class BufferedRecv:
     def recv(self, bufsize: int) -> bytes:
         data, pos = self._data, self._pos
         if pos >= len(data):
-            data = self._recv(READ_CHUNK)
+            # Asked for the rest of a packet larger than a chunk: ask the socket for all of it.
+            # paho appends each piece to the packet so far (`packet += data`, a new bytes object
+            # each time): a 650 KB reports message read 64 KB at a time was ten copies of a
+            # growing buffer, each fresh memory to fault in.
+            want = bufsize if bufsize > READ_CHUNK else READ_CHUNK
+            data = self._recv(want)
             if not data:
                 return data
             self._data, pos = data, 0
-            self._short = len(data) < READ_CHUNK
+            self._short = len(data) < want
         end = pos + bufsize
         self._pos = end
         if pos == 0 and end >= len(data):
@@ -649,6 +654,12 @@ def coalesce(queue: deque[Any]) -> None:
     socket after writing one); the QoS0 PUBLISHes joined are marked published once the whole is
     written, as paho marks each (`MQTTMessageInfo.is_published`); paho calls no on_publish here
     (none is set)."""
+    head = queue[0]["packet"] if queue else b""
+    if len(head) > COALESCE_BYTES and not isinstance(head, memoryview):
+        # paho writes `packet[pos:]` after each partial send: a copy of all that is left, each
+        # time, when the packet is bytes or a bytearray (a bulk batch's reports, ~650 KB, left a
+        # little at a time into a full socket buffer); a view of it is sliced without copying.
+        queue[0]["packet"] = memoryview(head)
     if len(queue) < 2 or queue[0]["pos"]:
         return
     parts: list[bytes | bytearray] = []
