@@ -11,8 +11,14 @@ seconds with no orders (the process's fixed per-second cost). `--followers N` ad
 subscribers of the log, at QoS 1 as an edge subscribes: with `--broker amqtt` the figure then
 includes the broker's fan-out of the log to N replicas.
 
+`--relay` runs the floor's relay (bench/e2e_floor.py: receive, write, fdatasync, republish, one
+paho client on one thread) in the sequencer's place, driven the same way (each message waits for
+the relay's copy), for the same figures measured the same way: the floor the issue compares the
+sequencer's CPU with, here in instructions, which the machine's load does not move.
+
     python bench/sequencer_lone.py --orders 2000 --rate 1000
     python bench/sequencer_lone.py --orders 300 --rate 20 --callgrind --idle 5
+    python bench/sequencer_lone.py --orders 300 --rate 20 --callgrind --relay
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from e2e_bench import free_port, port_open, stop_processes, wait_until
+from e2e_floor import IN_TOPIC, LOG_TOPIC
 from paho.mqtt.enums import CallbackAPIVersion
 
 MARKET = "BTC-USD"
@@ -58,9 +65,12 @@ def order(rng: random.Random, i: int) -> bytes:
 
 
 class LoneClient:
-    """Publishes one order at a time and waits for its report (paho's network thread)."""
+    """Publishes one order at a time and waits for its report (paho's network thread); with
+    `relay`, to the floor relay's input, waiting for its copy on the relay's output."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, relay: bool = False) -> None:
+        self.relay = relay
+        self.orders_topic = IN_TOPIC if relay else f"fastbook/{MARKET}/orders/{CLIENT}"
         self.answers = 0
         self.last_seq = 0  # the log position of the last report's command (what a replica must reach)
         self.answered = threading.Condition()
@@ -71,10 +81,19 @@ class LoneClient:
         client.on_message = self._on_message
         client.connect("127.0.0.1", port)
         client.loop_start()
-        client.subscribe([(f"fastbook/{MARKET}/reports/{CLIENT}", 1), (f"fastbook/{MARKET}/book", 0)])
+        if relay:
+            client.on_subscribe = lambda *_: self.book.set()
+            client.subscribe(LOG_TOPIC, 1)
+        else:
+            client.subscribe([(f"fastbook/{MARKET}/reports/{CLIENT}", 1), (f"fastbook/{MARKET}/book", 0)])
         self.client = client
 
     def _on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
+        if self.relay:
+            with self.answered:
+                self.answers += 1
+                self.answered.notify_all()
+            return
         if message.topic.endswith("/book"):
             self.book.set()
             return
@@ -88,7 +107,7 @@ class LoneClient:
         due = time.monotonic()
         for i in range(first, first + count):
             want = self.answers + 1
-            self.client.publish(f"fastbook/{MARKET}/orders/{CLIENT}", order(rng, i), qos=1)
+            self.client.publish(self.orders_topic, order(rng, i), qos=1)
             with self.answered:
                 if not self.answered.wait_for(lambda want=want: self.answers >= want, 60):  # type: ignore[misc]
                     raise TimeoutError(f"no report for order {i}")
@@ -181,6 +200,15 @@ def start_program(work: Path, program: str, args: list[str], wrap: list[str],
                                 stderr=subprocess.STDOUT, stdin=stdin)
 
 
+def start_relay(work: Path, port: int, wrap: list[str]) -> subprocess.Popen[bytes]:
+    """bench/e2e_floor.py's relay (QoS 1, as the floor runs it) under `wrap`, logging to
+    work/relay.log (it prints READY once subscribed)."""
+    floor = Path(__file__).with_name("e2e_floor.py")
+    with open(work / "relay.log", "wb") as log:
+        return subprocess.Popen([*wrap, sys.executable, str(floor), "relay", str(port), "1",
+                                 str(work / "relay.journal")], stdout=log, stderr=subprocess.STDOUT)
+
+
 def measure_idle(pid: int, seconds: float, callgrind: bool) -> float:
     """CPU ms per second of process `pid` over `seconds` with nothing sent (a callgrind dump
     "idle" of the same window if it runs under callgrind)."""
@@ -203,7 +231,11 @@ def main() -> int:
     p.add_argument("--callgrind", action="store_true", help="run the sequencer under callgrind")
     p.add_argument("--idle", type=float, default=0.0, metavar="S", help="then S seconds with no orders")
     p.add_argument("--followers", type=int, default=0, metavar="N", help="bare log subscribers (QoS 1)")
+    p.add_argument("--relay", action="store_true",
+                   help="measure the floor's relay instead of the sequencer (mosquitto only)")
     args = p.parse_args()
+    if args.relay and (args.broker != "mosquitto" or args.followers):
+        p.error("--relay runs on mosquitto, without --followers")
     work = Path(tempfile.mkdtemp(prefix="fastbook-lone-"))
     port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
@@ -214,7 +246,10 @@ def main() -> int:
         program, where = "sequencer", ["--broker", f"mqtt://127.0.0.1:{port}"]
     else:
         program, where = "broker", ["--port", str(port)]
-    sequencer = start_program(work, program, [*where, *common], wrap)
+    if args.relay:
+        sequencer = start_relay(work, port, wrap)
+    else:
+        sequencer = start_program(work, program, [*where, *common], wrap)
     procs.append(sequencer)
     client: LoneClient | None = None
     followers: list[LogFollower] = []
@@ -224,9 +259,12 @@ def main() -> int:
         for follower in followers:
             if not follower.subscribed.wait(120):
                 raise TimeoutError("a log follower did not subscribe")
-        client = LoneClient(port)
+        if args.relay:
+            log = work / "relay.log"
+            wait_until(lambda: b"READY" in log.read_bytes(), 300, "the relay subscribed")
+        client = LoneClient(port, relay=args.relay)
         if not client.book.wait(300):  # the sequencer's retained book: it is subscribed
-            raise TimeoutError("no book from the sequencer")
+            raise TimeoutError("no book from the sequencer" if not args.relay else "not subscribed")
         rng = random.Random(7)
         client.send(rng, 0, args.warm, args.rate)
         if args.callgrind:
@@ -237,6 +275,7 @@ def main() -> int:
         seconds = time.monotonic() - t0
         user1, sys1 = cpu_seconds(sequencer.pid)
         result: dict[str, Any] = {
+            "process": "floor relay" if args.relay else program,
             "broker": args.broker, "orders": args.orders, "rate": args.rate, "followers": args.followers,
             "achieved_rate": round(args.orders / seconds, 1),
             "cpu_us_per_order": {"user": round(1e6 * (user1 - user0) / args.orders),
