@@ -65,8 +65,8 @@ class NodeDriver:
 
     def hold(self, now: float) -> float:
         """Seconds to wait before the next batch so the group-commit window fills (0: go now). Only
-        under load: when the last batch held more than one message and more are queued. Batches
-        then start HOLD_SPACING times the last one's duration apart, at most `window`: the spacing
+        under load: when the last batch held HOLD_AFTER messages or more and more are queued.
+        Batches then start HOLD_SPACING times the last one's duration apart, at most `window`: the spacing
         follows the node's own cost, so a node that keeps up (a lone order's batch takes a fraction
         of the time to the next order) soon holds for less than the time to the next message and
         runs lone batches again, where a fixed window, once started, would fill itself again with
