@@ -174,9 +174,14 @@ def add_callgrind_figures(result: dict[str, Any], work: Path, name: str, orders:
         result["idle_instructions_per_s"] = round(totals[1] / idle)
 
 
-def print_result(result: dict[str, Any], work: Path) -> int:
-    """The run's figures as one JSON line; its work directory removed."""
+def print_result(result: dict[str, Any], work: Path, keep: Path | None = None) -> int:
+    """The run's figures as one JSON line; its callgrind dumps copied to `keep` (for
+    callgrind_annotate); its work directory removed."""
     print(json.dumps(result))
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        for dump in work.glob("cg.out*"):
+            shutil.copy(dump, keep / dump.name)
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
@@ -233,6 +238,8 @@ def main() -> int:
     p.add_argument("--followers", type=int, default=0, metavar="N", help="bare log subscribers (QoS 1)")
     p.add_argument("--relay", action="store_true",
                    help="measure the floor's relay instead of the sequencer (mosquitto only)")
+    p.add_argument("--keep-dumps", type=Path, metavar="DIR",
+                   help="copy the callgrind dumps here (for callgrind_annotate)")
     args = p.parse_args()
     if args.relay and (args.broker != "mosquitto" or args.followers):
         p.error("--relay runs on mosquitto, without --followers")
@@ -294,7 +301,7 @@ def main() -> int:
         stop_processes(procs, 60)
     if args.callgrind:
         add_callgrind_figures(result, work, "cg", args.orders, args.idle)
-    return print_result(result, work)
+    return print_result(result, work, args.keep_dumps)
 
 
 if __name__ == "__main__":

@@ -93,8 +93,8 @@ def test_intake_hands_runs_of_news_in_one_call_and_the_rest_one_by_one() -> None
     assert executor.calls == [
         ("run", "alice", ["a1", "a2"]),
         ("one", "alice", ["a1"]),
-        ("run", "alice", ["a3"]),
-        ("run", "alice", ["a3"]),
+        ("one", "alice", ["a3"]),  # (a run of one takes the per-command path)
+        ("one", "alice", ["a3"]),
     ]
     assert batch.texts == {}
 

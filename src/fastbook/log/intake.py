@@ -4,8 +4,8 @@ It checks the client id (the last topic level), reads the message (natively into
 every order in it is valid and in the common form, `wire._orderparse.parse_orders`; else
 `wire.orders.decode_orders`, which names what is wrong with each order), refuses a `new` whose
 client order id is in the dedupe window or names an open order, and, of a message read natively,
-hands each run of news only the book decides to `Executor.execute_news` in one call and every
-other command to `Executor.execute`. The outcome is the same either way.
+hands each run of two or more news only the book decides to `Executor.execute_news` in one call
+and every other command to `Executor.execute`. The outcome is the same either way.
 """
 
 from __future__ import annotations
@@ -109,17 +109,25 @@ class Intake:
         while i < n:
             if ops[i] == _NEW:
                 end = self.news_run_end(client, coids, i, others[bisect_right(others, i)])
-                if end > i:
+                if end > i + 1:
                     whole = i == 0 and end == n  # (the usual case: no slices to make)
                     run_rows, run_coids = (rows, coids) if whole else (rows[i:end], coids[i:end])
                     self.executor.execute_news(client, run_rows, run_coids, batch)
                     i = end
                     continue
-            op, side, otype, tif, stp, post_only, _p, _o, _p2, _id, price, qty = rows[i].tolist()
-            self.command(
-                client, OrderCommand(op, coids[i], side, otype, tif, stp, bool(post_only), price, qty), batch
-            )
+                if end > i:
+                    # A run of one (a lone order's): the per-command path, with no numpy arrays to
+                    # build (in process, 52 -> 46 us of a lone order's batch); its id passed.
+                    self.executor.execute(client, self._row_command(rows, coids, i), batch)
+                    i = end
+                    continue
+            self.command(client, self._row_command(rows, coids, i), batch)
             i += 1
+
+    @staticmethod
+    def _row_command(rows: np.ndarray, coids: list[str | None], i: int) -> OrderCommand:
+        op, side, otype, tif, stp, post_only, _p, _o, _p2, _id, price, qty = rows[i].tolist()
+        return OrderCommand(op, coids[i], side, otype, tif, stp, bool(post_only), price, qty)
 
     def news_run_end(self, client: str, coids: list[str | None], start: int, stop: int) -> int:
         """The end of the run of news from `start` (news up to `stop`) whose client order ids
