@@ -133,6 +133,66 @@ def test_what_the_own_handler_delivers() -> None:
     assert conn.unsolicited == 1
 
 
+def feed_own_reader(conn: MqttConnection, chunks: list[bytes]) -> list[Any]:
+    """`chunks` as what successive recvs return, read by the connection's own `_read_packet`
+    (a packet the buffer holds whole is cut from it; paho's reader takes the rest) until it would
+    block; the return codes (or the exception) it gave."""
+    pending = list(chunks)
+
+    def recv(_size: int) -> bytes:
+        if not pending:
+            raise BlockingIOError
+        return pending.pop(0)
+
+    conn.reader = BufferedRecv(recv)
+    conn.client._sock_recv = conn.reader.recv  # type: ignore[method-assign]
+    results: list[Any] = []
+    while True:
+        try:
+            rc = conn._read_packet()
+        except Exception as exc:
+            results.append(type(exc).__name__)
+            return results
+        if rc == paho.MQTT_ERR_AGAIN:
+            return results
+        results.append(rc)
+
+
+@pytest.mark.parametrize("data", CASES.values(), ids=CASES.keys())
+def test_the_own_reader_reads_what_paho_s_reader_reads(data: bytes) -> None:
+    ours, theirs = connection(True), connection(False)
+    assert feed_own_reader(ours, [data]) == feed(theirs, data)
+    assert inbox(ours) == inbox(theirs)
+    assert written(ours) == written(theirs)
+    assert ours.unsolicited == theirs.unsolicited
+    # paho's reader state: fresh between packets; after a handler's exception, the packet's
+    # (paho reads nothing of the length bytes it kept once it has the whole packet)
+    kept = ("command", "have_remaining", "remaining_length", "packet", "to_process", "pos")
+    assert [ours.client._in_packet[k] for k in kept] == [theirs.client._in_packet[k] for k in kept]
+
+
+def test_the_own_reader_reads_packets_cut_anywhere_by_the_recvs() -> None:
+    """However the stream is cut into recvs (a packet's head, length or body split), the same
+    messages in the same order, the same PUBACKs: what the buffer does not hold whole is paho's."""
+    data = CASES["several at once"] + CASES["long (3-byte length)"] + CASES["qos1 mid 65535"]
+    whole = connection(True)
+    assert feed_own_reader(whole, [data]) == [paho.MQTT_ERR_SUCCESS] * 7
+    expected, acks = inbox(whole), written(whole)
+    assert len(expected) == 5 and len(acks) == 2
+    for cut in [*range(1, 40), *range(len(data) - 80, len(data))]:
+        conn = connection(True)
+        results = feed_own_reader(conn, [data[:cut]]) + feed_own_reader(conn, [data[cut:]])
+        assert results == [paho.MQTT_ERR_SUCCESS] * 7, cut
+        assert inbox(conn) == expected and written(conn) == acks, cut
+
+
+def test_the_own_reader_reports_a_closed_stream_and_a_bad_length_as_paho_does() -> None:
+    for data, rc in ((b"", paho.MQTT_ERR_CONN_LOST),  # the end of the stream
+                     (b"\x30\xff\xff\xff\xff\x01", paho.MQTT_ERR_PROTOCOL)):  # a 5-byte length
+        ours, theirs = connection(True), connection(False)
+        assert feed_own_reader(ours, [data]) == feed(theirs, data) == [rc]
+
+
 def message_state(conn: MqttConnection) -> list[tuple[int, int, bool, bool]]:
     return [(mid, m.state, m.dup, m.info._published) for mid, m in conn.client._out_messages.items()]
 

@@ -279,7 +279,7 @@ class MqttConnection:
         for _ in range(self._read_limit):
             if client.socket() is None:
                 return
-            rc = client._packet_read()  # (paho 2.x; what loop_read calls)
+            rc = self._read_packet()
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
                 return
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -287,6 +287,42 @@ class MqttConnection:
                 return
             if stop_when_drained and reader.drained:
                 return
+
+    def _read_packet(self) -> MQTTErrorCode:
+        """One packet, as paho's `_packet_read` (what loop_read calls) reads it. A packet the
+        buffer holds whole (the usual case: one recv brings a lone order's PUBLISH and the PUBACKs
+        whole) is cut from it at once and handed to the packet handler, where paho asks the reader
+        for its type byte, each byte of its length and its body, a call each, and appends them to a
+        bytearray (a lone order's sequencer: 654k -> 631k instructions per order); a packet split
+        across recvs, or one paho has begun, is paho's to read."""
+        client = self.client
+        if not self.fast_packets or client._in_packet["command"]:
+            return client._packet_read()
+        reader = self.reader
+        if not reader.pending:
+            try:
+                if not reader.fill():
+                    return MQTTErrorCode.MQTT_ERR_CONN_LOST  # the end of the stream, as paho's
+            except BlockingIOError:
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError:  # (paho's errors: a reset connection, a closed socket, TLS)
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        whole = reader.take_packet()
+        if whole is None:
+            return client._packet_read()
+        command, body = whole
+        client._in_packet = {"command": command, "have_remaining": 1, "remaining_count": [],
+                             "remaining_mult": 1, "remaining_length": len(body),
+                             "packet": body,  # type: ignore[typeddict-item]  # (bytes: paho's handlers only read it)
+                             "to_process": 0, "pos": 0}  # fmt: skip
+        try:
+            rc = client._packet_handle()
+        except paho.MalformedPacket:
+            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+        client._in_packet = _fresh_in_packet()  # type: ignore[assignment]  # (paho's _InPacket)
+        with client._msgtime_mutex:
+            client._last_bytes_received = _time_func()
+        return rc
 
     def flush(self) -> bool:
         """Write what is queued; True if some is left (the socket buffer is full: select for write)."""
@@ -506,9 +542,17 @@ class MqttConnection:
 
 _PUBLISH = paho.PUBLISH
 _PUBACK = paho.PUBACK
+_time_func = paho.time_func  # (the clock paho 2.x keeps its keepalive times with)
+
+
+def _fresh_in_packet() -> dict[str, Any]:
+    """paho's reader state between packets (as `_packet_read` leaves it)."""
+    return {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
+            "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
 # What MqttConnection._packet_handle reads or changes in a paho 2.x Client, and the handlers whose
 # work it does (a paho without them dispatches differently: leave its packets to it).
-_PAHO_INTERNALS = ("_packet_handle", "_handle_publish", "_handle_pubackcomp", "_update_inflight",
+_PAHO_INTERNALS = ("_packet_handle", "_packet_read", "_msgtime_mutex", "_last_bytes_received",
+                   "_handle_publish", "_handle_pubackcomp", "_update_inflight",
                    "_in_packet", "_out_packet", "_out_messages", "_out_message_mutex",
                    "_inflight_messages", "_max_inflight_messages", "_on_publish", "_manual_ack",
                    "_protocol", "_logger", "_on_log")
@@ -561,6 +605,37 @@ class BufferedRecv:
 
     def clear(self) -> None:
         self._data, self._pos, self._short = b"", 0, False
+
+    def fill(self) -> bool:
+        """Read the next chunk from the socket (call when nothing is buffered); False at the end
+        of the stream. Raises what `recv` raises."""
+        data = self._recv(READ_CHUNK)
+        if not data:
+            return False
+        self._data, self._pos, self._short = data, 0, len(data) < READ_CHUNK
+        return True
+
+    def take_packet(self) -> tuple[int, bytes] | None:
+        """The next MQTT packet (its first byte, its body) if the buffer holds all of it, taken
+        from the buffer; else None and nothing taken (a remaining length of more than 4 bytes,
+        malformed, is left to paho, which refuses it)."""
+        data, pos = self._data, self._pos
+        end = len(data)
+        at, length, shift = pos + 1, 0, 0
+        while True:
+            if at >= end or shift > 21:
+                return None
+            byte = data[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+        stop = at + length
+        if stop > end:
+            return None
+        self._pos = stop
+        return data[pos], data[at:stop]
 
     def recv(self, bufsize: int) -> bytes:
         data, pos = self._data, self._pos
