@@ -18,7 +18,7 @@ from fastbook.transport.connection import (
     SubscriptionSet,
     coalesce,
     filter_matcher,
-    qos0_packet,
+    publish_packet,
 )
 from fastbook.transport.node import Outgoing
 
@@ -130,15 +130,15 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_paho_reconnect_over_our_queued_qos0_packets_fails_only_to_connect() -> None:
+def test_paho_reconnect_over_our_queued_publish_packets_fails_only_to_connect() -> None:
     """A broker restart while a node's QoS0 output is queued: paho's reconnect marks every queued
-    QoS0 PUBLISH lost before it opens the new socket. Our own entries (`qos0_packet`'s, alone and
+    QoS0 PUBLISH lost before it opens the new socket. Our own entries (`publish_packet`'s, alone and
     joined by `coalesce`) must take that; an AttributeError there once stopped a sequencer's loop
     for good (the fault suite's mosquitto SIGKILL caught it)."""
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
-    lone = qos0_packet(Outgoing("fastbook/BTC-USD/book", b"b", retain=True, qos=0))
+    lone = publish_packet(Outgoing("fastbook/BTC-USD/book", b"b", retain=True, qos=0))
     tracked = queued(paho.PUBLISH, b"report")
-    queue: deque[Any] = deque([qos0_packet(Outgoing("fastbook/BTC-USD/log", b"l", qos=0)), tracked])
+    queue: deque[Any] = deque([publish_packet(Outgoing("fastbook/BTC-USD/log", b"l", qos=0)), tracked])
     coalesce(queue)
     client._out_packet = deque([queue[0], lone])
     with pytest.raises(ConnectionRefusedError):  # the connect itself, and nothing before it
@@ -199,14 +199,20 @@ def test_filter_matcher_agrees_with_paho(topic_filter: str, topic: str) -> None:
 
 @pytest.mark.parametrize("size", [0, 5, 120, 200, 20_000, 3_000_000])
 @pytest.mark.parametrize("retain", [False, True])
-def test_qos0_packet_is_the_publish_paho_builds(size: int, retain: bool) -> None:
+def test_publish_packet_is_the_publish_paho_builds(size: int, retain: bool) -> None:
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
     client._sock = object()  # (a socket to queue for; nothing is written)
     client.on_socket_register_write = lambda *_a: None
     client.publish("fastbook/BTC-USD/log", b"x" * size, qos=0, retain=retain)
-    built = qos0_packet(Outgoing("fastbook/BTC-USD/log", b"x" * size, retain=retain, qos=0))
+    built = publish_packet(Outgoing("fastbook/BTC-USD/log", b"x" * size, retain=retain, qos=0))
     theirs = client._out_packet[0]
     assert bytes(built["packet"]) == bytes(theirs["packet"])
     assert (built["command"], built["qos"]) == (theirs["command"], 0)
     assert built["to_process"] == theirs["to_process"]
+    qos1 = publish_packet(Outgoing("fastbook/BTC-USD/log", b"x" * size, retain=retain), mid=513)
+    client._last_mid = 512  # (paho's next mid: 513)
+    client.publish("fastbook/BTC-USD/log", b"x" * size, qos=1, retain=retain)
+    theirs = client._out_packet[1]
+    assert bytes(qos1["packet"]) == bytes(theirs["packet"])
+    assert (qos1["command"], qos1["mid"], qos1["qos"]) == (theirs["command"], 513, 1)
     client._sock = None

@@ -204,13 +204,52 @@ class QueueOnly:
         pass
 
 
+REPORTS = [Outgoing(f"fastbook/BTC-USD/reports/c{i}", b"r%d" % i, qos=1, retain=i == 2) for i in range(3)]
+
+
 def publishing(fast: bool) -> tuple[MqttConnection, list[paho.MQTTMessageInfo]]:
-    """A connection with 3 QoS1 messages published, 2 in flight (max_inflight 2), 1 queued."""
+    """A connection with 3 QoS1 messages published, 2 in flight (max_inflight 2), 1 queued: `fast`
+    through its own packet handler and `publish` (the driver's), else paho's for both."""
     conn = connection(fast, max_inflight=2)
     conn.client._sock = QueueOnly()  # type: ignore[assignment]
-    infos = conn._publish([Outgoing(f"fastbook/BTC-USD/reports/c{i}", b"r%d" % i, qos=1) for i in range(3)])
+    if fast:
+        conn.publish(REPORTS)
+        infos = [m.info for m in conn.client._out_messages.values()]
+    else:
+        infos = conn._publish(REPORTS)  # (paho's publish())
     conn.client._out_packet.clear()
     return conn, infos
+
+
+def test_a_qos1_publish_queues_what_paho_s_publish_queues() -> None:
+    """The same PUBLISH bytes, mids and message state (what a PUBACK finishes and a reconnect
+    resends), the inflight count and the message held back by the inflight limit."""
+    conns = {fast: connection(True, max_inflight=2) for fast in (True, False)}
+    for conn in conns.values():
+        conn.client._sock = QueueOnly()  # type: ignore[assignment]
+    conns[True].publish(REPORTS)
+    conns[False]._publish(REPORTS)
+    ours, theirs = conns[True].client, conns[False].client
+    assert written(conns[True]) == written(conns[False])
+    assert [p[0] for p in written(conns[True])] == [paho.PUBLISH, paho.PUBLISH]  # 2 in flight
+    assert message_state(conns[True]) == message_state(conns[False])
+    assert [m.state for m in ours._out_messages.values()] == [
+        paho.mqtt_ms_wait_for_puback, paho.mqtt_ms_wait_for_puback, paho.mqtt_ms_queued]
+    for a, b in zip(ours._out_messages.values(), theirs._out_messages.values(), strict=True):
+        assert (a.topic, a.payload, a.qos, a.retain, a.dup, a.info.rc) == (
+            b.topic, b.payload, b.qos, b.retain, b.dup, b.info.rc)
+    assert ours._inflight_messages == theirs._inflight_messages == 2
+
+
+def test_a_qos1_publish_without_a_socket_waits_for_the_next_connection_as_paho_s() -> None:
+    conns = {fast: connection(True) for fast in (True, False)}
+    conns[True].publish(REPORTS[:1])
+    conns[False]._publish(REPORTS[:1])
+    assert written(conns[True]) == written(conns[False]) == []
+    assert message_state(conns[True]) == message_state(conns[False]) != []
+    assert [(m.state, m.info.rc) for m in conns[True].client._out_messages.values()] == [
+        (paho.mqtt_ms_publish, paho.MQTT_ERR_NO_CONN)]
+    assert conns[True].client._inflight_messages == conns[False].client._inflight_messages == 0
 
 
 def test_pubacks_leave_paho_state_as_paho_does_and_a_reconnect_resends_the_rest() -> None:
@@ -241,7 +280,7 @@ def test_pubacks_leave_paho_state_as_paho_does_and_a_reconnect_resends_the_rest(
     resent = same(written)
     assert [(data[0], mid) for command, mid, _qos, data in resent  # type: ignore[attr-defined]
             if command == paho.PUBLISH] == [(paho.PUBLISH | 0x08 | 0x02, mids[1]),  # dup, QoS 1
-                                            (paho.PUBLISH | 0x08 | 0x02, mids[2])]
+                                            (paho.PUBLISH | 0x08 | 0x02 | 0x01, mids[2])]  # retained
     assert same(lambda c: feed(c, struct.pack("!BBH", paho.PUBACK, 2, mids[1])
                                + struct.pack("!BBH", paho.PUBACK, 2, mids[2]))) == [paho.MQTT_ERR_SUCCESS] * 2
     assert same(message_state) == [] and same(lambda c: c.client._inflight_messages) == 0

@@ -354,16 +354,50 @@ class MqttConnection:
     def publish(self, messages: Sequence[Outgoing]) -> None:
         """Queue the driver's output. A QoS0 message goes straight into paho's write queue as the
         PUBLISH paho would build (nothing waits for it: no MQTTMessageInfo, no Condition, no mid;
-        without a socket it is dropped, as paho drops it); QoS1 goes through paho's publish."""
+        without a socket it is dropped, as paho drops it); QoS1 is `_queue_qos1`'s (or, without the
+        fast packet path, paho's publish)."""
         client = self.client
         out: deque[Any] = client._out_packet  # (paho 2.x: its queue of packets to write)
         publish = client.publish
+        fast = self.fast_packets
         for m in messages:
             if m.qos == 0:
                 if client._sock is not None:
-                    out.append(qos0_packet(m))
+                    out.append(publish_packet(m))
+            elif m.qos == 1 and fast:
+                self._queue_qos1(m)
             else:
                 publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+
+    def _queue_qos1(self, m: Outgoing) -> None:
+        """paho's `publish()` of a QoS1 message, MQTT 3.1.1, with the same state: the MQTTMessage
+        in `_out_messages` (what a PUBACK finishes and a reconnect resends), the inflight count,
+        the PUBLISH queued (or the message queued behind the inflight limit, or kept for the next
+        connection when there is no socket). Without what does not apply to a node's output (its
+        topics are the node's own and valid, its payloads bytes, no debug logging, the runner
+        writes after every batch without a register-write call): 5.0 -> 2.9 us a message."""
+        client = self.client
+        mid = client._mid_generate()
+        message = paho.MQTTMessage(mid, m.topic.encode())
+        message.timestamp = _time_func()
+        message.payload = m.payload
+        message.qos = 1
+        message.retain = m.retain
+        with client._out_message_mutex:
+            if mid in client._out_messages:  # 65,535 unacknowledged: paho refuses it the same way
+                message.info.rc = MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+                return
+            client._out_messages[mid] = message
+            limit = client._max_inflight_messages
+            if limit and client._inflight_messages >= limit:
+                message.state = paho.mqtt_ms_queued  # sent when a PUBACK frees a slot
+            elif client._sock is None:
+                message.state = paho.mqtt_ms_publish  # sent by the next connection's CONNACK
+                message.info.rc = MQTTErrorCode.MQTT_ERR_NO_CONN
+            else:
+                client._inflight_messages += 1
+                message.state = paho.mqtt_ms_wait_for_puback
+                client._out_packet.append(publish_packet(m, mid, message.info))  # type: ignore[arg-type]
 
     def follow(self, subscriptions: list[Subscription]) -> None:
         self._subscriptions.change(subscriptions, self.connected.is_set(), self.client.unsubscribe,
@@ -555,7 +589,7 @@ _PAHO_INTERNALS = ("_packet_handle", "_packet_read", "_msgtime_mutex", "_last_by
                    "_handle_publish", "_handle_pubackcomp", "_update_inflight",
                    "_in_packet", "_out_packet", "_out_messages", "_out_message_mutex",
                    "_inflight_messages", "_max_inflight_messages", "_on_publish", "_manual_ack",
-                   "_protocol", "_logger", "_on_log")
+                   "_protocol", "_logger", "_on_log", "_mid_generate", "_sock")
 
 
 def fast_packets_possible(client: paho.Client) -> bool:
@@ -681,20 +715,23 @@ _UNTRACKED = _Untracked()
 _LENGTH = struct.Struct("!H")
 
 
-def qos0_packet(message: Outgoing) -> dict[str, Any]:
-    """An entry of paho's write queue: the MQTT 3.1.1 QoS0 PUBLISH of `message`, as paho's
-    `_send_publish` builds it (fixed header, remaining length, topic, payload)."""
+def publish_packet(message: Outgoing, mid: int = 0, info: Any = _UNTRACKED) -> dict[str, Any]:
+    """An entry of paho's write queue: the MQTT 3.1.1 PUBLISH of `message`, as paho's
+    `_send_publish` builds it (fixed header, remaining length, topic, the packet identifier `mid`
+    of a QoS1 one, payload): QoS0 when `mid` is 0, else QoS1 (`info`: its MQTTMessageInfo)."""
     topic = message.topic.encode()
-    remaining = 2 + len(topic) + len(message.payload)
-    head = bytearray((paho.PUBLISH | (1 if message.retain else 0),))
+    qos = 1 if mid else 0
+    remaining = 2 + len(topic) + 2 * qos + len(message.payload)
+    head = bytearray((paho.PUBLISH | qos << 1 | (1 if message.retain else 0),))
     while True:
         byte, remaining = remaining & 0x7F, remaining >> 7
         head.append(byte | 0x80 if remaining else byte)
         if not remaining:
             break
-    data = b"".join((head, _LENGTH.pack(len(topic)), topic, message.payload))
-    return {"command": paho.PUBLISH, "mid": 0, "qos": 0, "pos": 0, "to_process": len(data),
-            "packet": data, "info": _UNTRACKED}
+    ident = _LENGTH.pack(mid) if qos else b""
+    data = b"".join((head, _LENGTH.pack(len(topic)), topic, ident, message.payload))
+    return {"command": paho.PUBLISH, "mid": mid, "qos": qos, "pos": 0, "to_process": len(data),
+            "packet": data, "info": info}
 
 
 class _PublishedTogether:
