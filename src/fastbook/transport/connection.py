@@ -583,6 +583,8 @@ def _fresh_in_packet() -> dict[str, Any]:
     """paho's reader state between packets (as `_packet_read` leaves it)."""
     return {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
             "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
+
+
 # What MqttConnection._packet_handle reads or changes in a paho 2.x Client, and the handlers whose
 # work it does (a paho without them dispatches differently: leave its packets to it).
 _PAHO_INTERNALS = ("_packet_handle", "_packet_read", "_msgtime_mutex", "_last_bytes_received",
@@ -640,13 +642,13 @@ class BufferedRecv:
     def clear(self) -> None:
         self._data, self._pos, self._short = b"", 0, False
 
-    def fill(self) -> bool:
-        """Read the next chunk from the socket (call when nothing is buffered); False at the end
-        of the stream. Raises what `recv` raises."""
-        data = self._recv(READ_CHUNK)
+    def fill(self, want: int = READ_CHUNK) -> bool:
+        """Read up to `want` bytes from the socket into the buffer (call when nothing is
+        buffered); False at the end of the stream. Raises what the socket's recv raises."""
+        data = self._recv(want)
         if not data:
             return False
-        self._data, self._pos, self._short = data, 0, len(data) < READ_CHUNK
+        self._data, self._pos, self._short = data, 0, len(data) < want
         return True
 
     def take_packet(self) -> tuple[int, bytes] | None:
@@ -678,12 +680,9 @@ class BufferedRecv:
             # paho appends each piece to the packet so far (`packet += data`, a new bytes object
             # each time): a 650 KB reports message read 64 KB at a time was ten copies of a
             # growing buffer, each fresh memory to fault in.
-            want = bufsize if bufsize > READ_CHUNK else READ_CHUNK
-            data = self._recv(want)
-            if not data:
-                return data
-            self._data, pos = data, 0
-            self._short = len(data) < want
+            if not self.fill(bufsize if bufsize > READ_CHUNK else READ_CHUNK):
+                return b""
+            data, pos = self._data, 0
         end = pos + bufsize
         self._pos = end
         if pos == 0 and end >= len(data):
